@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs all of them: the README's second command and
+# what CI runs (.ci/run). Safe to run repeatedly; each step says what it does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: $(cargo --version)"
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+step "format check (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "lint (cargo clippy --all-targets -- -D warnings)"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "tests (unit, property, whole-program)"
+cargo test --locked --all-targets

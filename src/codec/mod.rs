@@ -1,0 +1,107 @@
+//! Edges between bytes and the domain: JSON lines and protobuf both decode into a
+//! validated [`DeliveryEvent`] or a [`Rejected`] with its reason, and encode back (for
+//! the generator and tests).
+
+pub mod json;
+pub mod protobuf;
+
+use crate::event::{validate, DeliveryEvent, RejectReason, Rejected, TimeBounds};
+use crate::time::Micros;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Protobuf,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "json" => Some(Self::Json),
+            "protobuf" | "proto" => Some(Self::Protobuf),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes records of one format, reusing scratch memory between calls.
+pub struct Decoder {
+    format: Format,
+    bounds: TimeBounds,
+    max_bytes: usize,
+    scratch: crate::proto::DeliveryEvent,
+}
+
+impl Decoder {
+    pub fn new(format: Format, bounds: TimeBounds, max_bytes: usize) -> Self {
+        Self {
+            format,
+            bounds,
+            max_bytes,
+            scratch: Default::default(),
+        }
+    }
+
+    pub fn with_format(&self, format: Format) -> Self {
+        Self::new(format, self.bounds, self.max_bytes)
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Bytes → validated event, or the reason it is not one. `now` is the wall clock,
+    /// for the future-skew bound.
+    pub fn decode(&mut self, bytes: &[u8], now: Micros) -> Result<DeliveryEvent, Rejected> {
+        if bytes.len() > self.max_bytes {
+            return Err(Rejected::bare(RejectReason::TooLarge));
+        }
+        let ev = match self.format {
+            Format::Json => json::decode(bytes)?,
+            Format::Protobuf => protobuf::decode(bytes, &mut self.scratch)?,
+        };
+        validate(&ev, &self.bounds, now).map_err(|reason| attributed(reason, &ev))?;
+        Ok(ev)
+    }
+}
+
+/// A rejection that keeps what could be read, so it is attributed to a tenant and period.
+pub(crate) fn attributed(reason: RejectReason, ev: &DeliveryEvent) -> Rejected {
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Rejected {
+        reason,
+        tenant: nonempty(&ev.tenant),
+        platform: nonempty(&ev.platform),
+        completed_at: Some(ev.completed_at),
+    }
+}
+
+/// The checks a decoder can make only while it still knows which fields were absent or
+/// unknown (the typed event has no place for "unknown outcome"), in contract order.
+pub(crate) fn structural(
+    ev: DeliveryEvent,
+    outcome_known: bool,
+    direction_known: bool,
+    timestamps_parsed: bool,
+    completed_at: Option<Micros>,
+) -> Result<DeliveryEvent, Rejected> {
+    let reason = if ev.event_id.is_empty() {
+        RejectReason::MissingEventId
+    } else if ev.tenant.is_empty() {
+        RejectReason::MissingTenant
+    } else if ev.platform.is_empty() {
+        RejectReason::MissingPlatform
+    } else if !outcome_known {
+        RejectReason::UnknownOutcome
+    } else if !direction_known {
+        RejectReason::UnknownDirection
+    } else if !timestamps_parsed {
+        RejectReason::BadTimestamp
+    } else {
+        return Ok(ev);
+    };
+    let mut r = attributed(reason, &ev);
+    r.completed_at = completed_at;
+    Err(r)
+}

@@ -1,0 +1,484 @@
+//! The one configuration tree (TOML), parsed with serde and validated once at start-up.
+//!
+//! Every error names the offending key and value and says what would be accepted, so an
+//! operator can fix the file without reading code. Defaults reproduce the Globex pilot's
+//! SLA targets; `config/slatrack.toml` spells them out.
+
+use crate::event::Direction;
+use crate::time::{self, Micros};
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source} (check the --config path)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}` has bad value {value}: {why}")]
+    Invalid {
+        key: String,
+        value: String,
+        why: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, value: impl std::fmt::Display, why: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// A duration written as `"500ms"`, `"2m"`, `"7d"` in the TOML file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Micros);
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        time::parse_duration(&s).map(Span).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: write a whole number and a unit (us, ms, s, m, h, d), e.g. \"2m\""
+            ))
+        })
+    }
+}
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{}\"", time::format_duration(self.0))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub validation: ValidationConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub sla: SlaConfig,
+    #[serde(default = "default_platforms")]
+    pub platforms: Vec<PlatformConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Width of the event-time tumbling buckets.
+    pub bucket: Span,
+    /// How far behind the newest event time a bucket stays open for late records.
+    pub allowed_lateness: Span,
+    /// Rolling windows published from closed buckets.
+    pub windows: Vec<Span>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            bucket: Span(time::MICROS_PER_MIN),
+            allowed_lateness: Span(2 * time::MICROS_PER_MIN),
+            windows: vec![
+                Span(5 * time::MICROS_PER_MIN),
+                Span(time::MICROS_PER_HOUR),
+                Span(time::MICROS_PER_DAY),
+                Span(7 * time::MICROS_PER_DAY),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Timestamps further than this ahead of the wall clock are rejected as
+    /// `timestamp_out_of_range`, so one absurd clock cannot drag the watermark forward.
+    pub max_future_skew: Span,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            max_future_skew: Span(10 * time::MICROS_PER_MIN),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Distinct (tenant, platform) keys per shard before new keys fold into `__overflow__`.
+    pub max_keys: usize,
+    /// Records larger than this are rejected as `too_large` before decoding.
+    pub max_record_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_keys: 10_000,
+            max_record_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// SQLite scorecard store.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("slatrack.db"),
+        }
+    }
+}
+
+/// Default targets and status thresholds; a platform may override its two SLA targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaConfig {
+    /// Fraction of events delivered within `latency_target` (green at or above).
+    pub on_time_target: f64,
+    /// End-to-end (`completed_at − enqueued_at`) bound for an event to count as on time.
+    pub latency_target: Span,
+    /// On-time ratio within this many points (fraction) below target is yellow, else red.
+    pub yellow_margin: f64,
+    pub failed_target: f64,
+    pub retry_target: f64,
+    pub max_retries_target: f64,
+    pub dlq_target: f64,
+    /// A rate up to `rate_yellow_factor ×` its target is yellow, above is red.
+    pub rate_yellow_factor: f64,
+    /// Soft latency targets: missing them is yellow.
+    pub p50_target: Span,
+    pub p95_target: Span,
+    /// Hard latency threshold: exceeding it is red.
+    pub p99_threshold: Span,
+}
+
+impl Default for SlaConfig {
+    fn default() -> Self {
+        Self {
+            on_time_target: 0.95,
+            latency_target: Span(500 * time::MICROS_PER_MILLI),
+            yellow_margin: 0.05,
+            failed_target: 0.02,
+            retry_target: 0.05,
+            max_retries_target: 0.005,
+            dlq_target: 0.001,
+            rate_yellow_factor: 2.0,
+            p50_target: Span(300 * time::MICROS_PER_MILLI),
+            p95_target: Span(500 * time::MICROS_PER_MILLI),
+            p99_threshold: Span(1000 * time::MICROS_PER_MILLI),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// Id as it appears in events (`platform` field).
+    pub id: String,
+    /// Display name for reports.
+    pub name: String,
+    #[serde(deserialize_with = "de_direction")]
+    pub direction: Direction,
+    pub on_time_target: Option<f64>,
+    pub latency_target: Option<Span>,
+}
+
+fn de_direction<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
+    let s = String::deserialize(d)?;
+    Direction::parse(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid direction {s:?}: use \"inbound\" or \"outbound\""
+        ))
+    })
+}
+
+fn default_platforms() -> Vec<PlatformConfig> {
+    let p = |id: &str, name: &str, direction, target: Option<f64>, latency_ms: Option<i64>| {
+        PlatformConfig {
+            id: id.into(),
+            name: name.into(),
+            direction,
+            on_time_target: target,
+            latency_target: latency_ms.map(|ms| Span(ms * time::MICROS_PER_MILLI)),
+        }
+    };
+    vec![
+        p("benevity", "Benevity", Direction::Inbound, None, None),
+        p("goodera", "Goodera", Direction::Inbound, None, None),
+        p("workday", "Workday", Direction::Inbound, None, None),
+        p(
+            "sap_successfactors",
+            "SAP SuccessFactors",
+            Direction::Inbound,
+            None,
+            None,
+        ),
+        p(
+            "impact_in",
+            "Impact-In (Outbound)",
+            Direction::Outbound,
+            Some(0.98),
+            Some(300),
+        ),
+    ]
+}
+
+/// The two SLA targets that apply to one platform after defaults are resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Targets {
+    pub on_time_target: f64,
+    pub latency_target_us: Micros,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig::default(),
+            validation: ValidationConfig::default(),
+            limits: LimitsConfig::default(),
+            store: StoreConfig::default(),
+            sla: SlaConfig::default(),
+            platforms: default_platforms(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let e = &self.engine;
+        if e.bucket.0 < time::MICROS_PER_SEC || time::MICROS_PER_DAY % e.bucket.0 != 0 {
+            return Err(invalid(
+                "engine.bucket",
+                e.bucket,
+                "must be at least 1s and divide a day evenly (e.g. \"10s\", \"1m\", \"5m\")",
+            ));
+        }
+        if e.allowed_lateness.0 < 0 {
+            return Err(invalid(
+                "engine.allowed_lateness",
+                e.allowed_lateness,
+                "must not be negative",
+            ));
+        }
+        if e.windows.is_empty() {
+            return Err(invalid(
+                "engine.windows",
+                "[]",
+                "list at least one window, e.g. [\"5m\", \"1h\"]",
+            ));
+        }
+        for (i, w) in e.windows.iter().enumerate() {
+            if w.0 < e.bucket.0 || w.0 % e.bucket.0 != 0 {
+                return Err(invalid(
+                    format!("engine.windows[{i}]"),
+                    w,
+                    "must be a whole multiple of engine.bucket",
+                ));
+            }
+            if w.0 > time::MICROS_PER_HOUR && w.0 % time::MICROS_PER_HOUR != 0 {
+                return Err(invalid(
+                    format!("engine.windows[{i}]"),
+                    w,
+                    "windows longer than 1h advance by whole hours and must be a whole number of hours",
+                ));
+            }
+        }
+        if self.validation.max_future_skew.0 <= 0 {
+            return Err(invalid(
+                "validation.max_future_skew",
+                self.validation.max_future_skew,
+                "must be positive",
+            ));
+        }
+        if self.limits.max_keys == 0 {
+            return Err(invalid("limits.max_keys", 0, "must be at least 1"));
+        }
+        if self.limits.max_record_bytes < 64 {
+            return Err(invalid(
+                "limits.max_record_bytes",
+                self.limits.max_record_bytes,
+                "must be at least 64",
+            ));
+        }
+        let s = &self.sla;
+        check_fraction("sla.on_time_target", s.on_time_target)?;
+        check_fraction("sla.yellow_margin", s.yellow_margin)?;
+        check_fraction("sla.failed_target", s.failed_target)?;
+        check_fraction("sla.retry_target", s.retry_target)?;
+        check_fraction("sla.max_retries_target", s.max_retries_target)?;
+        check_fraction("sla.dlq_target", s.dlq_target)?;
+        if s.rate_yellow_factor.is_nan() || s.rate_yellow_factor < 1.0 {
+            return Err(invalid(
+                "sla.rate_yellow_factor",
+                s.rate_yellow_factor,
+                "must be at least 1.0",
+            ));
+        }
+        for (key, v) in [
+            ("sla.latency_target", s.latency_target),
+            ("sla.p50_target", s.p50_target),
+            ("sla.p95_target", s.p95_target),
+            ("sla.p99_threshold", s.p99_threshold),
+        ] {
+            if v.0 <= 0 {
+                return Err(invalid(key, v, "must be positive"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.platforms.iter().enumerate() {
+            if p.id.is_empty()
+                || !p
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    format!("platforms[{i}].id"),
+                    format!("{:?}", p.id),
+                    "use lowercase letters, digits, '_' or '-' as in the events' platform field",
+                ));
+            }
+            if !seen.insert(p.id.as_str()) {
+                return Err(invalid(
+                    format!("platforms[{i}].id"),
+                    format!("{:?}", p.id),
+                    "is listed twice",
+                ));
+            }
+            if let Some(t) = p.on_time_target {
+                check_fraction(&format!("platforms[{i}].on_time_target"), t)?;
+            }
+            if let Some(l) = p.latency_target {
+                if l.0 <= 0 {
+                    return Err(invalid(
+                        format!("platforms[{i}].latency_target"),
+                        l,
+                        "must be positive",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn platform(&self, id: &str) -> Option<&PlatformConfig> {
+        self.platforms.iter().find(|p| p.id == id)
+    }
+
+    /// Targets for a platform id; unknown platforms get the defaults (aggregated, not rejected).
+    pub fn targets(&self, platform: &str) -> Targets {
+        let p = self.platform(platform);
+        Targets {
+            on_time_target: p
+                .and_then(|p| p.on_time_target)
+                .unwrap_or(self.sla.on_time_target),
+            latency_target_us: p
+                .and_then(|p| p.latency_target)
+                .unwrap_or(self.sla.latency_target)
+                .0,
+        }
+    }
+}
+
+fn check_fraction(key: &str, v: f64) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            v,
+            "must be a fraction between 0 and 1 (0.95 means 95%)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_and_matches_defaults() {
+        let text = include_str!("../config/slatrack.toml");
+        let cfg = Config::from_toml(text).expect("config/slatrack.toml is valid");
+        let d = Config::default();
+        assert_eq!(cfg.platforms.len(), 5);
+        assert_eq!(cfg.targets("impact_in"), d.targets("impact_in"));
+        assert_eq!(cfg.targets("impact_in").latency_target_us, 300_000);
+        assert_eq!(cfg.targets("benevity").on_time_target, 0.95);
+        assert_eq!(cfg.targets("unknown-platform"), d.targets("workday"));
+        assert_eq!(cfg.engine.windows, d.engine.windows);
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        let err = Config::from_toml("[engine]\nbucket = \"7s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("engine.bucket") && err.contains("7s"), "{err}");
+        let err = Config::from_toml("[sla]\non_time_target = 95.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sla.on_time_target") && err.contains("95"),
+            "{err}"
+        );
+        let err = Config::from_toml("[engine]\nallowed_lateness = \"2 minutes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("allowed_lateness") && err.contains("2 minutes"),
+            "{err}"
+        );
+        let err = Config::from_toml("[engine]\nbukket = \"1m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bukket"), "{err}");
+        let err = Config::from_toml(
+            "[[platforms]]\nid = \"a\"\nname = \"A\"\ndirection = \"sideways\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sideways"), "{err}");
+    }
+}

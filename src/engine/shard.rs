@@ -1,0 +1,172 @@
+//! A shard: the single writer that owns one partition's (or one replay's) aggregation
+//! state. No locks: the per-event path is a map lookup, a dedup insert and a histogram
+//! record on memory only this shard touches.
+
+use super::dedup::{dedup_key, Dedup};
+use super::keys::{KeyId, KeyTable};
+use super::stats::Stats;
+use super::ClosedBucket;
+use crate::config::Config;
+use crate::event::DeliveryEvent;
+use crate::time::Micros;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// What became of one validated record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingest {
+    Counted,
+    /// Same `(event_id, attempt)` already counted.
+    Duplicate,
+    /// Its bucket was already closed by the watermark; quarantine it.
+    Late,
+}
+
+/// Running totals a shard keeps about itself (exported as self-metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShardTally {
+    pub counted: u64,
+    pub duplicates: u64,
+    pub late: u64,
+}
+
+pub struct Shard {
+    bucket_us: Micros,
+    lateness_us: Micros,
+    keys: KeyTable,
+    open: BTreeMap<Micros, HashMap<KeyId, Stats>>,
+    max_event_time: Option<Micros>,
+    /// Every bucket starting before this is closed; records for them are late.
+    closed_before: Micros,
+    dedup: Dedup,
+    closed: Vec<ClosedBucket>,
+    pub tally: ShardTally,
+}
+
+impl Shard {
+    pub fn new(config: Arc<Config>) -> Self {
+        Self {
+            bucket_us: config.engine.bucket.0,
+            lateness_us: config.engine.allowed_lateness.0,
+            keys: KeyTable::new(config),
+            open: BTreeMap::new(),
+            max_event_time: None,
+            closed_before: Micros::MIN,
+            dedup: Dedup::default(),
+            closed: Vec::new(),
+            tally: ShardTally::default(),
+        }
+    }
+
+    #[inline]
+    pub fn bucket_start(&self, t: Micros) -> Micros {
+        t.div_euclid(self.bucket_us) * self.bucket_us
+    }
+
+    /// Newest event time seen minus the allowed lateness.
+    pub fn watermark(&self) -> Option<Micros> {
+        self.max_event_time
+            .map(|t| t.saturating_sub(self.lateness_us))
+    }
+
+    pub fn max_event_time(&self) -> Option<Micros> {
+        self.max_event_time
+    }
+
+    pub fn keys(&self) -> &KeyTable {
+        &self.keys
+    }
+
+    pub fn open_buckets(&self) -> usize {
+        self.open.values().map(HashMap::len).sum()
+    }
+
+    pub fn dedup_len(&self) -> usize {
+        self.dedup.len()
+    }
+
+    #[inline]
+    pub fn ingest(&mut self, ev: &DeliveryEvent) -> Ingest {
+        let bucket = self.bucket_start(ev.completed_at);
+        if bucket < self.closed_before {
+            self.tally.late += 1;
+            return Ingest::Late;
+        }
+        if !self
+            .dedup
+            .insert(dedup_key(&ev.event_id, ev.attempt), bucket)
+        {
+            self.tally.duplicates += 1;
+            return Ingest::Duplicate;
+        }
+        let key = self.keys.resolve(&ev.tenant, &ev.platform, ev.direction);
+        let target = self.keys.info(key).target_latency_us;
+        self.open
+            .entry(bucket)
+            .or_default()
+            .entry(key)
+            .or_default()
+            .record(ev, target);
+        self.tally.counted += 1;
+        if self.max_event_time.is_none_or(|m| ev.completed_at > m) {
+            self.max_event_time = Some(ev.completed_at);
+            let wm = ev.completed_at.saturating_sub(self.lateness_us);
+            self.close_before(self.bucket_start(wm));
+        }
+        Ingest::Counted
+    }
+
+    /// Closes every bucket that ends at or before `watermark` (idle partitions are
+    /// advanced this way by the service). Never moves backwards.
+    pub fn advance_watermark(&mut self, watermark: Micros) {
+        if self
+            .max_event_time
+            .is_none_or(|m| m < watermark + self.lateness_us)
+        {
+            self.max_event_time = Some(watermark.saturating_add(self.lateness_us));
+        }
+        self.close_before(self.bucket_start(watermark));
+    }
+
+    /// Closes every open bucket (end of a replay input).
+    pub fn flush(&mut self) {
+        if let Some((&last, _)) = self.open.last_key_value() {
+            self.close_before(last + self.bucket_us);
+        }
+    }
+
+    fn close_before(&mut self, before: Micros) {
+        if before <= self.closed_before {
+            return;
+        }
+        self.closed_before = before;
+        let keep = self.open.split_off(&before);
+        let done = std::mem::replace(&mut self.open, keep);
+        for (start, per_key) in done {
+            let mut per_key: Vec<_> = per_key.into_iter().collect();
+            per_key.sort_unstable_by_key(|(k, _)| *k);
+            for (key, stats) in per_key {
+                let info = self.keys.info(key);
+                self.closed.push(ClosedBucket {
+                    tenant: info.tenant.clone(),
+                    platform: info.platform.clone(),
+                    direction: info.direction,
+                    start,
+                    width_us: self.bucket_us,
+                    target_latency_us: info.target_latency_us,
+                    stats,
+                });
+            }
+        }
+        self.dedup.evict_before(before);
+    }
+
+    /// Buckets closed since the last call, oldest first.
+    pub fn take_closed(&mut self) -> Vec<ClosedBucket> {
+        std::mem::take(&mut self.closed)
+    }
+
+    pub fn closed_before(&self) -> Micros {
+        self.closed_before
+    }
+}

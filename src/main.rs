@@ -1,0 +1,269 @@
+//! The `slatrack` binary: parses arguments and calls one library entry point each.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use slatrack::codec::Format;
+use slatrack::config::Config;
+use slatrack::store::Store;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "slatrack",
+    version,
+    about = "Event-time-correct SLA telemetry from delivery events"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WireFormat {
+    Json,
+    Protobuf,
+}
+
+impl From<WireFormat> for Format {
+    fn from(f: WireFormat) -> Self {
+        match f {
+            WireFormat::Json => Format::Json,
+            WireFormat::Protobuf => Format::Protobuf,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Markdown,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run event-log files through the engine into the scorecard store.
+    Replay {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON lines (.jsonl) or length-delimited protobuf (.pb) files, in order.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// Overrides store.path from the config.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Wire format of every input (default: from each file's extension).
+        #[arg(long, value_enum)]
+        format: Option<WireFormat>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Render a tenant's Delivery SLA scorecard for [from, to) from the store.
+    Scorecard {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+        /// First day, YYYY-MM-DD (UTC), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day, YYYY-MM-DD (UTC), exclusive.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: ReportFormat,
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Write synthetic Globex-shaped delivery events to a file.
+    Generate {
+        /// Output file (.jsonl or .pb).
+        #[arg(long)]
+        output: PathBuf,
+        /// `globex-pilot`: the 10-week, 28,947-event fixture matching the seed report.
+        #[arg(long, default_value = "globex-pilot")]
+        scenario: String,
+        #[arg(long, value_enum)]
+        format: Option<WireFormat>,
+    },
+    /// The embedded demo: generate the Globex pilot, run it through the engine into a
+    /// store under ./slatrack-demo/, and print the scorecard. No broker needed.
+    Demo {
+        #[arg(long, default_value = "slatrack-demo")]
+        dir: PathBuf,
+    },
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn parse_day(flag: &str, s: &str) -> Result<i64> {
+    slatrack::time::parse_date(s)
+        .with_context(|| format!("--{flag} {s:?} is not a date: write YYYY-MM-DD"))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLATRACK_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Replay {
+            config,
+            input,
+            store,
+            format,
+            json,
+        } => {
+            let cfg = load_config(config.as_deref())?;
+            let store_path = store.unwrap_or_else(|| cfg.store.path.clone());
+            let summary = replay(Arc::new(cfg), &store_path, input, format.map(Into::into))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print_summary(&summary, &store_path);
+            }
+        }
+        Command::Scorecard {
+            config,
+            tenant,
+            from,
+            to,
+            format,
+            store,
+        } => {
+            let cfg = Arc::new(load_config(config.as_deref())?);
+            let (from, to) = (parse_day("from", &from)?, parse_day("to", &to)?);
+            if to <= from {
+                bail!("--to must be after --from (the range is half-open: [from, to))");
+            }
+            let store_path = store.unwrap_or_else(|| cfg.store.path.clone());
+            if !store_path.exists() {
+                bail!("no scorecard store at {}: run `slatrack replay` or `slatrack run` first, or pass --store", store_path.display());
+            }
+            let store = Store::open(&store_path)?;
+            let sc = slatrack::scorecard::build(&store, cfg, &tenant, from, to)?;
+            match format {
+                ReportFormat::Markdown => print!("{}", slatrack::scorecard::markdown::render(&sc)),
+                ReportFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&slatrack::scorecard::json::render(&sc))?
+                ),
+            }
+        }
+        Command::Generate {
+            output,
+            scenario,
+            format,
+        } => {
+            let format = match format {
+                Some(f) => f.into(),
+                None => slatrack::source::file::format_of(&output)?,
+            };
+            let events = match scenario.as_str() {
+                "globex-pilot" => slatrack::source::generator::globex_fixture(),
+                other => bail!("unknown scenario {other:?}: available: globex-pilot"),
+            };
+            write_events(&output, format, &events)?;
+            eprintln!("wrote {} records to {}", events.len(), output.display());
+        }
+        Command::Demo { dir } => demo(&dir)?,
+    }
+    Ok(())
+}
+
+fn write_events(
+    path: &Path,
+    format: Format,
+    events: &[slatrack::event::DeliveryEvent],
+) -> Result<()> {
+    let f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    for ev in events {
+        match format {
+            Format::Json => writeln!(w, "{}", slatrack::codec::json::encode(ev))?,
+            Format::Protobuf => {
+                let msg = slatrack::codec::protobuf::to_message(ev);
+                w.write_all(&prost::Message::encode_length_delimited_to_vec(&msg))?;
+            }
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn replay(
+    cfg: Arc<Config>,
+    store_path: &Path,
+    inputs: Vec<PathBuf>,
+    format: Option<Format>,
+) -> Result<slatrack::replay::ReplaySummary> {
+    let mut store = Store::open(store_path)?;
+    let tty = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let opts = slatrack::replay::ReplayOptions {
+        inputs,
+        format,
+        bounds: None,
+    };
+    let summary = slatrack::replay::run(cfg, &mut store, &opts, |n| {
+        if tty {
+            let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprint!("\r{n:>12} records  {rate:>10.0} records/s");
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    Ok(summary)
+}
+
+fn print_summary(s: &slatrack::replay::ReplaySummary, store: &Path) {
+    println!("replayed into {} as source {}", store.display(), s.source);
+    println!("  records     {:>10}", s.records);
+    println!("  counted     {:>10}  (attempts)", s.counted);
+    println!("  events      {:>10}  (terminal records)", s.events);
+    println!("  duplicates  {:>10}", s.duplicates);
+    println!("  late        {:>10}", s.late);
+    let rejected: u64 = s.rejected.values().sum();
+    println!("  rejected    {:>10}", rejected);
+    for (reason, n) in &s.rejected {
+        println!("    {reason:<26}{n:>8}");
+    }
+    println!("  buckets     {:>10}", s.buckets_written);
+}
+
+fn demo(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let input = dir.join("globex-pilot.jsonl");
+    let events = slatrack::source::generator::globex_fixture();
+    write_events(&input, Format::Json, &events)?;
+    let store_path = dir.join("slatrack.db");
+    let cfg = Arc::new(Config::default());
+    let summary = replay(cfg.clone(), &store_path, vec![input], None)?;
+    print_summary(&summary, &store_path);
+    let store = Store::open(&store_path)?;
+    let from = parse_day("from", "2025-09-08")?;
+    let to = parse_day("to", "2025-11-17")?;
+    let sc = slatrack::scorecard::build(&store, cfg, "globex", from, to)?;
+    println!();
+    print!("{}", slatrack::scorecard::markdown::render(&sc));
+    Ok(())
+}

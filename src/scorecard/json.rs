@@ -1,0 +1,85 @@
+//! JSON rendering: ratios are fractions in [0, 1], latencies in milliseconds, `null`
+//! where there were no events.
+
+use super::Scorecard;
+use crate::engine::Stats;
+use crate::time::format_date;
+use serde_json::{json, Map, Value};
+
+fn metrics(s: &Stats) -> Map<String, Value> {
+    let c = &s.counters;
+    let v = json!({
+        "events": c.events,
+        "attempts": c.attempts,
+        "on_time_ratio": c.on_time_ratio(),
+        "retry_ratio": c.retry_ratio(),
+        "failed_ratio": c.failed_ratio(),
+        "max_retries_ratio": c.max_retries_ratio(),
+        "dlq_ratio": c.dlq_ratio(),
+        "avg_latency_ms": c.avg_latency_ms(),
+        "p50_ms": s.quantile_ms(500),
+        "p95_ms": s.quantile_ms(950),
+        "p99_ms": s.quantile_ms(990),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+pub fn render(sc: &Scorecard) -> Value {
+    let platforms: Vec<Value> = sc
+        .platforms
+        .iter()
+        .map(|p| {
+            let mut m = Map::new();
+            m.insert("platform".into(), json!(p.platform));
+            m.insert("name".into(), json!(p.name));
+            m.insert("direction".into(), json!(p.direction.as_str()));
+            m.extend(metrics(&p.stats));
+            m.insert("target_on_time_ratio".into(), json!(p.target_on_time));
+            m.insert("target_latency_ms".into(), json!(p.target_latency_ms));
+            m.insert("status".into(), json!(p.status));
+            Value::Object(m)
+        })
+        .collect();
+    let st = &sc.statuses;
+    let mut overall = metrics(&sc.overall);
+    overall.insert("target_on_time_ratio".into(), json!(sc.overall_target));
+    overall.insert("status".into(), json!(sc.status));
+    overall.insert(
+        "statuses".into(),
+        json!({
+            "on_time": st.on_time, "failed": st.failed, "retry": st.retry,
+            "max_retries": st.max_retries, "dlq": st.dlq,
+            "p50": st.p50, "p95": st.p95, "p99": st.p99,
+        }),
+    );
+    let weekly: Vec<Value> = sc
+        .weekly
+        .iter()
+        .map(|w| {
+            json!({
+                "week_start": format_date(w.start),
+                "events": w.events,
+                "on_time_ratio": (w.events > 0).then(|| w.on_time as f64 / w.events as f64),
+                "status": w.status,
+            })
+        })
+        .collect();
+    let by_reason: Map<String, Value> = sc
+        .rejected
+        .iter()
+        .map(|(r, n)| (r.code().to_string(), json!(n)))
+        .collect();
+    json!({
+        "tenant": sc.tenant,
+        "from": format_date(sc.from),
+        "to": format_date(sc.to),
+        "platforms": platforms,
+        "overall": overall,
+        "weekly": weekly,
+        "rejected": sc.rejected_total(),
+        "rejected_by_reason": by_reason,
+    })
+}

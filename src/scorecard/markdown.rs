@@ -1,0 +1,240 @@
+//! Markdown rendering in the layout of the pilot scorecard's "Delivery SLA Performance"
+//! section (see `shared/reference/pilot-scorecard-globex.md`), plus a weekly trend.
+
+use super::Scorecard;
+use crate::sla::Status;
+use crate::time::{format_date, MICROS_PER_DAY};
+use std::fmt::Write as _;
+
+/// `96.8%`; below 1% two decimals (`0.18%`), as the seed prints DLQ rates.
+fn pct(r: f64) -> String {
+    let v = r * 100.0;
+    if v > 0.0 && v < 1.0 {
+        format!("{v:.2}%")
+    } else {
+        format!("{v:.1}%")
+    }
+}
+
+/// A target as the seed writes it: `95%`, `0.5%`, `0.1%`.
+fn target_pct(r: f64) -> String {
+    let s = format!("{:.3}", r * 100.0);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}
+
+/// `1,247 ms`.
+fn ms(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    format!("{}{out} ms", if n < 0 { "-" } else { "" })
+}
+
+fn count(n: u64) -> String {
+    ms(n as f64).trim_end_matches(" ms").to_string()
+}
+
+fn latency_line(label: &str, value: Option<f64>, target: f64, hard: bool) -> String {
+    let Some(v) = value else {
+        return format!("{label}: - (Target: ≤ {}ms)", target.round());
+    };
+    let verdict = match (hard, v <= target) {
+        (false, true) => "✅ Within target",
+        (true, true) => "✅ Within threshold",
+        (false, false) if v <= target * 1.2 => "⚠️ Slightly above target",
+        (false, false) => "⚠️ Above target",
+        (true, false) => "❌ Exceeds threshold",
+    };
+    format!(
+        "{label}: {} (Target: ≤ {}ms) {verdict}",
+        ms(v),
+        target.round()
+    )
+}
+
+pub fn render(sc: &Scorecard) -> String {
+    let mut o = String::new();
+    let sla = &sc.config.sla;
+    let _ = writeln!(o, "## Delivery SLA Performance\n");
+    let _ = writeln!(
+        o,
+        "_Tenant `{}`, {} to {} inclusive (UTC days). Computed by slatrack from event-time buckets._\n",
+        sc.tenant,
+        format_date(sc.from),
+        format_date(sc.to - MICROS_PER_DAY)
+    );
+    let _ = writeln!(o, "### Platform Integration Status\n");
+    let _ = writeln!(
+        o,
+        "| Platform | Status | On-Time Delivery % | Retry Rate | Avg. Latency | SLA Target |"
+    );
+    let _ = writeln!(
+        o,
+        "|----------|--------|-------------------|------------|--------------|------------|"
+    );
+    for p in &sc.platforms {
+        let c = &p.stats.counters;
+        match c.on_time_ratio() {
+            None => {
+                let _ = writeln!(o, "| **{}** | N/A | - | - | - | - |", p.name);
+            }
+            Some(on_time) => {
+                let _ = writeln!(
+                    o,
+                    "| **{}** | {} | {} | {} | {} | ≥ {} @ ≤{}ms |",
+                    p.name,
+                    p.status.emoji(),
+                    pct(on_time),
+                    pct(c.retry_ratio().unwrap_or(0.0)),
+                    c.avg_latency_ms().map(ms).unwrap_or_else(|| "-".into()),
+                    target_pct(p.target_on_time),
+                    p.target_latency_ms.round()
+                );
+            }
+        }
+    }
+    let c = &sc.overall.counters;
+    let _ = writeln!(
+        o,
+        "\n**Overall SLA Compliance**: {} (Target: ≥ {}) {}\n",
+        c.on_time_ratio().map(pct).unwrap_or_else(|| "-".into()),
+        target_pct(sc.overall_target),
+        sc.status.emoji()
+    );
+    let _ = writeln!(o, "### Delivery Performance Details\n");
+    let _ = writeln!(o, "| Metric | Target | Actual | Status |");
+    let _ = writeln!(o, "|--------|--------|--------|--------|");
+    let _ = writeln!(
+        o,
+        "| **Total Events Delivered** | N/A | {} | - |",
+        count(c.events)
+    );
+    let st = &sc.statuses;
+    for (label, target, value, status) in [
+        (
+            "Failed Deliveries",
+            sla.failed_target,
+            c.failed_ratio(),
+            st.failed,
+        ),
+        (
+            "Events Requiring Retry",
+            sla.retry_target,
+            c.retry_ratio(),
+            st.retry,
+        ),
+        (
+            "Max Retry Attempts Hit",
+            sla.max_retries_target,
+            c.max_retries_ratio(),
+            st.max_retries,
+        ),
+        (
+            "Dead Letter Queue Rate",
+            sla.dlq_target,
+            c.dlq_ratio(),
+            st.dlq,
+        ),
+    ] {
+        let actual = value.map(pct).unwrap_or_else(|| "-".into());
+        let status = if status == Status::NotApplicable {
+            "-"
+        } else {
+            status.emoji()
+        };
+        let _ = writeln!(
+            o,
+            "| **{label}** | ≤ {} | {actual} | {status} |",
+            target_pct(target)
+        );
+    }
+    let t = |s: crate::config::Span| s.0 as f64 / 1000.0;
+    let _ = writeln!(o, "\n**Latency Distribution**:\n```");
+    let _ = writeln!(
+        o,
+        "{}",
+        latency_line("P50", sc.overall.quantile_ms(500), t(sla.p50_target), false)
+    );
+    let _ = writeln!(
+        o,
+        "{}",
+        latency_line("P95", sc.overall.quantile_ms(950), t(sla.p95_target), false)
+    );
+    let _ = writeln!(
+        o,
+        "{}",
+        latency_line(
+            "P99",
+            sc.overall.quantile_ms(990),
+            t(sla.p99_threshold),
+            true
+        )
+    );
+    let _ = writeln!(o, "```\n");
+    let _ = writeln!(o, "### Weekly On-Time Trend\n");
+    let _ = writeln!(o, "| Week | Starting | Events | On-Time % | Status |");
+    let _ = writeln!(o, "|------|----------|--------|-----------|--------|");
+    for (i, w) in sc.weekly.iter().enumerate() {
+        let ratio = (w.events > 0).then(|| w.on_time as f64 / w.events as f64);
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} |",
+            i + 1,
+            format_date(w.start),
+            count(w.events),
+            ratio.map(pct).unwrap_or_else(|| "-".into()),
+            if w.status == Status::NotApplicable {
+                "N/A"
+            } else {
+                w.status.emoji()
+            }
+        );
+    }
+    let rejected = sc.rejected_total();
+    if rejected > 0 {
+        let reasons: Vec<String> = sc
+            .rejected
+            .iter()
+            .map(|(r, n)| format!("{} {}", count(*n), r.code()))
+            .collect();
+        let _ = writeln!(
+            o,
+            "\n**Rejected records** (not counted above): {} ({})",
+            count(rejected),
+            reasons.join(", ")
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_the_seed() {
+        assert_eq!(pct(0.968), "96.8%");
+        assert_eq!(pct(0.0018), "0.18%");
+        assert_eq!(pct(0.012), "1.2%");
+        assert_eq!(target_pct(0.005), "0.5%");
+        assert_eq!(target_pct(0.95), "95%");
+        assert_eq!(ms(1247.4), "1,247 ms");
+        assert_eq!(ms(387.0), "387 ms");
+        assert_eq!(count(28947), "28,947");
+        assert_eq!(
+            latency_line("P50", Some(341.0), 300.0, false),
+            "P50: 341 ms (Target: ≤ 300ms) ⚠️ Slightly above target"
+        );
+        assert_eq!(
+            latency_line("P99", Some(1247.0), 1000.0, true),
+            "P99: 1,247 ms (Target: ≤ 1000ms) ❌ Exceeds threshold"
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! The read side: merge a tenant's closed buckets from the store over `[from, to)` into
+//! per-platform and overall figures (histograms merged, never quantiles averaged) and
+//! render them as the pilot scorecard's "Delivery SLA Performance" section or as JSON.
+
+pub mod json;
+pub mod markdown;
+
+use crate::config::Config;
+use crate::engine::Stats;
+use crate::event::{Direction, RejectReason};
+use crate::sla::{self, Status};
+use crate::store::{Store, StoreError};
+use crate::time::{Micros, MICROS_PER_DAY};
+use std::collections::BTreeMap;
+
+pub struct PlatformReport {
+    pub platform: String,
+    pub name: String,
+    pub direction: Direction,
+    pub target_on_time: f64,
+    pub target_latency_ms: f64,
+    pub stats: Stats,
+    pub status: Status,
+}
+
+pub struct WeekReport {
+    pub start: Micros,
+    pub events: u64,
+    pub on_time: u64,
+    pub status: Status,
+}
+
+/// Status of each headline metric of the overall figures.
+pub struct OverallStatuses {
+    pub on_time: Status,
+    pub failed: Status,
+    pub retry: Status,
+    pub max_retries: Status,
+    pub dlq: Status,
+    pub p50: Status,
+    pub p95: Status,
+    pub p99: Status,
+}
+
+pub struct Scorecard {
+    pub tenant: String,
+    pub from: Micros,
+    pub to: Micros,
+    pub platforms: Vec<PlatformReport>,
+    pub overall: Stats,
+    pub overall_target: f64,
+    pub statuses: OverallStatuses,
+    /// The overall status: the on-time compliance status, as in the seed report.
+    pub status: Status,
+    pub weekly: Vec<WeekReport>,
+    pub rejected: Vec<(RejectReason, u64)>,
+    pub config: std::sync::Arc<Config>,
+}
+
+impl Scorecard {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Reads and merges. Configured platforms come first in config order (shown `n/a` when
+/// silent), then any other platform seen in the data, by id.
+pub fn build(
+    store: &Store,
+    config: std::sync::Arc<Config>,
+    tenant: &str,
+    from: Micros,
+    to: Micros,
+) -> Result<Scorecard, StoreError> {
+    let rows = store.buckets(tenant, from, to)?;
+    let mut per_platform: BTreeMap<String, (Direction, Stats)> = BTreeMap::new();
+    let mut weeks: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    let mut overall = Stats::default();
+    for b in &rows {
+        let (_, s) = per_platform
+            .entry(b.platform.clone())
+            .or_insert_with(|| (b.direction, Stats::default()));
+        s.merge(&b.stats);
+        overall.merge(&b.stats);
+        let w = weeks
+            .entry((b.start - from).div_euclid(7 * MICROS_PER_DAY))
+            .or_default();
+        w.0 += b.stats.counters.events;
+        w.1 += b.stats.counters.on_time;
+    }
+    let sla_cfg = &config.sla;
+    let mut platforms = Vec::new();
+    let mut report = |id: &str, name: &str, direction: Direction, stats: Stats| {
+        let t = config.targets(id);
+        let status = sla::on_time(stats.counters.on_time_ratio(), t.on_time_target, sla_cfg);
+        platforms.push(PlatformReport {
+            platform: id.to_string(),
+            name: name.to_string(),
+            direction,
+            target_on_time: t.on_time_target,
+            target_latency_ms: t.latency_target_us as f64 / 1000.0,
+            stats,
+            status,
+        });
+    };
+    for p in &config.platforms {
+        let stats = per_platform
+            .remove(&p.id)
+            .map(|(_, s)| s)
+            .unwrap_or_default();
+        report(&p.id, &p.name, p.direction, stats);
+    }
+    for (id, (direction, stats)) in per_platform {
+        report(&id, &id, direction, stats);
+    }
+    let c = &overall.counters;
+    let ms = |s: crate::config::Span| s.0 as f64 / 1000.0;
+    let statuses = OverallStatuses {
+        on_time: sla::on_time(c.on_time_ratio(), sla_cfg.on_time_target, sla_cfg),
+        failed: sla::rate(c.failed_ratio(), sla_cfg.failed_target, sla_cfg),
+        retry: sla::rate(c.retry_ratio(), sla_cfg.retry_target, sla_cfg),
+        max_retries: sla::rate(c.max_retries_ratio(), sla_cfg.max_retries_target, sla_cfg),
+        dlq: sla::rate(c.dlq_ratio(), sla_cfg.dlq_target, sla_cfg),
+        p50: sla::soft_latency(overall.quantile_ms(500), ms(sla_cfg.p50_target)),
+        p95: sla::soft_latency(overall.quantile_ms(950), ms(sla_cfg.p95_target)),
+        p99: sla::hard_latency(overall.quantile_ms(990), ms(sla_cfg.p99_threshold)),
+    };
+    let n_weeks = (to - from + 7 * MICROS_PER_DAY - 1)
+        .div_euclid(7 * MICROS_PER_DAY)
+        .max(0);
+    let weekly = (0..n_weeks)
+        .map(|i| {
+            let (events, on_time) = weeks.get(&i).copied().unwrap_or_default();
+            let ratio = (events > 0).then(|| on_time as f64 / events as f64);
+            WeekReport {
+                start: from + i * 7 * MICROS_PER_DAY,
+                events,
+                on_time,
+                status: sla::on_time(ratio, sla_cfg.on_time_target, sla_cfg),
+            }
+        })
+        .collect();
+    Ok(Scorecard {
+        tenant: tenant.to_string(),
+        from,
+        to,
+        platforms,
+        overall_target: sla_cfg.on_time_target,
+        status: statuses.on_time,
+        statuses,
+        overall,
+        weekly,
+        rejected: store.rejects(tenant, from, to)?,
+        config,
+    })
+}

@@ -1,0 +1,321 @@
+//! SQLite scorecard store. Writes are idempotent upserts keyed by
+//! (source, tenant, platform, bucket_start_ms), so re-applying the same closed bucket
+//! (a replay run again, a partition re-processed after a crash) rewrites the same row.
+
+use super::{StoreError, StoredBucket};
+use crate::engine::{ClosedBucket, Counters, Stats};
+use crate::event::{Direction, RejectReason};
+use crate::time::{Micros, MICROS_PER_MILLI};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::path::Path;
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (
+    source            TEXT    NOT NULL,
+    tenant            TEXT    NOT NULL,
+    platform          TEXT    NOT NULL,
+    direction         TEXT    NOT NULL,
+    bucket_start_ms   INTEGER NOT NULL,
+    bucket_secs       INTEGER NOT NULL,
+    attempts          INTEGER NOT NULL,
+    events            INTEGER NOT NULL,
+    delivered         INTEGER NOT NULL,
+    failed            INTEGER NOT NULL,
+    dead_lettered     INTEGER NOT NULL,
+    on_time           INTEGER NOT NULL,
+    retried           INTEGER NOT NULL,
+    max_retries       INTEGER NOT NULL,
+    latency_sum_us    INTEGER NOT NULL,
+    target_latency_ms INTEGER NOT NULL,
+    latency_hist      BLOB    NOT NULL,
+    PRIMARY KEY (source, tenant, platform, bucket_start_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS buckets_by_tenant ON buckets (tenant, bucket_start_ms);
+CREATE TABLE IF NOT EXISTS rejects (
+    source          TEXT    NOT NULL,
+    tenant          TEXT    NOT NULL,
+    platform        TEXT    NOT NULL,
+    bucket_start_ms INTEGER NOT NULL,
+    reason          TEXT    NOT NULL,
+    count           INTEGER NOT NULL,
+    PRIMARY KEY (source, tenant, platform, bucket_start_ms, reason)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    source     TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    state      BLOB    NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+/// One atomic unit of writes: everything a replay run or a checkpoint produced.
+pub struct StoreWriter<'a> {
+    tx: Transaction<'a>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let p = path.display().to_string();
+        let open_err = |source| StoreError::Open {
+            path: p.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        let found: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match found {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    params![SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(v) if v.parse::<i64>().ok() == Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(StoreError::SchemaVersion {
+                    path: p,
+                    found: v.parse().unwrap_or(-1),
+                    expected: SCHEMA_VERSION,
+                })
+            }
+        }
+        Ok(Self { conn, path: p })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn writer(&mut self) -> Result<StoreWriter<'_>, StoreError> {
+        Ok(StoreWriter {
+            tx: self.conn.transaction()?,
+        })
+    }
+
+    /// Closed buckets of one tenant with `from <= start < to`, all sources.
+    pub fn buckets(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<StoredBucket>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT source, platform, direction, bucket_start_ms, attempts, events, delivered, failed,
+                    dead_lettered, on_time, retried, max_retries, latency_sum_us, latency_hist
+             FROM buckets WHERE tenant = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3
+             ORDER BY bucket_start_ms, platform, source",
+        )?;
+        let rows = stmt.query_map(
+            params![tenant, from / MICROS_PER_MILLI, to / MICROS_PER_MILLI],
+            |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    Counters {
+                        attempts: n(4)?,
+                        events: n(5)?,
+                        delivered: n(6)?,
+                        failed: n(7)?,
+                        dead_lettered: n(8)?,
+                        on_time: n(9)?,
+                        retried: n(10)?,
+                        max_retries: n(11)?,
+                        latency_sum_us: n(12)?,
+                    },
+                    r.get::<_, Vec<u8>>(13)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (source, platform, direction, start_ms, counters, hist) = row?;
+            let what = || format!("({source}, {tenant}, {platform}, {start_ms})");
+            let latency = Stats::histogram_from_bytes(&hist)
+                .map_err(|why| StoreError::Corrupt { what: what(), why })?;
+            let direction = Direction::parse(&direction).ok_or_else(|| StoreError::Corrupt {
+                what: what(),
+                why: format!("direction {direction:?}"),
+            })?;
+            out.push(StoredBucket {
+                source,
+                tenant: tenant.to_string(),
+                platform,
+                direction,
+                start: start_ms * MICROS_PER_MILLI,
+                stats: Stats { counters, latency },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rejected records attributed to `tenant` with completed_at in `[from, to)`, by reason.
+    pub fn rejects(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<(RejectReason, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT reason, SUM(count) FROM rejects
+             WHERE tenant = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3
+             GROUP BY reason ORDER BY reason",
+        )?;
+        let rows = stmt.query_map(
+            params![tenant, from / MICROS_PER_MILLI, to / MICROS_PER_MILLI],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (code, n) = row?;
+            let reason = RejectReason::from_code(&code).ok_or_else(|| StoreError::Corrupt {
+                what: "rejects.reason".into(),
+                why: format!("unknown reason {code:?}"),
+            })?;
+            out.push((reason, n as u64));
+        }
+        Ok(out)
+    }
+
+    /// Number of bucket rows (all sources); for tests and the replay summary.
+    pub fn bucket_rows(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM buckets", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    pub fn checkpoint(&self, source: &str) -> Result<Option<(i64, i64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT version, next_offset, state FROM checkpoints WHERE source = ?1",
+                params![source],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+}
+
+impl StoreWriter<'_> {
+    /// Deletes every row a source wrote (a replay run re-executed replaces its output).
+    pub fn clear_source(&self, source: &str) -> Result<(), StoreError> {
+        self.tx
+            .execute("DELETE FROM buckets WHERE source = ?1", params![source])?;
+        self.tx
+            .execute("DELETE FROM rejects WHERE source = ?1", params![source])?;
+        Ok(())
+    }
+
+    pub fn put_bucket(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError> {
+        let c = &b.stats.counters;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO buckets (source, tenant, platform, direction, bucket_start_ms, bucket_secs,
+                attempts, events, delivered, failed, dead_lettered, on_time, retried, max_retries,
+                latency_sum_us, target_latency_ms, latency_hist)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (source, tenant, platform, bucket_start_ms) DO UPDATE SET
+                direction = excluded.direction, bucket_secs = excluded.bucket_secs,
+                attempts = excluded.attempts, events = excluded.events,
+                delivered = excluded.delivered, failed = excluded.failed,
+                dead_lettered = excluded.dead_lettered, on_time = excluded.on_time,
+                retried = excluded.retried, max_retries = excluded.max_retries,
+                latency_sum_us = excluded.latency_sum_us,
+                target_latency_ms = excluded.target_latency_ms,
+                latency_hist = excluded.latency_hist",
+        )?;
+        stmt.execute(params![
+            source,
+            &*b.tenant,
+            &*b.platform,
+            b.direction.as_str(),
+            b.start / MICROS_PER_MILLI,
+            b.width_us / 1_000_000,
+            c.attempts as i64,
+            c.events as i64,
+            c.delivered as i64,
+            c.failed as i64,
+            c.dead_lettered as i64,
+            c.on_time as i64,
+            c.retried as i64,
+            c.max_retries as i64,
+            c.latency_sum_us as i64,
+            (b.target_latency_us / 1000) as i64,
+            b.stats.histogram_bytes(),
+        ])?;
+        Ok(())
+    }
+
+    /// Adds rejection counts. Exactly-once because the caller commits them in the same
+    /// transaction as the checkpoint (live) or after `clear_source` (replay).
+    pub fn add_rejects(
+        &self,
+        source: &str,
+        tenant: &str,
+        platform: &str,
+        bucket: Micros,
+        reason: RejectReason,
+        n: u64,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO rejects (source, tenant, platform, bucket_start_ms, reason, count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (source, tenant, platform, bucket_start_ms, reason)
+             DO UPDATE SET count = count + excluded.count",
+        )?;
+        stmt.execute(params![
+            source,
+            tenant,
+            platform,
+            bucket / MICROS_PER_MILLI,
+            reason.code(),
+            n as i64
+        ])?;
+        Ok(())
+    }
+
+    pub fn put_checkpoint(
+        &self,
+        source: &str,
+        version: i64,
+        next_offset: i64,
+        state: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO checkpoints (source, version, next_offset, state, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (source) DO UPDATE SET version = excluded.version,
+                next_offset = excluded.next_offset, state = excluded.state, updated_ms = excluded.updated_ms",
+            params![source, version, next_offset, state, now_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,377 @@
+//! Whole-program behaviour of the offline path: the 10-week Globex fixture through
+//! `replay` into the store and back out as a scorecard.
+
+mod common;
+
+use common::{assert_quantile, oracle, Expected};
+use serde_json::Value;
+use slatrack::codec::Format;
+use slatrack::config::Config;
+use slatrack::event::{DeliveryEvent, TimeBounds};
+use slatrack::replay::{self, ReplayOptions, ReplaySummary};
+use slatrack::store::Store;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+fn write_jsonl(path: &Path, events: &[DeliveryEvent]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for e in events {
+        writeln!(f, "{}", slatrack::codec::json::encode(e)).unwrap();
+    }
+}
+
+fn write_pb(path: &Path, events: &[DeliveryEvent]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for e in events {
+        let m = slatrack::codec::protobuf::to_message(e);
+        f.write_all(&prost::Message::encode_length_delimited_to_vec(&m))
+            .unwrap();
+    }
+}
+
+fn replay_files(store: &Path, inputs: &[PathBuf]) -> ReplaySummary {
+    let mut s = Store::open(store).unwrap();
+    let opts = ReplayOptions {
+        inputs: inputs.to_vec(),
+        format: None,
+        bounds: None,
+    };
+    replay::run(Arc::new(Config::default()), &mut s, &opts, |_| {}).unwrap()
+}
+
+fn scorecard(store: &Path, format: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_slatrack"))
+        .args([
+            "scorecard",
+            "--tenant",
+            "globex",
+            "--from",
+            "2025-09-08",
+            "--to",
+            "2025-11-17",
+            "--format",
+            format,
+            "--store",
+        ])
+        .arg(store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scorecard failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn check_metrics(what: &str, got: &Value, want: &Expected) {
+    let f = |k: &str| got[k].as_f64();
+    assert_eq!(got["events"].as_u64(), Some(want.events), "{what} events");
+    assert_eq!(
+        got["attempts"].as_u64(),
+        Some(want.attempts),
+        "{what} attempts"
+    );
+    assert_eq!(
+        f("on_time_ratio"),
+        want.ratio(want.on_time),
+        "{what} on_time_ratio"
+    );
+    assert_eq!(
+        f("retry_ratio"),
+        want.ratio(want.retried),
+        "{what} retry_ratio"
+    );
+    assert_eq!(
+        f("failed_ratio"),
+        want.ratio(want.failed_or_dlq),
+        "{what} failed_ratio"
+    );
+    assert_eq!(
+        f("max_retries_ratio"),
+        want.ratio(want.max_retries),
+        "{what} max_retries_ratio"
+    );
+    assert_eq!(f("dlq_ratio"), want.ratio(want.dlq), "{what} dlq_ratio");
+    let avg =
+        (want.attempts > 0).then(|| want.latency_sum_us as f64 / want.attempts as f64 / 1000.0);
+    assert_eq!(f("avg_latency_ms"), avg, "{what} avg_latency_ms");
+    assert_quantile(&format!("{what} p50"), f("p50_ms"), want.quantile_ms(500));
+    assert_quantile(&format!("{what} p95"), f("p95_ms"), want.quantile_ms(950));
+    assert_quantile(&format!("{what} p99"), f("p99_ms"), want.quantile_ms(990));
+}
+
+#[test]
+fn globex_fixture_replays_to_exact_scorecard_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = slatrack::source::generator::globex_fixture();
+    let input = dir.path().join("globex.jsonl");
+    write_jsonl(&input, &events);
+    let store = dir.path().join("s.db");
+
+    let first = replay_files(&store, std::slice::from_ref(&input));
+    assert_eq!(first.records, events.len() as u64);
+    assert_eq!(first.events, 28_947);
+    assert!(first.rejected.is_empty() && first.late == 0 && first.duplicates == 0);
+    let json_once = scorecard(&store, "json");
+    let rows_once = Store::open(&store).unwrap().bucket_rows().unwrap();
+
+    // Replaying the same input again changes nothing.
+    let second = replay_files(&store, std::slice::from_ref(&input));
+    assert_eq!(first, second);
+    assert_eq!(
+        Store::open(&store).unwrap().bucket_rows().unwrap(),
+        rows_once
+    );
+    assert_eq!(scorecard(&store, "json"), json_once);
+
+    let v: Value = serde_json::from_str(&json_once).unwrap();
+    let config = Config::default();
+    let want = oracle(&events, &config);
+    let mut overall = Expected::default();
+    for p in v["platforms"].as_array().unwrap() {
+        let id = p["platform"].as_str().unwrap();
+        let empty = Expected::default();
+        let w = want
+            .get(&("globex".to_string(), id.to_string()))
+            .unwrap_or(&empty);
+        overall.merge(w);
+        check_metrics(id, p, w);
+    }
+    check_metrics("overall", &v["overall"], &overall);
+
+    // The seed report's statuses, reproduced from raw events.
+    let status = |i: usize| v["platforms"][i]["status"].as_str().unwrap().to_string();
+    let names: Vec<_> = v["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "benevity",
+            "goodera",
+            "workday",
+            "sap_successfactors",
+            "impact_in"
+        ]
+    );
+    assert_eq!(
+        [status(0), status(1), status(2), status(3), status(4)],
+        ["green", "yellow", "red", "n/a", "green"]
+    );
+    let st = &v["overall"]["statuses"];
+    assert_eq!(v["overall"]["status"], "yellow");
+    assert_eq!(
+        [
+            &st["failed"],
+            &st["retry"],
+            &st["max_retries"],
+            &st["dlq"],
+            &st["p50"],
+            &st["p95"],
+            &st["p99"]
+        ],
+        ["yellow", "yellow", "red", "yellow", "yellow", "yellow", "red"]
+    );
+    assert_eq!(v["weekly"].as_array().unwrap().len(), 10);
+    let weekly_events: u64 = v["weekly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(weekly_events, 28_947);
+    assert_eq!(v["rejected"], 0);
+
+    // Golden markdown: the rendered section is reviewed like code.
+    let md = scorecard(&store, "markdown");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/globex-scorecard.md");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &md).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 to create)");
+    assert_eq!(
+        md,
+        expected,
+        "scorecard markdown differs from {}",
+        golden.display()
+    );
+}
+
+#[test]
+fn protobuf_and_json_inputs_give_the_same_scorecard() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = slatrack::time::parse_date("2025-09-08").unwrap();
+    let events = slatrack::source::generator::pilot(7, "globex", start, 14, 3_000);
+    let (j, p) = (dir.path().join("a.jsonl"), dir.path().join("a.pb"));
+    write_jsonl(&j, &events);
+    write_pb(&p, &events);
+    let (sj, sp) = (dir.path().join("j.db"), dir.path().join("p.db"));
+    let a = replay_files(&sj, &[j]);
+    let b = replay_files(&sp, &[p]);
+    assert_eq!(
+        (a.records, a.events, a.counted),
+        (b.records, b.events, b.counted)
+    );
+    assert_eq!(scorecard(&sj, "json"), scorecard(&sp, "json"));
+}
+
+/// Every invalid kind of the contract, each between valid neighbours.
+#[test]
+fn bad_input_is_rejected_with_its_reason_and_neighbours_count() {
+    let valid = |id: &str| {
+        format!(
+            r#"{{"event_id":"{id}","tenant":"globex","platform":"workday","direction":"inbound","attempt":1,"max_attempts":4,"outcome":"delivered","enqueued_at":"2025-10-01T09:00:00.000Z","started_at":"2025-10-01T09:00:00.100Z","completed_at":"2025-10-01T09:00:00.412Z","http_status":200,"error":""}}"#
+        )
+    };
+    let bad = [
+        ("malformed_json", "{not json".to_string()),
+        (
+            "malformed_json",
+            r#"{"event_id":"x","attempt":"two"}"#.to_string(),
+        ),
+        ("missing_event_id", valid("").to_string()),
+        (
+            "missing_tenant",
+            valid("t1").replace(r#""tenant":"globex""#, r#""tenant":"""#),
+        ),
+        (
+            "missing_platform",
+            valid("p1").replace(r#""platform":"workday","#, ""),
+        ),
+        (
+            "unknown_outcome",
+            valid("o1").replace("\"delivered\"", "\"teleported\""),
+        ),
+        (
+            "unknown_direction",
+            valid("d1").replace("\"inbound\"", "\"sideways\""),
+        ),
+        (
+            "bad_timestamp",
+            valid("ts1").replace("2025-10-01T09:00:00.412Z", "yesterday"),
+        ),
+        (
+            "bad_timestamp",
+            valid("ts2").replace("2025-10-01T09:00:00.100Z", "2025-02-30T09:00:00Z"),
+        ),
+        (
+            "attempt_zero",
+            valid("a0").replace("\"attempt\":1", "\"attempt\":0"),
+        ),
+        (
+            "attempt_exceeds_max",
+            valid("a5").replace("\"attempt\":1", "\"attempt\":5"),
+        ),
+        (
+            "started_before_enqueued",
+            valid("s1").replace("09:00:00.100Z", "08:59:59.000Z"),
+        ),
+        (
+            "completed_before_started",
+            valid("c1").replace("09:00:00.412Z", "09:00:00.050Z"),
+        ),
+        (
+            "timestamp_out_of_range",
+            valid("y1").replace("2025-10-01T09:00:00.000Z", "1970-01-01T00:00:00.000Z"),
+        ),
+        (
+            "timestamp_out_of_range",
+            valid("y2").replace("2025-10-01T09:00:00.412Z", "9999-12-31T23:59:59.000Z"),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.jsonl");
+    let mut lines = vec![valid("ok-0")];
+    for (i, (_, line)) in bad.iter().enumerate() {
+        lines.push(line.clone());
+        lines.push(valid(&format!("ok-{}", i + 1)));
+    }
+    lines.push(valid("ok-0")); // an at-least-once duplicate
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let store = dir.path().join("s.db");
+    let summary = replay_files(&store, &[input]);
+    assert_eq!(
+        summary.counted,
+        bad.len() as u64 + 1,
+        "every valid neighbour counted"
+    );
+    assert_eq!(summary.events, bad.len() as u64 + 1);
+    assert_eq!(summary.duplicates, 1);
+    let mut want = std::collections::BTreeMap::new();
+    for (reason, _) in &bad {
+        *want.entry(reason.to_string()).or_insert(0u64) += 1;
+    }
+    assert_eq!(summary.rejected, want);
+
+    // Attributable rejections (tenant and time readable) reach the tenant's scorecard.
+    let v: Value = serde_json::from_str(&scorecard(&store, "json")).unwrap();
+    assert_eq!(v["platforms"][2]["events"], bad.len() as u64 + 1);
+    assert_eq!(v["rejected_by_reason"]["attempt_zero"], 1);
+    assert_eq!(v["rejected_by_reason"]["completed_before_started"], 1);
+    assert!(
+        v["rejected_by_reason"].get("malformed_json").is_none(),
+        "no tenant to attribute to"
+    );
+}
+
+#[test]
+fn protobuf_specific_rejections() {
+    use prost::Message;
+    let config = Config::default();
+    let bounds = TimeBounds {
+        min: TimeBounds::MIN_PLAUSIBLE,
+        max_future_skew: Some(config.validation.max_future_skew.0),
+    };
+    let mut dec = slatrack::codec::Decoder::new(Format::Protobuf, bounds, 1024);
+    let now = slatrack::time::now_micros();
+    let ev = slatrack::source::generator::globex_fixture().swap_remove(0);
+    let good = slatrack::codec::protobuf::to_message(&ev);
+    assert_eq!(dec.decode(&good.encode_to_vec(), now).unwrap(), ev);
+    let reason = |dec: &mut slatrack::codec::Decoder, bytes: &[u8]| {
+        dec.decode(bytes, now).unwrap_err().reason.code()
+    };
+    let mut m = good.clone();
+    m.outcome = 9;
+    assert_eq!(reason(&mut dec, &m.encode_to_vec()), "unknown_outcome");
+    let mut m = good.clone();
+    m.direction = 0;
+    assert_eq!(reason(&mut dec, &m.encode_to_vec()), "unknown_direction");
+    let mut m = good.clone();
+    m.completed_at = None;
+    assert_eq!(reason(&mut dec, &m.encode_to_vec()), "bad_timestamp");
+    let mut m = good.clone();
+    m.started_at.as_mut().unwrap().nanos = -5;
+    assert_eq!(reason(&mut dec, &m.encode_to_vec()), "bad_timestamp");
+    // event_id declared 80 bytes long, 1 byte present: a truncated record.
+    assert_eq!(reason(&mut dec, &[0x0a, 0x50, b'a']), "malformed_protobuf");
+    assert_eq!(reason(&mut dec, &[0xff; 2000]), "too_large");
+    let mut m = good;
+    m.attempt = u32::MAX;
+    assert_eq!(reason(&mut dec, &m.encode_to_vec()), "attempt_exceeds_max");
+    // The decoder recovers: the next good record decodes.
+    assert!(dec
+        .decode(&slatrack::codec::protobuf::encode(&ev), now)
+        .is_ok());
+}
+
+#[test]
+fn config_errors_reach_the_user_with_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[sla]\ndlq_target = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slatrack"))
+        .args(["replay", "--input", "x.jsonl", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sla.dlq_target") && err.contains('3'), "{err}");
+}
