@@ -208,7 +208,13 @@ fn globex_fixture_replays_to_exact_scorecard_idempotently() {
 fn protobuf_and_json_inputs_give_the_same_scorecard() {
     let dir = tempfile::tempdir().unwrap();
     let start = slatrack::time::parse_date("2025-09-08").unwrap();
-    let events = slatrack::source::generator::pilot(7, "globex", start, 14, 3_000);
+    let events = slatrack::source::generator::pilot(
+        7,
+        "globex",
+        start,
+        14 * slatrack::time::MICROS_PER_DAY,
+        3_000,
+    );
     let (j, p) = (dir.path().join("a.jsonl"), dir.path().join("a.pb"));
     write_jsonl(&j, &events);
     write_pb(&p, &events);

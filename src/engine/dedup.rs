@@ -5,8 +5,9 @@
 //! A duplicate is therefore recognised as long as the original's bucket is open — the
 //! lateness horizon; after that the copy is `late` and still not counted twice.
 
+use super::hash::FastSet;
 use crate::time::Micros;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 pub type DedupKey = u128;
 
@@ -20,7 +21,7 @@ pub fn dedup_key(event_id: &str, attempt: u32) -> DedupKey {
 
 #[derive(Debug, Default, Clone)]
 pub struct Dedup {
-    seen: HashSet<DedupKey>,
+    seen: FastSet<DedupKey>,
     by_bucket: BTreeMap<Micros, Vec<DedupKey>>,
 }
 

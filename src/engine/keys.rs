@@ -4,9 +4,9 @@
 //! `max_keys`, new tenants fold into the `__overflow__` tenant: a flood of random tenant
 //! ids can neither exhaust memory nor explode the Prometheus scrape, and it is counted.
 
+use super::hash::FastMap;
 use crate::config::Config;
 use crate::event::Direction;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const OVERFLOW: &str = "__overflow__";
@@ -24,7 +24,7 @@ pub struct KeyInfo {
 
 #[derive(Debug)]
 pub struct KeyTable {
-    by_name: HashMap<Box<str>, HashMap<Box<str>, KeyId>>,
+    by_name: FastMap<Box<str>, FastMap<Box<str>, KeyId>>,
     infos: Vec<KeyInfo>,
     max_keys: usize,
     config: Arc<Config>,
@@ -35,7 +35,7 @@ pub struct KeyTable {
 impl KeyTable {
     pub fn new(config: Arc<Config>) -> Self {
         Self {
-            by_name: HashMap::new(),
+            by_name: FastMap::default(),
             infos: Vec::new(),
             max_keys: config.limits.max_keys,
             config,

@@ -2,6 +2,7 @@
 //! Knows nothing of Kafka, protobuf, JSON, SQLite or Prometheus.
 
 pub mod dedup;
+pub mod hash;
 pub mod keys;
 pub mod shard;
 pub mod stats;

@@ -3,13 +3,14 @@
 //! record on memory only this shard touches.
 
 use super::dedup::{dedup_key, Dedup};
+use super::hash::FastMap;
 use super::keys::{KeyId, KeyTable};
 use super::stats::Stats;
 use super::ClosedBucket;
 use crate::config::Config;
 use crate::event::DeliveryEvent;
 use crate::time::Micros;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What became of one validated record.
@@ -34,7 +35,7 @@ pub struct Shard {
     bucket_us: Micros,
     lateness_us: Micros,
     keys: KeyTable,
-    open: BTreeMap<Micros, HashMap<KeyId, Stats>>,
+    open: BTreeMap<Micros, FastMap<KeyId, Stats>>,
     max_event_time: Option<Micros>,
     /// Every bucket starting before this is closed; records for them are late.
     closed_before: Micros,
@@ -78,7 +79,7 @@ impl Shard {
     }
 
     pub fn open_buckets(&self) -> usize {
-        self.open.values().map(HashMap::len).sum()
+        self.open.values().map(FastMap::len).sum()
     }
 
     pub fn dedup_len(&self) -> usize {

@@ -74,7 +74,7 @@ impl WindowSet {
                     .map(|&len| Window {
                         len,
                         coarse: len > MICROS_PER_HOUR,
-                        running: Stats::default(),
+                        running: Stats::dense(),
                         queue: VecDeque::new(),
                     })
                     .collect(),
@@ -182,7 +182,7 @@ mod tests {
         stats.counters.attempts = 1;
         stats.counters.events = 1;
         stats.counters.on_time = (start_min % 2) as u64;
-        stats.latency.record(latency_us).unwrap();
+        stats.latency.record(latency_us);
         ClosedBucket {
             tenant: "t".into(),
             platform: "p".into(),

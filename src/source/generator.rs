@@ -219,11 +219,16 @@ pub fn attempts(
 }
 
 /// A whole pilot: `events` logical events of `tenant` enqueued uniformly over
-/// `[start, start + days)`, all attempts sorted by completion time.
-pub fn pilot(seed: u64, tenant: &str, start: Micros, days: i64, events: u64) -> Vec<DeliveryEvent> {
+/// `[start, start + span)`, all attempts sorted by completion time.
+pub fn pilot(
+    seed: u64,
+    tenant: &str,
+    start: Micros,
+    span: Micros,
+    events: u64,
+) -> Vec<DeliveryEvent> {
     let profiles = globex_profiles();
     let mut rng = Rng::new(seed);
-    let span = days * MICROS_PER_DAY;
     let mut out = Vec::with_capacity(events as usize * 11 / 10);
     let mut seq = vec![0u64; profiles.len()];
     for _ in 0..events {
@@ -257,5 +262,5 @@ pub fn pilot(seed: u64, tenant: &str, start: Micros, days: i64, events: u64) -> 
 /// The 10-week Globex fixture: 28,947 events from 2025-09-08, as in the seed report.
 pub fn globex_fixture() -> Vec<DeliveryEvent> {
     let start = crate::time::parse_date("2025-09-08").unwrap_or_default();
-    pilot(42, "globex", start, 70, 28_947)
+    pilot(42, "globex", start, 70 * MICROS_PER_DAY, 28_947)
 }

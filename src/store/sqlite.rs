@@ -154,7 +154,7 @@ impl Store {
         for row in rows {
             let (source, platform, direction, start_ms, counters, hist) = row?;
             let what = || format!("({source}, {tenant}, {platform}, {start_ms})");
-            let latency = Stats::histogram_from_bytes(&hist)
+            let latency = Stats::latencies_from_bytes(&hist)
                 .map_err(|why| StoreError::Corrupt { what: what(), why })?;
             let direction = Direction::parse(&direction).ok_or_else(|| StoreError::Corrupt {
                 what: what(),

@@ -1,0 +1,151 @@
+//! Engine floor: decode + validate + aggregate from protobuf bytes on one core, against
+//! prost decode alone on the same bytes, in the same run (ratios survive machine noise).
+//! JSON is measured too (reported, no target).
+//!
+//! Run: `cargo bench --bench engine` (prints min/median/max of 7 runs per case).
+
+use prost::Message;
+use slatrack::codec::Format;
+use slatrack::config::Config;
+use slatrack::pipeline::{Pipeline, Verdict};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+const RUNS: usize = 7;
+
+fn stats(mut ns: Vec<f64>) -> (f64, f64, f64) {
+    ns.sort_by(f64::total_cmp);
+    (ns[0], ns[ns.len() / 2], ns[ns.len() - 1])
+}
+
+fn measure(name: &str, n: usize, mut f: impl FnMut() -> usize) -> f64 {
+    let mut per_event = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let counted = f();
+        let el = t.elapsed().as_nanos() as f64;
+        black_box(counted);
+        per_event.push(el / n as f64);
+    }
+    let (min, med, max) = stats(per_event);
+    println!(
+        "{name:<44} {min:>8.1} {med:>8.1} {max:>8.1} ns/event   {:>6.2} M events/s (median)",
+        1e3 / med
+    );
+    med
+}
+
+fn main() {
+    let start = slatrack::time::parse_date("2025-09-08").unwrap_or_default();
+    // Sparse: ~1.1M records over 4 weeks for 20 tenants (80 keys): about one record per
+    // key-minute, so nearly every record opens and closes a bucket — the worst case.
+    // Dense: the same volume within 2 hours: ~110 records per key-minute.
+    for (label, span) in [
+        ("sparse", 28 * slatrack::time::MICROS_PER_DAY),
+        ("dense", 2 * slatrack::time::MICROS_PER_HOUR),
+    ] {
+        println!("== {label} traffic");
+        bench_case(start, span);
+        println!();
+    }
+}
+
+fn bench_case(start: i64, span: i64) {
+    let mut events = Vec::new();
+    for t in 0..20u64 {
+        events.extend(slatrack::source::generator::pilot(
+            t,
+            &format!("tenant{t:02}"),
+            start,
+            span,
+            50_000,
+        ));
+    }
+    events.sort_by_key(|e| e.completed_at);
+    let pb: Vec<Vec<u8>> = events
+        .iter()
+        .map(slatrack::codec::protobuf::encode)
+        .collect();
+    let js: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| slatrack::codec::json::encode(e).into_bytes())
+        .collect();
+    let n = events.len();
+    let avg_pb = pb.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
+    let avg_js = js.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
+    println!("{n} records, protobuf {avg_pb:.0} B avg, JSON {avg_js:.0} B avg; {RUNS} runs each");
+    println!("{:<44} {:>8} {:>8} {:>8}", "case", "min", "median", "max");
+
+    let config = Arc::new(Config::default());
+    let bounds = Pipeline::bounds(&config);
+    let now = slatrack::time::now_micros();
+
+    let mut scratch = slatrack::proto::DeliveryEvent::default();
+    let decode = measure("prost decode only (reused message)", n, || {
+        let mut ok = 0;
+        for b in &pb {
+            scratch.clear();
+            if scratch.merge(b.as_slice()).is_ok() {
+                ok += 1;
+            }
+            black_box(&scratch);
+        }
+        ok
+    });
+    let full = measure("protobuf decode+validate+aggregate", n, || {
+        let mut p = Pipeline::new(config.clone(), Format::Protobuf, bounds);
+        let (mut counted, mut closed) = (0, 0);
+        for b in &pb {
+            if p.process(b, now) == Verdict::Counted {
+                counted += 1;
+            }
+            closed += p.shard.take_closed().len();
+        }
+        p.shard.flush();
+        closed += p.shard.take_closed().len();
+        assert_eq!(counted, n, "every record counted");
+        black_box(closed);
+        counted
+    });
+    let json = measure("JSON decode+validate+aggregate", n, || {
+        let mut p = Pipeline::new(config.clone(), Format::Json, bounds);
+        let mut counted = 0;
+        for b in &js {
+            if p.process(b, now) == Verdict::Counted {
+                counted += 1;
+            }
+            black_box(p.shard.take_closed());
+        }
+        p.shard.flush();
+        black_box(p.shard.take_closed());
+        counted
+    });
+    let mut shard_only = None;
+    let agg = measure("aggregate only (validated events)", n, || {
+        let mut shard = slatrack::engine::Shard::new(config.clone());
+        let mut c = 0;
+        for e in &events {
+            if shard.ingest(e) == slatrack::engine::Ingest::Counted {
+                c += 1;
+            }
+            black_box(shard.take_closed());
+        }
+        shard.flush();
+        shard_only = Some(shard.take_closed().len());
+        c
+    });
+    println!();
+    println!(
+        "ratio  protobuf path / prost decode alone (throughput): {:.2}  (target >= 0.60)",
+        decode / full
+    );
+    println!(
+        "ratio  JSON path / protobuf path (throughput):          {:.2}",
+        full / json
+    );
+    println!(
+        "share  aggregation of the protobuf path's time:          {:.0}%",
+        100.0 * agg / full
+    );
+}
