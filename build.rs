@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/slatrack/v1/delivery.proto",
         "proto/slatrack/v1/window.proto",
+        "proto/slatrack/v1/checkpoint.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let mut config = prost_build::Config::new();

@@ -3,9 +3,10 @@
 
 use crate::codec::{Decoder, Format};
 use crate::config::Config;
+use crate::engine::checkpoint::CheckpointError;
 use crate::engine::{Ingest, Shard};
 use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
-use crate::store::{StoreError, StoreWriter};
+use crate::store::{Store, StoreError, StoreWriter};
 use crate::time::Micros;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -55,6 +56,17 @@ impl RejectTally {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("checkpoint of {source_id}: {error}")]
+    Checkpoint {
+        source_id: String,
+        error: CheckpointError,
+    },
+}
+
 pub struct Pipeline {
     pub decoder: Decoder,
     pub shard: Shard,
@@ -78,6 +90,56 @@ impl Pipeline {
             min: TimeBounds::MIN_PLAUSIBLE,
             max_future_skew: Some(config.validation.max_future_skew.0),
         }
+    }
+
+    /// A pipeline for `source` resumed from its checkpoint in the store, with the offset
+    /// to continue from (`None`: no checkpoint, start from the source's beginning).
+    pub fn resume(
+        config: Arc<Config>,
+        format: Format,
+        bounds: TimeBounds,
+        store: &Store,
+        source: &str,
+    ) -> Result<(Self, Option<i64>), ResumeError> {
+        let mut p = Self::new(config.clone(), format, bounds);
+        let Some((_version, _next, state)) = store.checkpoint(source)? else {
+            return Ok((p, None));
+        };
+        let (shard, next) =
+            Shard::restore(config, &state).map_err(|error| ResumeError::Checkpoint {
+                source_id: source.to_string(),
+                error,
+            })?;
+        p.shard = shard;
+        Ok((p, Some(next)))
+    }
+
+    /// Writes the buckets closed since the last commit, the pending rejections and the
+    /// checkpoint (`next_offset` = first record not applied) in one transaction: after a
+    /// crash, either all of it is there or none, and `resume` continues from the same state.
+    /// Returns the number of buckets written.
+    pub fn commit(
+        &mut self,
+        store: &mut Store,
+        source: &str,
+        next_offset: i64,
+    ) -> Result<usize, StoreError> {
+        let closed = self.shard.take_closed();
+        let state = self.shard.checkpoint(next_offset);
+        let w = store.writer()?;
+        for b in &closed {
+            w.put_bucket(source, b)?;
+        }
+        self.rejects.write(&w, source)?;
+        w.put_checkpoint(
+            source,
+            i64::from(crate::engine::checkpoint::CHECKPOINT_VERSION),
+            next_offset,
+            &state,
+            crate::time::now_micros() / 1000,
+        )?;
+        w.commit()?;
+        Ok(closed.len())
     }
 
     /// Switches the wire format (a replay may mix JSON and protobuf files) keeping state.

@@ -43,6 +43,24 @@ impl KeyTable {
         }
     }
 
+    /// Rebuilds a table with the same ids (checkpoint restore).
+    pub fn restore(config: Arc<Config>, infos: Vec<KeyInfo>, overflowed: u64) -> Self {
+        let mut t = Self::new(config);
+        for (id, info) in infos.iter().enumerate() {
+            t.by_name
+                .entry((*info.tenant).into())
+                .or_default()
+                .insert((*info.platform).into(), id as KeyId);
+        }
+        t.infos = infos;
+        t.overflowed = overflowed;
+        t
+    }
+
+    pub fn infos(&self) -> &[KeyInfo] {
+        &self.infos
+    }
+
     pub fn info(&self, id: KeyId) -> &KeyInfo {
         &self.infos[id as usize]
     }

@@ -32,15 +32,15 @@ pub struct ShardTally {
 }
 
 pub struct Shard {
-    bucket_us: Micros,
-    lateness_us: Micros,
-    keys: KeyTable,
-    open: BTreeMap<Micros, FastMap<KeyId, Stats>>,
-    max_event_time: Option<Micros>,
+    pub(super) bucket_us: Micros,
+    pub(super) lateness_us: Micros,
+    pub(super) keys: KeyTable,
+    pub(super) open: BTreeMap<Micros, FastMap<KeyId, Stats>>,
+    pub(super) max_event_time: Option<Micros>,
     /// Every bucket starting before this is closed; records for them are late.
-    closed_before: Micros,
-    dedup: Dedup,
-    closed: Vec<ClosedBucket>,
+    pub(super) closed_before: Micros,
+    pub(super) dedup: Dedup,
+    pub(super) closed: Vec<ClosedBucket>,
     pub tally: ShardTally,
 }
 
