@@ -39,30 +39,20 @@ pub fn decode(bytes: &[u8]) -> Result<DeliveryEvent, Rejected> {
         serde_json::from_slice(bytes).map_err(|_| Rejected::bare(RejectReason::MalformedJson))?;
     let s = |c: Option<Cow<str>>| c.map(Cow::into_owned).unwrap_or_default();
     let ts = |c: &Option<Cow<str>>| c.as_deref().and_then(parse_rfc3339);
-    let (enq, start, done) = (ts(&w.enqueued_at), ts(&w.started_at), ts(&w.completed_at));
-    let outcome = w.outcome.as_deref().and_then(Outcome::parse);
-    let direction = w.direction.as_deref().and_then(Direction::parse);
-    let ev = DeliveryEvent {
+    super::assemble(super::Fields {
+        enqueued_at: ts(&w.enqueued_at),
+        started_at: ts(&w.started_at),
+        completed_at: ts(&w.completed_at),
+        outcome: w.outcome.as_deref().and_then(Outcome::parse),
+        direction: w.direction.as_deref().and_then(Direction::parse),
         event_id: s(w.event_id),
         tenant: s(w.tenant),
         platform: s(w.platform),
-        direction: direction.unwrap_or(Direction::Inbound),
         attempt: w.attempt,
         max_attempts: w.max_attempts,
-        outcome: outcome.unwrap_or(Outcome::Retrying),
-        enqueued_at: enq.unwrap_or(0),
-        started_at: start.unwrap_or(0),
-        completed_at: done.unwrap_or(0),
         http_status: w.http_status,
-        error: w.error.map(Cow::into_owned).filter(|e| !e.is_empty()),
-    };
-    super::structural(
-        ev,
-        outcome.is_some(),
-        direction.is_some(),
-        enq.and(start).and(done).is_some(),
-        done,
-    )
+        error: w.error.map(Cow::into_owned),
+    })
 }
 
 /// One JSON line (without the newline).

@@ -77,31 +77,56 @@ pub(crate) fn attributed(reason: RejectReason, ev: &DeliveryEvent) -> Rejected {
     }
 }
 
-/// The checks a decoder can make only while it still knows which fields were absent or
-/// unknown (the typed event has no place for "unknown outcome"), in contract order.
-pub(crate) fn structural(
-    ev: DeliveryEvent,
-    outcome_known: bool,
-    direction_known: bool,
-    timestamps_parsed: bool,
-    completed_at: Option<Micros>,
-) -> Result<DeliveryEvent, Rejected> {
+/// What a decoder read, before it is known to be valid: `None` where a field was absent,
+/// unknown or unparseable (the typed event has no place for "unknown outcome").
+pub(crate) struct Fields {
+    pub event_id: String,
+    pub tenant: String,
+    pub platform: String,
+    pub direction: Option<crate::event::Direction>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub outcome: Option<crate::event::Outcome>,
+    pub enqueued_at: Option<Micros>,
+    pub started_at: Option<Micros>,
+    pub completed_at: Option<Micros>,
+    pub http_status: Option<u32>,
+    pub error: Option<String>,
+}
+
+/// Builds the event, applying the structural checks in contract order; the semantic
+/// ones follow in [`validate`].
+pub(crate) fn assemble(f: Fields) -> Result<DeliveryEvent, Rejected> {
+    let ev = DeliveryEvent {
+        event_id: f.event_id,
+        tenant: f.tenant,
+        platform: f.platform,
+        direction: f.direction.unwrap_or(crate::event::Direction::Inbound),
+        attempt: f.attempt,
+        max_attempts: f.max_attempts,
+        outcome: f.outcome.unwrap_or(crate::event::Outcome::Retrying),
+        enqueued_at: f.enqueued_at.unwrap_or(0),
+        started_at: f.started_at.unwrap_or(0),
+        completed_at: f.completed_at.unwrap_or(0),
+        http_status: f.http_status,
+        error: f.error.filter(|e| !e.is_empty()),
+    };
     let reason = if ev.event_id.is_empty() {
         RejectReason::MissingEventId
     } else if ev.tenant.is_empty() {
         RejectReason::MissingTenant
     } else if ev.platform.is_empty() {
         RejectReason::MissingPlatform
-    } else if !outcome_known {
+    } else if f.outcome.is_none() {
         RejectReason::UnknownOutcome
-    } else if !direction_known {
+    } else if f.direction.is_none() {
         RejectReason::UnknownDirection
-    } else if !timestamps_parsed {
+    } else if f.enqueued_at.is_none() || f.started_at.is_none() || f.completed_at.is_none() {
         RejectReason::BadTimestamp
     } else {
         return Ok(ev);
     };
     let mut r = attributed(reason, &ev);
-    r.completed_at = completed_at;
+    r.completed_at = f.completed_at;
     Err(r)
 }

@@ -42,28 +42,20 @@ pub fn decode(bytes: &[u8], scratch: &mut proto::DeliveryEvent) -> Result<Delive
         Ok(proto::Direction::Outbound) => Some(Direction::Outbound),
         _ => None,
     };
-    let (enq, start, done) = (ts(&m.enqueued_at), ts(&m.started_at), ts(&m.completed_at));
-    let ev = DeliveryEvent {
+    super::assemble(super::Fields {
+        enqueued_at: ts(&m.enqueued_at),
+        started_at: ts(&m.started_at),
+        completed_at: ts(&m.completed_at),
+        outcome,
+        direction,
         event_id: std::mem::take(&mut m.event_id),
         tenant: std::mem::take(&mut m.tenant),
         platform: std::mem::take(&mut m.platform),
-        direction: direction.unwrap_or(Direction::Inbound),
         attempt: m.attempt,
         max_attempts: m.max_attempts,
-        outcome: outcome.unwrap_or(Outcome::Retrying),
-        enqueued_at: enq.unwrap_or(0),
-        started_at: start.unwrap_or(0),
-        completed_at: done.unwrap_or(0),
         http_status: m.http_status,
-        error: m.error.take().filter(|e| !e.is_empty()),
-    };
-    super::structural(
-        ev,
-        outcome.is_some(),
-        direction.is_some(),
-        enq.and(start).and(done).is_some(),
-        done,
-    )
+        error: m.error.take(),
+    })
 }
 
 pub fn to_message(ev: &DeliveryEvent) -> proto::DeliveryEvent {
