@@ -16,4 +16,7 @@ step "lint (cargo clippy --all-targets -- -D warnings)"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "tests (unit, property, whole-program)"
-cargo test --locked --all-targets
+cargo test --locked --lib --bins --tests
+
+step "benches build (never timed in CI: speed lives in BENCHMARKS.md)"
+cargo bench --locked --no-run
