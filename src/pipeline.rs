@@ -47,12 +47,18 @@ impl RejectTally {
         self.totals.values().sum()
     }
 
-    /// Writes and forgets the pending counts, inside the caller's transaction.
-    pub fn write(&mut self, w: &StoreWriter<'_>, source: &str) -> Result<(), StoreError> {
-        for ((tenant, platform, bucket, reason), n) in self.pending.drain() {
-            w.add_rejects(source, &tenant, &platform, bucket, reason, n)?;
+    /// Writes the pending counts inside the caller's transaction. They stay pending until
+    /// [`RejectTally::written`]: a transaction that fails must not lose them.
+    pub fn write(&self, w: &StoreWriter<'_>, source: &str) -> Result<(), StoreError> {
+        for ((tenant, platform, bucket, reason), n) in &self.pending {
+            w.add_rejects(source, tenant, platform, *bucket, *reason, *n)?;
         }
         Ok(())
+    }
+
+    /// Forgets the pending counts once the transaction that wrote them committed.
+    pub fn written(&mut self) {
+        self.pending.clear();
     }
 }
 
@@ -72,6 +78,8 @@ pub struct Pipeline {
     pub shard: Shard,
     pub rejects: RejectTally,
     pub records: u64,
+    /// Closed buckets not yet committed to the store (kept across a failed commit).
+    unwritten: Vec<crate::engine::ClosedBucket>,
 }
 
 impl Pipeline {
@@ -81,6 +89,7 @@ impl Pipeline {
             shard: Shard::new(config),
             rejects: RejectTally::default(),
             records: 0,
+            unwritten: Vec::new(),
         }
     }
 
@@ -117,17 +126,18 @@ impl Pipeline {
     /// Writes the buckets closed since the last commit, the pending rejections and the
     /// checkpoint (`next_offset` = first record not applied) in one transaction: after a
     /// crash, either all of it is there or none, and `resume` continues from the same state.
-    /// Returns the number of buckets written.
+    /// Returns the number of buckets written. On error nothing is lost: the buckets and
+    /// rejections stay pending for the next attempt.
     pub fn commit(
         &mut self,
         store: &mut Store,
         source: &str,
         next_offset: i64,
     ) -> Result<usize, StoreError> {
-        let closed = self.shard.take_closed();
+        self.unwritten.extend(self.shard.take_closed());
         let state = self.shard.checkpoint(next_offset);
         let w = store.writer()?;
-        for b in &closed {
+        for b in &self.unwritten {
             w.put_bucket(source, b)?;
         }
         self.rejects.write(&w, source)?;
@@ -139,7 +149,8 @@ impl Pipeline {
             crate::time::now_micros() / 1000,
         )?;
         w.commit()?;
-        Ok(closed.len())
+        self.rejects.written();
+        Ok(std::mem::take(&mut self.unwritten).len())
     }
 
     /// Switches the wire format (a replay may mix JSON and protobuf files) keeping state.

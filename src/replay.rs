@@ -130,6 +130,7 @@ pub fn run(
             summary.buckets_written += 1;
         }
         p.rejects.write(&writer, &source)?;
+        p.rejects.written();
         summary.records = p.records;
         summary.duplicates = p.shard.tally.duplicates;
         summary.late = p.shard.tally.late;

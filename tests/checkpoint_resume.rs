@@ -152,3 +152,57 @@ fn crashes_between_commits_change_nothing_in_the_store() {
     assert_eq!(rejected(&clean), records.len().div_ceil(97) as u64);
     assert_eq!(rejected(&clean), rejected(&crashy));
 }
+
+/// A commit that fails (store read-only) loses nothing: the next successful commit writes
+/// the same buckets and rejections an uninterrupted run writes.
+#[test]
+fn a_failed_commit_keeps_its_buckets_and_rejections_pending() {
+    use slatrack::codec::Format;
+    use slatrack::pipeline::Pipeline;
+    use slatrack::store::Store;
+
+    let config = Arc::new(Config::default());
+    let mut records: Vec<Vec<u8>> = stream(3, 1_000)
+        .iter()
+        .map(slatrack::codec::protobuf::encode)
+        .collect();
+    records[10] = b"\x0a\x50garbage".to_vec();
+    let bounds = Pipeline::bounds(&config);
+    let now = slatrack::time::now_micros();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |store: &mut Store, fail_midway: bool| {
+        let mut p = Pipeline::new(config.clone(), Format::Protobuf, bounds);
+        for (i, r) in records.iter().enumerate() {
+            p.process(r, now);
+            if i == records.len() / 2 && fail_midway {
+                store.set_read_only_for_tests(true);
+                assert!(p.commit(store, "kafka:t/0", i as i64 + 1).is_err());
+                store.set_read_only_for_tests(false);
+            }
+        }
+        p.shard.flush();
+        p.commit(store, "kafka:t/0", records.len() as i64).unwrap();
+    };
+    let mut a = Store::open(&dir.path().join("a.db")).unwrap();
+    let mut b = Store::open(&dir.path().join("b.db")).unwrap();
+    run(&mut a, false);
+    run(&mut b, true);
+    let (from, to) = (0, i64::MAX / 2);
+    let (x, y) = (
+        a.buckets("globex", from, to).unwrap(),
+        b.buckets("globex", from, to).unwrap(),
+    );
+    assert!(!x.is_empty());
+    assert_eq!(x.len(), y.len());
+    for (p, q) in x.iter().zip(&y) {
+        assert_eq!(
+            (&p.platform, p.start, &p.stats),
+            (&q.platform, q.start, &q.stats)
+        );
+    }
+    assert_eq!(
+        a.rejects("", from, to).unwrap(),
+        b.rejects("", from, to).unwrap()
+    );
+    assert_eq!(a.rejects("", from, to).unwrap().len(), 1);
+}

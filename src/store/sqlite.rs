@@ -107,6 +107,12 @@ impl Store {
         &self.path
     }
 
+    /// Makes every write fail as on a read-only file (SQLite `query_only`), so tests can
+    /// exercise the store-unavailable path without root or a full disk.
+    pub fn set_read_only_for_tests(&self, on: bool) {
+        let _ = self.conn.pragma_update(None, "query_only", on);
+    }
+
     pub fn writer(&mut self) -> Result<StoreWriter<'_>, StoreError> {
         Ok(StoreWriter {
             tx: self.conn.transaction()?,
