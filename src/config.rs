@@ -70,6 +70,103 @@ pub struct Config {
     pub sla: SlaConfig,
     #[serde(default = "default_platforms")]
     pub platforms: Vec<PlatformConfig>,
+    /// Required by `slatrack run`; `demo` fills it in for its embedded cluster.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    #[serde(default)]
+    pub service: ServiceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    pub topics: Vec<TopicConfig>,
+    /// Rejected records go here with their reason in headers; `""` disables.
+    #[serde(default = "default_quarantine")]
+    pub quarantine_topic: String,
+    /// Passed to librdkafka as is (SASL, TLS, timeouts), for consumer and producer.
+    /// A value `env:NAME` is read from the environment variable NAME, `file:PATH` from a
+    /// file, so secrets need not sit in the config file. Values are never logged.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "slatrack".into()
+}
+
+fn default_quarantine() -> String {
+    "slatrack-quarantine".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    pub name: String,
+    #[serde(default = "default_format")]
+    pub format: crate::codec::Format,
+}
+
+fn default_format() -> crate::codec::Format {
+    crate::codec::Format::Protobuf
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// How often each partition writes its closed buckets and checkpoint.
+    pub checkpoint_interval: Span,
+    /// A partition with no record for this long advances its watermark with the wall
+    /// clock, so its open buckets still close.
+    pub idle_timeout: Span,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Span(time::MICROS_PER_SEC),
+            idle_timeout: Span(30 * time::MICROS_PER_SEC),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// librdkafka properties with `env:`/`file:` references resolved.
+    pub fn resolved_properties(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        self.properties
+            .iter()
+            .map(|(k, v)| {
+                let key = format!("kafka.properties.{k:?}");
+                let value = if let Some(var) = v.strip_prefix("env:") {
+                    std::env::var(var).map_err(|_| {
+                        invalid(
+                            &key,
+                            format!("\"env:{var}\""),
+                            "the environment variable is not set",
+                        )
+                    })?
+                } else if let Some(path) = v.strip_prefix("file:") {
+                    std::fs::read_to_string(path)
+                        .map_err(|e| {
+                            invalid(
+                                &key,
+                                format!("\"file:{path}\""),
+                                &format!("cannot read the file: {e}"),
+                            )
+                        })?
+                        .trim_end()
+                        .to_string()
+                } else {
+                    v.clone()
+                };
+                Ok((k.clone(), value))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +354,8 @@ impl Default for Config {
             store: StoreConfig::default(),
             sla: SlaConfig::default(),
             platforms: default_platforms(),
+            kafka: None,
+            service: ServiceConfig::default(),
         }
     }
 }
@@ -363,6 +462,48 @@ impl Config {
         ] {
             if v.0 <= 0 {
                 return Err(invalid(key, v, "must be positive"));
+            }
+        }
+        if self.service.checkpoint_interval.0 <= 0 {
+            return Err(invalid(
+                "service.checkpoint_interval",
+                self.service.checkpoint_interval,
+                "must be positive",
+            ));
+        }
+        if self.service.idle_timeout.0 <= 0 {
+            return Err(invalid(
+                "service.idle_timeout",
+                self.service.idle_timeout,
+                "must be positive",
+            ));
+        }
+        if let Some(k) = &self.kafka {
+            if k.brokers.trim().is_empty() {
+                return Err(invalid(
+                    "kafka.brokers",
+                    "\"\"",
+                    "list at least one host:port",
+                ));
+            }
+            if k.topics.is_empty() {
+                return Err(invalid(
+                    "kafka.topics",
+                    "[]",
+                    "list at least one topic to consume",
+                ));
+            }
+            for key in k.properties.keys() {
+                if matches!(
+                    key.as_str(),
+                    "group.id" | "bootstrap.servers" | "enable.auto.commit"
+                ) {
+                    return Err(invalid(
+                        format!("kafka.properties.{key:?}"),
+                        "(set)",
+                        "is managed by slatrack: use kafka.group_id / kafka.brokers; offsets are committed by slatrack after each checkpoint",
+                    ));
+                }
             }
         }
         let mut seen = std::collections::HashSet::new();

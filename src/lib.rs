@@ -12,6 +12,8 @@ pub mod pipeline;
 pub mod proto;
 pub mod replay;
 pub mod scorecard;
+pub mod service;
+pub mod sink;
 pub mod sla;
 pub mod source;
 pub mod store;

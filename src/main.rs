@@ -77,22 +77,51 @@ enum Command {
         #[arg(long)]
         store: Option<PathBuf>,
     },
-    /// Write synthetic Globex-shaped delivery events to a file.
+    /// The service: consume delivery events from Kafka, checkpoint into the store.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Synthetic Globex-shaped traffic: to a file (`--output`, the 10-week fixture) or live
+    /// to a Kafka topic (`--brokers`, real time at `--rate`).
     Generate {
         /// Output file (.jsonl or .pb).
+        #[arg(long, conflicts_with = "brokers", required_unless_present = "brokers")]
+        output: Option<PathBuf>,
+        /// Kafka bootstrap servers for live traffic.
         #[arg(long)]
-        output: PathBuf,
-        /// `globex-pilot`: the 10-week, 28,947-event fixture matching the seed report.
-        #[arg(long, default_value = "globex-pilot")]
-        scenario: String,
+        brokers: Option<String>,
+        #[arg(long, default_value = "deliveries")]
+        topic: String,
+        /// Logical events per second (live).
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Stop after this many seconds (live; default: until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// File: `globex-pilot`. Live: steady, workday-drift, late-and-duplicates, malformed.
+        #[arg(long)]
+        scenario: Option<String>,
+        #[arg(long, default_value = "globex")]
+        tenant: String,
         #[arg(long, value_enum)]
         format: Option<WireFormat>,
     },
-    /// The embedded demo: generate the Globex pilot, run it through the engine into a
-    /// store under ./slatrack-demo/, and print the scorecard. No broker needed.
+    /// The README's first command: the real service on librdkafka's in-process mock
+    /// cluster with live generated traffic, printing the scorecard every 5 s. With
+    /// `--offline`, replays the 10-week Globex pilot instead.
     Demo {
         #[arg(long, default_value = "slatrack-demo")]
         dir: PathBuf,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        #[arg(long, default_value_t = 300.0)]
+        rate: f64,
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -115,6 +144,7 @@ fn main() {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
@@ -167,25 +197,121 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             }
         }
+        Command::Run { config, store } => {
+            let mut cfg = Config::load(&config)?;
+            if let Some(s) = store {
+                cfg.store.path = s;
+            }
+            let path = cfg.store.path.clone();
+            slatrack::service::run(
+                Arc::new(cfg),
+                path,
+                shutdown_on_signal(),
+                Default::default(),
+            )?;
+        }
         Command::Generate {
             output,
+            brokers,
+            topic,
+            rate,
+            duration,
             scenario,
+            tenant,
             format,
+        } => match (output, brokers) {
+            (Some(output), _) => {
+                let format = match format {
+                    Some(f) => f.into(),
+                    None => slatrack::source::file::format_of(&output)?,
+                };
+                let events = match scenario.as_deref().unwrap_or("globex-pilot") {
+                    "globex-pilot" => slatrack::source::generator::globex_fixture(),
+                    other => bail!("unknown file scenario {other:?}: available: globex-pilot"),
+                };
+                write_events(&output, format, &events)?;
+                eprintln!("wrote {} records to {}", events.len(), output.display());
+            }
+            (None, Some(brokers)) => {
+                use slatrack::service::generate::{produce, LiveGenerator, Scenario};
+                let name = scenario.as_deref().unwrap_or("steady");
+                let sc = Scenario::parse(name).with_context(|| {
+                    format!(
+                        "unknown live scenario {name:?}: available: {}",
+                        Scenario::NAMES
+                    )
+                })?;
+                let format = format.map(Into::into).unwrap_or(Format::Protobuf);
+                let now = slatrack::time::now_micros();
+                let g = LiveGenerator::new(now as u64, &tenant, sc, format, now);
+                let mut client = rdkafka::ClientConfig::new();
+                client.set("bootstrap.servers", &brokers);
+                let stop = shutdown_on_signal();
+                let n = produce(
+                    &client,
+                    &topic,
+                    g,
+                    rate,
+                    duration.map(std::time::Duration::from_secs),
+                    &stop,
+                )?;
+                eprintln!("produced {n} records to {topic}");
+            }
+            (None, None) => bail!("pass --output FILE or --brokers HOST:PORT"),
+        },
+        Command::Demo {
+            dir,
+            duration,
+            rate,
+            offline,
         } => {
-            let format = match format {
-                Some(f) => f.into(),
-                None => slatrack::source::file::format_of(&output)?,
-            };
-            let events = match scenario.as_str() {
-                "globex-pilot" => slatrack::source::generator::globex_fixture(),
-                other => bail!("unknown scenario {other:?}: available: globex-pilot"),
-            };
-            write_events(&output, format, &events)?;
-            eprintln!("wrote {} records to {}", events.len(), output.display());
+            if offline {
+                demo(&dir)?
+            } else {
+                slatrack::service::demo::demo(
+                    &dir,
+                    duration.map(std::time::Duration::from_secs),
+                    rate,
+                    shutdown_on_signal(),
+                )?
+            }
         }
-        Command::Demo { dir } => demo(&dir)?,
     }
     Ok(())
+}
+
+/// A flag set by SIGINT or SIGTERM: the service then stops fetching, checkpoints and exits 0.
+fn shutdown_on_signal() -> Arc<std::sync::atomic::AtomicBool> {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = flag.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            tracing::warn!("no signal handling: cannot start the tokio runtime");
+            return;
+        };
+        rt.block_on(async {
+            #[cfg(unix)]
+            {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        tracing::info!("signal received: stopping");
+        f.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    flag
 }
 
 fn write_events(

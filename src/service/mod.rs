@@ -1,0 +1,445 @@
+//! `slatrack run`: the long-running consumer.
+//!
+//! One consumer thread owns a [`PartitionSet`]: one [`Pipeline`] (single-writer shard) per
+//! assigned partition. Records are polled in batches (payloads copied into an arena),
+//! then applied under the set's mutex, taken once per batch: the only other taker is the
+//! rebalance callback, which librdkafka runs inside `poll` on this same thread, so the
+//! lock is never contended and never on the per-record path.
+//!
+//! Exactly-once effect: every `service.checkpoint_interval` each partition commits its
+//! closed buckets, pending rejections and checkpoint in one SQLite transaction
+//! ([`Pipeline::commit`]). On assignment a partition resumes from its checkpoint and
+//! skips every record below the checkpoint's offset, so group offsets (committed after
+//! each checkpoint) are advisory: a consumer that starts earlier only re-reads, never
+//! re-counts. On revocation the partition checkpoints before it is given up.
+
+pub mod demo;
+pub mod generate;
+
+use crate::codec::Format;
+use crate::config::{Config, ConfigError};
+use crate::pipeline::{Pipeline, ResumeError, Verdict};
+use crate::sink::quarantine::Quarantine;
+use crate::store::{Store, StoreError};
+use crate::time::{now_micros, Micros};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("`slatrack run` needs a [kafka] section in the config (brokers, topics)")]
+    NoKafka,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("Kafka client error: {0} (check kafka.brokers and kafka.properties; the broker may be unreachable)")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// What the service reports about itself (read by tests, the demo and, later, /metrics).
+#[derive(Debug, Default)]
+pub struct Status {
+    pub records: AtomicU64,
+    pub counted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+    pub skipped_below_checkpoint: AtomicU64,
+    pub commits: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub quarantined: AtomicU64,
+    /// True once partitions are assigned and their checkpoints restored.
+    pub ready: AtomicBool,
+    /// Next offset covered by the latest checkpoint, per (topic, partition).
+    pub checkpointed: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl Status {
+    pub fn checkpointed(&self) -> BTreeMap<(String, i32), i64> {
+        self.checkpointed
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
+    }
+}
+
+struct Partition {
+    pipeline: Pipeline,
+    source: String,
+    next_offset: i64,
+    checkpointed_offset: i64,
+    last_commit: Instant,
+    last_record: Instant,
+    /// Newest event time when the partition went idle (for the idle-timeout watermark).
+    idle_base: Option<Micros>,
+}
+
+pub struct PartitionSet {
+    config: Arc<Config>,
+    store: Store,
+    topics: Vec<(String, Format)>,
+    parts: BTreeMap<(usize, i32), Partition>,
+    quarantine: Option<Quarantine>,
+    status: Arc<Status>,
+    fatal: Option<String>,
+    /// (topic, partition, next offset) checkpointed since the last group commit.
+    to_commit: Vec<(String, i32, i64)>,
+}
+
+fn lock(set: &Mutex<PartitionSet>) -> MutexGuard<'_, PartitionSet> {
+    // A panic while holding the lock is our bug; the state is still consistent enough to
+    // checkpoint-or-not, and the next checkpoint decides what is durable.
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PartitionSet {
+    fn topic_index(&self, name: &str) -> Option<usize> {
+        self.topics.iter().position(|(t, _)| t == name)
+    }
+
+    fn assign(&mut self, topic: &str, partition: i32) {
+        let Some(ti) = self.topic_index(topic) else {
+            return;
+        };
+        let source = format!("kafka:{topic}/{partition}");
+        let bounds = Pipeline::bounds(&self.config);
+        match Pipeline::resume(
+            self.config.clone(),
+            self.topics[ti].1,
+            bounds,
+            &self.store,
+            &source,
+        ) {
+            Ok((pipeline, next)) => {
+                let next = next.unwrap_or(0);
+                tracing::info!(%source, next_offset = next, "partition assigned, checkpoint restored");
+                let now = Instant::now();
+                self.parts.insert(
+                    (ti, partition),
+                    Partition {
+                        pipeline,
+                        source,
+                        next_offset: next,
+                        checkpointed_offset: next,
+                        last_commit: now,
+                        last_record: now,
+                        idle_base: None,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::error!(%source, error = %e, "cannot restore the partition's checkpoint");
+                self.fatal = Some(e.to_string());
+            }
+        }
+    }
+
+    fn revoke(&mut self, topic: &str, partition: i32) {
+        let Some(ti) = self.topic_index(topic) else {
+            return;
+        };
+        if let Some(mut p) = self.parts.remove(&(ti, partition)) {
+            match p.pipeline.commit(&mut self.store, &p.source, p.next_offset) {
+                Ok(_) => {
+                    self.note_checkpoint(topic, partition, p.next_offset);
+                    tracing::info!(source = %p.source, next_offset = p.next_offset, "partition revoked after its checkpoint");
+                }
+                Err(e) => {
+                    // Nothing is lost: the next owner resumes from the previous checkpoint.
+                    self.status.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(source = %p.source, error = %e, "partition revoked without a final checkpoint; its next owner re-reads since the last one");
+                }
+            }
+        }
+    }
+
+    fn note_checkpoint(&mut self, topic: &str, partition: i32, next: i64) {
+        self.status.commits.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.status.checkpointed.lock() {
+            m.insert((topic.to_string(), partition), next);
+        }
+        self.to_commit.push((topic.to_string(), partition, next));
+    }
+
+    fn apply(&mut self, batch: &Batch, now: Micros) {
+        for it in &batch.items {
+            let Some(p) = self.parts.get_mut(&(it.topic, it.partition)) else {
+                continue; // revoked while the batch was being polled
+            };
+            if it.offset < p.next_offset {
+                self.status
+                    .skipped_below_checkpoint
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let bytes = &batch.bytes[it.start..it.end];
+            self.status.records.fetch_add(1, Ordering::Relaxed);
+            match p.pipeline.process(bytes, now) {
+                Verdict::Counted => {
+                    self.status.counted.fetch_add(1, Ordering::Relaxed);
+                }
+                Verdict::Duplicate => {
+                    self.status.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                Verdict::Rejected(reason) => {
+                    self.status.rejected.fetch_add(1, Ordering::Relaxed);
+                    if let Some(q) = self.quarantine.as_mut() {
+                        q.send(
+                            bytes,
+                            reason,
+                            &self.topics[it.topic].0,
+                            it.partition,
+                            it.offset,
+                        );
+                        self.status.quarantined.store(q.produced, Ordering::Relaxed);
+                    }
+                }
+            }
+            p.next_offset = it.offset + 1;
+            p.last_record = Instant::now();
+            p.idle_base = None;
+        }
+    }
+
+    /// Advances idle partitions' watermarks with the wall clock, then checkpoints the
+    /// partitions that are due (`force`: all). Returns false if the store failed.
+    fn checkpoint_due(&mut self, force: bool) -> bool {
+        let interval = Duration::from_micros(self.config.service.checkpoint_interval.0 as u64);
+        let idle = Duration::from_micros(self.config.service.idle_timeout.0 as u64);
+        let lateness = self.config.engine.allowed_lateness.0;
+        let mut ok = true;
+        let mut done = Vec::new();
+        for (&(ti, partition), p) in self.parts.iter_mut() {
+            let quiet = p.last_record.elapsed();
+            if quiet >= idle {
+                let base = *p.idle_base.get_or_insert_with(|| {
+                    p.pipeline.shard.max_event_time().unwrap_or(Micros::MIN)
+                });
+                if base != Micros::MIN {
+                    p.pipeline
+                        .shard
+                        .advance_watermark(base - lateness + quiet.as_micros() as Micros);
+                }
+            }
+            if !force && p.last_commit.elapsed() < interval {
+                continue;
+            }
+            p.last_commit = Instant::now();
+            if !force
+                && p.next_offset == p.checkpointed_offset
+                && p.pipeline.shard.open_buckets() == 0
+            {
+                continue;
+            }
+            match p.pipeline.commit(&mut self.store, &p.source, p.next_offset) {
+                Ok(_) => {
+                    p.checkpointed_offset = p.next_offset;
+                    done.push((ti, partition, p.next_offset));
+                }
+                Err(e) => {
+                    self.status.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(source = %p.source, error = %e, "checkpoint failed; fetching pauses until the store accepts writes");
+                    ok = false;
+                }
+            }
+        }
+        for (ti, partition, next) in done {
+            let topic = self.topics[ti].0.clone();
+            self.note_checkpoint(&topic, partition, next);
+        }
+        ok
+    }
+}
+
+/// librdkafka context: forwards rebalances to the partition set.
+pub struct ServiceContext {
+    set: Arc<Mutex<PartitionSet>>,
+}
+
+impl ClientContext for ServiceContext {}
+
+impl ConsumerContext for ServiceContext {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut set = lock(&self.set);
+            for e in tpl.elements() {
+                set.revoke(e.topic(), e.partition());
+            }
+            set.status.ready.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut set = lock(&self.set);
+                for e in tpl.elements() {
+                    set.assign(e.topic(), e.partition());
+                }
+                let ready = set.fatal.is_none();
+                set.status.ready.store(ready, Ordering::Relaxed);
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct Item {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    start: usize,
+    end: usize,
+}
+
+/// Polled records, copied out of librdkafka's buffers so they can be applied under one
+/// lock after polling (polling may run the rebalance callback, which takes the lock).
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    items: Vec<Item>,
+}
+
+const BATCH: usize = 2048;
+
+/// Runs until `shutdown` is set; then checkpoints every partition and returns.
+pub fn run(
+    config: Arc<Config>,
+    store_path: PathBuf,
+    shutdown: Arc<AtomicBool>,
+    status: Arc<Status>,
+) -> Result<(), ServiceError> {
+    let kafka = config.kafka.clone().ok_or(ServiceError::NoKafka)?;
+    tracing::info!(kafka = %crate::source::kafka::describe(&kafka), store = %store_path.display(), "starting");
+    let store = Store::open(&store_path)?;
+    let quarantine = if kafka.quarantine_topic.is_empty() {
+        None
+    } else {
+        Some(Quarantine::new(
+            &kafka.quarantine_topic,
+            &crate::source::kafka::client_config(&kafka)?,
+        )?)
+    };
+    let topics: Vec<(String, Format)> = kafka
+        .topics
+        .iter()
+        .map(|t| (t.name.clone(), t.format))
+        .collect();
+    let set = Arc::new(Mutex::new(PartitionSet {
+        config: config.clone(),
+        store,
+        topics: topics.clone(),
+        parts: BTreeMap::new(),
+        quarantine,
+        status: status.clone(),
+        fatal: None,
+        to_commit: Vec::new(),
+    }));
+    let consumer: BaseConsumer<ServiceContext> = crate::source::kafka::consumer_config(&kafka)?
+        .create_with_context(ServiceContext { set: set.clone() })?;
+    let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
+    consumer.subscribe(&names)?;
+
+    let mut batch = Batch::default();
+    let mut paused = false;
+    while !shutdown.load(Ordering::Relaxed) {
+        batch.bytes.clear();
+        batch.items.clear();
+        let mut wait = Duration::from_millis(100);
+        while batch.items.len() < BATCH {
+            match consumer.poll(wait) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error (librdkafka retries by itself)");
+                    break;
+                }
+                Some(Ok(m)) => {
+                    wait = Duration::ZERO;
+                    let Some(topic) = topics.iter().position(|(t, _)| t == m.topic()) else {
+                        continue;
+                    };
+                    let payload = m.payload().unwrap_or(&[]);
+                    let start = batch.bytes.len();
+                    batch.bytes.extend_from_slice(payload);
+                    batch.items.push(Item {
+                        topic,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        start,
+                        end: batch.bytes.len(),
+                    });
+                }
+            }
+        }
+        let mut s = lock(&set);
+        if let Some(f) = s.fatal.take() {
+            return Err(ServiceError::Fatal(f));
+        }
+        s.apply(&batch, now_micros());
+        let stored = s.checkpoint_due(false);
+        let commits = std::mem::take(&mut s.to_commit);
+        drop(s);
+        commit_group_offsets(&consumer, &commits);
+        // Backpressure: while the store refuses writes, stop fetching (keep polling so the
+        // group membership stays alive) instead of buffering without bound.
+        if stored == paused {
+            if let Ok(assignment) = consumer.assignment() {
+                let r = if stored {
+                    consumer.resume(&assignment)
+                } else {
+                    consumer.pause(&assignment)
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot pause/resume fetching");
+                }
+            }
+            paused = !stored;
+            if paused {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    tracing::info!("shutting down: checkpointing every partition");
+    let mut s = lock(&set);
+    s.checkpoint_due(true);
+    if let Some(q) = &s.quarantine {
+        q.flush();
+    }
+    let commits = std::mem::take(&mut s.to_commit);
+    drop(s);
+    commit_group_offsets(&consumer, &commits);
+    drop(consumer);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Advisory: lets a consumer without the store start near the right place.
+fn commit_group_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    commits: &[(String, i32, i64)],
+) {
+    if commits.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, next) in commits {
+        if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*next)) {
+            tracing::debug!(error = %e, "skipping group offset commit");
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "group offset commit failed (advisory only)");
+    }
+}

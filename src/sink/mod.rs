@@ -1,0 +1,3 @@
+//! Where engine output and rejected input go besides the SQLite store.
+
+pub mod quarantine;

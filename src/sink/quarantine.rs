@@ -1,0 +1,95 @@
+//! The quarantine topic: every rejected record's original bytes, with headers saying why
+//! and where it came from (`reason`, `explanation`, `source.topic`, `source.partition`,
+//! `source.offset`). It holds raw payloads: restrict who can read it and give it a
+//! retention that matches the input topic's (see README "Quarantine").
+//!
+//! At-least-once: after a crash the records since the last checkpoint are processed
+//! again and their rejections produced again; consumers of the quarantine dedupe on
+//! (source.topic, source.partition, source.offset).
+
+use crate::event::RejectReason;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::time::Duration;
+
+pub struct Quarantine {
+    topic: String,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    pub produced: u64,
+    pub dropped: u64,
+}
+
+impl Quarantine {
+    pub fn new(topic: &str, client: &ClientConfig) -> Result<Self, KafkaError> {
+        Ok(Self {
+            topic: topic.to_string(),
+            producer: client.create()?,
+            produced: 0,
+            dropped: 0,
+        })
+    }
+
+    pub fn send(
+        &mut self,
+        payload: &[u8],
+        reason: RejectReason,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) {
+        let (p, o) = (partition.to_string(), offset.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "reason",
+                value: Some(reason.code()),
+            })
+            .insert(Header {
+                key: "explanation",
+                value: Some(reason.explain()),
+            })
+            .insert(Header {
+                key: "source.topic",
+                value: Some(topic),
+            })
+            .insert(Header {
+                key: "source.partition",
+                value: Some(&p),
+            })
+            .insert(Header {
+                key: "source.offset",
+                value: Some(&o),
+            });
+        let key = format!("{topic}/{partition}/{offset}");
+        let mut record = BaseRecord::to(&self.topic)
+            .payload(payload)
+            .key(&key)
+            .headers(headers);
+        // A full local queue is a transient condition: wait for deliveries, then retry,
+        // for at most ~5 s; past that the record is counted as dropped, never blocks forever.
+        for _ in 0..50 {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.produced += 1;
+                    return;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err((e, _)) => {
+                    tracing::error!(error = %e, "cannot produce to the quarantine topic; record counted as dropped");
+                    break;
+                }
+            }
+        }
+        self.dropped += 1;
+    }
+
+    pub fn flush(&self) {
+        if let Err(e) = self.producer.flush(Duration::from_secs(10)) {
+            tracing::warn!(error = %e, "quarantine producer did not flush within 10 s");
+        }
+    }
+}

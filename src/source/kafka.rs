@@ -1,0 +1,47 @@
+//! librdkafka client settings shared by the consumer, the quarantine producer and the
+//! generator. Secrets come from `kafka.properties` (resolved `env:`/`file:` references)
+//! and are never logged.
+
+use crate::config::{ConfigError, KafkaConfig};
+use rdkafka::config::ClientConfig;
+
+/// Base settings for any client of this cluster.
+pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, ConfigError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    for (key, value) in k.resolved_properties()? {
+        c.set(key, value);
+    }
+    Ok(c)
+}
+
+/// Consumer settings: classic group protocol (what tansu supports), no auto commit
+/// (offsets are committed after each checkpoint, advisory only), earliest start.
+pub fn consumer_config(k: &KafkaConfig) -> Result<ClientConfig, ConfigError> {
+    let mut c = client_config(k)?;
+    c.set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    for (key, default) in [
+        ("auto.offset.reset", "earliest"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1000"),
+        ("partition.assignment.strategy", "range,roundrobin"),
+    ] {
+        if !k.properties.contains_key(key) {
+            c.set(key, default);
+        }
+    }
+    Ok(c)
+}
+
+/// The names of properties set, for the start-up log: keys only, never values.
+pub fn describe(k: &KafkaConfig) -> String {
+    let keys: Vec<&str> = k.properties.keys().map(String::as_str).collect();
+    format!(
+        "brokers={} group={} properties=[{}]",
+        k.brokers,
+        k.group_id,
+        keys.join(", ")
+    )
+}
