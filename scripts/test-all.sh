@@ -9,14 +9,19 @@ step() { printf '\n==> %s\n' "$*"; }
 step "toolchain: $(cargo --version)"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
+step "tansu broker for the integration suite (prebuilt, hash-verified)"
+SLATRACK_TANSU=$(bash scripts/fetch-tansu.sh)
+export SLATRACK_TANSU
+echo "$SLATRACK_TANSU"
+
 step "format check (cargo fmt --check)"
 cargo fmt --all -- --check
 
-step "lint (cargo clippy --all-targets -- -D warnings)"
-cargo clippy --all-targets --locked -- -D warnings
+step "lint (cargo clippy --all-targets --features integration -- -D warnings)"
+cargo clippy --all-targets --features integration --locked -- -D warnings
 
-step "tests (unit, property, whole-program)"
-cargo test --locked --lib --bins --tests
+step "tests (unit, property, whole-program, mock cluster, tansu integration)"
+cargo test --locked --features integration --lib --bins --tests
 
 step "benches build (never timed in CI: speed lives in BENCHMARKS.md)"
 cargo bench --locked --no-run

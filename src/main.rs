@@ -284,6 +284,7 @@ fn run(cli: Cli) -> Result<()> {
 fn shutdown_on_signal() -> Arc<std::sync::atomic::AtomicBool> {
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = flag.clone();
+    let (installed, ready) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -293,24 +294,26 @@ fn shutdown_on_signal() -> Arc<std::sync::atomic::AtomicBool> {
             return;
         };
         rt.block_on(async {
-            #[cfg(unix)]
-            {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+            use tokio::signal::unix::{signal, SignalKind};
+            // Both handlers exist before the caller goes on: a signal that arrives during
+            // start-up is a graceful stop, not the default kill.
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::warn!("no signal handling: cannot install SIGTERM/SIGINT handlers");
+                return;
+            };
+            let _ = installed.send(());
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            #[cfg(not(unix))]
-            let _ = tokio::signal::ctrl_c().await;
         });
         tracing::info!("signal received: stopping");
         f.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+    let _ = ready.recv_timeout(std::time::Duration::from_secs(5));
     flag
 }
 

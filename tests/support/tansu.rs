@@ -1,0 +1,78 @@
+//! A real Kafka-protocol broker for the integration suite: tansu on 127.0.0.1 with
+//! memory storage, started per test, killed on drop. `SLATRACK_TANSU` names the binary
+//! (`scripts/fetch-tansu.sh` prints it; `scripts/test-all.sh` sets it).
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Tansu {
+    child: Child,
+    pub port: u16,
+}
+
+impl Tansu {
+    pub fn start(log: &std::path::Path) -> Tansu {
+        let bin = std::env::var("SLATRACK_TANSU").expect(
+            "SLATRACK_TANSU must name the tansu binary: run the suite via scripts/test-all.sh",
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("tansu starts");
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "tansu did not listen on {port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Tansu { child, port }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// tansu does not auto-create topics.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let bin = std::env::var("SLATRACK_TANSU").unwrap();
+        let st = Command::new(bin)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tansu topic create {name}");
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,367 @@
+//! The live path on a real Kafka-protocol broker (tansu, memory storage, 127.0.0.1),
+//! with `slatrack run` as a real process: SIGKILLed at several points, SIGTERMed,
+//! rebalanced between two instances — the final scorecard always equals `replay` of the
+//! same records. Built with `--features integration` (scripts/test-all.sh).
+#![cfg(feature = "integration")]
+
+#[path = "support/tansu.rs"]
+mod tansu;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message};
+use slatrack::config::Config;
+use slatrack::store::Store;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tansu::Tansu;
+
+const TOPIC: &str = "deliveries";
+
+/// The tests of this file each run a broker and several slatrack processes: on a 2-core
+/// machine they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+const PARTITIONS: u32 = 4;
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Fixture {
+    /// (partition, payload) in production order.
+    records: Vec<(i32, Vec<u8>)>,
+    per_partition: [i64; PARTITIONS as usize],
+    malformed: usize,
+}
+
+fn fixture(events: u64) -> Fixture {
+    let start = slatrack::time::parse_date("2025-10-01").unwrap();
+    let evs = slatrack::source::generator::pilot(
+        21,
+        "globex",
+        start,
+        6 * slatrack::time::MICROS_PER_HOUR,
+        events,
+    );
+    let part = |id: &str| {
+        (id.bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % PARTITIONS) as i32
+    };
+    let mut records = Vec::new();
+    let mut malformed = 0;
+    for (i, e) in evs.iter().enumerate() {
+        let p = part(&e.event_id);
+        records.push((p, slatrack::codec::protobuf::encode(e)));
+        if i % 50 == 0 {
+            records.push((p, slatrack::codec::protobuf::encode(e)));
+        }
+        if i % 997 == 0 {
+            records.push((p, b"\x0a\x50truncated".to_vec()));
+            malformed += 1;
+        }
+    }
+    // One record per partition a day later closes every bucket of the test period.
+    let mut s = evs[0].clone();
+    for p in 0..PARTITIONS as i32 {
+        s.tenant = "zz-sentinel".into();
+        s.event_id = format!("sentinel-{p}");
+        s.outcome = slatrack::event::Outcome::Delivered;
+        s.attempt = 1;
+        for t in [&mut s.enqueued_at, &mut s.started_at, &mut s.completed_at] {
+            *t += slatrack::time::MICROS_PER_DAY;
+        }
+        records.push((p, slatrack::codec::protobuf::encode(&s)));
+    }
+    let mut per_partition = [0; PARTITIONS as usize];
+    for (p, _) in &records {
+        per_partition[*p as usize] += 1;
+    }
+    Fixture {
+        records,
+        per_partition,
+        malformed,
+    }
+}
+
+fn produce(brokers: &str, f: &Fixture) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    for (p, v) in &f.records {
+        let mut rec = BaseRecord::to(TOPIC).partition(*p).key("k").payload(v);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+fn write_config(dir: &Path, brokers: &str, store: &Path) -> PathBuf {
+    let path = dir.join("slatrack.toml");
+    let text = format!(
+        r#"[store]
+path = "{}"
+[service]
+checkpoint_interval = "100ms"
+[kafka]
+brokers = "{brokers}"
+group_id = "slatrack-it"
+quarantine_topic = "slatrack-quarantine"
+[[kafka.topics]]
+name = "{TOPIC}"
+format = "protobuf"
+[kafka.properties]
+"session.timeout.ms" = "2000"
+"heartbeat.interval.ms" = "500"
+"#,
+        store.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_slatrack"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SLATRACK_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    child.wait().unwrap()
+}
+
+/// Records covered by checkpoints, summed over partitions.
+fn progress(store: &Path) -> i64 {
+    let Ok(s) = Store::open(store) else { return 0 };
+    (0..PARTITIONS)
+        .map(|p| {
+            s.checkpoint(&format!("kafka:{TOPIC}/{p}"))
+                .ok()
+                .flatten()
+                .map_or(0, |(_, next, _)| next)
+        })
+        .sum()
+}
+
+fn scorecard(store: &Path) -> serde_json::Value {
+    let s = Store::open(store).unwrap();
+    let from = slatrack::time::parse_date("2025-09-29").unwrap();
+    let to = slatrack::time::parse_date("2025-10-06").unwrap();
+    let sc =
+        slatrack::scorecard::build(&s, Arc::new(Config::default()), "globex", from, to).unwrap();
+    let mut v = slatrack::scorecard::json::render(&sc);
+    v.as_object_mut().unwrap().remove("rejected_by_reason");
+    v
+}
+
+fn replay_scorecard(dir: &Path, f: &Fixture) -> serde_json::Value {
+    let file = dir.join("same.pb");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    // Production order: each partition's records keep their relative order.
+    for (_, v) in &f.records {
+        let mut len = Vec::new();
+        prost::encoding::encode_varint(v.len() as u64, &mut len);
+        w.write_all(&len).unwrap();
+        w.write_all(v).unwrap();
+    }
+    drop(w);
+    let store = dir.join("replay.db");
+    let mut s = Store::open(&store).unwrap();
+    let opts = slatrack::replay::ReplayOptions {
+        inputs: vec![file],
+        format: None,
+        bounds: None,
+    };
+    slatrack::replay::run(Arc::new(Config::default()), &mut s, &opts, |_| {}).unwrap();
+    scorecard(&store)
+}
+
+/// Distinct (partition, offset) origins in the quarantine topic, read until `expected`
+/// arrived (bounded); quarantine is at-least-once, so copies after a crash collapse here.
+fn quarantined(brokers: &str, expected: usize) -> BTreeSet<(String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "quarantine-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "2000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["slatrack-quarantine"]).unwrap();
+    let mut seen = BTreeSet::new();
+    wait_until("the quarantined records", Duration::from_secs(60), || {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let h = m.headers().unwrap();
+            let get = |k: &str| {
+                h.iter()
+                    .find(|x| x.key == k)
+                    .and_then(|x| x.value)
+                    .map(|v| String::from_utf8_lossy(v).to_string())
+                    .unwrap()
+            };
+            assert_eq!(get("reason"), "malformed_protobuf");
+            assert_eq!(m.payload(), Some(&b"\x0a\x50truncated"[..]));
+            seen.insert((get("source.partition"), get("source.offset")));
+        }
+        seen.len() >= expected
+    });
+    seen
+}
+
+#[test]
+fn sigkill_at_several_points_then_sigterm_equals_replay() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(&dir.path().join("tansu.log"));
+    broker.create_topic(TOPIC, PARTITIONS);
+    broker.create_topic("slatrack-quarantine", 1);
+    let f = fixture(120_000);
+    let total: i64 = f.per_partition.iter().sum();
+    produce(&broker.brokers(), &f);
+    let store = dir.path().join("live.db");
+    let config = write_config(dir.path(), &broker.brokers(), &store);
+    let log = dir.path().join("slatrack.log");
+
+    let mut kills = 0;
+    let assignments = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("partition assigned")
+            .count()
+    };
+    for stage in 1..=6 {
+        let before = assignments();
+        let mut child = spawn(&config, &log);
+        let target = total * stage / 8;
+        wait_until("checkpointed progress", Duration::from_secs(120), || {
+            progress(&store) >= target && assignments() > before
+        });
+        let at = progress(&store);
+        if stage < 6 {
+            child.kill().unwrap(); // SIGKILL: no flush, no final checkpoint
+            child.wait().unwrap();
+            if at < total {
+                kills += 1;
+            }
+        } else {
+            let st = sigterm(&mut child);
+            assert!(st.success(), "SIGTERM exits 0, got {st:?}");
+        }
+    }
+    assert!(kills >= 5, "only {kills} kills landed mid-stream");
+    let mut child = spawn(&config, &log);
+    wait_until(
+        "the whole topic checkpointed",
+        Duration::from_secs(120),
+        || progress(&store) >= total,
+    );
+    assert!(sigterm(&mut child).success());
+    assert_eq!(
+        progress(&store),
+        total,
+        "checkpoints end exactly at the end of each partition"
+    );
+
+    assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
+    assert_eq!(
+        quarantined(&broker.brokers(), f.malformed).len(),
+        f.malformed,
+        "each malformed record quarantined (deduped by origin)"
+    );
+}
+
+#[test]
+fn two_instances_rebalance_mid_stream_equals_replay() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(&dir.path().join("tansu.log"));
+    broker.create_topic(TOPIC, PARTITIONS);
+    broker.create_topic("slatrack-quarantine", 1);
+    let f = fixture(120_000);
+    let total: i64 = f.per_partition.iter().sum();
+    produce(&broker.brokers(), &f);
+    let store = dir.path().join("live.db");
+    let config = write_config(dir.path(), &broker.brokers(), &store);
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let assigned = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("partition assigned")
+    };
+    // A starts alone and owns every partition; B joins mid-stream (scale-out), then A
+    // leaves mid-stream (scale-in) and B takes its partitions over.
+    let mut a = spawn(&config, &log_a);
+    wait_until("A to own partitions", Duration::from_secs(60), || {
+        assigned(&log_a)
+    });
+    let mut b = spawn(&config, &log_b);
+    let t = Instant::now();
+    while !(assigned(&log_a) && assigned(&log_b)) {
+        if t.elapsed() > Duration::from_secs(120) {
+            let tail = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+            panic!(
+                "both instances never owned partitions\nA:\n{}\nB:\n{}",
+                tail(&log_a),
+                tail(&log_b)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_until("some progress", Duration::from_secs(120), || {
+        progress(&store) >= total / 4
+    });
+    assert!(progress(&store) < total, "stopped A mid-stream");
+    assert!(sigterm(&mut a).success());
+    wait_until(
+        "B to finish every partition",
+        Duration::from_secs(120),
+        || progress(&store) >= total,
+    );
+    assert!(sigterm(&mut b).success());
+    let b_log = std::fs::read_to_string(&log_b).unwrap();
+    assert!(
+        b_log.matches("partition assigned").count() > 2,
+        "B took over A's partitions:\n{b_log}"
+    );
+
+    assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
+    assert_eq!(
+        quarantined(&broker.brokers(), f.malformed).len(),
+        f.malformed
+    );
+}
