@@ -75,6 +75,30 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     #[serde(default)]
     pub service: ServiceConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the /metrics, /healthz, /readyz listener; `""` disables it. Serves no
+    /// payload data: tenant ids appear only as label values (see `tenant_label`).
+    pub listen: String,
+    /// `false` drops the tenant label: series aggregate over tenants (tenant="all").
+    pub tenant_label: bool,
+    /// How often gauges are refreshed from the engine's windows.
+    pub publish_interval: Span,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9898".into(),
+            tenant_label: true,
+            publish_interval: Span(time::MICROS_PER_SEC),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -356,6 +380,7 @@ impl Default for Config {
             platforms: default_platforms(),
             kafka: None,
             service: ServiceConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -475,6 +500,22 @@ impl Config {
             return Err(invalid(
                 "service.idle_timeout",
                 self.service.idle_timeout,
+                "must be positive",
+            ));
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "metrics.listen",
+                format!("{:?}", self.metrics.listen),
+                "write host:port with a numeric address, e.g. \"127.0.0.1:9898\" or \"0.0.0.0:9898\"; \"\" disables",
+            ));
+        }
+        if self.metrics.publish_interval.0 <= 0 {
+            return Err(invalid(
+                "metrics.publish_interval",
+                self.metrics.publish_interval,
                 "must be positive",
             ));
         }

@@ -126,14 +126,14 @@ impl Pipeline {
     /// Writes the buckets closed since the last commit, the pending rejections and the
     /// checkpoint (`next_offset` = first record not applied) in one transaction: after a
     /// crash, either all of it is there or none, and `resume` continues from the same state.
-    /// Returns the number of buckets written. On error nothing is lost: the buckets and
-    /// rejections stay pending for the next attempt.
+    /// Returns the buckets written (for telemetry). On error nothing is lost: the buckets
+    /// and rejections stay pending for the next attempt.
     pub fn commit(
         &mut self,
         store: &mut Store,
         source: &str,
         next_offset: i64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<crate::engine::ClosedBucket>, StoreError> {
         self.unwritten.extend(self.shard.take_closed());
         let state = self.shard.checkpoint(next_offset);
         let w = store.writer()?;
@@ -150,7 +150,7 @@ impl Pipeline {
         )?;
         w.commit()?;
         self.rejects.written();
-        Ok(std::mem::take(&mut self.unwritten).len())
+        Ok(std::mem::take(&mut self.unwritten))
     }
 
     /// Switches the wire format (a replay may mix JSON and protobuf files) keeping state.

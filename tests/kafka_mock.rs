@@ -28,6 +28,15 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn records() -> (Vec<(String, Vec<u8>)>, usize) {
     let start = slatrack::time::parse_date("2025-10-01").unwrap();
     let events = slatrack::source::generator::pilot(
@@ -131,6 +140,7 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
     let config = Arc::new(demo_config(mock.bootstrap_servers(), &store));
     let mut cfg = (*config).clone();
     cfg.engine = Config::default().engine;
+    cfg.metrics.listen = "127.0.0.1:0".into();
     let config = Arc::new(cfg);
     let total = recs.len() as u64;
 
@@ -190,6 +200,37 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
     );
     assert_eq!(live["platforms"], offline["platforms"]);
     assert_eq!(live["overall"], offline["overall"]);
+
+    // Prometheus endpoint (still served by this process): counters add up to the same
+    // events, every platform has its window gauges, health and readiness answer.
+    let addr = second
+        .metrics_addr
+        .lock()
+        .unwrap()
+        .expect("metrics endpoint was served");
+    let metrics = http_get(addr, "/metrics");
+    let events_total: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("slatrack_events_total{") && l.contains("tenant=\"globex\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(
+        events_total as u64,
+        summary.events - sentinels.len() as u64,
+        "{metrics}"
+    );
+    for p in ["benevity", "goodera", "workday", "impact_in"] {
+        let series = format!(
+            "slatrack_window_on_time_ratio{{tenant=\"globex\",platform=\"{p}\",window=\"7d\"}}"
+        );
+        assert!(metrics.contains(&series), "missing {series}");
+    }
+    assert!(metrics.contains("slatrack_build_info{version="));
+    assert!(http_get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(
+        http_get(addr, "/readyz").starts_with("HTTP/1.1 503"),
+        "stopped service is not ready"
+    );
 
     // Quarantine: every malformed record, with its reason and origin.
     let consumer: BaseConsumer = ClientConfig::new()

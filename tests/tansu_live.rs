@@ -124,6 +124,8 @@ fn write_config(dir: &Path, brokers: &str, store: &Path) -> PathBuf {
 path = "{}"
 [service]
 checkpoint_interval = "100ms"
+[metrics]
+listen = "127.0.0.1:0"
 [kafka]
 brokers = "{brokers}"
 group_id = "slatrack-it"

@@ -26,6 +26,8 @@ pub struct KeyInfo {
 pub struct KeyTable {
     by_name: FastMap<Box<str>, FastMap<Box<str>, KeyId>>,
     infos: Vec<KeyInfo>,
+    /// Newest `completed_at` per key (freshness), same index as `infos`.
+    last_seen: Vec<crate::time::Micros>,
     max_keys: usize,
     config: Arc<Config>,
     /// Records folded into an overflow key because the table was full.
@@ -37,6 +39,7 @@ impl KeyTable {
         Self {
             by_name: FastMap::default(),
             infos: Vec::new(),
+            last_seen: Vec::new(),
             max_keys: config.limits.max_keys,
             config,
             overflowed: 0,
@@ -52,9 +55,20 @@ impl KeyTable {
                 .or_default()
                 .insert((*info.platform).into(), id as KeyId);
         }
+        t.last_seen = vec![crate::time::Micros::MIN; infos.len()];
         t.infos = infos;
         t.overflowed = overflowed;
         t
+    }
+
+    #[inline]
+    pub fn touch(&mut self, id: KeyId, at: crate::time::Micros) {
+        let s = &mut self.last_seen[id as usize];
+        *s = (*s).max(at);
+    }
+
+    pub fn last_seen(&self, id: KeyId) -> crate::time::Micros {
+        self.last_seen[id as usize]
     }
 
     pub fn infos(&self) -> &[KeyInfo] {
@@ -104,6 +118,7 @@ impl KeyTable {
             direction,
             target_latency_us: target,
         });
+        self.last_seen.push(crate::time::Micros::MIN);
         self.by_name
             .entry(tenant.into())
             .or_default()

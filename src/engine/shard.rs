@@ -102,6 +102,7 @@ impl Shard {
         }
         let key = self.keys.resolve(&ev.tenant, &ev.platform, ev.direction);
         let target = self.keys.info(key).target_latency_us;
+        self.keys.touch(key, ev.completed_at);
         self.open
             .entry(bucket)
             .or_default()

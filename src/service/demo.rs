@@ -78,6 +78,7 @@ pub fn demo(
     let service = std::thread::spawn(move || run(svc_cfg, svc_store, svc_stop, svc_status));
 
     let start = Instant::now();
+    wait_for_metrics_url(&status, &service);
     let mut last_print = Instant::now();
     while !shutdown.load(Ordering::Relaxed)
         && duration.is_none_or(|d| start.elapsed() < d)
@@ -110,6 +111,20 @@ pub fn demo(
     println!("demo: produced {produced} records; final scorecard:");
     print_scorecard(&config, &store_path, &status, start.elapsed());
     Ok(())
+}
+
+fn wait_for_metrics_url(
+    status: &Status,
+    service: &std::thread::JoinHandle<Result<(), ServiceError>>,
+) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) && !service.is_finished() {
+        if let Some(addr) = status.metrics_addr.lock().ok().and_then(|a| *a) {
+            println!("demo: Prometheus metrics at http://{addr}/metrics (also /healthz, /readyz)");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn print_scorecard(config: &Arc<Config>, store_path: &Path, status: &Status, elapsed: Duration) {

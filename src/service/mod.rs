@@ -18,7 +18,9 @@ pub mod generate;
 
 use crate::codec::Format;
 use crate::config::{Config, ConfigError};
+use crate::event::RejectReason;
 use crate::pipeline::{Pipeline, ResumeError, Verdict};
+use crate::sink::prometheus::Telemetry;
 use crate::sink::quarantine::Quarantine;
 use crate::store::{Store, StoreError};
 use crate::time::{now_micros, Micros};
@@ -54,6 +56,12 @@ pub struct Status {
     pub counted: AtomicU64,
     pub duplicates: AtomicU64,
     pub rejected: AtomicU64,
+    /// By `RejectReason::ALL` index.
+    pub rejected_by_reason: [AtomicU64; RejectReason::ALL.len()],
+    /// Duration of the latest checkpoint transaction, µs.
+    pub last_checkpoint_us: AtomicU64,
+    /// Watermark per (topic, partition), µs; refreshed at each checkpoint.
+    pub watermark: Mutex<BTreeMap<(String, i32), Micros>>,
     pub skipped_below_checkpoint: AtomicU64,
     pub commits: AtomicU64,
     pub store_errors: AtomicU64,
@@ -62,9 +70,15 @@ pub struct Status {
     pub ready: AtomicBool,
     /// Next offset covered by the latest checkpoint, per (topic, partition).
     pub checkpointed: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Where /metrics is served, once it is.
+    pub metrics_addr: Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl Status {
+    pub fn watermarks(&self) -> BTreeMap<(String, i32), Micros> {
+        self.watermark.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
     pub fn checkpointed(&self) -> BTreeMap<(String, i32), i64> {
         self.checkpointed
             .lock()
@@ -91,6 +105,7 @@ pub struct PartitionSet {
     parts: BTreeMap<(usize, i32), Partition>,
     quarantine: Option<Quarantine>,
     status: Arc<Status>,
+    telemetry: Arc<Telemetry>,
     fatal: Option<String>,
     /// (topic, partition, next offset) checkpointed since the last group commit.
     to_commit: Vec<(String, i32, i64)>,
@@ -150,7 +165,8 @@ impl PartitionSet {
         };
         if let Some(mut p) = self.parts.remove(&(ti, partition)) {
             match p.pipeline.commit(&mut self.store, &p.source, p.next_offset) {
-                Ok(_) => {
+                Ok(buckets) => {
+                    self.telemetry.absorb(&buckets);
                     self.note_checkpoint(topic, partition, p.next_offset);
                     tracing::info!(source = %p.source, next_offset = p.next_offset, "partition revoked after its checkpoint");
                 }
@@ -193,6 +209,9 @@ impl PartitionSet {
                 }
                 Verdict::Rejected(reason) => {
                     self.status.rejected.fetch_add(1, Ordering::Relaxed);
+                    if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
+                        self.status.rejected_by_reason[i].fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Some(q) = self.quarantine.as_mut() {
                         q.send(
                             bytes,
@@ -241,8 +260,27 @@ impl PartitionSet {
             {
                 continue;
             }
+            let t = Instant::now();
             match p.pipeline.commit(&mut self.store, &p.source, p.next_offset) {
-                Ok(_) => {
+                Ok(buckets) => {
+                    self.status
+                        .last_checkpoint_us
+                        .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    self.telemetry.absorb(&buckets);
+                    let keys = p.pipeline.shard.keys();
+                    self.telemetry
+                        .freshness(keys.infos().iter().enumerate().map(|(i, k)| {
+                            (
+                                k.tenant.to_string(),
+                                k.platform.to_string(),
+                                keys.last_seen(i as u32),
+                            )
+                        }));
+                    if let (Some(wm), Ok(mut m)) =
+                        (p.pipeline.shard.watermark(), self.status.watermark.lock())
+                    {
+                        m.insert((self.topics[ti].0.clone(), partition), wm);
+                    }
                     p.checkpointed_offset = p.next_offset;
                     done.push((ti, partition, p.next_offset));
                 }
@@ -337,6 +375,19 @@ pub fn run(
         .iter()
         .map(|t| (t.name.clone(), t.format))
         .collect();
+    let telemetry = Telemetry::new(config.clone(), status.clone());
+    if !config.metrics.listen.is_empty() {
+        let addr = crate::sink::http::serve(&config.metrics.listen, telemetry.clone()).map_err(|e| {
+            ServiceError::Fatal(format!(
+                "cannot listen on metrics.listen = {:?}: {e} (port in use? set another or \"\" to disable)",
+                config.metrics.listen
+            ))
+        })?;
+        tracing::info!(url = %format!("http://{addr}/metrics"), "metrics endpoint up (/healthz, /readyz too)");
+        if let Ok(mut a) = status.metrics_addr.lock() {
+            *a = Some(addr);
+        }
+    }
     let set = Arc::new(Mutex::new(PartitionSet {
         config: config.clone(),
         store,
@@ -344,6 +395,7 @@ pub fn run(
         parts: BTreeMap::new(),
         quarantine,
         status: status.clone(),
+        telemetry,
         fatal: None,
         to_commit: Vec::new(),
     }));

@@ -1,0 +1,182 @@
+//! Prometheus export. The hot path never touches `metrics`: the consumer thread hands
+//! over closed buckets and key freshness at each checkpoint (once a second, not per
+//! event), and gauges are set from the rolling windows on scrape and on a publish tick.
+//! Metric names, labels and meanings: README "Metrics".
+
+use crate::config::Config;
+use crate::engine::{ClosedBucket, WindowSet};
+use crate::event::RejectReason;
+use crate::service::Status;
+use crate::sla;
+use crate::time::{format_duration, Micros};
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The process-wide recorder (a process has one; tests may start the service twice).
+fn handle() -> Option<&'static PrometheusHandle> {
+    static H: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    H.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "Prometheus recorder not installed; /metrics will be empty");
+            None
+        }
+    })
+    .as_ref()
+}
+
+struct Inner {
+    windows: WindowSet,
+    last_event: BTreeMap<(String, String), Micros>,
+}
+
+pub struct Telemetry {
+    config: Arc<Config>,
+    status: Arc<Status>,
+    inner: Mutex<Inner>,
+}
+
+impl Telemetry {
+    pub fn new(config: Arc<Config>, status: Arc<Status>) -> Arc<Self> {
+        let _ = handle();
+        gauge!("slatrack_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        let lengths: Vec<Micros> = config.engine.windows.iter().map(|s| s.0).collect();
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                windows: WindowSet::new(&lengths),
+                last_event: BTreeMap::new(),
+            }),
+            config,
+            status,
+        })
+    }
+
+    fn tenant<'a>(&self, t: &'a str) -> &'a str {
+        if self.config.metrics.tenant_label {
+            t
+        } else {
+            "all"
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Buckets just made durable: counters move, windows slide.
+    pub fn absorb(&self, buckets: &[ClosedBucket]) {
+        let mut inner = self.lock();
+        for b in buckets {
+            let c = &b.stats.counters;
+            let (t, p) = (self.tenant(&b.tenant).to_string(), b.platform.to_string());
+            for (outcome, n) in [
+                ("delivered", c.delivered),
+                ("failed", c.failed),
+                ("dead_lettered", c.dead_lettered),
+            ] {
+                counter!("slatrack_events_total", "tenant" => t.clone(), "platform" => p.clone(), "outcome" => outcome).increment(n);
+            }
+            counter!("slatrack_on_time_events_total", "tenant" => t.clone(), "platform" => p.clone()).increment(c.on_time);
+            counter!("slatrack_attempts_total", "tenant" => t.clone(), "platform" => p.clone())
+                .increment(c.attempts);
+            counter!("slatrack_retried_events_total", "tenant" => t.clone(), "platform" => p.clone()).increment(c.retried);
+            if self.config.metrics.tenant_label {
+                inner.windows.push(b);
+            } else {
+                let mut all = b.clone();
+                all.tenant = "all".into();
+                inner.windows.push(&all);
+            }
+        }
+    }
+
+    /// Newest event time per key, reported by a shard at checkpoint time.
+    pub fn freshness(&self, keys: impl Iterator<Item = (String, String, Micros)>) {
+        let mut inner = self.lock();
+        for (t, p, at) in keys.filter(|k| k.2 != Micros::MIN) {
+            let t = self.tenant(&t).to_string();
+            let e = inner.last_event.entry((t, p)).or_insert(at);
+            *e = (*e).max(at);
+        }
+    }
+
+    /// Sets every gauge from the current windows and the service status.
+    pub fn publish(&self) {
+        let sla_cfg = &self.config.sla;
+        let inner = self.lock();
+        for s in inner.windows.summaries() {
+            let labels = [
+                ("tenant", s.tenant.to_string()),
+                ("platform", s.platform.to_string()),
+                ("window", format_duration(s.window_us)),
+            ];
+            let c = &s.stats.counters;
+            let targets = self.config.targets(s.platform);
+            let nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
+            gauge!("slatrack_window_events", &labels).set(c.events as f64);
+            gauge!("slatrack_window_on_time_ratio", &labels).set(nan(c.on_time_ratio()));
+            gauge!("slatrack_window_retry_ratio", &labels).set(nan(c.retry_ratio()));
+            gauge!("slatrack_window_failed_ratio", &labels).set(nan(c.failed_ratio()));
+            gauge!("slatrack_window_max_retries_ratio", &labels).set(nan(c.max_retries_ratio()));
+            gauge!("slatrack_window_dlq_ratio", &labels).set(nan(c.dlq_ratio()));
+            gauge!("slatrack_window_latency_mean_seconds", &labels)
+                .set(nan(c.avg_latency_ms().map(|m| m / 1000.0)));
+            for (q, permille) in [("0.5", 500), ("0.95", 950), ("0.99", 990)] {
+                let mut l = labels.to_vec();
+                l.push(("quantile", q.to_string()));
+                gauge!("slatrack_window_latency_seconds", &l)
+                    .set(nan(s.stats.quantile_ms(permille).map(|m| m / 1000.0)));
+            }
+            let status = sla::on_time(c.on_time_ratio(), targets.on_time_target, sla_cfg);
+            gauge!("slatrack_window_sla_status", &labels).set(status.gauge());
+            gauge!("slatrack_target_on_time_ratio", &labels[..2]).set(targets.on_time_target);
+            gauge!("slatrack_target_latency_seconds", &labels[..2])
+                .set(targets.latency_target_us as f64 / 1e6);
+        }
+        for ((t, p), at) in &inner.last_event {
+            gauge!("slatrack_last_event_timestamp_seconds", "tenant" => t.clone(), "platform" => p.clone()).set(*at as f64 / 1e6);
+        }
+        drop(inner);
+        let st = &self.status;
+        counter!("slatrack_records_total").absolute(st.records.load(Ordering::Relaxed));
+        counter!("slatrack_duplicates_total").absolute(st.duplicates.load(Ordering::Relaxed));
+        for (i, reason) in RejectReason::ALL.iter().enumerate() {
+            counter!("slatrack_rejected_total", "reason" => reason.code())
+                .absolute(st.rejected_by_reason[i].load(Ordering::Relaxed));
+        }
+        counter!("slatrack_quarantined_total").absolute(st.quarantined.load(Ordering::Relaxed));
+        counter!("slatrack_checkpoints_total").absolute(st.commits.load(Ordering::Relaxed));
+        counter!("slatrack_store_errors_total").absolute(st.store_errors.load(Ordering::Relaxed));
+        gauge!("slatrack_checkpoint_duration_seconds")
+            .set(st.last_checkpoint_us.load(Ordering::Relaxed) as f64 / 1e6);
+        gauge!("slatrack_ready").set(if st.ready.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        });
+        for ((topic, partition), wm) in st.watermarks() {
+            gauge!("slatrack_watermark_timestamp_seconds", "topic" => topic, "partition" => partition.to_string()).set(wm as f64 / 1e6);
+        }
+        if let Some(h) = handle() {
+            h.run_upkeep();
+        }
+    }
+}
+
+impl crate::sink::http::Endpoints for Telemetry {
+    fn metrics(&self) -> String {
+        self.publish();
+        handle().map(|h| h.render()).unwrap_or_default()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.status.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("no partitions assigned with restored checkpoints yet (or the last rebalance failed)".into())
+        }
+    }
+}
