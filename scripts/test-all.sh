@@ -14,6 +14,13 @@ SLATRACK_TANSU=$(bash scripts/fetch-tansu.sh)
 export SLATRACK_TANSU
 echo "$SLATRACK_TANSU"
 
+step "Prometheus tools (promtool) from Debian's prometheus package"
+if ! command -v promtool >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
+fi
+promtool --version | head -1
+
 step "format check (cargo fmt --check)"
 cargo fmt --all -- --check
 
@@ -22,6 +29,10 @@ cargo clippy --all-targets --features integration --locked -- -D warnings
 
 step "tests (unit, property, whole-program, mock cluster, tansu integration)"
 cargo test --locked --features integration --lib --bins --tests
+
+step "generated alert rules: promtool check + unit tests"
+promtool check rules deploy/prometheus/slatrack-rules.yml
+promtool test rules deploy/prometheus/tests/slatrack-rules.test.yml
 
 step "benches build (never timed in CI: speed lives in BENCHMARKS.md)"
 cargo bench --locked --no-run

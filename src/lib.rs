@@ -11,6 +11,7 @@ pub mod event;
 pub mod pipeline;
 pub mod proto;
 pub mod replay;
+pub mod rules;
 pub mod scorecard;
 pub mod service;
 pub mod sink;

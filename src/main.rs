@@ -84,6 +84,12 @@ enum Command {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+    /// Print the Prometheus rule file (recording rules, burn-rate and drift alerts)
+    /// generated from the SLA config.
+    Rules {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Synthetic Globex-shaped traffic: to a file (`--output`, the 10-week fixture) or live
     /// to a Kafka topic (`--brokers`, real time at `--rate`).
     Generate {
@@ -196,6 +202,12 @@ fn run(cli: Cli) -> Result<()> {
                     serde_json::to_string_pretty(&slatrack::scorecard::json::render(&sc))?
                 ),
             }
+        }
+        Command::Rules { config } => {
+            print!(
+                "{}",
+                slatrack::rules::render(&load_config(config.as_deref())?)
+            );
         }
         Command::Run { config, store } => {
             let mut cfg = Config::load(&config)?;
