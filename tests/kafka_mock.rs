@@ -14,19 +14,11 @@ use slatrack::store::Store;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Waits (bounded) for a condition instead of sleeping a guessed time.
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+#[path = "support/wait.rs"]
+mod wait;
+use wait::wait_until;
 
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::Read;

@@ -6,6 +6,8 @@
 
 #[path = "support/tansu.rs"]
 mod tansu;
+#[path = "support/wait.rs"]
+mod wait;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -20,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tansu::Tansu;
+use wait::wait_until;
 
 const TOPIC: &str = "deliveries";
 
@@ -27,17 +30,6 @@ const TOPIC: &str = "deliveries";
 /// machine they run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const PARTITIONS: u32 = 4;
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 struct Fixture {
     /// (partition, payload) in production order.
@@ -245,9 +237,17 @@ fn quarantined(brokers: &str, expected: usize) -> BTreeSet<(String, String)> {
     seen
 }
 
-#[test]
-fn sigkill_at_several_points_then_sigterm_equals_replay() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+/// A broker with the topics, the fixture produced to it, and a config for `slatrack run`.
+struct Setup {
+    dir: tempfile::TempDir,
+    broker: Tansu,
+    f: Fixture,
+    total: i64,
+    store: PathBuf,
+    config: PathBuf,
+}
+
+fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let broker = Tansu::start(&dir.path().join("tansu.log"));
     broker.create_topic(TOPIC, PARTITIONS);
@@ -257,6 +257,27 @@ fn sigkill_at_several_points_then_sigterm_equals_replay() {
     produce(&broker.brokers(), &f);
     let store = dir.path().join("live.db");
     let config = write_config(dir.path(), &broker.brokers(), &store);
+    Setup {
+        dir,
+        broker,
+        f,
+        total,
+        store,
+        config,
+    }
+}
+
+#[test]
+fn sigkill_at_several_points_then_sigterm_equals_replay() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Setup {
+        dir,
+        broker,
+        f,
+        total,
+        store,
+        config,
+    } = setup();
     let log = dir.path().join("slatrack.log");
 
     let mut kills = 0;
@@ -310,15 +331,14 @@ fn sigkill_at_several_points_then_sigterm_equals_replay() {
 #[test]
 fn two_instances_rebalance_mid_stream_equals_replay() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(&dir.path().join("tansu.log"));
-    broker.create_topic(TOPIC, PARTITIONS);
-    broker.create_topic("slatrack-quarantine", 1);
-    let f = fixture(120_000);
-    let total: i64 = f.per_partition.iter().sum();
-    produce(&broker.brokers(), &f);
-    let store = dir.path().join("live.db");
-    let config = write_config(dir.path(), &broker.brokers(), &store);
+    let Setup {
+        dir,
+        broker,
+        f,
+        total,
+        store,
+        config,
+    } = setup();
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let assigned = |log: &Path| {
         std::fs::read_to_string(log)
