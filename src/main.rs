@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use slatrack::codec::Format;
 use slatrack::config::Config;
-use slatrack::store::Store;
+use slatrack::store::{Location, Store};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +74,7 @@ enum Command {
         to: String,
         #[arg(long, value_enum, default_value = "markdown")]
         format: ReportFormat,
+        /// SQLite file or kafka://BROKERS/TOPIC (overrides store.path).
         #[arg(long)]
         store: Option<PathBuf>,
     },
@@ -81,6 +82,7 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// SQLite file or kafka://BROKERS/TOPIC (overrides store.path).
         #[arg(long)]
         store: Option<PathBuf>,
     },
@@ -190,10 +192,11 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--to must be after --from (the range is half-open: [from, to))");
             }
             let store_path = store.unwrap_or_else(|| cfg.store.path.clone());
-            if !store_path.exists() {
+            let location = Location::of_path(&store_path)?;
+            if matches!(&location, Location::Sqlite(p) if !p.exists()) {
                 bail!("no scorecard store at {}: run `slatrack replay` or `slatrack run` first, or pass --store", store_path.display());
             }
-            let store = Store::open(&store_path)?;
+            let store = slatrack::store::open_for_reading(&location, cfg.kafka.as_ref())?;
             let sc = slatrack::scorecard::build(&store, cfg, &tenant, from, to)?;
             match format {
                 ReportFormat::Markdown => print!("{}", slatrack::scorecard::markdown::render(&sc)),
@@ -214,10 +217,10 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(s) = store {
                 cfg.store.path = s;
             }
-            let path = cfg.store.path.clone();
+            let location = Location::of_path(&cfg.store.path)?;
             slatrack::service::run(
                 Arc::new(cfg),
-                path,
+                location,
                 shutdown_on_signal(),
                 Default::default(),
             )?;

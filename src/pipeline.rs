@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::engine::checkpoint::CheckpointError;
 use crate::engine::{Ingest, Shard};
 use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
-use crate::store::{Store, StoreError, StoreWriter};
+use crate::store::{PartitionCommit, PartitionStore, RejectRow, StoreError, StoreWriter};
 use crate::time::Micros;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,6 +56,20 @@ impl RejectTally {
         Ok(())
     }
 
+    /// The pending counts as rows for a [`PartitionStore`].
+    pub fn pending_rows(&self) -> Vec<RejectRow<'_>> {
+        self.pending
+            .iter()
+            .map(|((tenant, platform, bucket, reason), n)| RejectRow {
+                tenant,
+                platform,
+                bucket: *bucket,
+                reason: *reason,
+                count: *n,
+            })
+            .collect()
+    }
+
     /// Forgets the pending counts once the transaction that wrote them committed.
     pub fn written(&mut self) {
         self.pending.clear();
@@ -80,6 +94,8 @@ pub struct Pipeline {
     pub records: u64,
     /// Closed buckets not yet committed to the store (kept across a failed commit).
     unwritten: Vec<crate::engine::ClosedBucket>,
+    /// Offset of the checkpoint this pipeline last restored or wrote.
+    checkpoint_offset: i64,
 }
 
 impl Pipeline {
@@ -90,6 +106,7 @@ impl Pipeline {
             rejects: RejectTally::default(),
             records: 0,
             unwritten: Vec::new(),
+            checkpoint_offset: 0,
         }
     }
 
@@ -107,19 +124,20 @@ impl Pipeline {
         config: Arc<Config>,
         format: Format,
         bounds: TimeBounds,
-        store: &Store,
+        store: &mut dyn PartitionStore,
         source: &str,
     ) -> Result<(Self, Option<i64>), ResumeError> {
         let mut p = Self::new(config.clone(), format, bounds);
-        let Some((_version, _next, state)) = store.checkpoint(source)? else {
+        let Some(cp) = store.checkpoint(source)? else {
             return Ok((p, None));
         };
         let (shard, next) =
-            Shard::restore(config, &state).map_err(|error| ResumeError::Checkpoint {
+            Shard::restore(config, &cp.state).map_err(|error| ResumeError::Checkpoint {
                 source_id: source.to_string(),
                 error,
             })?;
         p.shard = shard;
+        p.checkpoint_offset = next;
         Ok((p, Some(next)))
     }
 
@@ -130,26 +148,24 @@ impl Pipeline {
     /// and rejections stay pending for the next attempt.
     pub fn commit(
         &mut self,
-        store: &mut Store,
+        store: &mut dyn PartitionStore,
         source: &str,
         next_offset: i64,
     ) -> Result<Vec<crate::engine::ClosedBucket>, StoreError> {
         self.unwritten.extend(self.shard.take_closed());
         let state = self.shard.checkpoint(next_offset);
-        let w = store.writer()?;
-        for b in &self.unwritten {
-            w.put_bucket(source, b)?;
-        }
-        self.rejects.write(&w, source)?;
-        w.put_checkpoint(
+        let rejects = self.rejects.pending_rows();
+        store.commit(&PartitionCommit {
             source,
-            i64::from(crate::engine::checkpoint::CHECKPOINT_VERSION),
+            from_offset: self.checkpoint_offset,
             next_offset,
-            &state,
-            crate::time::now_micros() / 1000,
-        )?;
-        w.commit()?;
+            state: &state,
+            buckets: &self.unwritten,
+            rejects: &rejects,
+        })?;
+        drop(rejects);
         self.rejects.written();
+        self.checkpoint_offset = next_offset;
         Ok(std::mem::take(&mut self.unwritten))
     }
 

@@ -68,6 +68,7 @@ fn run_until(
     store: &std::path::Path,
     stop_after: Option<u64>,
     total: u64,
+    drained: bool,
 ) -> Arc<Status> {
     let status = Arc::new(Status::default());
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -77,13 +78,22 @@ fn run_until(
         shutdown.clone(),
         status.clone(),
     );
-    let handle = std::thread::spawn(move || service::run(c, p, s, st));
+    let handle =
+        std::thread::spawn(move || service::run(c, slatrack::store::Location::Sqlite(p), s, st));
     let target = stop_after.unwrap_or(total);
     wait_until(
         "the service to consume the records",
         Duration::from_secs(90),
         || status.records.load(Ordering::Relaxed) >= target || handle.is_finished(),
     );
+    if drained {
+        // Consumed to the end: every owned partition reports zero lag (high watermarks
+        // come from librdkafka's statistics, once a second).
+        wait_until("lag to reach zero", Duration::from_secs(30), || {
+            let lags = status.lags();
+            lags.len() == 4 && lags.values().all(|l| *l == 0) || handle.is_finished()
+        });
+    }
     shutdown.store(true, Ordering::Relaxed);
     handle.join().unwrap().expect("service stops cleanly");
     status
@@ -138,7 +148,7 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
 
     // The first run consumes half the stream and stops gracefully with buckets still open;
     // the second resumes from the checkpoints while the rest is produced.
-    let first = run_until(&config, &store, Some(half as u64), total);
+    let first = run_until(&config, &store, Some(half as u64), total, false);
     assert_eq!(first.records.load(Ordering::Relaxed), half as u64);
     produce(&recs[half..]);
     for (p, v) in sentinels.iter().enumerate() {
@@ -154,7 +164,7 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     let rest = (recs.len() - half + sentinels.len()) as u64;
-    let second = run_until(&config, &store, Some(rest), total);
+    let second = run_until(&config, &store, Some(rest), total, true);
     assert_eq!(
         second.records.load(Ordering::Relaxed),
         rest,
@@ -218,6 +228,11 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
         assert!(metrics.contains(&series), "missing {series}");
     }
     assert!(metrics.contains("slatrack_build_info{version="));
+    for p in 0..4 {
+        let series =
+            format!("slatrack_consumer_lag_records{{topic=\"deliveries\",partition=\"{p}\"}} 0");
+        assert!(metrics.contains(&series), "missing {series}\n{metrics}");
+    }
     assert!(http_get(addr, "/healthz").starts_with("HTTP/1.1 200"));
     assert!(
         http_get(addr, "/readyz").starts_with("HTTP/1.1 503"),

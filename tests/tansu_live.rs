@@ -9,13 +9,15 @@ mod tansu;
 #[path = "support/wait.rs"]
 mod wait;
 
+use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
 use slatrack::config::Config;
-use slatrack::store::Store;
-use std::collections::BTreeSet;
+use slatrack::store::kafka::Mode;
+use slatrack::store::{Location, PartitionStore, Store};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +38,7 @@ struct Fixture {
     records: Vec<(i32, Vec<u8>)>,
     per_partition: [i64; PARTITIONS as usize],
     malformed: usize,
+    late: usize,
 }
 
 fn fixture(events: u64) -> Fixture {
@@ -53,10 +56,20 @@ fn fixture(events: u64) -> Fixture {
             % PARTITIONS) as i32
     };
     let mut records = Vec::new();
-    let mut malformed = 0;
+    let (mut malformed, mut late) = (0, 0);
     for (i, e) in evs.iter().enumerate() {
         let p = part(&e.event_id);
         records.push((p, slatrack::codec::protobuf::encode(e)));
+        if i % 1999 == 1998 {
+            // A day behind the stream: late for the live shard and for the replay alike.
+            let mut l = e.clone();
+            l.event_id = format!("late-{i}");
+            for t in [&mut l.enqueued_at, &mut l.started_at, &mut l.completed_at] {
+                *t -= slatrack::time::MICROS_PER_DAY;
+            }
+            records.push((p, slatrack::codec::protobuf::encode(&l)));
+            late += 1;
+        }
         if i % 50 == 0 {
             records.push((p, slatrack::codec::protobuf::encode(e)));
         }
@@ -85,6 +98,7 @@ fn fixture(events: u64) -> Fixture {
         records,
         per_partition,
         malformed,
+        late,
     }
 }
 
@@ -109,11 +123,11 @@ fn produce(brokers: &str, f: &Fixture) {
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
-fn write_config(dir: &Path, brokers: &str, store: &Path) -> PathBuf {
+fn write_config(dir: &Path, brokers: &str, store: &str) -> PathBuf {
     let path = dir.join("slatrack.toml");
     let text = format!(
         r#"[store]
-path = "{}"
+path = "{store}"
 [service]
 checkpoint_interval = "100ms"
 [metrics]
@@ -128,8 +142,7 @@ format = "protobuf"
 [kafka.properties]
 "session.timeout.ms" = "2000"
 "heartbeat.interval.ms" = "500"
-"#,
-        store.display()
+"#
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -160,27 +173,67 @@ fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
-/// Records covered by checkpoints, summed over partitions.
-fn progress(store: &Path) -> i64 {
-    let Ok(s) = Store::open(store) else { return 0 };
-    (0..PARTITIONS)
-        .map(|p| {
-            s.checkpoint(&format!("kafka:{TOPIC}/{p}"))
-                .ok()
-                .flatten()
-                .map_or(0, |(_, next, _)| next)
-        })
-        .sum()
+/// Where `slatrack run` keeps windows and checkpoints in a test.
+enum StoreKind {
+    Sqlite,
+    Kafka,
 }
 
-fn scorecard(store: &Path) -> serde_json::Value {
-    let s = Store::open(store).unwrap();
+/// Reads a store's checkpoints while the service writes it.
+enum Watch {
+    Sqlite(PathBuf),
+    Kafka(slatrack::store::KafkaStore),
+}
+
+impl Watch {
+    fn new(location: &str) -> Watch {
+        match Location::parse(location).unwrap() {
+            Location::Sqlite(p) => Watch::Sqlite(p),
+            Location::Kafka { brokers, topic } => Watch::Kafka(
+                slatrack::store::KafkaStore::open(&brokers, &topic, None, Mode::Checkpoints)
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// Records covered by checkpoints, summed over partitions.
+    fn progress(&mut self) -> i64 {
+        let sources = (0..PARTITIONS).map(|p| format!("kafka:{TOPIC}/{p}"));
+        match self {
+            Watch::Sqlite(path) => {
+                let Ok(mut s) = Store::open(path) else {
+                    return 0;
+                };
+                sources.map(|src| next_offset(&mut s, &src)).sum()
+            }
+            Watch::Kafka(k) => {
+                if k.sync().is_err() {
+                    return 0;
+                }
+                sources.map(|src| next_offset(k, &src)).sum()
+            }
+        }
+    }
+}
+
+fn next_offset(s: &mut dyn PartitionStore, source: &str) -> i64 {
+    s.checkpoint(source)
+        .ok()
+        .flatten()
+        .map_or(0, |c| c.next_offset)
+}
+
+fn scorecard(location: &str) -> serde_json::Value {
+    let s = slatrack::store::open_for_reading(&Location::parse(location).unwrap(), None).unwrap();
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     let sc =
         slatrack::scorecard::build(&s, Arc::new(Config::default()), "globex", from, to).unwrap();
-    let mut v = slatrack::scorecard::json::render(&sc);
-    v.as_object_mut().unwrap().remove("rejected_by_reason");
+    let v = slatrack::scorecard::json::render(&sc);
+    assert!(
+        v["rejected_by_reason"]["late"].as_u64() > Some(0),
+        "late records are part of the tenant's scorecard: {v}"
+    );
     v
 }
 
@@ -203,12 +256,13 @@ fn replay_scorecard(dir: &Path, f: &Fixture) -> serde_json::Value {
         bounds: None,
     };
     slatrack::replay::run(Arc::new(Config::default()), &mut s, &opts, |_| {}).unwrap();
-    scorecard(&store)
+    scorecard(&store.display().to_string())
 }
 
-/// Distinct (partition, offset) origins in the quarantine topic, read until `expected`
-/// arrived (bounded); quarantine is at-least-once, so copies after a crash collapse here.
-fn quarantined(brokers: &str, expected: usize) -> BTreeSet<(String, String)> {
+/// Quarantined records by reason, each a distinct (partition, offset) origin, read until
+/// `expected` origins arrived (bounded); quarantine is at-least-once, so copies after a
+/// crash collapse here.
+fn quarantined(brokers: &str, expected: usize) -> BTreeMap<String, BTreeSet<(String, String)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "quarantine-reader")
@@ -217,7 +271,7 @@ fn quarantined(brokers: &str, expected: usize) -> BTreeSet<(String, String)> {
         .create()
         .unwrap();
     consumer.subscribe(&["slatrack-quarantine"]).unwrap();
-    let mut seen = BTreeSet::new();
+    let mut seen: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
     wait_until("the quarantined records", Duration::from_secs(60), || {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let h = m.headers().unwrap();
@@ -228,11 +282,26 @@ fn quarantined(brokers: &str, expected: usize) -> BTreeSet<(String, String)> {
                     .map(|v| String::from_utf8_lossy(v).to_string())
                     .unwrap()
             };
-            assert_eq!(get("reason"), "malformed_protobuf");
-            assert_eq!(m.payload(), Some(&b"\x0a\x50truncated"[..]));
-            seen.insert((get("source.partition"), get("source.offset")));
+            let reason = get("reason");
+            match reason.as_str() {
+                "malformed_protobuf" => {
+                    assert_eq!(m.payload(), Some(&b"\x0a\x50truncated"[..]))
+                }
+                "late" => {
+                    let ev = slatrack::proto::DeliveryEvent::decode(m.payload().unwrap()).unwrap();
+                    assert!(
+                        ev.event_id.starts_with("late-"),
+                        "only the planted records are late: {}",
+                        ev.event_id
+                    );
+                }
+                other => panic!("unexpected quarantine reason {other}"),
+            }
+            seen.entry(reason)
+                .or_default()
+                .insert((get("source.partition"), get("source.offset")));
         }
-        seen.len() >= expected
+        seen.values().map(BTreeSet::len).sum::<usize>() >= expected
     });
     seen
 }
@@ -243,11 +312,12 @@ struct Setup {
     broker: Tansu,
     f: Fixture,
     total: i64,
-    store: PathBuf,
+    /// `store.path`: a SQLite file or kafka://…/topic.
+    store: String,
     config: PathBuf,
 }
 
-fn setup() -> Setup {
+fn setup(kind: StoreKind) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let broker = Tansu::start(&dir.path().join("tansu.log"));
     broker.create_topic(TOPIC, PARTITIONS);
@@ -255,7 +325,11 @@ fn setup() -> Setup {
     let f = fixture(120_000);
     let total: i64 = f.per_partition.iter().sum();
     produce(&broker.brokers(), &f);
-    let store = dir.path().join("live.db");
+    let store = match kind {
+        StoreKind::Sqlite => dir.path().join("live.db").display().to_string(),
+        // slatrack creates the compacted store topic itself when it is missing.
+        StoreKind::Kafka => format!("kafka://{}/slatrack-windows", broker.brokers()),
+    };
     let config = write_config(dir.path(), &broker.brokers(), &store);
     Setup {
         dir,
@@ -267,8 +341,17 @@ fn setup() -> Setup {
     }
 }
 
-#[test]
-fn sigkill_at_several_points_then_sigterm_equals_replay() {
+/// The quarantine holds each malformed and each late record once (deduped by origin).
+fn assert_quarantine(brokers: &str, f: &Fixture) {
+    let q = quarantined(brokers, f.malformed + f.late);
+    assert_eq!(
+        q.get("malformed_protobuf").map_or(0, BTreeSet::len),
+        f.malformed
+    );
+    assert_eq!(q.get("late").map_or(0, BTreeSet::len), f.late);
+}
+
+fn sigkill_at_several_points_then_sigterm(kind: StoreKind) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Setup {
         dir,
@@ -277,8 +360,9 @@ fn sigkill_at_several_points_then_sigterm_equals_replay() {
         total,
         store,
         config,
-    } = setup();
+    } = setup(kind);
     let log = dir.path().join("slatrack.log");
+    let mut watch = Watch::new(&store);
 
     let mut kills = 0;
     let assignments = || {
@@ -292,9 +376,9 @@ fn sigkill_at_several_points_then_sigterm_equals_replay() {
         let mut child = spawn(&config, &log);
         let target = total * stage / 8;
         wait_until("checkpointed progress", Duration::from_secs(120), || {
-            progress(&store) >= target && assignments() > before
+            watch.progress() >= target && assignments() > before
         });
-        let at = progress(&store);
+        let at = watch.progress();
         if stage < 6 {
             child.kill().unwrap(); // SIGKILL: no flush, no final checkpoint
             child.wait().unwrap();
@@ -311,25 +395,30 @@ fn sigkill_at_several_points_then_sigterm_equals_replay() {
     wait_until(
         "the whole topic checkpointed",
         Duration::from_secs(120),
-        || progress(&store) >= total,
+        || watch.progress() >= total,
     );
     assert!(sigterm(&mut child).success());
     assert_eq!(
-        progress(&store),
+        watch.progress(),
         total,
         "checkpoints end exactly at the end of each partition"
     );
 
     assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
-    assert_eq!(
-        quarantined(&broker.brokers(), f.malformed).len(),
-        f.malformed,
-        "each malformed record quarantined (deduped by origin)"
-    );
+    assert_quarantine(&broker.brokers(), &f);
 }
 
 #[test]
-fn two_instances_rebalance_mid_stream_equals_replay() {
+fn sigkill_at_several_points_then_sigterm_equals_replay() {
+    sigkill_at_several_points_then_sigterm(StoreKind::Sqlite);
+}
+
+#[test]
+fn kafka_store_sigkill_at_several_points_then_sigterm_equals_replay() {
+    sigkill_at_several_points_then_sigterm(StoreKind::Kafka);
+}
+
+fn two_instances_rebalance_mid_stream(kind: StoreKind) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Setup {
         dir,
@@ -338,7 +427,8 @@ fn two_instances_rebalance_mid_stream_equals_replay() {
         total,
         store,
         config,
-    } = setup();
+    } = setup(kind);
+    let mut watch = Watch::new(&store);
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let assigned = |log: &Path| {
         std::fs::read_to_string(log)
@@ -365,14 +455,14 @@ fn two_instances_rebalance_mid_stream_equals_replay() {
         std::thread::sleep(Duration::from_millis(20));
     }
     wait_until("some progress", Duration::from_secs(120), || {
-        progress(&store) >= total / 4
+        watch.progress() >= total / 4
     });
-    assert!(progress(&store) < total, "stopped A mid-stream");
+    assert!(watch.progress() < total, "stopped A mid-stream");
     assert!(sigterm(&mut a).success());
     wait_until(
         "B to finish every partition",
         Duration::from_secs(120),
-        || progress(&store) >= total,
+        || watch.progress() >= total,
     );
     assert!(sigterm(&mut b).success());
     let b_log = std::fs::read_to_string(&log_b).unwrap();
@@ -382,8 +472,15 @@ fn two_instances_rebalance_mid_stream_equals_replay() {
     );
 
     assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
-    assert_eq!(
-        quarantined(&broker.brokers(), f.malformed).len(),
-        f.malformed
-    );
+    assert_quarantine(&broker.brokers(), &f);
+}
+
+#[test]
+fn two_instances_rebalance_mid_stream_equals_replay() {
+    two_instances_rebalance_mid_stream(StoreKind::Sqlite);
+}
+
+#[test]
+fn kafka_store_two_instances_rebalance_mid_stream_equals_replay() {
+    two_instances_rebalance_mid_stream(StoreKind::Kafka);
 }

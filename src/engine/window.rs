@@ -142,6 +142,15 @@ impl WindowSet {
                 }
             }
         }
+        // A key with nothing left in any window is forgotten: its series leave the scrape
+        // instead of reporting empty windows forever.
+        self.keys
+            .retain(|_, kw| kw.hour.is_some() || kw.windows.iter().any(|w| !w.queue.is_empty()));
+    }
+
+    /// The longest window's length.
+    pub fn longest(&self) -> Micros {
+        self.lengths.iter().copied().max().unwrap_or(0)
     }
 
     /// Every key's every window, in key order.
@@ -227,5 +236,27 @@ mod tests {
         let five = ws.summaries().find(|s| s.window_us == lens[0]).unwrap();
         assert_eq!(five.stats.counters.events, 0);
         assert_eq!(five.stats.latency.len(), 0);
+    }
+
+    #[test]
+    fn a_key_silent_longer_than_the_longest_window_is_forgotten() {
+        let lens = [5 * MICROS_PER_MIN, 2 * MICROS_PER_HOUR];
+        let mut ws = WindowSet::new(&lens);
+        ws.push(&bucket(0, 1000));
+        let mut other = bucket(1, 1000);
+        other.tenant = "u".into();
+        ws.push(&other);
+        assert_eq!(ws.key_count(), 2);
+        // "u" keeps sending; "t" went quiet at minute 0.
+        for m in 2..=180 {
+            let mut b = bucket(m, 1000);
+            b.tenant = "u".into();
+            ws.push(&b);
+            let t_alive = ws.summaries().any(|s| s.tenant == "t");
+            // Hourly rollups: minute 0 leaves the 2 h window with its hour [0, 60), when
+            // the frontier (end of minute m) reaches 180.
+            assert_eq!(t_alive, m < 179, "minute {m}");
+        }
+        assert_eq!(ws.key_count(), 1);
     }
 }

@@ -75,7 +75,14 @@ pub fn demo(
         std::thread::spawn(move || produce(&client, TOPIC, generator, rate, None, &gen_stop));
     let svc_stop = shutdown.clone();
     let (svc_cfg, svc_status, svc_store) = (config.clone(), status.clone(), store_path.clone());
-    let service = std::thread::spawn(move || run(svc_cfg, svc_store, svc_stop, svc_status));
+    let service = std::thread::spawn(move || {
+        run(
+            svc_cfg,
+            crate::store::Location::Sqlite(svc_store),
+            svc_stop,
+            svc_status,
+        )
+    });
 
     let start = Instant::now();
     wait_for_metrics_url(&status, &service);

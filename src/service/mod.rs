@@ -22,13 +22,12 @@ use crate::event::RejectReason;
 use crate::pipeline::{Pipeline, ResumeError, Verdict};
 use crate::sink::prometheus::Telemetry;
 use crate::sink::quarantine::Quarantine;
-use crate::store::{Store, StoreError};
+use crate::store::{Location, PartitionStore, StoreError};
 use crate::time::{now_micros, Micros};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -68,6 +67,9 @@ pub struct Status {
     pub quarantined: AtomicU64,
     /// True once partitions are assigned and their checkpoints restored.
     pub ready: AtomicBool,
+    /// Records behind the partition's high watermark (as of the last fetch), per (topic,
+    /// partition); only partitions this instance owns.
+    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Next offset covered by the latest checkpoint, per (topic, partition).
     pub checkpointed: Mutex<BTreeMap<(String, i32), i64>>,
     /// Where /metrics is served, once it is.
@@ -77,6 +79,10 @@ pub struct Status {
 impl Status {
     pub fn watermarks(&self) -> BTreeMap<(String, i32), Micros> {
         self.watermark.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    pub fn lags(&self) -> BTreeMap<(String, i32), i64> {
+        self.lag.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     pub fn checkpointed(&self) -> BTreeMap<(String, i32), i64> {
@@ -100,7 +106,7 @@ struct Partition {
 
 pub struct PartitionSet {
     config: Arc<Config>,
-    store: Store,
+    store: Box<dyn PartitionStore>,
     topics: Vec<(String, Format)>,
     parts: BTreeMap<(usize, i32), Partition>,
     quarantine: Option<Quarantine>,
@@ -132,7 +138,7 @@ impl PartitionSet {
             self.config.clone(),
             self.topics[ti].1,
             bounds,
-            &self.store,
+            self.store.as_mut(),
             &source,
         ) {
             Ok((pipeline, next)) => {
@@ -163,8 +169,14 @@ impl PartitionSet {
         let Some(ti) = self.topic_index(topic) else {
             return;
         };
+        if let Ok(mut m) = self.status.watermark.lock() {
+            m.remove(&(topic.to_string(), partition));
+        }
         if let Some(mut p) = self.parts.remove(&(ti, partition)) {
-            match p.pipeline.commit(&mut self.store, &p.source, p.next_offset) {
+            match p
+                .pipeline
+                .commit(self.store.as_mut(), &p.source, p.next_offset)
+            {
                 Ok(buckets) => {
                     self.telemetry.absorb(&buckets);
                     self.note_checkpoint(topic, partition, p.next_offset);
@@ -261,7 +273,10 @@ impl PartitionSet {
                 continue;
             }
             let t = Instant::now();
-            match p.pipeline.commit(&mut self.store, &p.source, p.next_offset) {
+            match p
+                .pipeline
+                .commit(self.store.as_mut(), &p.source, p.next_offset)
+            {
                 Ok(buckets) => {
                     self.status
                         .last_checkpoint_us
@@ -299,12 +314,44 @@ impl PartitionSet {
     }
 }
 
+impl PartitionSet {
+    /// Lag = high watermark (from librdkafka's statistics, no extra broker round trip)
+    /// minus the next offset to apply. Only owned partitions are reported, so revoked ones
+    /// disappear.
+    fn update_lag(&self, high: &BTreeMap<(String, i32), i64>) {
+        let mut lag = BTreeMap::new();
+        for (&(ti, partition), p) in &self.parts {
+            let key = (self.topics[ti].0.clone(), partition);
+            if let Some(&h) = high.get(&key) {
+                lag.insert(key, (h - p.next_offset).max(0));
+            }
+        }
+        if let Ok(mut m) = self.status.lag.lock() {
+            *m = lag;
+        }
+    }
+}
+
 /// librdkafka context: forwards rebalances to the partition set.
 pub struct ServiceContext {
     set: Arc<Mutex<PartitionSet>>,
+    /// High watermark per (topic, partition) from librdkafka's statistics.
+    high: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
-impl ClientContext for ServiceContext {}
+impl ClientContext for ServiceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Ok(mut h) = self.high.lock() {
+            for (name, t) in statistics.topics {
+                for (&p, part) in &t.partitions {
+                    if p >= 0 && part.hi_offset >= 0 {
+                        h.insert((name.clone(), p), part.hi_offset);
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for ServiceContext {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -321,6 +368,13 @@ impl ConsumerContext for ServiceContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let mut set = lock(&self.set);
+                if let Err(e) = set.store.refresh() {
+                    // Restoring from a stale view of a shared store could double count.
+                    tracing::error!(error = %e, "cannot read the scorecard store before restoring checkpoints");
+                    set.fatal = Some(e.to_string());
+                    set.status.ready.store(false, Ordering::Relaxed);
+                    return;
+                }
                 for e in tpl.elements() {
                     set.assign(e.topic(), e.partition());
                 }
@@ -355,13 +409,13 @@ const BATCH: usize = 2048;
 /// Runs until `shutdown` is set; then checkpoints every partition and returns.
 pub fn run(
     config: Arc<Config>,
-    store_path: PathBuf,
+    store: Location,
     shutdown: Arc<AtomicBool>,
     status: Arc<Status>,
 ) -> Result<(), ServiceError> {
     let kafka = config.kafka.clone().ok_or(ServiceError::NoKafka)?;
-    tracing::info!(kafka = %crate::source::kafka::describe(&kafka), store = %store_path.display(), "starting");
-    let store = Store::open(&store_path)?;
+    tracing::info!(kafka = %crate::source::kafka::describe(&kafka), store = %store, "starting");
+    let store = crate::store::open_partition_store(&store, Some(&kafka))?;
     let quarantine = if kafka.quarantine_topic.is_empty() {
         None
     } else {
@@ -400,12 +454,16 @@ pub fn run(
         to_commit: Vec::new(),
     }));
     let consumer: BaseConsumer<ServiceContext> = crate::source::kafka::consumer_config(&kafka)?
-        .create_with_context(ServiceContext { set: set.clone() })?;
+        .create_with_context(ServiceContext {
+            set: set.clone(),
+            high: Mutex::default(),
+        })?;
     let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
     consumer.subscribe(&names)?;
 
     let mut batch = Batch::default();
     let mut paused = false;
+    let mut last_lag = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         batch.bytes.clear();
         batch.items.clear();
@@ -442,6 +500,16 @@ pub fn run(
         s.apply(&batch, now_micros());
         let stored = s.checkpoint_due(false);
         let commits = std::mem::take(&mut s.to_commit);
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            last_lag = Instant::now();
+            let high = consumer
+                .context()
+                .high
+                .lock()
+                .map(|h| h.clone())
+                .unwrap_or_default();
+            s.update_lag(&high);
+        }
         drop(s);
         commit_group_offsets(&consumer, &commits);
         // Backpressure: while the store refuses writes, stop fetching (keep polling so the

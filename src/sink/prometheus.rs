@@ -11,14 +11,23 @@ use crate::sla;
 use crate::time::{format_duration, Micros};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// How long a gauge survives without being set (see [`handle`]).
+pub const GAUGE_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The process-wide recorder (a process has one; tests may start the service twice).
 fn handle() -> Option<&'static PrometheusHandle> {
     static H: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    H.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+    // Gauges not set for GAUGE_IDLE disappear from the scrape: every live gauge is set on
+    // each publish, so these are the series of keys and partitions that went away.
+    H.get_or_init(|| match PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+        .install_recorder()
+    {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!(error = %e, "Prometheus recorder not installed; /metrics will be empty");
@@ -42,7 +51,6 @@ pub struct Telemetry {
 impl Telemetry {
     pub fn new(config: Arc<Config>, status: Arc<Status>) -> Arc<Self> {
         let _ = handle();
-        gauge!("slatrack_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let lengths: Vec<Micros> = config.engine.windows.iter().map(|s| s.0).collect();
         Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -106,7 +114,15 @@ impl Telemetry {
     /// Sets every gauge from the current windows and the service status.
     pub fn publish(&self) {
         let sla_cfg = &self.config.sla;
-        let inner = self.lock();
+        gauge!("slatrack_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        let mut inner = self.lock();
+        // A key silent for longer than the longest window leaves the windows (and so the
+        // scrape); its freshness goes with it.
+        let horizon = inner
+            .windows
+            .frontier()
+            .saturating_sub(inner.windows.longest());
+        inner.last_event.retain(|_, at| *at >= horizon);
         for s in inner.windows.summaries() {
             let labels = [
                 ("tenant", s.tenant.to_string()),
@@ -157,6 +173,9 @@ impl Telemetry {
         } else {
             0.0
         });
+        for ((topic, partition), lag) in st.lags() {
+            gauge!("slatrack_consumer_lag_records", "topic" => topic, "partition" => partition.to_string()).set(lag as f64);
+        }
         for ((topic, partition), wm) in st.watermarks() {
             gauge!("slatrack_watermark_timestamp_seconds", "topic" => topic, "partition" => partition.to_string()).set(wm as f64 / 1e6);
         }

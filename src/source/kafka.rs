@@ -27,6 +27,8 @@ pub fn consumer_config(k: &KafkaConfig) -> Result<ClientConfig, ConfigError> {
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "1000"),
         ("partition.assignment.strategy", "range,roundrobin"),
+        // High watermarks for the lag metric come from the statistics callback.
+        ("statistics.interval.ms", "1000"),
     ] {
         if !k.properties.contains_key(key) {
             c.set(key, default);

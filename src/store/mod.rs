@@ -2,12 +2,16 @@
 //! path) partition checkpoints. SQLite is the single-machine default; its schema is
 //! documented in README "Store schema" so a scorecard job in any language can read it.
 
+pub mod kafka;
 pub mod sqlite;
 
+pub use kafka::KafkaStore;
 pub use sqlite::{Store, StoreWriter};
 
-use crate::event::Direction;
+use crate::engine::ClosedBucket;
+use crate::event::{Direction, RejectReason};
 use crate::time::Micros;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +28,10 @@ pub enum StoreError {
     },
     #[error("scorecard store I/O failed: {0} (disk full or file read-only? writes resume once it is writable)")]
     Sql(#[from] rusqlite::Error),
+    #[error("Kafka scorecard store topic {topic}: {why} (check the brokers in the store URL and kafka.properties; checkpoints wait and fetching pauses until the topic accepts writes)")]
+    Kafka { topic: String, why: String },
+    #[error("--store / store.path {0:?} is not a store: use a SQLite file path or kafka://HOST:PORT[,HOST:PORT]/TOPIC")]
+    BadLocation(String),
     #[error(
         "scorecard store row {what} is corrupt: {why} (the file was modified outside slatrack)"
     )]
@@ -39,4 +47,181 @@ pub struct StoredBucket {
     pub direction: Direction,
     pub start: Micros,
     pub stats: crate::engine::Stats,
+}
+
+/// Where closed windows and checkpoints go: `store.path` / `--store` is either a SQLite
+/// file or `kafka://BROKERS/TOPIC` (a compacted topic, for several instances).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Kafka { brokers: String, topic: String },
+}
+
+impl Location {
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        let Some(rest) = s.strip_prefix("kafka://") else {
+            if s.is_empty() {
+                return Err(StoreError::BadLocation(s.to_string()));
+            }
+            return Ok(Location::Sqlite(PathBuf::from(s)));
+        };
+        match rest.rsplit_once('/') {
+            Some((brokers, topic)) if !brokers.is_empty() && !topic.is_empty() => {
+                Ok(Location::Kafka {
+                    brokers: brokers.to_string(),
+                    topic: topic.to_string(),
+                })
+            }
+            _ => Err(StoreError::BadLocation(s.to_string())),
+        }
+    }
+
+    pub fn of_path(p: &std::path::Path) -> Result<Self, StoreError> {
+        Self::parse(&p.to_string_lossy())
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Kafka { brokers, topic } => write!(f, "kafka://{brokers}/{topic}"),
+        }
+    }
+}
+
+/// A partition's durable checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub version: i64,
+    pub next_offset: i64,
+    pub state: Vec<u8>,
+}
+
+/// One rejection count not yet stored.
+#[derive(Debug, Clone, Copy)]
+pub struct RejectRow<'a> {
+    pub tenant: &'a str,
+    pub platform: &'a str,
+    pub bucket: Micros,
+    pub reason: RejectReason,
+    pub count: u64,
+}
+
+/// Everything one partition makes durable at a checkpoint. A store applies it all or
+/// nothing *as seen by a resuming partition*: SQLite in one transaction; Kafka by writing
+/// the checkpoint only after the windows and rejections are acknowledged, with keys that
+/// make a re-write after a crash replace, not add.
+pub struct PartitionCommit<'a> {
+    pub source: &'a str,
+    /// The checkpoint offset this commit's rejection counts start from.
+    pub from_offset: i64,
+    pub next_offset: i64,
+    pub state: &'a [u8],
+    pub buckets: &'a [ClosedBucket],
+    pub rejects: &'a [RejectRow<'a>],
+}
+
+/// What the live path needs from a store.
+pub trait PartitionStore: Send {
+    /// Called once per assignment before checkpoints are read: a shared store catches up
+    /// with what other instances wrote (their revocation checkpoints).
+    fn refresh(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError>;
+    fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError>;
+}
+
+impl PartitionStore for Store {
+    fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(
+            Store::checkpoint(self, source)?.map(|(version, next_offset, state)| Checkpoint {
+                version,
+                next_offset,
+                state,
+            }),
+        )
+    }
+
+    fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError> {
+        let w = self.writer()?;
+        for b in c.buckets {
+            w.put_bucket(c.source, b)?;
+        }
+        for r in c.rejects {
+            w.add_rejects(c.source, r.tenant, r.platform, r.bucket, r.reason, r.count)?;
+        }
+        w.put_checkpoint(
+            c.source,
+            i64::from(crate::engine::checkpoint::CHECKPOINT_VERSION),
+            c.next_offset,
+            c.state,
+            crate::time::now_micros() / 1000,
+        )?;
+        w.commit()
+    }
+}
+
+/// Opens the store a `slatrack run` writes to.
+pub fn open_partition_store(
+    location: &Location,
+    kafka: Option<&crate::config::KafkaConfig>,
+) -> Result<Box<dyn PartitionStore>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(p) => Box::new(Store::open(p)?),
+        Location::Kafka { brokers, topic } => Box::new(KafkaStore::open(
+            brokers,
+            topic,
+            kafka,
+            kafka::Mode::Checkpoints,
+        )?),
+    })
+}
+
+/// Opens a store for reading scorecards: a Kafka store is read to its end into an
+/// in-memory SQLite store, where partials of every partition merge like SQLite sources.
+pub fn open_for_reading(
+    location: &Location,
+    kafka: Option<&crate::config::KafkaConfig>,
+) -> Result<Store, StoreError> {
+    match location {
+        Location::Sqlite(p) => Store::open(p),
+        Location::Kafka { brokers, topic } => {
+            let mut ks = KafkaStore::open(brokers, topic, kafka, kafka::Mode::Everything)?;
+            ks.sync()?;
+            let mut mem = Store::open(std::path::Path::new(":memory:"))?;
+            ks.load_into(&mut mem)?;
+            Ok(mem)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("a/b.db").unwrap(),
+            Location::Sqlite("a/b.db".into())
+        );
+        assert_eq!(
+            Location::parse("kafka://h1:9092,h2:9092/windows").unwrap(),
+            Location::Kafka {
+                brokers: "h1:9092,h2:9092".into(),
+                topic: "windows".into()
+            }
+        );
+        for bad in [
+            "",
+            "kafka://",
+            "kafka://h:1/",
+            "kafka:///t",
+            "kafka://nohost",
+        ] {
+            assert!(Location::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

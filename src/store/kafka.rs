@@ -1,0 +1,485 @@
+//! Kafka scorecard store: closed windows, rejection counts and partition checkpoints as
+//! records of one compacted topic, for deployments with several instances.
+//!
+//! Record keys (fields joined by 0x1F) say what a value is; the latest value per key wins:
+//!
+//! | key | value |
+//! |---|---|
+//! | `w ␟ source ␟ tenant ␟ platform ␟ bucket_ms` | `WindowSummary` |
+//! | `r ␟ source ␟ from_offset` | `RejectCounts` (tombstone when none) |
+//! | `c ␟ source` | `PartitionCheckpoint` |
+//! | `m ␟ token` | end-of-log marker (empty, then tombstoned) |
+//!
+//! Exactly-once effect without transactions: a partition's windows and rejections are
+//! produced and acknowledged *before* its checkpoint. A crash in between leaves records
+//! the resumed partition writes again under the same keys — windows by bucket, rejections
+//! by the checkpoint offset their counting started from — so they replace, never add.
+//!
+//! "Read to the end" does not trust the high watermark (tansu's is wrong with memory
+//! storage, and it is a race with concurrent writers anyway): the reader produces a marker
+//! to every partition and reads until it has seen all of them.
+
+use super::{Checkpoint, PartitionCommit, PartitionStore, Store, StoreError};
+use crate::config::KafkaConfig;
+use crate::engine::{ClosedBucket, Counters, Stats};
+use crate::event::{Direction, RejectReason};
+use crate::proto;
+use crate::time::{Micros, MICROS_PER_MILLI};
+use prost::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SEP: u8 = 0x1f;
+/// How long a write or a read-to-end may take before the store counts as unavailable.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a store instance keeps from the log it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The live service: only checkpoints (windows are write-only for it).
+    Checkpoints,
+    /// The scorecard reader: everything.
+    Everything,
+}
+
+#[derive(Default)]
+struct DeliveryCtx {
+    failed: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryCtx {}
+
+impl ProducerContext for DeliveryCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            if let Ok(mut f) = self.failed.lock() {
+                f.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+pub struct KafkaStore {
+    topic: String,
+    mode: Mode,
+    producer: BaseProducer<DeliveryCtx>,
+    tail: BaseConsumer,
+    partitions: i32,
+    /// Latest value per key, as read from the log (tombstones remove).
+    values: HashMap<Vec<u8>, Vec<u8>>,
+    marker_prefix: String,
+    marker_seq: u64,
+}
+
+/// Folds one log record into the view: last value per key, tombstones remove.
+fn apply(values: &mut HashMap<Vec<u8>, Vec<u8>>, mode: Mode, k: &[u8], v: Option<&[u8]>) {
+    let keep = match k.first() {
+        Some(b'c') => true,
+        Some(b'w' | b'r') => mode == Mode::Everything,
+        _ => false,
+    };
+    if !keep {
+        return;
+    }
+    match v {
+        Some(v) => {
+            values.insert(k.to_vec(), v.to_vec());
+        }
+        None => {
+            values.remove(k);
+        }
+    }
+}
+
+fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
+    let mut k = vec![kind];
+    for p in parts {
+        k.push(SEP);
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+impl KafkaStore {
+    pub fn open(
+        brokers: &str,
+        topic: &str,
+        kafka: Option<&KafkaConfig>,
+        mode: Mode,
+    ) -> Result<Self, StoreError> {
+        let err = |why: String| StoreError::Kafka {
+            topic: topic.to_string(),
+            why,
+        };
+        let mut base = match kafka {
+            Some(k) => crate::source::kafka::client_config(k).map_err(|e| err(e.to_string()))?,
+            None => ClientConfig::new(),
+        };
+        base.set("bootstrap.servers", brokers);
+        let mut pc = base.clone();
+        pc.set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "20000");
+        let producer: BaseProducer<DeliveryCtx> = pc
+            .create_with_context(DeliveryCtx::default())
+            .map_err(|e| err(format!("cannot create the producer: {e}")))?;
+        let mut cc = base.clone();
+        cc.set("group.id", "slatrack-store-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        let tail: BaseConsumer = cc
+            .create()
+            .map_err(|e| err(format!("cannot create the reader: {e}")))?;
+        let partitions = ensure_topic(&base, &tail, topic).map_err(err)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| err(e.to_string()))?;
+        }
+        tail.assign(&tpl).map_err(|e| err(e.to_string()))?;
+        let marker_prefix = format!(
+            "{}-{}-{:x}",
+            hostname(),
+            std::process::id(),
+            crate::time::now_micros()
+        );
+        Ok(Self {
+            topic: topic.to_string(),
+            mode,
+            producer,
+            tail,
+            partitions,
+            values: HashMap::new(),
+            marker_prefix,
+            marker_seq: 0,
+        })
+    }
+
+    fn err(&self, why: impl Into<String>) -> StoreError {
+        StoreError::Kafka {
+            topic: self.topic.clone(),
+            why: why.into(),
+        }
+    }
+
+    fn produce(
+        &self,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        partition: Option<i32>,
+    ) -> Result<(), StoreError> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let mut rec = BaseRecord::<[u8], [u8]>::to(&self.topic).key(key);
+            if let Some(p) = payload {
+                rec = rec.payload(p);
+            }
+            if let Some(p) = partition {
+                rec = rec.partition(p);
+            }
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if Instant::now() < deadline =>
+                {
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(self.err(format!("produce failed: {e}"))),
+            }
+        }
+    }
+
+    /// Waits until everything produced so far is acknowledged (or failed).
+    fn deliver(&self) -> Result<(), StoreError> {
+        self.producer
+            .flush(TIMEOUT)
+            .map_err(|e| self.err(format!("writes not acknowledged within 30 s: {e}")))?;
+        let failed = self
+            .producer
+            .context()
+            .failed
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take());
+        match failed {
+            Some(e) => Err(self.err(format!("write failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the log up to a marker this call writes to every partition: afterwards the
+    /// view holds every record acknowledged before the call started.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.marker_seq += 1;
+        let token = format!("{}-{}", self.marker_prefix, self.marker_seq);
+        let mk = key(b'm', &[&token]);
+        for p in 0..self.partitions {
+            self.produce(&mk, Some(b""), Some(p))?;
+        }
+        self.deliver()?;
+        let mut seen = HashSet::new();
+        let deadline = Instant::now() + TIMEOUT;
+        while seen.len() < self.partitions as usize {
+            if Instant::now() > deadline {
+                return Err(self.err(format!(
+                    "read {} of {} partitions to the end within 30 s",
+                    seen.len(),
+                    self.partitions
+                )));
+            }
+            let Some(r) = self.tail.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = r.map_err(|e| self.err(format!("read failed: {e}")))?;
+            let Some(k) = m.key() else { continue };
+            if k == mk.as_slice() {
+                seen.insert(m.partition());
+                continue;
+            }
+            apply(&mut self.values, self.mode, k, m.payload());
+        }
+        for p in 0..self.partitions {
+            self.produce(&mk, None, Some(p))?;
+        }
+        Ok(())
+    }
+
+    /// Writes every window and rejection count read by [`KafkaStore::sync`] into `store`
+    /// (an in-memory SQLite store, where the scorecard merges partitions as sources).
+    pub fn load_into(&self, store: &mut Store) -> Result<(), StoreError> {
+        let w = store.writer()?;
+        for (k, v) in &self.values {
+            let what = || String::from_utf8_lossy(k).replace(SEP as char, "/");
+            let corrupt = |why: String| StoreError::Corrupt { what: what(), why };
+            match k.first() {
+                Some(b'w') => {
+                    let ws = proto::WindowSummary::decode(v.as_slice())
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    let b = closed_bucket(&ws).map_err(corrupt)?;
+                    w.put_bucket(&ws.source, &b)?;
+                }
+                Some(b'r') => {
+                    let rc = proto::RejectCounts::decode(v.as_slice())
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    for c in &rc.counts {
+                        let reason = RejectReason::from_code(&c.reason)
+                            .ok_or_else(|| corrupt(format!("unknown reason {:?}", c.reason)))?;
+                        w.add_rejects(
+                            &rc.source,
+                            &c.tenant,
+                            &c.platform,
+                            c.bucket_start_ms * MICROS_PER_MILLI,
+                            reason,
+                            c.count,
+                        )?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        w.commit()
+    }
+
+    /// Number of window records in the view (tests, diagnostics).
+    pub fn window_records(&self) -> usize {
+        self.values
+            .keys()
+            .filter(|k| k.first() == Some(&b'w'))
+            .count()
+    }
+}
+
+impl PartitionStore for KafkaStore {
+    fn refresh(&mut self) -> Result<(), StoreError> {
+        self.sync()
+    }
+
+    fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let Some(v) = self.values.get(&key(b'c', &[source])) else {
+            return Ok(None);
+        };
+        let c =
+            proto::PartitionCheckpoint::decode(v.as_slice()).map_err(|e| StoreError::Corrupt {
+                what: format!("checkpoint of {source}"),
+                why: e.to_string(),
+            })?;
+        Ok(Some(Checkpoint {
+            version: i64::from(c.version),
+            next_offset: c.next_offset,
+            state: c.state,
+        }))
+    }
+
+    fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError> {
+        for b in c.buckets {
+            let ws = window_summary(c.source, b);
+            let start_ms = (b.start / MICROS_PER_MILLI).to_string();
+            let k = key(b'w', &[c.source, &b.tenant, &b.platform, &start_ms]);
+            self.produce(&k, Some(&ws.encode_to_vec()), None)?;
+        }
+        let rk = key(b'r', &[c.source, &c.from_offset.to_string()]);
+        if c.rejects.is_empty() {
+            // Replaces what a crashed attempt from the same checkpoint may have written.
+            self.produce(&rk, None, None)?;
+        } else {
+            let rc = proto::RejectCounts {
+                source: c.source.to_string(),
+                from_offset: c.from_offset,
+                counts: c
+                    .rejects
+                    .iter()
+                    .map(|r| proto::RejectCount {
+                        tenant: r.tenant.to_string(),
+                        platform: r.platform.to_string(),
+                        bucket_start_ms: r.bucket / MICROS_PER_MILLI,
+                        reason: r.reason.code().to_string(),
+                        count: r.count,
+                    })
+                    .collect(),
+            };
+            self.produce(&rk, Some(&rc.encode_to_vec()), None)?;
+        }
+        self.deliver()?;
+        let cp = proto::PartitionCheckpoint {
+            source: c.source.to_string(),
+            version: crate::engine::checkpoint::CHECKPOINT_VERSION,
+            next_offset: c.next_offset,
+            state: c.state.to_vec(),
+            updated_ms: crate::time::now_micros() / 1000,
+        };
+        self.produce(&key(b'c', &[c.source]), Some(&cp.encode_to_vec()), None)?;
+        self.deliver()
+    }
+}
+
+pub fn window_summary(source: &str, b: &ClosedBucket) -> proto::WindowSummary {
+    let c = &b.stats.counters;
+    proto::WindowSummary {
+        source: source.to_string(),
+        tenant: b.tenant.to_string(),
+        platform: b.platform.to_string(),
+        direction: b.direction.as_str().to_string(),
+        bucket_start_ms: b.start / MICROS_PER_MILLI,
+        bucket_secs: (b.width_us / 1_000_000) as u32,
+        attempts: c.attempts,
+        events: c.events,
+        delivered: c.delivered,
+        failed: c.failed,
+        dead_lettered: c.dead_lettered,
+        on_time: c.on_time,
+        retried: c.retried,
+        max_retries: c.max_retries,
+        latency_sum_us: c.latency_sum_us,
+        target_latency_ms: (b.target_latency_us / 1000) as u32,
+        latency_histogram: b.stats.histogram_bytes(),
+    }
+}
+
+pub fn closed_bucket(ws: &proto::WindowSummary) -> Result<ClosedBucket, String> {
+    let direction =
+        Direction::parse(&ws.direction).ok_or_else(|| format!("direction {:?}", ws.direction))?;
+    Ok(ClosedBucket {
+        tenant: ws.tenant.as_str().into(),
+        platform: ws.platform.as_str().into(),
+        direction,
+        start: ws.bucket_start_ms * MICROS_PER_MILLI,
+        width_us: Micros::from(ws.bucket_secs) * 1_000_000,
+        target_latency_us: u64::from(ws.target_latency_ms) * 1000,
+        stats: Stats {
+            counters: Counters {
+                attempts: ws.attempts,
+                events: ws.events,
+                delivered: ws.delivered,
+                failed: ws.failed,
+                dead_lettered: ws.dead_lettered,
+                on_time: ws.on_time,
+                retried: ws.retried,
+                max_retries: ws.max_retries,
+                latency_sum_us: ws.latency_sum_us,
+            },
+            latency: Stats::latencies_from_bytes(&ws.latency_histogram)?,
+        },
+    })
+}
+
+/// The topic's partition count, creating it (compacted) if it does not exist.
+fn ensure_topic(base: &ClientConfig, probe: &BaseConsumer, topic: &str) -> Result<i32, String> {
+    let count = |probe: &BaseConsumer| -> Result<Option<i32>, String> {
+        let md = probe
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| format!("broker unreachable: {e}"))?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as i32))
+    };
+    if let Some(n) = count(probe)? {
+        return Ok(n);
+    }
+    tracing::info!(%topic, "creating the scorecard store topic (1 partition, cleanup.policy=compact)");
+    let admin: AdminClient<DefaultClientContext> = base
+        .create()
+        .map_err(|e| format!("cannot create an admin client: {e}"))?;
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = block_on(admin.create_topics([&new], &opts))
+        .map_err(|e| format!("cannot create the topic: {e}"))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(format!(
+                    "cannot create the topic ({code}); create it yourself, compacted"
+                ))
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(n) = count(probe)? {
+            return Ok(n);
+        }
+        if Instant::now() > deadline {
+            return Err("created, but its metadata did not appear within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "slatrack".into())
+}
+
+/// Drives one future on this thread. rdkafka's admin futures are completed by
+/// librdkafka's own thread, so no async runtime is needed (and this also works from
+/// inside one, where a nested runtime would panic).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
