@@ -14,12 +14,21 @@ use std::time::Instant;
 
 const RUNS: usize = 7;
 
+/// `SLATRACK_BENCH_CASE=protobuf` runs only the cases whose name contains it (for
+/// profiling one path: `perf record --call-graph dwarf`, or callgrind).
+fn selected(name: &str) -> bool {
+    std::env::var("SLATRACK_BENCH_CASE").map_or(true, |c| name.contains(&c))
+}
+
 fn stats(mut ns: Vec<f64>) -> (f64, f64, f64) {
     ns.sort_by(f64::total_cmp);
     (ns[0], ns[ns.len() / 2], ns[ns.len() - 1])
 }
 
 fn measure(name: &str, n: usize, mut f: impl FnMut() -> usize) -> f64 {
+    if !selected(name) {
+        return f64::NAN;
+    }
     let mut per_event = Vec::new();
     for _ in 0..RUNS {
         let t = Instant::now();

@@ -7,10 +7,11 @@
 use crate::time::Micros;
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Outcome {
     Delivered,
     /// This attempt failed and another one follows.
+    #[default]
     Retrying,
     /// Terminal: no more attempts.
     Failed,
@@ -38,8 +39,9 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Direction {
+    #[default]
     Inbound,
     Outbound,
 }
@@ -62,7 +64,7 @@ impl Direction {
 
 /// One delivery attempt. Invariants after [`validate`]: ids non-empty,
 /// `1 <= attempt <= max_attempts`, `enqueued_at <= started_at <= completed_at`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DeliveryEvent {
     pub event_id: String,
     pub tenant: String,

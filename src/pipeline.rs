@@ -179,7 +179,7 @@ impl Pipeline {
     pub fn process(&mut self, bytes: &[u8], now: Micros) -> Verdict {
         self.records += 1;
         match self.decoder.decode(bytes, now) {
-            Ok(ev) => self.ingest(&ev),
+            Ok(ev) => Self::ingest_into(&mut self.shard, &mut self.rejects, ev),
             Err(r) => {
                 let bucket = r.completed_at.map(|t| self.shard.bucket_start(t));
                 self.rejects.add(&r, bucket);
@@ -189,13 +189,16 @@ impl Pipeline {
     }
 
     pub fn ingest(&mut self, ev: &DeliveryEvent) -> Verdict {
-        match self.shard.ingest(ev) {
+        Self::ingest_into(&mut self.shard, &mut self.rejects, ev)
+    }
+
+    fn ingest_into(shard: &mut Shard, rejects: &mut RejectTally, ev: &DeliveryEvent) -> Verdict {
+        match shard.ingest(ev) {
             Ingest::Counted => Verdict::Counted,
             Ingest::Duplicate => Verdict::Duplicate,
             Ingest::Late => {
                 let r = crate::codec::attributed(RejectReason::Late, ev);
-                self.rejects
-                    .add(&r, Some(self.shard.bucket_start(ev.completed_at)));
+                rejects.add(&r, Some(shard.bucket_start(ev.completed_at)));
                 Verdict::Rejected(RejectReason::Late)
             }
         }

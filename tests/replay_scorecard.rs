@@ -339,7 +339,7 @@ fn protobuf_specific_rejections() {
     let now = slatrack::time::now_micros();
     let ev = slatrack::source::generator::globex_fixture().swap_remove(0);
     let good = slatrack::codec::protobuf::to_message(&ev);
-    assert_eq!(dec.decode(&good.encode_to_vec(), now).unwrap(), ev);
+    assert_eq!(dec.decode(&good.encode_to_vec(), now).unwrap(), &ev);
     let reason = |dec: &mut slatrack::codec::Decoder, bytes: &[u8]| {
         dec.decode(bytes, now).unwrap_err().reason.code()
     };

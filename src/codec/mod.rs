@@ -31,6 +31,9 @@ pub struct Decoder {
     bounds: TimeBounds,
     max_bytes: usize,
     scratch: crate::proto::DeliveryEvent,
+    /// The decoded event, reused: its strings swap with the scratch message's, so both
+    /// keep their capacity and a steady stream decodes without allocating.
+    event: DeliveryEvent,
 }
 
 impl Decoder {
@@ -40,6 +43,7 @@ impl Decoder {
             bounds,
             max_bytes,
             scratch: Default::default(),
+            event: DeliveryEvent::default(),
         }
     }
 
@@ -53,16 +57,17 @@ impl Decoder {
 
     /// Bytes → validated event, or the reason it is not one. `now` is the wall clock,
     /// for the future-skew bound.
-    pub fn decode(&mut self, bytes: &[u8], now: Micros) -> Result<DeliveryEvent, Rejected> {
+    pub fn decode(&mut self, bytes: &[u8], now: Micros) -> Result<&DeliveryEvent, Rejected> {
         if bytes.len() > self.max_bytes {
             return Err(Rejected::bare(RejectReason::TooLarge));
         }
-        let ev = match self.format {
-            Format::Json => json::decode(bytes)?,
-            Format::Protobuf => protobuf::decode(bytes, &mut self.scratch)?,
+        match self.format {
+            Format::Json => self.event = json::decode(bytes)?,
+            Format::Protobuf => protobuf::decode_into(bytes, &mut self.scratch, &mut self.event)?,
         };
-        validate(&ev, &self.bounds, now).map_err(|reason| attributed(reason, &ev))?;
-        Ok(ev)
+        validate(&self.event, &self.bounds, now)
+            .map_err(|reason| attributed(reason, &self.event))?;
+        Ok(&self.event)
     }
 }
 
@@ -97,6 +102,11 @@ pub(crate) struct Fields {
 /// Builds the event, applying the structural checks in contract order; the semantic
 /// ones follow in [`validate`].
 pub(crate) fn assemble(f: Fields) -> Result<DeliveryEvent, Rejected> {
+    let known = Known {
+        outcome: f.outcome.is_some(),
+        direction: f.direction.is_some(),
+        times: f.enqueued_at.is_some() && f.started_at.is_some() && f.completed_at.is_some(),
+    };
     let ev = DeliveryEvent {
         event_id: f.event_id,
         tenant: f.tenant,
@@ -111,22 +121,40 @@ pub(crate) fn assemble(f: Fields) -> Result<DeliveryEvent, Rejected> {
         http_status: f.http_status,
         error: f.error.filter(|e| !e.is_empty()),
     };
-    let reason = if ev.event_id.is_empty() {
+    match structural(&ev, known) {
+        None => Ok(ev),
+        Some(reason) => {
+            let mut r = attributed(reason, &ev);
+            r.completed_at = f.completed_at;
+            Err(r)
+        }
+    }
+}
+
+/// Which typed fields were read successfully (the event itself holds defaults otherwise).
+#[derive(Clone, Copy)]
+pub(crate) struct Known {
+    pub outcome: bool,
+    pub direction: bool,
+    /// All three timestamps.
+    pub times: bool,
+}
+
+/// The structural checks, in contract order.
+pub(crate) fn structural(ev: &DeliveryEvent, known: Known) -> Option<RejectReason> {
+    Some(if ev.event_id.is_empty() {
         RejectReason::MissingEventId
     } else if ev.tenant.is_empty() {
         RejectReason::MissingTenant
     } else if ev.platform.is_empty() {
         RejectReason::MissingPlatform
-    } else if f.outcome.is_none() {
+    } else if !known.outcome {
         RejectReason::UnknownOutcome
-    } else if f.direction.is_none() {
+    } else if !known.direction {
         RejectReason::UnknownDirection
-    } else if f.enqueued_at.is_none() || f.started_at.is_none() || f.completed_at.is_none() {
+    } else if !known.times {
         RejectReason::BadTimestamp
     } else {
-        return Ok(ev);
-    };
-    let mut r = attributed(reason, &ev);
-    r.completed_at = f.completed_at;
-    Err(r)
+        return None;
+    })
 }

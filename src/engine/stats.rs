@@ -12,7 +12,7 @@
 //! shows in a number.
 
 use crate::event::{DeliveryEvent, Outcome};
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 
 /// Latencies are recorded in microseconds; anything above an hour saturates at an hour.
@@ -302,7 +302,7 @@ impl Stats {
 
     pub fn histogram_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        V2DeflateSerializer::new()
+        V2Serializer::new()
             .serialize(&*self.latency.to_histogram(), &mut out)
             .expect("serializing into a Vec cannot fail");
         out

@@ -336,7 +336,7 @@ impl PartitionSet {
 pub struct ServiceContext {
     set: Arc<Mutex<PartitionSet>>,
     /// High watermark per (topic, partition) from librdkafka's statistics.
-    high: Mutex<BTreeMap<(String, i32), i64>>,
+    high: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
 }
 
 impl ClientContext for ServiceContext {
@@ -453,18 +453,54 @@ pub fn run(
         fatal: None,
         to_commit: Vec::new(),
     }));
+    let high = Arc::new(Mutex::new(BTreeMap::new()));
     let consumer: BaseConsumer<ServiceContext> = crate::source::kafka::consumer_config(&kafka)?
         .create_with_context(ServiceContext {
             set: set.clone(),
-            high: Mutex::default(),
+            high: high.clone(),
         })?;
     let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
     consumer.subscribe(&names)?;
 
-    let mut batch = Batch::default();
+    // Two stages, one core each: this thread polls and copies records into batches; the
+    // apply thread decodes, aggregates and checkpoints. A bounded channel of batches is the
+    // backpressure between them. Batches queued across a rebalance are safe: a partition's
+    // records stay contiguous in offset order and `apply` skips offsets below the restored
+    // checkpoint, so nothing is applied twice and nothing is skipped.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
+    for _ in 0..IN_FLIGHT + 1 {
+        let _ = empty_tx.send(Batch::default());
+    }
+    let shared = Arc::new(Shared::default());
+    let worker = {
+        let (set, shared, high) = (set.clone(), shared.clone(), high.clone());
+        std::thread::Builder::new()
+            .name("slatrack-apply".into())
+            .spawn(move || apply_loop(&set, &shared, &high, full_rx, empty_tx))
+            .map_err(|e| ServiceError::Fatal(format!("cannot start the apply thread: {e}")))?
+    };
+
     let mut paused = false;
-    let mut last_lag = Instant::now();
+    let mut result = Ok(());
     while !shutdown.load(Ordering::Relaxed) {
+        if shared.fatal.load(Ordering::Relaxed) {
+            if let Some(f) = lock(&set).fatal.take() {
+                result = Err(ServiceError::Fatal(f));
+                break;
+            }
+        }
+        // Never poll without a batch to hold what comes back: a polled record that is not
+        // applied would be skipped for good (librdkafka has moved past it). The apply
+        // thread returns batches within one batch's work, well inside max.poll.interval.ms.
+        let mut batch = match empty_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(b) => b,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                result = Err(ServiceError::Fatal("the apply thread stopped".into()));
+                break;
+            }
+        };
         batch.bytes.clear();
         batch.items.clear();
         let mut wait = Duration::from_millis(100);
@@ -493,27 +529,16 @@ pub fn run(
                 }
             }
         }
-        let mut s = lock(&set);
-        if let Some(f) = s.fatal.take() {
-            return Err(ServiceError::Fatal(f));
+        if full_tx.send(batch).is_err() {
+            result = Err(ServiceError::Fatal("the apply thread stopped".into()));
+            break;
         }
-        s.apply(&batch, now_micros());
-        let stored = s.checkpoint_due(false);
-        let commits = std::mem::take(&mut s.to_commit);
-        if last_lag.elapsed() >= Duration::from_secs(1) {
-            last_lag = Instant::now();
-            let high = consumer
-                .context()
-                .high
-                .lock()
-                .map(|h| h.clone())
-                .unwrap_or_default();
-            s.update_lag(&high);
-        }
-        drop(s);
+        let commits =
+            std::mem::take(&mut *shared.commits.lock().unwrap_or_else(|p| p.into_inner()));
         commit_group_offsets(&consumer, &commits);
         // Backpressure: while the store refuses writes, stop fetching (keep polling so the
         // group membership stays alive) instead of buffering without bound.
+        let stored = shared.stored.load(Ordering::Relaxed);
         if stored == paused {
             if let Ok(assignment) = consumer.assignment() {
                 let r = if stored {
@@ -526,10 +551,11 @@ pub fn run(
                 }
             }
             paused = !stored;
-            if paused {
-                std::thread::sleep(Duration::from_millis(500));
-            }
         }
+    }
+    drop(full_tx);
+    if worker.join().is_err() {
+        tracing::error!("the apply thread panicked (our bug); checkpointing what is consistent");
     }
     tracing::info!("shutting down: checkpointing every partition");
     let mut s = lock(&set);
@@ -537,12 +563,85 @@ pub fn run(
     if let Some(q) = &s.quarantine {
         q.flush();
     }
-    let commits = std::mem::take(&mut s.to_commit);
+    let mut commits = std::mem::take(&mut s.to_commit);
     drop(s);
+    commits.extend(std::mem::take(
+        &mut *shared.commits.lock().unwrap_or_else(|p| p.into_inner()),
+    ));
     commit_group_offsets(&consumer, &commits);
     drop(consumer);
-    tracing::info!("stopped cleanly");
-    Ok(())
+    if result.is_ok() {
+        tracing::info!("stopped cleanly");
+    }
+    result
+}
+
+/// Batches polled but not yet applied (besides the one being filled and the one being
+/// applied): enough to overlap the two stages, small enough to bound memory.
+const IN_FLIGHT: usize = 2;
+
+/// What the apply thread tells the poll thread.
+struct Shared {
+    /// The last checkpoint attempt succeeded (false: pause fetching).
+    stored: AtomicBool,
+    /// Group offsets to commit (advisory).
+    commits: Mutex<Vec<(String, i32, i64)>>,
+    /// A fatal error is waiting in the partition set.
+    fatal: AtomicBool,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            stored: AtomicBool::new(true),
+            commits: Mutex::default(),
+            fatal: AtomicBool::new(false),
+        }
+    }
+}
+
+fn apply_loop(
+    set: &Mutex<PartitionSet>,
+    shared: &Shared,
+    high: &Mutex<BTreeMap<(String, i32), i64>>,
+    full: std::sync::mpsc::Receiver<Batch>,
+    empty: std::sync::mpsc::Sender<Batch>,
+) {
+    let mut last_lag = Instant::now();
+    loop {
+        let batch = match full.recv_timeout(Duration::from_millis(100)) {
+            Ok(b) => Some(b),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut s = lock(set);
+        if let Some(b) = &batch {
+            s.apply(b, now_micros());
+        }
+        let stored = s.checkpoint_due(false);
+        shared.stored.store(stored, Ordering::Relaxed);
+        if s.fatal.is_some() {
+            shared.fatal.store(true, Ordering::Relaxed);
+        }
+        let commits = std::mem::take(&mut s.to_commit);
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            last_lag = Instant::now();
+            let high = high.lock().map(|h| h.clone()).unwrap_or_default();
+            s.update_lag(&high);
+        }
+        drop(s);
+        if !commits.is_empty() {
+            if let Ok(mut c) = shared.commits.lock() {
+                c.extend(commits);
+            }
+        }
+        if !stored {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if let Some(b) = batch {
+            let _ = empty.send(b);
+        }
+    }
 }
 
 /// Advisory: lets a consumer without the store start near the right place.
