@@ -14,12 +14,13 @@ SLATRACK_TANSU=$(bash scripts/fetch-tansu.sh)
 export SLATRACK_TANSU
 echo "$SLATRACK_TANSU"
 
-step "Prometheus tools (promtool) from Debian's prometheus package"
-if ! command -v promtool >/dev/null; then
+step "Prometheus (prometheus, promtool) from Debian's prometheus package"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
 fi
 promtool --version | head -1
+prometheus --version | head -1
 
 step "format check (cargo fmt --check)"
 cargo fmt --all -- --check

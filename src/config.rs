@@ -77,6 +77,25 @@ pub struct Config {
     pub service: ServiceConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// Knobs of the generated Prometheus rules (`slatrack rules`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How long the 1h on-time ratio must stay below target before `SlatrackSLADrift`
+    /// fires. 10 minutes by default; the end-to-end test shortens it.
+    pub drift_for: Span,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            drift_for: Span(10 * time::MICROS_PER_MIN),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +108,9 @@ pub struct MetricsConfig {
     pub tenant_label: bool,
     /// How often gauges are refreshed from the engine's windows.
     pub publish_interval: Span,
+    /// (tenant, platform) keys with their own series; further keys are exported as
+    /// tenant `__overflow__` (per platform), so the scrape stays bounded (≈6 KB per key).
+    pub max_series_keys: usize,
 }
 
 impl Default for MetricsConfig {
@@ -97,6 +119,7 @@ impl Default for MetricsConfig {
             listen: "127.0.0.1:9898".into(),
             tenant_label: true,
             publish_interval: Span(time::MICROS_PER_SEC),
+            max_series_keys: 1_000,
         }
     }
 }
@@ -381,6 +404,7 @@ impl Default for Config {
             kafka: None,
             service: ServiceConfig::default(),
             metrics: MetricsConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -410,6 +434,15 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.alerts.drift_for.0 < time::MICROS_PER_SEC
+            || self.alerts.drift_for.0 % time::MICROS_PER_SEC != 0
+        {
+            return Err(invalid(
+                "alerts.drift_for",
+                self.alerts.drift_for,
+                "must be a whole number of seconds, at least 1s",
+            ));
+        }
         let e = &self.engine;
         if e.bucket.0 < time::MICROS_PER_SEC || time::MICROS_PER_DAY % e.bucket.0 != 0 {
             return Err(invalid(
@@ -510,6 +543,13 @@ impl Config {
                 "metrics.listen",
                 format!("{:?}", self.metrics.listen),
                 "write host:port with a numeric address, e.g. \"127.0.0.1:9898\" or \"0.0.0.0:9898\"; \"\" disables",
+            ));
+        }
+        if self.metrics.max_series_keys == 0 {
+            return Err(invalid(
+                "metrics.max_series_keys",
+                0,
+                "must be at least 1 (set metrics.tenant_label = false to drop tenants)",
             ));
         }
         if self.metrics.publish_interval.0 <= 0 {

@@ -113,7 +113,11 @@ pub fn render(config: &Config) -> String {
             "        expr: 1 - slatrack:on_time_error_ratio:rate1h{{{sel}}} < {}",
             num(target)
         );
-        let _ = writeln!(w, "        for: 10m");
+        let _ = writeln!(
+            w,
+            "        for: {}",
+            crate::time::format_duration(config.alerts.drift_for.0)
+        );
         let _ = writeln!(w, "        labels:");
         let _ = writeln!(w, "          severity: page");
         let _ = writeln!(w, "          slo: on_time");
@@ -124,7 +128,7 @@ pub fn render(config: &Config) -> String {
             "          summary: \"{{{{ $labels.platform }}}} ({{{{ $labels.tenant }}}}) on-time delivery over the last hour is {{{{ $value | humanizePercentage }}}}, below its {}% SLA\"",
             num(target * 100.0)
         );
-        let _ = writeln!(w, "          runbook_url: {RUNBOOK}#slatrackdrift");
+        let _ = writeln!(w, "          runbook_url: {RUNBOOK}#slatracksladrift");
     }
     let s = &config.sla;
     let p99 = num(s.p99_threshold.0 as f64 / 1e6);
@@ -220,5 +224,27 @@ mod tests {
             r.contains("1 - slatrack:on_time_error_ratio:rate1h{platform=\"impact_in\"} < 0.98")
         );
         assert!(r.contains("platform!~\"benevity|goodera|workday|sap_successfactors|impact_in\""));
+    }
+
+    /// Every runbook link points at a section that exists in docs/operations.md.
+    #[test]
+    fn runbook_anchors_exist() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+                .unwrap();
+        let anchors: Vec<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("### "))
+            .map(|h| h.trim().to_lowercase())
+            .collect();
+        let rules = render(&Config::default());
+        let links: Vec<&str> = rules
+            .lines()
+            .filter_map(|l| l.split(&format!("{RUNBOOK}#")).nth(1))
+            .collect();
+        assert!(links.len() > 10);
+        for a in links {
+            assert!(anchors.iter().any(|h| h == a), "no section for #{a}");
+        }
     }
 }

@@ -148,6 +148,11 @@ impl WindowSet {
             .retain(|_, kw| kw.hour.is_some() || kw.windows.iter().any(|w| !w.queue.is_empty()));
     }
 
+    pub fn contains(&self, tenant: &str, platform: &str) -> bool {
+        self.keys
+            .contains_key(&(Arc::<str>::from(tenant), Arc::<str>::from(platform)))
+    }
+
     /// The longest window's length.
     pub fn longest(&self) -> Micros {
         self.lengths.iter().copied().max().unwrap_or(0)

@@ -65,6 +65,8 @@ pub struct Status {
     pub commits: AtomicU64,
     pub store_errors: AtomicU64,
     pub quarantined: AtomicU64,
+    /// Records aggregated into `__overflow__` because `limits.max_keys` was reached.
+    pub keys_overflowed: AtomicU64,
     /// True once partitions are assigned and their checkpoints restored.
     pub ready: AtomicBool,
     /// Records behind the partition's high watermark (as of the last fetch), per (topic,
@@ -102,6 +104,8 @@ struct Partition {
     last_record: Instant,
     /// Newest event time when the partition went idle (for the idle-timeout watermark).
     idle_base: Option<Micros>,
+    /// The shard's overflow count already reported to `Status::keys_overflowed`.
+    overflow_reported: u64,
 }
 
 pub struct PartitionSet {
@@ -143,6 +147,8 @@ impl PartitionSet {
         ) {
             Ok((pipeline, next)) => {
                 let next = next.unwrap_or(0);
+                // Overflow before this assignment was reported by whoever counted it.
+                let overflow_reported = pipeline.shard.keys().overflowed;
                 tracing::info!(%source, next_offset = next, "partition assigned, checkpoint restored");
                 let now = Instant::now();
                 self.parts.insert(
@@ -155,6 +161,7 @@ impl PartitionSet {
                         last_commit: now,
                         last_record: now,
                         idle_base: None,
+                        overflow_reported,
                     },
                 );
             }
@@ -283,6 +290,12 @@ impl PartitionSet {
                         .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
                     self.telemetry.absorb(&buckets);
                     let keys = p.pipeline.shard.keys();
+                    let overflowed = keys.overflowed;
+                    self.status.keys_overflowed.fetch_add(
+                        overflowed.saturating_sub(p.overflow_reported),
+                        Ordering::Relaxed,
+                    );
+                    p.overflow_reported = overflowed;
                     self.telemetry
                         .freshness(keys.infos().iter().enumerate().map(|(i, k)| {
                             (

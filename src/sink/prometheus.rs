@@ -40,6 +40,10 @@ fn handle() -> Option<&'static PrometheusHandle> {
 struct Inner {
     windows: WindowSet,
     last_event: BTreeMap<(String, String), Micros>,
+    /// Keys exported with their own tenant label (at most `metrics.max_series_keys`).
+    admitted: std::collections::HashSet<(String, String)>,
+    /// Closed buckets exported under tenant `__overflow__` because the series cap was hit.
+    folded_buckets: u64,
 }
 
 pub struct Telemetry {
@@ -56,18 +60,30 @@ impl Telemetry {
             inner: Mutex::new(Inner {
                 windows: WindowSet::new(&lengths),
                 last_event: BTreeMap::new(),
+                admitted: Default::default(),
+                folded_buckets: 0,
             }),
             config,
             status,
         })
     }
 
-    fn tenant<'a>(&self, t: &'a str) -> &'a str {
-        if self.config.metrics.tenant_label {
-            t
-        } else {
-            "all"
+    /// The tenant label of a key: itself while the series cap allows, `__overflow__`
+    /// after, `all` when tenant labels are off.
+    fn tenant(&self, inner: &mut Inner, t: &str, p: &str) -> String {
+        if !self.config.metrics.tenant_label {
+            return "all".into();
         }
+        let key = (t.to_string(), p.to_string());
+        if inner.admitted.contains(&key) {
+            return key.0;
+        }
+        if inner.admitted.len() < self.config.metrics.max_series_keys {
+            inner.admitted.insert(key.clone());
+            return key.0;
+        }
+        inner.folded_buckets += 1;
+        crate::engine::keys::OVERFLOW.into()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -79,7 +95,8 @@ impl Telemetry {
         let mut inner = self.lock();
         for b in buckets {
             let c = &b.stats.counters;
-            let (t, p) = (self.tenant(&b.tenant).to_string(), b.platform.to_string());
+            let t = self.tenant(&mut inner, &b.tenant, &b.platform);
+            let p = b.platform.to_string();
             for (outcome, n) in [
                 ("delivered", c.delivered),
                 ("failed", c.failed),
@@ -91,12 +108,12 @@ impl Telemetry {
             counter!("slatrack_attempts_total", "tenant" => t.clone(), "platform" => p.clone())
                 .increment(c.attempts);
             counter!("slatrack_retried_events_total", "tenant" => t.clone(), "platform" => p.clone()).increment(c.retried);
-            if self.config.metrics.tenant_label {
+            if *t == *b.tenant {
                 inner.windows.push(b);
             } else {
-                let mut all = b.clone();
-                all.tenant = "all".into();
-                inner.windows.push(&all);
+                let mut relabelled = b.clone();
+                relabelled.tenant = t.as_str().into();
+                inner.windows.push(&relabelled);
             }
         }
     }
@@ -105,7 +122,7 @@ impl Telemetry {
     pub fn freshness(&self, keys: impl Iterator<Item = (String, String, Micros)>) {
         let mut inner = self.lock();
         for (t, p, at) in keys.filter(|k| k.2 != Micros::MIN) {
-            let t = self.tenant(&t).to_string();
+            let t = self.tenant(&mut inner, &t, &p);
             let e = inner.last_event.entry((t, p)).or_insert(at);
             *e = (*e).max(at);
         }
@@ -123,6 +140,14 @@ impl Telemetry {
             .frontier()
             .saturating_sub(inner.windows.longest());
         inner.last_event.retain(|_, at| *at >= horizon);
+        // Keys gone from the windows free their series slot for new ones.
+        let Inner {
+            windows, admitted, ..
+        } = &mut *inner;
+        admitted.retain(|(t, p)| windows.contains(t, p));
+        gauge!("slatrack_series_keys").set(inner.admitted.len() as f64);
+        gauge!("slatrack_window_keys").set(inner.windows.key_count() as f64);
+        counter!("slatrack_series_overflow_buckets_total").absolute(inner.folded_buckets);
         for s in inner.windows.summaries() {
             let labels = [
                 ("tenant", s.tenant.to_string()),
@@ -164,6 +189,8 @@ impl Telemetry {
                 .absolute(st.rejected_by_reason[i].load(Ordering::Relaxed));
         }
         counter!("slatrack_quarantined_total").absolute(st.quarantined.load(Ordering::Relaxed));
+        counter!("slatrack_keys_overflowed_total")
+            .absolute(st.keys_overflowed.load(Ordering::Relaxed));
         counter!("slatrack_checkpoints_total").absolute(st.commits.load(Ordering::Relaxed));
         counter!("slatrack_store_errors_total").absolute(st.store_errors.load(Ordering::Relaxed));
         gauge!("slatrack_checkpoint_duration_seconds")

@@ -1,0 +1,339 @@
+//! What on-call sees, end to end on real parts: `slatrack generate --scenario
+//! workday-drift` → tansu → `slatrack run` → a real Prometheus (Debian's package) scraping
+//! it every second with the rules `slatrack rules` generated. The Workday drift page fires;
+//! Benevity stays quiet; every PromQL expression of the rule file and of the Grafana
+//! dashboard evaluates against that Prometheus and finds data.
+#![cfg(feature = "integration")]
+
+#[path = "support/tansu.rs"]
+mod tansu;
+#[path = "support/wait.rs"]
+mod wait;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tansu::Tansu;
+use wait::wait_until;
+
+/// Kills a child process when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    Proc(
+        cmd.stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// HTTP/1.0 GET (no chunked encoding, the server closes): (status line, body).
+fn get(port: u16, path: &str) -> Option<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Instant query through Prometheus' HTTP API: Err(error text) or the result vector.
+fn query(port: u16, promql: &str) -> Result<Vec<serde_json::Value>, String> {
+    let (_, body) = get(port, &format!("/api/v1/query?query={}", encode(promql)))
+        .ok_or_else(|| "no answer".to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    if v["status"] != "success" {
+        return Err(body);
+    }
+    Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+fn alerts(port: u16) -> Vec<serde_json::Value> {
+    get(port, "/api/v1/alerts")
+        .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["data"]["alerts"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Metric and recording-rule names an expression reads.
+fn names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("slatrack") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        if name.starts_with("slatrack_") || name.starts_with("slatrack:") {
+            out.push(name.to_string()); // not the job label value "slatrack"
+        }
+        rest = &tail[end..];
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every `expr` of the dashboard (panels and variable queries), variables substituted
+/// as Grafana does with "All" selected.
+fn dashboard_exprs() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/dashboards/slatrack.json"
+    );
+    let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .expect("the dashboard is valid JSON");
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for v in d["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"]["query"].as_str() {
+            // label_values(SELECTOR, label) is Grafana's; the selector is PromQL.
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.rsplit_once(','))
+                .map(|(sel, _)| sel.to_string())
+                .unwrap_or_else(|| q.to_string());
+            out.push(inner);
+        }
+    }
+    assert!(out.len() >= 15, "the dashboard has its panels: {out:?}");
+    out.into_iter()
+        .map(|e| e.replace("$tenant", ".*").replace("$platform", ".*"))
+        .collect()
+}
+
+#[test]
+fn workday_drift_pages_through_a_real_prometheus_and_every_query_has_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Tansu::start(&d.join("tansu.log"));
+    broker.create_topic("deliveries", 4);
+    broker.create_topic("slatrack-quarantine", 1);
+    let metrics_port = free_port();
+    let config = d.join("slatrack.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[engine]
+bucket = "1s"
+allowed_lateness = "2s"
+[store]
+path = "{store}"
+[service]
+checkpoint_interval = "250ms"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[alerts]
+drift_for = "5s"
+[kafka]
+brokers = "{brokers}"
+group_id = "slatrack-e2e"
+[[kafka.topics]]
+name = "deliveries"
+[kafka.properties]
+"session.timeout.ms" = "2000"
+"heartbeat.interval.ms" = "500"
+"#,
+            store = d.join("live.db").display(),
+            brokers = broker.brokers(),
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_slatrack");
+
+    // The rule file Prometheus loads is generated from this very config.
+    let rules = Command::new(bin)
+        .args(["rules", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(rules.status.success());
+    let rules = String::from_utf8(rules.stdout).unwrap();
+    assert!(
+        rules.contains("for: 5s"),
+        "alerts.drift_for reaches the rules"
+    );
+    std::fs::write(d.join("rules.yml"), &rules).unwrap();
+
+    let _svc = spawn(
+        Command::new(bin).args(["run", "--config"]).arg(&config),
+        &d.join("slatrack.log"),
+    );
+    let _gen = spawn(
+        Command::new(bin).args([
+            "generate",
+            "--brokers",
+            &broker.brokers(),
+            "--topic",
+            "deliveries",
+            "--scenario",
+            "workday-drift",
+            "--rate",
+            "150",
+        ]),
+        &d.join("generate.log"),
+    );
+    let prom_port = free_port();
+    std::fs::write(
+        d.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [{}]\nscrape_configs:\n  - job_name: slatrack\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n",
+            d.join("rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let _prom = spawn(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                d.join("prometheus.yml").display()
+            ))
+            .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+        &d.join("prometheus.log"),
+    );
+    let logs = || {
+        ["slatrack.log", "generate.log", "prometheus.log"]
+            .iter()
+            .map(|f| {
+                let t = std::fs::read_to_string(d.join(f)).unwrap_or_default();
+                let tail: Vec<&str> = t.lines().rev().take(15).collect();
+                format!(
+                    "--- {f}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // The page on-call needed: Workday's 1h on-time ratio below target, firing.
+    let firing = |a: &serde_json::Value, name: &str, platform: &str| {
+        a["labels"]["alertname"] == name
+            && a["labels"]["platform"] == platform
+            && a["state"] == "firing"
+    };
+    let mut seen = Vec::new();
+    let t = std::time::Instant::now();
+    while !seen
+        .iter()
+        .any(|a| firing(a, "SlatrackSLADrift", "workday"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(240),
+            "SlatrackSLADrift{{platform=\"workday\"}} never fired; alerts: {seen:?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        seen = alerts(prom_port);
+    }
+    let drift = seen
+        .iter()
+        .find(|a| firing(a, "SlatrackSLADrift", "workday"))
+        .unwrap();
+    assert_eq!(drift["labels"]["severity"], "page");
+    assert_eq!(drift["labels"]["tenant"], "globex");
+    assert!(drift["annotations"]["runbook_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("#slatracksladrift"));
+    // Benevity meets its SLA: none of its alerts is pending or firing.
+    let benevity: Vec<_> = seen
+        .iter()
+        .filter(|a| a["labels"]["platform"] == "benevity")
+        .collect();
+    assert!(benevity.is_empty(), "Benevity alerts: {benevity:?}");
+    // Workday's on-time ratio as Prometheus sees it is below its 95% target.
+    let r = query(
+        prom_port,
+        "1 - slatrack:on_time_error_ratio:rate1h{platform=\"workday\"}",
+    )
+    .unwrap();
+    let v: f64 = r[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(v < 0.95, "workday on-time {v}");
+
+    // Every expression of the rule file and the dashboard evaluates and finds data.
+    // Recording rules and panels must return series; an alert expression is empty while
+    // healthy, so each series it reads must exist instead.
+    let mut checked = 0;
+    for line in rules.lines() {
+        let Some(expr) = line.trim_start().strip_prefix("expr: ") else {
+            continue;
+        };
+        let res = query(prom_port, expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        if line.contains("slatrack:on_time_error_ratio")
+            && !expr.contains('>')
+            && !expr.contains('<')
+        {
+            assert!(!res.is_empty(), "recording rule {expr} has no data");
+        }
+        let reads = names(expr);
+        if reads.is_empty() {
+            // SlatrackDown reads `up`: the scrape target is up, so it is empty but valid.
+            assert!(expr.contains("up{job=\"slatrack\"}"), "{expr}");
+            assert!(res.is_empty(), "slatrack is up: {res:?}");
+            continue;
+        }
+        for n in reads {
+            let mut found = Vec::new();
+            wait_until(
+                &format!("{n} in Prometheus"),
+                Duration::from_secs(60),
+                || {
+                    found = query(prom_port, &n).unwrap_or_default();
+                    !found.is_empty()
+                },
+            );
+        }
+        checked += 1;
+    }
+    for expr in dashboard_exprs() {
+        let mut res = Vec::new();
+        wait_until(
+            &format!("dashboard query {expr}"),
+            Duration::from_secs(60),
+            || {
+                res = query(prom_port, &expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+                !res.is_empty()
+            },
+        );
+        checked += 1;
+    }
+    assert!(checked > 40, "checked {checked} expressions");
+}
