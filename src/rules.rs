@@ -7,8 +7,8 @@
 //!   workbook, 30-day budget): page 14.4× over 1h and 5m, page 6× over 6h and 30m, ticket
 //!   1× over 3d and 6h. Budget = 1 − the platform's on-time target.
 //! - `SlatrackSLADrift`: the 1h on-time ratio below target for 10 min, every platform.
-//! - P99 over its hard threshold, DLQ ratio over target, stale data, stalled watermark
-//!   (the consumer falling behind), slatrack down.
+//! - P99 over its hard threshold, DLQ ratio over target, stale data, stalled watermark,
+//!   consumer lag growing, slatrack down.
 
 use crate::config::Config;
 use std::fmt::Write as _;
@@ -135,7 +135,7 @@ pub fn render(config: &Config) -> String {
     let dlq = num(s.dlq_target);
     let _ = writeln!(w, "  - name: slatrack-health");
     let _ = writeln!(w, "    rules:");
-    let alerts: [(&str, String, &str, &str, String); 5] = [
+    let alerts: [(&str, String, &str, &str, String); 6] = [
         (
             "SlatrackP99OverThreshold",
             format!("max by (tenant, platform) (slatrack_window_latency_seconds{{quantile=\"0.99\",window=\"1h\"}}) > {p99}"),
@@ -163,6 +163,13 @@ pub fn render(config: &Config) -> String {
             "10m",
             "ticket",
             "Partition {{ $labels.topic }}/{{ $labels.partition }} has a watermark {{ $value | humanizeDuration }} behind the wall clock: consumer lag is growing or the partition is idle".to_string(),
+        ),
+        (
+            "SlatrackConsumerLagGrowing",
+            "sum by (topic) (slatrack_consumer_lag_records) > 10000 and sum by (topic) (delta(slatrack_consumer_lag_records[15m])) > 0".to_string(),
+            "15m",
+            "ticket",
+            "slatrack is {{ $value }} records behind on {{ $labels.topic }} and the lag keeps growing: add instances or cores, or check the store".to_string(),
         ),
         (
             "SlatrackDown",

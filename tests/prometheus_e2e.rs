@@ -153,6 +153,11 @@ fn workday_drift_pages_through_a_real_prometheus_and_every_query_has_data() {
             r#"[engine]
 bucket = "1s"
 allowed_lateness = "2s"
+# The Globex profile's latency tail sits around the default 1 s P99 threshold (the seed's
+# P99 is red), which would leave Benevity's P99 ticket pending by chance; 5 s makes
+# Benevity unambiguously healthy so any alert for it is a defect.
+[sla]
+p99_threshold = "5s"
 [store]
 path = "{store}"
 [service]
@@ -205,7 +210,7 @@ name = "deliveries"
             "--scenario",
             "workday-drift",
             "--rate",
-            "150",
+            "400",
         ]),
         &d.join("generate.log"),
     );
@@ -273,9 +278,44 @@ name = "deliveries"
         .as_str()
         .unwrap()
         .ends_with("#slatracksladrift"));
-    // Benevity meets its SLA: none of its alerts is pending or firing.
-    let benevity: Vec<_> = seen
-        .iter()
+    // Benevity meets its SLA (96.8% on time against 95%). In the first seconds a few
+    // hundred events can dip below 95% by chance, so it is judged once Prometheus has seen
+    // 3,000 of them (the binomial spread is then 0.3%: the target is 5 sigma away) and has
+    // evaluated every rule group since: none of its alerts may be pending or firing.
+    wait_until(
+        "3,000 Benevity events in Prometheus",
+        Duration::from_secs(120),
+        || {
+            query(
+                prom_port,
+                "sum(slatrack_events_total{platform=\"benevity\"})",
+            )
+            .ok()
+            .and_then(|r| r.first()?["value"][1].as_str()?.parse::<f64>().ok())
+            .is_some_and(|n| n >= 3000.0)
+        },
+    );
+    let judged_at = slatrack::time::now_micros();
+    wait_until(
+        "every rule group evaluated again",
+        Duration::from_secs(30),
+        || {
+            let Some((_, body)) = get(prom_port, "/api/v1/rules") else {
+                return false;
+            };
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let groups = v["data"]["groups"].as_array().cloned().unwrap_or_default();
+            !groups.is_empty()
+                && groups.iter().all(|g| {
+                    g["lastEvaluation"]
+                        .as_str()
+                        .and_then(slatrack::time::parse_rfc3339)
+                        .is_some_and(|t| t > judged_at)
+                })
+        },
+    );
+    let benevity: Vec<_> = alerts(prom_port)
+        .into_iter()
         .filter(|a| a["labels"]["platform"] == "benevity")
         .collect();
     assert!(benevity.is_empty(), "Benevity alerts: {benevity:?}");

@@ -78,6 +78,13 @@ fn fixture(events: u64) -> Fixture {
             malformed += 1;
         }
     }
+    // Disorder within the allowed lateness: every third run of 8 records (≈1.5 s of event
+    // time) is produced backwards. The replay reads the same order, so parity still holds.
+    for (i, run) in records.chunks_mut(8).enumerate() {
+        if i % 3 == 0 {
+            run.reverse();
+        }
+    }
     // One record per partition a day later closes every bucket of the test period.
     let mut s = evs[0].clone();
     for p in 0..PARTITIONS as i32 {
@@ -102,13 +109,13 @@ fn fixture(events: u64) -> Fixture {
     }
 }
 
-fn produce(brokers: &str, f: &Fixture) {
+fn produce(brokers: &str, records: &[(i32, Vec<u8>)]) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
         .create()
         .unwrap();
-    for (p, v) in &f.records {
+    for (p, v) in records {
         let mut rec = BaseRecord::to(TOPIC).partition(*p).key("k").payload(v);
         loop {
             match producer.send(rec) {
@@ -317,14 +324,16 @@ struct Setup {
     config: PathBuf,
 }
 
-fn setup(kind: StoreKind) -> Setup {
+/// `upfront`: how much of the fixture is produced before the test starts (the rest is the
+/// test's to produce, `f.records[upfront..]`).
+fn setup(kind: StoreKind, upfront: fn(usize) -> usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let broker = Tansu::start(&dir.path().join("tansu.log"));
     broker.create_topic(TOPIC, PARTITIONS);
     broker.create_topic("slatrack-quarantine", 1);
     let f = fixture(120_000);
     let total: i64 = f.per_partition.iter().sum();
-    produce(&broker.brokers(), &f);
+    produce(&broker.brokers(), &f.records[..upfront(f.records.len())]);
     let store = match kind {
         StoreKind::Sqlite => dir.path().join("live.db").display().to_string(),
         // slatrack creates the compacted store topic itself when it is missing.
@@ -360,7 +369,7 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind) {
         total,
         store,
         config,
-    } = setup(kind);
+    } = setup(kind, |n| n);
     let log = dir.path().join("slatrack.log");
     let mut watch = Watch::new(&store);
 
@@ -427,7 +436,7 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind) {
         total,
         store,
         config,
-    } = setup(kind);
+    } = setup(kind, |n| n / 2);
     let mut watch = Watch::new(&store);
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let assigned = |log: &Path| {
@@ -459,6 +468,8 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind) {
     });
     assert!(watch.progress() < total, "stopped A mid-stream");
     assert!(sigterm(&mut a).success());
+    // The second half arrives after A left: B can only finish by taking A's partitions.
+    produce(&broker.brokers(), &f.records[f.records.len() / 2..]);
     wait_until(
         "B to finish every partition",
         Duration::from_secs(120),
