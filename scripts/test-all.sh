@@ -35,5 +35,8 @@ step "generated alert rules: promtool check + unit tests"
 promtool check rules deploy/prometheus/slatrack-rules.yml
 promtool test rules deploy/prometheus/tests/slatrack-rules.test.yml
 
+step "deploy/: compose spec, Kubernetes schemas, hadolint, promtool (scripts/validate-deploy.sh)"
+bash scripts/validate-deploy.sh
+
 step "benches build (never timed in CI: speed lives in BENCHMARKS.md)"
 cargo bench --locked --no-run

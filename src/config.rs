@@ -424,6 +424,32 @@ impl Config {
         })
     }
 
+    /// Environment overrides for containers (one image, config file mounted, per-deployment
+    /// values from the environment): `SLATRACK_BROKERS` → `kafka.brokers`,
+    /// `SLATRACK_STORE` → `store.path`, `SLATRACK_METRICS_LISTEN` → `metrics.listen`.
+    /// The result is validated again.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(b) = env("SLATRACK_BROKERS") {
+            match self.kafka.as_mut() {
+                Some(k) => k.brokers = b,
+                None => {
+                    return Err(invalid(
+                        "SLATRACK_BROKERS",
+                        b,
+                        "is set but the config has no [kafka] section to apply it to",
+                    ))
+                }
+            }
+        }
+        if let Some(s) = env("SLATRACK_STORE") {
+            self.store.path = PathBuf::from(s);
+        }
+        if let Some(l) = env("SLATRACK_METRICS_LISTEN") {
+            self.metrics.listen = l;
+        }
+        self.validate()
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
@@ -702,5 +728,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("sideways"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_are_validated() {
+        let mut c =
+            Config::from_toml("[kafka]\nbrokers = \"a:1\"\n[[kafka.topics]]\nname = \"t\"\n")
+                .unwrap();
+        let env = |k: &str| match k {
+            "SLATRACK_BROKERS" => Some("b:2".to_string()),
+            "SLATRACK_STORE" => Some("kafka://b:2/w".to_string()),
+            "SLATRACK_METRICS_LISTEN" => Some("0.0.0.0:9898".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.kafka.as_ref().unwrap().brokers, "b:2");
+        assert_eq!(c.store.path, PathBuf::from("kafka://b:2/w"));
+        assert_eq!(c.metrics.listen, "0.0.0.0:9898");
+        let e = Config::default()
+            .apply_env(|k| (k == "SLATRACK_BROKERS").then(|| "x:1".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SLATRACK_BROKERS") && e.contains("[kafka]"),
+            "{e}"
+        );
     }
 }

@@ -91,6 +91,9 @@ enum Command {
     Rules {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Print a Prometheus Operator PrometheusRule instead of a rule file.
+        #[arg(long)]
+        k8s: bool,
     },
     /// Synthetic Globex-shaped traffic: to a file (`--output`, the 10-week fixture) or live
     /// to a Kafka topic (`--brokers`, real time at `--rate`).
@@ -134,10 +137,12 @@ enum Command {
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
-    match path {
-        Some(p) => Ok(Config::load(p)?),
-        None => Ok(Config::default()),
-    }
+    let mut c = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    c.apply_env(|k| std::env::var(k).ok())?;
+    Ok(c)
 }
 
 fn parse_day(flag: &str, s: &str) -> Result<i64> {
@@ -206,14 +211,16 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             }
         }
-        Command::Rules { config } => {
-            print!(
-                "{}",
-                slatrack::rules::render(&load_config(config.as_deref())?)
-            );
+        Command::Rules { config, k8s } => {
+            let cfg = load_config(config.as_deref())?;
+            if k8s {
+                print!("{}", slatrack::rules::render_prometheus_rule(&cfg));
+            } else {
+                print!("{}", slatrack::rules::render(&cfg));
+            }
         }
         Command::Run { config, store } => {
-            let mut cfg = Config::load(&config)?;
+            let mut cfg = load_config(Some(&config))?;
             if let Some(s) = store {
                 cfg.store.path = s;
             }

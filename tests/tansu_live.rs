@@ -33,15 +33,25 @@ const TOPIC: &str = "deliveries";
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const PARTITIONS: u32 = 4;
 
+/// How producers pick a record's partition.
+#[derive(Clone, Copy)]
+enum Keying {
+    /// By event id: an event's attempts share a partition.
+    EventId,
+    /// Round robin over logical events: a (tenant, platform) bucket is split across every
+    /// partition, so the scorecard must merge partials.
+    RoundRobin,
+}
+
 struct Fixture {
     /// (partition, payload) in production order.
     records: Vec<(i32, Vec<u8>)>,
-    per_partition: [i64; PARTITIONS as usize],
+    per_partition: Vec<i64>,
     malformed: usize,
     late: usize,
 }
 
-fn fixture(events: u64) -> Fixture {
+fn fixture(events: u64, partitions: u32, keying: Keying) -> Fixture {
     let start = slatrack::time::parse_date("2025-10-01").unwrap();
     let evs = slatrack::source::generator::pilot(
         21,
@@ -50,10 +60,18 @@ fn fixture(events: u64) -> Fixture {
         6 * slatrack::time::MICROS_PER_HOUR,
         events,
     );
-    let part = |id: &str| {
-        (id.bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-            % PARTITIONS) as i32
+    let mut logical = std::collections::HashMap::new();
+    let mut part = |id: &str| {
+        let n = logical.len() as u32;
+        let rr = *logical.entry(id.to_string()).or_insert(n);
+        (match keying {
+            Keying::EventId => id
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))),
+            // Attempts of one event still share a partition (a producer retry resends to
+            // the partition it chose), logical events rotate.
+            Keying::RoundRobin => rr,
+        } % partitions) as i32
     };
     let mut records = Vec::new();
     let (mut malformed, mut late) = (0, 0);
@@ -87,7 +105,7 @@ fn fixture(events: u64) -> Fixture {
     }
     // One record per partition a day later closes every bucket of the test period.
     let mut s = evs[0].clone();
-    for p in 0..PARTITIONS as i32 {
+    for p in 0..partitions as i32 {
         s.tenant = "zz-sentinel".into();
         s.event_id = format!("sentinel-{p}");
         s.outcome = slatrack::event::Outcome::Delivered;
@@ -97,7 +115,7 @@ fn fixture(events: u64) -> Fixture {
         }
         records.push((p, slatrack::codec::protobuf::encode(&s)));
     }
-    let mut per_partition = [0; PARTITIONS as usize];
+    let mut per_partition = vec![0; partitions as usize];
     for (p, _) in &records {
         per_partition[*p as usize] += 1;
     }
@@ -188,32 +206,36 @@ enum StoreKind {
 
 /// Reads a store's checkpoints while the service writes it.
 enum Watch {
-    Sqlite(PathBuf),
-    Kafka(slatrack::store::KafkaStore),
+    Sqlite(PathBuf, u32),
+    Kafka(slatrack::store::KafkaStore, u32),
 }
 
 impl Watch {
-    fn new(location: &str) -> Watch {
+    fn new(location: &str, partitions: u32) -> Watch {
         match Location::parse(location).unwrap() {
-            Location::Sqlite(p) => Watch::Sqlite(p),
+            Location::Sqlite(p) => Watch::Sqlite(p, partitions),
             Location::Kafka { brokers, topic } => Watch::Kafka(
                 slatrack::store::KafkaStore::open(&brokers, &topic, None, Mode::Checkpoints)
                     .unwrap(),
+                partitions,
             ),
         }
     }
 
     /// Records covered by checkpoints, summed over partitions.
     fn progress(&mut self) -> i64 {
-        let sources = (0..PARTITIONS).map(|p| format!("kafka:{TOPIC}/{p}"));
+        let n = match self {
+            Watch::Sqlite(_, n) | Watch::Kafka(_, n) => *n,
+        };
+        let sources = (0..n).map(|p| format!("kafka:{TOPIC}/{p}"));
         match self {
-            Watch::Sqlite(path) => {
+            Watch::Sqlite(path, _) => {
                 let Ok(mut s) = Store::open(path) else {
                     return 0;
                 };
                 sources.map(|src| next_offset(&mut s, &src)).sum()
             }
-            Watch::Kafka(k) => {
+            Watch::Kafka(k, _) => {
                 if k.sync().is_err() {
                     return 0;
                 }
@@ -327,11 +349,20 @@ struct Setup {
 /// `upfront`: how much of the fixture is produced before the test starts (the rest is the
 /// test's to produce, `f.records[upfront..]`).
 fn setup(kind: StoreKind, upfront: fn(usize) -> usize) -> Setup {
+    setup_with(kind, upfront, PARTITIONS, Keying::EventId)
+}
+
+fn setup_with(
+    kind: StoreKind,
+    upfront: fn(usize) -> usize,
+    partitions: u32,
+    keying: Keying,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let broker = Tansu::start(&dir.path().join("tansu.log"));
-    broker.create_topic(TOPIC, PARTITIONS);
+    broker.create_topic(TOPIC, partitions);
     broker.create_topic("slatrack-quarantine", 1);
-    let f = fixture(120_000);
+    let f = fixture(120_000, partitions, keying);
     let total: i64 = f.per_partition.iter().sum();
     produce(&broker.brokers(), &f.records[..upfront(f.records.len())]);
     let store = match kind {
@@ -371,7 +402,7 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind) {
         config,
     } = setup(kind, |n| n);
     let log = dir.path().join("slatrack.log");
-    let mut watch = Watch::new(&store);
+    let mut watch = Watch::new(&store, PARTITIONS);
 
     let mut kills = 0;
     let assignments = || {
@@ -437,7 +468,7 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind) {
         store,
         config,
     } = setup(kind, |n| n / 2);
-    let mut watch = Watch::new(&store);
+    let mut watch = Watch::new(&store, PARTITIONS);
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let assigned = |log: &Path| {
         std::fs::read_to_string(log)
@@ -494,4 +525,76 @@ fn two_instances_rebalance_mid_stream_equals_replay() {
 #[test]
 fn kafka_store_two_instances_rebalance_mid_stream_equals_replay() {
     two_instances_rebalance_mid_stream(StoreKind::Kafka);
+}
+
+/// Scale-out: three instances in one group on a 6-partition topic keyed round robin (every
+/// bucket split across partitions), Kafka store. Instances join and leave mid-stream while
+/// the stream is still being produced; the merged scorecard equals replay.
+#[test]
+fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Setup {
+        dir,
+        broker,
+        f,
+        total,
+        store,
+        config,
+    } = setup_with(StoreKind::Kafka, |n| n / 3, 6, Keying::RoundRobin);
+    let mut watch = Watch::new(&store, 6);
+    let n = f.records.len();
+    let logs: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|x| dir.path().join(format!("{x}.log")))
+        .collect();
+    let assigned = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("partition assigned")
+    };
+    // Joins one at a time (tansu can leave a member without partitions when two join at
+    // the same instant with a full topic; see README).
+    let mut a = spawn(&config, &logs[0]);
+    wait_until("A to own partitions", Duration::from_secs(60), || {
+        assigned(&logs[0])
+    });
+    let mut b = spawn(&config, &logs[1]);
+    wait_until("B to own partitions", Duration::from_secs(120), || {
+        assigned(&logs[1])
+    });
+    produce(&broker.brokers(), &f.records[n / 3..2 * n / 3]);
+    let mut c = spawn(&config, &logs[2]);
+    wait_until("C to own partitions", Duration::from_secs(120), || {
+        assigned(&logs[2])
+    });
+    wait_until(
+        "progress past the first third",
+        Duration::from_secs(120),
+        || watch.progress() >= total / 3,
+    );
+    // A leaves while two thirds are in; the last third arrives after it left.
+    assert!(sigterm(&mut a).success());
+    produce(&broker.brokers(), &f.records[2 * n / 3..]);
+    wait_until("progress past two thirds", Duration::from_secs(120), || {
+        watch.progress() >= 2 * total / 3
+    });
+    assert!(sigterm(&mut b).success());
+    wait_until(
+        "C to finish every partition",
+        Duration::from_secs(180),
+        || watch.progress() >= total,
+    );
+    assert!(sigterm(&mut c).success());
+    assert_eq!(
+        watch.progress(),
+        total,
+        "checkpoints end at each partition's end"
+    );
+    let c_log = std::fs::read_to_string(&logs[2]).unwrap();
+    assert!(
+        c_log.matches("partition assigned").count() > 2,
+        "C took over partitions:\n{c_log}"
+    );
+    assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
+    assert_quarantine(&broker.brokers(), &f);
 }
