@@ -116,10 +116,16 @@ pub enum RejectReason {
     CompletedBeforeStarted,
     /// Its bucket was already closed by the watermark.
     Late,
+    /// An id longer than [`MAX_ID_BYTES`]: would make every key it creates huge.
+    IdTooLong,
 }
 
+/// Longest accepted `event_id`, `tenant` or `platform`, in bytes. Ids are labels and map
+/// keys: a 100 KB tenant id times `limits.max_keys` would be gigabytes.
+pub const MAX_ID_BYTES: usize = 256;
+
 impl RejectReason {
-    pub const ALL: [RejectReason; 15] = [
+    pub const ALL: [RejectReason; 16] = [
         Self::MalformedJson,
         Self::MalformedProtobuf,
         Self::TooLarge,
@@ -135,6 +141,7 @@ impl RejectReason {
         Self::StartedBeforeEnqueued,
         Self::CompletedBeforeStarted,
         Self::Late,
+        Self::IdTooLong,
     ];
 
     pub fn code(self) -> &'static str {
@@ -154,6 +161,7 @@ impl RejectReason {
             Self::StartedBeforeEnqueued => "started_before_enqueued",
             Self::CompletedBeforeStarted => "completed_before_started",
             Self::Late => "late",
+            Self::IdTooLong => "id_too_long",
         }
     }
 
@@ -178,6 +186,7 @@ impl RejectReason {
             Self::AttemptExceedsMax => "producer bug: attempt is greater than max_attempts",
             Self::StartedBeforeEnqueued => "producer clock: started_at is before enqueued_at",
             Self::CompletedBeforeStarted => "producer clock: completed_at is before started_at",
+            Self::IdTooLong => "producer bug: event_id, tenant or platform is longer than 256 bytes",
             Self::Late => "arrived after its bucket closed (older than engine.allowed_lateness behind the newest event); raise allowed_lateness or replay the period",
         }
     }
@@ -241,6 +250,12 @@ pub fn validate(ev: &DeliveryEvent, bounds: &TimeBounds, now: Micros) -> Result<
     }
     if ev.platform.is_empty() {
         return Err(RejectReason::MissingPlatform);
+    }
+    if [&ev.event_id, &ev.tenant, &ev.platform]
+        .iter()
+        .any(|s| s.len() > MAX_ID_BYTES)
+    {
+        return Err(RejectReason::IdTooLong);
     }
     if ev.attempt == 0 {
         return Err(RejectReason::AttemptZero);

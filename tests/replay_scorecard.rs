@@ -291,6 +291,10 @@ fn bad_input_is_rejected_with_its_reason_and_neighbours_count() {
             "timestamp_out_of_range",
             valid("y2").replace("2025-10-01T09:00:00.412Z", "9999-12-31T23:59:59.000Z"),
         ),
+        (
+            "id_too_long",
+            valid("long").replace("\"long\"", &format!("\"{}\"", "x".repeat(257))),
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.jsonl");
@@ -324,6 +328,10 @@ fn bad_input_is_rejected_with_its_reason_and_neighbours_count() {
     assert!(
         v["rejected_by_reason"].get("malformed_json").is_none(),
         "no tenant to attribute to"
+    );
+    assert!(
+        v["rejected_by_reason"].get("id_too_long").is_none(),
+        "an oversized id is never attributed"
     );
 }
 

@@ -73,6 +73,13 @@ impl Decoder {
 
 /// A rejection that keeps what could be read, so it is attributed to a tenant and period.
 pub(crate) fn attributed(reason: RejectReason, ev: &DeliveryEvent) -> Rejected {
+    if reason == RejectReason::IdTooLong {
+        // Not attributed: the oversized id must not become a tenant row or label.
+        return Rejected {
+            completed_at: Some(ev.completed_at),
+            ..Rejected::bare(reason)
+        };
+    }
     let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Rejected {
         reason,

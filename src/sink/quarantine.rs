@@ -14,6 +14,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::time::Duration;
 
+/// Payloads are quarantined up to this size; a larger one (a `too_large` record) keeps its
+/// first bytes and says so in `original.size` / `truncated` headers: it is evidence, not
+/// data to replay, and Kafka's default message size (1 MB) must not drop it.
+pub const MAX_QUARANTINED_BYTES: usize = 512 * 1024;
+
 pub struct Quarantine {
     topic: String,
     producer: ThreadedProducer<DefaultProducerContext>,
@@ -40,7 +45,10 @@ impl Quarantine {
         offset: i64,
     ) {
         let (p, o) = (partition.to_string(), offset.to_string());
-        let headers = OwnedHeaders::new()
+        let size = payload.len().to_string();
+        let truncated = payload.len() > MAX_QUARANTINED_BYTES;
+        let payload = &payload[..payload.len().min(MAX_QUARANTINED_BYTES)];
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "reason",
                 value: Some(reason.code()),
@@ -61,6 +69,17 @@ impl Quarantine {
                 key: "source.offset",
                 value: Some(&o),
             });
+        if truncated {
+            headers = headers
+                .insert(Header {
+                    key: "truncated",
+                    value: Some("true"),
+                })
+                .insert(Header {
+                    key: "original.size",
+                    value: Some(&size),
+                });
+        }
         let key = format!("{topic}/{partition}/{offset}");
         let mut record = BaseRecord::to(&self.topic)
             .payload(payload)
