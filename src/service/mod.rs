@@ -38,14 +38,22 @@ pub enum ServiceError {
     NoKafka,
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Redacted text, not the `KafkaError`: its `Display` (and so any error chain that
+    /// keeps it as a source) can include a configuration value, i.e. a password.
     #[error("Kafka client error: {0} (check kafka.brokers and kafka.properties; the broker may be unreachable)")]
-    Kafka(#[from] KafkaError),
+    Kafka(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Resume(#[from] ResumeError),
     #[error("{0}")]
     Fatal(String),
+}
+
+impl From<KafkaError> for ServiceError {
+    fn from(e: KafkaError) -> Self {
+        ServiceError::Kafka(crate::source::kafka::redact(&e))
+    }
 }
 
 /// What the service reports about itself (read by tests, the demo and, later, /metrics).
@@ -69,6 +77,9 @@ pub struct Status {
     pub keys_overflowed: AtomicU64,
     /// True once partitions are assigned and their checkpoints restored.
     pub ready: AtomicBool,
+    /// No broker reachable (librdkafka's all-brokers-down error, or no broker `UP` in its
+    /// statistics); cleared when one is up again.
+    pub brokers_down: AtomicBool,
     /// Records behind the partition's high watermark (as of the last fetch), per (topic,
     /// partition); only partitions this instance owns.
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
@@ -348,12 +359,30 @@ impl PartitionSet {
 /// librdkafka context: forwards rebalances to the partition set.
 pub struct ServiceContext {
     set: Arc<Mutex<PartitionSet>>,
+    status: Arc<Status>,
     /// High watermark per (topic, partition) from librdkafka's statistics.
     high: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
 }
 
 impl ClientContext for ServiceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            if !self.status.brokers_down.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%reason, "no Kafka broker reachable: not ready; librdkafka keeps reconnecting and the service resumes where it was");
+            }
+        } else {
+            tracing::warn!(error = %crate::source::kafka::redact(&error), %reason, "Kafka client error (librdkafka retries by itself)");
+        }
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        if up && self.status.brokers_down.swap(false, Ordering::Relaxed) {
+            tracing::info!("a Kafka broker is reachable again");
+        }
         if let Ok(mut h) = self.high.lock() {
             for (name, t) in statistics.topics {
                 for (&p, part) in &t.partitions {
@@ -470,6 +499,7 @@ pub fn run(
     let consumer: BaseConsumer<ServiceContext> = crate::source::kafka::consumer_config(&kafka)?
         .create_with_context(ServiceContext {
             set: set.clone(),
+            status: status.clone(),
             high: high.clone(),
         })?;
     let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
@@ -521,7 +551,7 @@ pub fn run(
             match consumer.poll(wait) {
                 None => break,
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error (librdkafka retries by itself)");
+                    tracing::warn!(error = %crate::source::kafka::redact(&e), "consumer error (librdkafka retries by itself)");
                     break;
                 }
                 Some(Ok(m)) => {

@@ -195,6 +195,11 @@ impl Telemetry {
         counter!("slatrack_store_errors_total").absolute(st.store_errors.load(Ordering::Relaxed));
         gauge!("slatrack_checkpoint_duration_seconds")
             .set(st.last_checkpoint_us.load(Ordering::Relaxed) as f64 / 1e6);
+        gauge!("slatrack_brokers_reachable").set(if st.brokers_down.load(Ordering::Relaxed) {
+            0.0
+        } else {
+            1.0
+        });
         gauge!("slatrack_ready").set(if st.ready.load(Ordering::Relaxed) {
             1.0
         } else {
@@ -219,6 +224,9 @@ impl crate::sink::http::Endpoints for Telemetry {
     }
 
     fn ready(&self) -> Result<(), String> {
+        if self.status.brokers_down.load(Ordering::Relaxed) {
+            return Err("no Kafka broker reachable (librdkafka is reconnecting)".into());
+        }
         if self.status.ready.load(Ordering::Relaxed) {
             Ok(())
         } else {

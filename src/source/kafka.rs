@@ -50,3 +50,29 @@ pub fn describe(k: &KafkaConfig) -> String {
         keys.join(", ")
     )
 }
+
+/// A Kafka error as text safe for logs: librdkafka's configuration errors carry the
+/// offending *value* (which may be a password); this keeps the property name only.
+pub fn redact(e: &rdkafka::error::KafkaError) -> String {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, key, _value) => {
+            format!("client configuration rejected: {desc} (property {key}; value not shown)")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn configuration_errors_keep_the_key_and_drop_the_value() {
+        let e = rdkafka::error::KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "bad".into(),
+            "sasl.password".into(),
+            "hunter2".into(),
+        );
+        let s = super::redact(&e);
+        assert!(s.contains("sasl.password") && !s.contains("hunter2"), "{s}");
+    }
+}

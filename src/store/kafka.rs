@@ -132,14 +132,22 @@ impl KafkaStore {
             .set("message.timeout.ms", "20000");
         let producer: BaseProducer<DeliveryCtx> = pc
             .create_with_context(DeliveryCtx::default())
-            .map_err(|e| err(format!("cannot create the producer: {e}")))?;
+            .map_err(|e| {
+                err(format!(
+                    "cannot create the producer: {}",
+                    crate::source::kafka::redact(&e)
+                ))
+            })?;
         let mut cc = base.clone();
         cc.set("group.id", "slatrack-store-reader")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
-        let tail: BaseConsumer = cc
-            .create()
-            .map_err(|e| err(format!("cannot create the reader: {e}")))?;
+        let tail: BaseConsumer = cc.create().map_err(|e| {
+            err(format!(
+                "cannot create the reader: {}",
+                crate::source::kafka::redact(&e)
+            ))
+        })?;
         let partitions = ensure_topic(&base, &tail, topic).map_err(err)?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
@@ -428,9 +436,12 @@ fn ensure_topic(base: &ClientConfig, probe: &BaseConsumer, topic: &str) -> Resul
         return Ok(n);
     }
     tracing::info!(%topic, "creating the scorecard store topic (1 partition, cleanup.policy=compact)");
-    let admin: AdminClient<DefaultClientContext> = base
-        .create()
-        .map_err(|e| format!("cannot create an admin client: {e}"))?;
+    let admin: AdminClient<DefaultClientContext> = base.create().map_err(|e| {
+        format!(
+            "cannot create an admin client: {}",
+            crate::source::kafka::redact(&e)
+        )
+    })?;
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = block_on(admin.create_topics([&new], &opts))
