@@ -49,7 +49,9 @@ impl Shard {
                 let c = &stats.counters;
                 let (few, hist) = match &stats.latency {
                     Latencies::Few(v) => (v.clone(), Vec::new()),
-                    Latencies::Hist(_) => (Vec::new(), stats.histogram_bytes()),
+                    Latencies::Hist(_) | Latencies::Sparse(_) => {
+                        (Vec::new(), stats.histogram_bytes())
+                    }
                 };
                 open.push(proto::OpenBucket {
                     key: *key,

@@ -74,28 +74,32 @@ impl WindowSet {
                     .map(|&len| Window {
                         len,
                         coarse: len > MICROS_PER_HOUR,
-                        running: Stats::dense(),
+                        running: Stats::sparse(),
                         queue: VecDeque::new(),
                     })
                     .collect(),
                 hour: None,
             });
-        let shared = Arc::new(b.stats.clone());
+        // Window entries live up to 7 days: kept sparse (README "Memory layout").
+        let compact = b.stats.compacted();
+        let shared = Arc::new(compact.clone());
         let hour_start = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
         let any_coarse = kw.windows.iter().any(|w| w.coarse);
         if any_coarse {
             match &mut kw.hour {
-                Some((h, acc)) if *h == hour_start => acc.merge(&b.stats),
+                Some((h, acc)) if *h == hour_start => acc.merge(&compact),
                 slot => {
                     if let Some((h, acc)) = slot.take() {
                         seal_hour(&mut kw.windows, h, acc);
                     }
-                    *slot = Some((hour_start, b.stats.clone()));
+                    let mut acc = Stats::sparse();
+                    acc.merge(&compact);
+                    *slot = Some((hour_start, acc));
                 }
             }
         }
         for w in &mut kw.windows {
-            w.running.merge(&b.stats);
+            w.running.merge(&compact);
             if !w.coarse {
                 w.queue.push_back((b.start, b.width_us, shared.clone()));
             }
