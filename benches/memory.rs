@@ -93,6 +93,9 @@ fn run(keys: usize, every_min: i64) {
             windows.push(&b);
             closed += 1;
         }
+        if (minute + 1) % 60 == 0 {
+            windows.sweep(); // what each publish does (every scrape); hourly is enough here
+        }
         if (minute + 1) % (24 * 60) == 0 {
             let rss = rss_kib().saturating_sub(base);
             println!(

@@ -38,5 +38,13 @@ promtool test rules deploy/prometheus/tests/slatrack-rules.test.yml
 step "deploy/: compose spec, Kubernetes schemas, hadolint, promtool (scripts/validate-deploy.sh)"
 bash scripts/validate-deploy.sh
 
+step "fuzz targets, briefly (20,000 runs each from the seed corpus; long runs: fuzz/README.md)"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+# cargo-fuzz passes instrumentation flags that stable rustc accepts only with
+# RUSTC_BOOTSTRAP=1 (the machine has one stable toolchain; --sanitizer none: no ASan).
+for t in decode_protobuf decode_json engine_ingest; do
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" --sanitizer none -O -- -runs=20000 -seed=1 corpus/"$t" 2>&1 | tail -n 2)
+done
+
 step "benches build (never timed in CI: speed lives in BENCHMARKS.md)"
 cargo bench --locked --no-run

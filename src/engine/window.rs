@@ -104,50 +104,28 @@ impl WindowSet {
                 w.queue.push_back((b.start, b.width_us, shared.clone()));
             }
         }
-        let end = b.start + b.width_us;
-        if end > self.frontier {
-            self.frontier = end;
-        }
-        self.evict();
+        let frontier = self.frontier.max(b.start + b.width_us);
+        evict_key(kw, frontier);
+        self.frontier = frontier;
     }
 
     /// Slides every window to end at `frontier` (e.g. when time passes with no traffic).
     pub fn advance(&mut self, frontier: Micros) {
         if frontier > self.frontier {
             self.frontier = frontier;
-            self.evict();
         }
+        self.sweep();
     }
 
-    fn evict(&mut self) {
+    /// Slides every key's windows to the frontier and forgets keys with nothing left in
+    /// any window (their series leave the scrape instead of reporting empty windows).
+    /// `push` only slides the key it touched — sliding all of them on every push made
+    /// 10,000 keys quadratic — so call this before reading every key (each publish).
+    pub fn sweep(&mut self) {
         let frontier = self.frontier;
         for kw in self.keys.values_mut() {
-            if let Some((h, _)) = &kw.hour {
-                if h + MICROS_PER_HOUR <= frontier {
-                    if let Some((h, acc)) = kw.hour.take() {
-                        seal_hour(&mut kw.windows, h, acc);
-                    }
-                }
-            }
-            for w in &mut kw.windows {
-                let from = frontier - w.len;
-                while let Some((start, width, _)) = w.queue.front() {
-                    let out = if w.coarse {
-                        start + width <= from
-                    } else {
-                        *start < from
-                    };
-                    if !out {
-                        break;
-                    }
-                    if let Some((_, _, s)) = w.queue.pop_front() {
-                        w.running.unmerge(&s);
-                    }
-                }
-            }
+            evict_key(kw, frontier);
         }
-        // A key with nothing left in any window is forgotten: its series leave the scrape
-        // instead of reporting empty windows forever.
         self.keys
             .retain(|_, kw| kw.hour.is_some() || kw.windows.iter().any(|w| !w.queue.is_empty()));
     }
@@ -180,6 +158,32 @@ impl WindowSet {
 
     pub fn key_count(&self) -> usize {
         self.keys.len()
+    }
+}
+
+fn evict_key(kw: &mut KeyWindows, frontier: Micros) {
+    if let Some((h, _)) = &kw.hour {
+        if h + MICROS_PER_HOUR <= frontier {
+            if let Some((h, acc)) = kw.hour.take() {
+                seal_hour(&mut kw.windows, h, acc);
+            }
+        }
+    }
+    for w in &mut kw.windows {
+        let from = frontier - w.len;
+        while let Some((start, width, _)) = w.queue.front() {
+            let out = if w.coarse {
+                start + width <= from
+            } else {
+                *start < from
+            };
+            if !out {
+                break;
+            }
+            if let Some((_, _, s)) = w.queue.pop_front() {
+                w.running.unmerge(&s);
+            }
+        }
     }
 }
 
@@ -261,6 +265,7 @@ mod tests {
             let mut b = bucket(m, 1000);
             b.tenant = "u".into();
             ws.push(&b);
+            ws.sweep();
             let t_alive = ws.summaries().any(|s| s.tenant == "t");
             // Hourly rollups: minute 0 leaves the 2 h window with its hour [0, 60), when
             // the frontier (end of minute m) reaches 180.

@@ -133,6 +133,7 @@ impl Telemetry {
         let sla_cfg = &self.config.sla;
         gauge!("slatrack_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let mut inner = self.lock();
+        inner.windows.sweep();
         // A key silent for longer than the longest window leaves the windows (and so the
         // scrape); its freshness goes with it.
         let horizon = inner
