@@ -144,7 +144,46 @@ fn bench_case(start: i64, span: i64) {
         shard_only = Some(shard.take_closed().len());
         c
     });
+    // Scaling: the same records split by key over two shards on two threads (what two
+    // partitions are in the service), against one shard on one thread.
+    let halves: [Vec<&Vec<u8>>; 2] = {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (e, bytes) in events.iter().zip(&pb) {
+            if e.tenant.bytes().map(u32::from).sum::<u32>() % 2 == 0 {
+                a.push(bytes);
+            } else {
+                b.push(bytes);
+            }
+        }
+        [a, b]
+    };
+    let two = measure("protobuf path, 2 shards on 2 threads", n, || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = halves
+                .iter()
+                .map(|half| {
+                    let config = config.clone();
+                    s.spawn(move || {
+                        let mut p = Pipeline::new(config, Format::Protobuf, bounds);
+                        let mut counted = 0;
+                        for b in half {
+                            if p.process(b, now) == Verdict::Counted {
+                                counted += 1;
+                            }
+                            black_box(p.shard.take_closed());
+                        }
+                        counted
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        })
+    });
     println!();
+    println!(
+        "ratio  2 shards on 2 threads / 1 shard (throughput):    {:.2}  (ideal 2.00 on 2 idle cores)",
+        full / two
+    );
     println!(
         "ratio  protobuf path / prost decode alone (throughput): {:.2}  (target >= 0.60)",
         decode / full
