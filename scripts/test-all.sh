@@ -42,9 +42,13 @@ step "fuzz targets, briefly (20,000 runs each from the seed corpus; long runs: f
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 # cargo-fuzz passes instrumentation flags that stable rustc accepts only with
 # RUSTC_BOOTSTRAP=1 (the machine has one stable toolchain; --sanitizer none: no ASan).
+# New inputs go to a temporary first corpus dir; the committed seeds stay untouched.
+fuzz_out=$(mktemp -d)
 for t in decode_protobuf decode_json engine_ingest; do
-  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" --sanitizer none -O -- -runs=20000 -seed=1 corpus/"$t" 2>&1 | tail -n 2)
+  mkdir -p "$fuzz_out/$t"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "$fuzz_out/$t" corpus/"$t" --sanitizer none -O -- -runs=20000 -seed=1 2>&1 | tail -n 2)
 done
+rm -rf "$fuzz_out"
 
 step "benches build (never timed in CI: speed lives in BENCHMARKS.md)"
 cargo bench --locked --no-run
