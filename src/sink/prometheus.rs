@@ -44,6 +44,34 @@ struct Inner {
     admitted: std::collections::HashSet<(String, String)>,
     /// Closed buckets exported under tenant `__overflow__` because the series cap was hit.
     folded_buckets: u64,
+    /// Registered counter handles per exported (tenant label, platform): a `counter!` call
+    /// with labels looks the series up each time (8 % of the apply thread on a backfill).
+    handles: std::collections::HashMap<(String, String), KeyCounters>,
+}
+
+/// The exact counters of one exported key.
+struct KeyCounters {
+    delivered: metrics::Counter,
+    failed: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    on_time: metrics::Counter,
+    attempts: metrics::Counter,
+    retried: metrics::Counter,
+}
+
+impl KeyCounters {
+    fn register(t: &str, p: &str) -> Self {
+        let (t, p) = (t.to_string(), p.to_string());
+        let events = |outcome: &'static str| counter!("slatrack_events_total", "tenant" => t.clone(), "platform" => p.clone(), "outcome" => outcome);
+        Self {
+            delivered: events("delivered"),
+            failed: events("failed"),
+            dead_lettered: events("dead_lettered"),
+            on_time: counter!("slatrack_on_time_events_total", "tenant" => t.clone(), "platform" => p.clone()),
+            attempts: counter!("slatrack_attempts_total", "tenant" => t.clone(), "platform" => p.clone()),
+            retried: counter!("slatrack_retried_events_total", "tenant" => t.clone(), "platform" => p.clone()),
+        }
+    }
 }
 
 pub struct Telemetry {
@@ -62,6 +90,7 @@ impl Telemetry {
                 last_event: BTreeMap::new(),
                 admitted: Default::default(),
                 folded_buckets: 0,
+                handles: Default::default(),
             }),
             config,
             status,
@@ -97,17 +126,16 @@ impl Telemetry {
             let c = &b.stats.counters;
             let t = self.tenant(&mut inner, &b.tenant, &b.platform);
             let p = b.platform.to_string();
-            for (outcome, n) in [
-                ("delivered", c.delivered),
-                ("failed", c.failed),
-                ("dead_lettered", c.dead_lettered),
-            ] {
-                counter!("slatrack_events_total", "tenant" => t.clone(), "platform" => p.clone(), "outcome" => outcome).increment(n);
-            }
-            counter!("slatrack_on_time_events_total", "tenant" => t.clone(), "platform" => p.clone()).increment(c.on_time);
-            counter!("slatrack_attempts_total", "tenant" => t.clone(), "platform" => p.clone())
-                .increment(c.attempts);
-            counter!("slatrack_retried_events_total", "tenant" => t.clone(), "platform" => p.clone()).increment(c.retried);
+            let h = inner
+                .handles
+                .entry((t.clone(), p.clone()))
+                .or_insert_with(|| KeyCounters::register(&t, &p));
+            h.delivered.increment(c.delivered);
+            h.failed.increment(c.failed);
+            h.dead_lettered.increment(c.dead_lettered);
+            h.on_time.increment(c.on_time);
+            h.attempts.increment(c.attempts);
+            h.retried.increment(c.retried);
             if *t == *b.tenant {
                 inner.windows.push(b);
             } else {
@@ -146,6 +174,10 @@ impl Telemetry {
             windows, admitted, ..
         } = &mut *inner;
         admitted.retain(|(t, p)| windows.contains(t, p));
+        let Inner {
+            windows, handles, ..
+        } = &mut *inner;
+        handles.retain(|(t, p), _| windows.contains(t, p));
         gauge!("slatrack_series_keys").set(inner.admitted.len() as f64);
         gauge!("slatrack_window_keys").set(inner.windows.key_count() as f64);
         counter!("slatrack_series_overflow_buckets_total").absolute(inner.folded_buckets);
