@@ -10,7 +10,7 @@ use slatrack::config::Config;
 use slatrack::engine::WindowSet;
 use slatrack::event::{DeliveryEvent, Direction, Outcome};
 use slatrack::pipeline::Pipeline;
-use slatrack::time::{MICROS_PER_DAY, MICROS_PER_MIN};
+use slatrack::time::MICROS_PER_MIN;
 use std::sync::Arc;
 
 fn rss_kib() -> u64 {
@@ -126,5 +126,4 @@ fn main() {
         run(k, every);
         println!();
     }
-    let _ = MICROS_PER_DAY;
 }

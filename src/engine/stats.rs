@@ -217,7 +217,8 @@ impl Latencies {
         }
     }
 
-    /// Merges two sorted bucket lists; `sign` −1 subtracts (counts never go below 0).
+    /// Merges two sorted bucket lists; `subtract` removes `b` from `a` (counts never go
+    /// below 0, buckets that reach 0 are dropped).
     fn combine(a: &[(u64, u64)], b: &[(u64, u64)], subtract: bool) -> Vec<(u64, u64)> {
         let mut out = Vec::with_capacity(a.len().max(b.len()));
         let (mut i, mut j) = (0, 0);
@@ -399,14 +400,6 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// A `Stats` that starts in histogram form.
-    pub fn dense() -> Self {
-        Self {
-            counters: Counters::default(),
-            latency: Latencies::dense(),
-        }
-    }
-
     /// A `Stats` in sparse form (long-lived window aggregates).
     pub fn sparse() -> Self {
         Self {
@@ -536,7 +529,10 @@ mod tests {
             few.latency.record(*v);
         }
         assert!(matches!(few.latency, Latencies::Few(_)));
-        let mut dense = Stats::dense();
+        let mut dense = Stats {
+            latency: Latencies::dense(),
+            ..Stats::default()
+        };
         dense.merge(&few);
         assert!(matches!(dense.latency, Latencies::Hist(_)));
         for q in [0, 1, 500, 950, 990, 1000] {

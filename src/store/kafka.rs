@@ -297,14 +297,6 @@ impl KafkaStore {
         }
         w.commit()
     }
-
-    /// Number of window records in the view (tests, diagnostics).
-    pub fn window_records(&self) -> usize {
-        self.values
-            .keys()
-            .filter(|k| k.first() == Some(&b'w'))
-            .count()
-    }
 }
 
 impl PartitionStore for KafkaStore {
