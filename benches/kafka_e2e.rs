@@ -6,28 +6,20 @@
 //! (`SLATRACK_BENCH_EVENTS`, default 1,000,000; `SLATRACK_BENCH_RUNS`, default 5).
 //! Both clocks start at the first record received, so group-join time is excluded.
 
+#[path = "../tests/support/tansu.rs"]
+mod tansu;
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use slatrack::config::{Config, KafkaConfig, TopicConfig};
 use slatrack::service::{self, Status};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "bench";
 const PARTITIONS: i32 = 4;
-
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -36,52 +28,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn start_tansu(bin: &str) -> (Broker, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu starts");
-    let broker = Broker(child);
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "tansu did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let st = Command::new(bin)
-        .args([
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            "4",
-            "--broker",
-            &url,
-        ])
-        .status()
-        .expect("tansu topic create");
-    assert!(st.success());
-    (broker, format!("127.0.0.1:{port}"))
-}
-
-/// Produces `n` logical events (their attempt records: a few more messages); returns
-/// (messages, average size).
 fn prefill(brokers: &str, n: u64) -> (u64, usize) {
     let start = slatrack::time::parse_date("2025-10-01").unwrap_or_default();
     let events = slatrack::source::generator::pilot(
@@ -210,12 +156,12 @@ fn med(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let Ok(bin) = std::env::var("SLATRACK_TANSU") else {
+    if std::env::var_os("SLATRACK_TANSU").is_none() {
         eprintln!(
             "SLATRACK_TANSU must name the tansu binary: bash scripts/fetch-tansu.sh prints it"
         );
         std::process::exit(2);
-    };
+    }
     if std::env::var_os("SLATRACK_BENCH_TRACE").is_some() {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
@@ -225,7 +171,10 @@ fn main() {
     let n = env_or("SLATRACK_BENCH_EVENTS", 1_000_000);
     let runs = env_or("SLATRACK_BENCH_RUNS", 5);
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_broker, brokers) = start_tansu(&bin);
+    // The integration suite's launcher: free 127.0.0.1 port, memory storage, killed on drop.
+    let broker = tansu::Tansu::start(&dir.path().join("tansu.log"));
+    broker.create_topic(TOPIC, PARTITIONS as u32);
+    let brokers = broker.brokers();
     let t = Instant::now();
     let (n, size) = prefill(&brokers, n);
     println!(

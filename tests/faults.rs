@@ -4,8 +4,11 @@
 //! a broker outage is ridden out with exact final numbers and `/readyz` reflecting it;
 //! a million random byte strings never panic the decoders.
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/wait.rs"]
 mod wait;
+use http::http_get;
 
 use prost::Message as _;
 use rdkafka::mocking::MockCluster;
@@ -303,17 +306,6 @@ fn a_million_random_byte_strings_never_panic_the_decoders() {
     // Check the decode path is still healthy afterwards.
     let ok = slatrack::proto::DeliveryEvent::decode(seeds[0].as_slice()).is_ok();
     assert!(ok);
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 fn scorecard(store: &std::path::Path) -> serde_json::Value {

@@ -16,18 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/wait.rs"]
 mod wait;
+use http::http_get;
 use wait::wait_until;
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
 
 fn records() -> (Vec<(String, Vec<u8>)>, usize) {
     let start = slatrack::time::parse_date("2025-10-01").unwrap();

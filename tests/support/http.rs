@@ -1,0 +1,14 @@
+//! A minimal HTTP/1.0 GET against slatrack's metrics listener: the whole response (status
+//! line, headers, body), or "" when nothing answers (callers poll or assert on it).
+#![allow(dead_code)]
+
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
