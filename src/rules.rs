@@ -135,7 +135,7 @@ pub fn render(config: &Config) -> String {
     let dlq = num(s.dlq_target);
     let _ = writeln!(w, "  - name: slatrack-health");
     let _ = writeln!(w, "    rules:");
-    let alerts: [(&str, String, &str, &str, String); 6] = [
+    let alerts: [(&str, String, &str, &str, String); 7] = [
         (
             "SlatrackP99OverThreshold",
             format!("max by (tenant, platform) (slatrack_window_latency_seconds{{quantile=\"0.99\",window=\"1h\"}}) > {p99}"),
@@ -170,6 +170,13 @@ pub fn render(config: &Config) -> String {
             "15m",
             "ticket",
             "slatrack is {{ $value }} records behind on {{ $labels.topic }} and the lag keeps growing: add instances or cores, or check the store".to_string(),
+        ),
+        (
+            "SlatrackStoreUnwritable",
+            "max by (instance) (1 - slatrack_store_writable) > 0".to_string(),
+            "5m",
+            "page",
+            "slatrack on {{ $labels.instance }} cannot write its scorecard store: checkpoints and fetching are paused, live SLA metrics are going stale (nothing is lost; it catches up once the store accepts writes)".to_string(),
         ),
         (
             "SlatrackDown",

@@ -73,12 +73,14 @@ struct Running {
 }
 
 fn start_service(config: Arc<Config>, store: std::path::PathBuf) -> Running {
+    start_service_at(config, slatrack::store::Location::Sqlite(store))
+}
+
+fn start_service_at(config: Arc<Config>, store: slatrack::store::Location) -> Running {
     let status = Arc::new(Status::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (c, s, st) = (config, stop.clone(), status.clone());
-    let handle = std::thread::spawn(move || {
-        service::run(c, slatrack::store::Location::Sqlite(store), s, st)
-    });
+    let handle = std::thread::spawn(move || service::run(c, store, s, st));
     Running {
         status,
         stop,
@@ -309,11 +311,14 @@ fn a_million_random_byte_strings_never_panic_the_decoders() {
 }
 
 fn scorecard(store: &std::path::Path) -> serde_json::Value {
-    let s = slatrack::store::Store::open(store).unwrap();
+    scorecard_of(&slatrack::store::Store::open(store).unwrap())
+}
+
+fn scorecard_of(s: &slatrack::store::Store) -> serde_json::Value {
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     let sc =
-        slatrack::scorecard::build(&s, Arc::new(Config::default()), "globex", from, to).unwrap();
+        slatrack::scorecard::build(s, Arc::new(Config::default()), "globex", from, to).unwrap();
     let mut v = slatrack::scorecard::json::render(&sc);
     v.as_object_mut().unwrap().remove("rejected_by_reason");
     v
@@ -509,4 +514,353 @@ name = "deliveries"
     for secret in ["literal-s3cret-0042", "file-s3cret-0042", "env-s3cret-0042"] {
         assert!(!t.contains(secret), "{secret} leaked into the log:\n{t}");
     }
+}
+
+/// `records` as one length-delimited protobuf file, replayed into a fresh SQLite store:
+/// the numbers an uninterrupted run must produce.
+fn replay_scorecard(dir: &std::path::Path, records: &[(i32, Vec<u8>)]) -> serde_json::Value {
+    use std::io::Write;
+    let file = dir.join("same.pb");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    for (_, v) in records {
+        let mut len = Vec::new();
+        prost::encoding::encode_varint(v.len() as u64, &mut len);
+        w.write_all(&len).unwrap();
+        w.write_all(v).unwrap();
+    }
+    drop(w);
+    let store = dir.join("replay.db");
+    let mut rs = slatrack::store::Store::open(&store).unwrap();
+    let opts = slatrack::replay::ReplayOptions {
+        inputs: vec![file],
+        format: None,
+        bounds: None,
+    };
+    slatrack::replay::run(Arc::new(Config::default()), &mut rs, &opts, |_| {}).unwrap();
+    scorecard(&store)
+}
+
+/// How the scorecard store is made to refuse writes in [`store_outage`].
+enum StoreFault {
+    /// Another process holds SQLite's write lock ("database is locked" after the busy
+    /// timeout).
+    Locked,
+    /// The store's filesystem (a small tmpfs) is filled to the last byte by another file
+    /// ("database or disk is full").
+    DiskFull,
+    /// The Kafka store topic's leader broker is down while the input topic's is up
+    /// ("writes not acknowledged").
+    KafkaStoreBrokerDown,
+}
+
+/// Records applied over five retry rounds once fetching is paused and the batches in flight
+/// have drained: none is expected; one batch (2,048) of slack. Without the pause the
+/// service keeps applying between attempts (≈ 7,000 records over five rounds here).
+const APPLIED_WHILE_PAUSED: u64 = 2048;
+
+/// The scorecard store refuses writes mid-stream and comes back. Meanwhile checkpoints
+/// stop, fetching pauses (the records applied stay bounded although the topic keeps
+/// growing), `/readyz` answers 503 with the store's error and `slatrack_store_writable` is
+/// 0. Once the store accepts writes the service catches up on its own, and the final
+/// scorecard equals `replay` of the same records: nothing lost, nothing twice.
+fn store_outage(fault: StoreFault) {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockCluster::new(2).unwrap();
+    mock.create_topic("deliveries", 2, 1).unwrap();
+    mock.create_topic("slatrack-quarantine", 1, 1).unwrap();
+    // Input, quarantine and the group on broker 1; the Kafka store's topic on broker 2, so
+    // that one broker's outage takes the store away and nothing else.
+    for p in 0..2 {
+        mock.partition_leader("deliveries", p, Some(1)).unwrap();
+    }
+    mock.partition_leader("slatrack-quarantine", 0, Some(1))
+        .unwrap();
+    mock.coordinator(
+        rdkafka::mocking::MockCoordinator::Group("slatrack-demo".into()),
+        1,
+    )
+    .unwrap();
+
+    let db_dir = dir.path().join("store");
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let _tmpfs = match fault {
+        StoreFault::DiskFull => match Tmpfs::mount(&db_dir, "64m") {
+            Some(t) => Some(t),
+            None => {
+                eprintln!(
+                    "SKIPPED disk-full variant: mounting a tmpfs needs root (CAP_SYS_ADMIN); \
+                     the locked-store and Kafka-store variants still ran"
+                );
+                return;
+            }
+        },
+        _ => None,
+    };
+    let location = match fault {
+        StoreFault::KafkaStoreBrokerDown => {
+            mock.create_topic("slatrack-windows", 1, 1).unwrap();
+            mock.partition_leader("slatrack-windows", 0, Some(2))
+                .unwrap();
+            slatrack::store::Location::Kafka {
+                brokers: mock.bootstrap_servers(),
+                topic: "slatrack-windows".into(),
+            }
+        }
+        _ => slatrack::store::Location::Sqlite(db_dir.join("live.db")),
+    };
+    let mut cfg = demo_config(mock.bootstrap_servers(), &db_dir.join("live.db"));
+    cfg.engine = Config::default().engine;
+    cfg.metrics.listen = "127.0.0.1:0".into();
+    if let Some(k) = cfg.kafka.as_mut() {
+        // The Kafka store gives up on an unacknowledged write after 3 s instead of 20.
+        k.properties
+            .insert("message.timeout.ms".into(), "3000".into());
+    }
+    let config = Arc::new(cfg);
+
+    // Four days of one tenant's traffic (new one-minute buckets all along, so a SQLite
+    // store keeps growing), then a record per partition a day later closes every bucket.
+    let start = slatrack::time::parse_date("2025-10-01").unwrap();
+    let mut events = slatrack::source::generator::pilot(
+        9,
+        "globex",
+        start,
+        4 * slatrack::time::MICROS_PER_DAY,
+        40_000,
+    );
+    let last = events.last().unwrap().clone();
+    for p in 0..2 {
+        let mut s = last.clone();
+        s.tenant = "zz-sentinel".into();
+        s.event_id = format!("sentinel-{p}");
+        for t in [&mut s.enqueued_at, &mut s.started_at, &mut s.completed_at] {
+            *t += slatrack::time::MICROS_PER_DAY;
+        }
+        events.push(s);
+    }
+    let n = events.len();
+    let records: Vec<(i32, Vec<u8>)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let p = if i >= n - 2 { i - (n - 2) } else { i % 2 };
+            (p as i32, slatrack::codec::protobuf::encode(e))
+        })
+        .collect();
+    let producer = producer(&mock);
+    let first = n / 5;
+    for (part, v) in &records[..first] {
+        send(&producer, *part, v);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let run = start_service_at(config, location.clone());
+    wait_until(
+        "the first fifth applied and checkpointed",
+        Duration::from_secs(60),
+        || {
+            run.status.records.load(Ordering::Relaxed) >= first as u64
+                && run.status.commits.load(Ordering::Relaxed) > 0
+        },
+    );
+    let addr = run
+        .status
+        .metrics_addr
+        .lock()
+        .unwrap()
+        .expect("metrics served");
+
+    // The fault. Each variant keeps what undoes it.
+    let lock_db = db_dir.join("live.db");
+    let mut locker = None;
+    let mut filler = None;
+    let expected_why = match fault {
+        StoreFault::Locked => {
+            let mut other = slatrack::store::Store::open(&lock_db).unwrap();
+            // A write inside an open transaction holds SQLite's write lock until rollback.
+            let w = other.writer().unwrap();
+            w.add_rejects(
+                "lock-holder",
+                "t",
+                "p",
+                0,
+                RejectReason::MalformedProtobuf,
+                1,
+            )
+            .unwrap();
+            std::mem::forget(w);
+            locker = Some(other);
+            "locked"
+        }
+        StoreFault::DiskFull => {
+            filler = Some(fill(&db_dir.join("filler")));
+            "full"
+        }
+        StoreFault::KafkaStoreBrokerDown => {
+            mock.broker_down(2).unwrap();
+            "slatrack-windows"
+        }
+    };
+    // Feed the stream in small steps until the store refuses a write (a full disk only
+    // shows once the database must grow), then the whole rest at once.
+    let mut produced = first;
+    while run.status.store_failure().is_none() {
+        assert!(
+            produced < n / 2,
+            "the store never refused a write ({expected_why})"
+        );
+        for (part, v) in &records[produced..produced + 1000] {
+            send(&producer, *part, v);
+        }
+        produced += 1000;
+        producer.flush(Duration::from_secs(60)).unwrap();
+        wait_until(
+            "the step applied or refused",
+            Duration::from_secs(120),
+            || {
+                run.status.records.load(Ordering::Relaxed) >= produced as u64
+                    || run.status.store_failure().is_some()
+            },
+        );
+    }
+    for (part, v) in &records[produced..] {
+        send(&producer, *part, v);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    let why = run.status.store_failure().unwrap();
+    assert!(
+        why.contains(expected_why),
+        "the failure names its cause ({expected_why}): {why}"
+    );
+    let ready = http_get(addr, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains("store refuses writes"), "{ready}");
+    assert!(http_get(addr, "/metrics").contains("slatrack_store_writable 0"));
+    // Let the batches already in flight drain (two more refusals), then watch five more
+    // retry rounds: the topic holds every record, yet nothing more is applied.
+    let refusals = |k: u64| {
+        let from = run.status.store_errors.load(Ordering::Relaxed);
+        wait_until("more refused checkpoints", Duration::from_secs(120), || {
+            run.status.store_errors.load(Ordering::Relaxed) >= from + k
+        });
+    };
+    refusals(2);
+    let applied_at = run.status.records.load(Ordering::Relaxed);
+    refusals(5);
+    let applied_meanwhile = run.status.records.load(Ordering::Relaxed) - applied_at;
+    assert!(
+        applied_meanwhile <= APPLIED_WHILE_PAUSED,
+        "fetching paused while the store refused writes: {applied_meanwhile} records applied"
+    );
+    assert!(
+        run.status.records.load(Ordering::Relaxed) < n as u64,
+        "the outage came before the end of the stream"
+    );
+
+    // The store comes back.
+    match fault {
+        StoreFault::Locked => {
+            // Closing the connection rolls its transaction back and releases the lock.
+            drop(locker.take());
+        }
+        StoreFault::DiskFull => std::fs::remove_file(filler.take().unwrap()).unwrap(),
+        StoreFault::KafkaStoreBrokerDown => mock.broker_up(2).unwrap(),
+    }
+    wait_until(
+        "every record applied and checkpointed",
+        Duration::from_secs(180),
+        || {
+            let checkpointed: i64 = run
+                .status
+                .checkpointed
+                .lock()
+                .map(|m| m.values().sum())
+                .unwrap_or(0);
+            checkpointed == n as i64 && run.status.store_failure().is_none()
+        },
+    );
+    wait_until("ready again", Duration::from_secs(30), || {
+        http_get(addr, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    assert!(http_get(addr, "/metrics").contains("slatrack_store_writable 1"));
+    let st = run.finish();
+    assert_eq!(
+        st.counted.load(Ordering::Relaxed),
+        n as u64,
+        "every record counted once (duplicates {}, rejected {:?}, skipped below a checkpoint {})",
+        st.duplicates.load(Ordering::Relaxed),
+        by_reason(&st),
+        st.skipped_below_checkpoint.load(Ordering::Relaxed),
+    );
+
+    let live = slatrack::store::open_for_reading(&location, None).unwrap();
+    assert_eq!(scorecard_of(&live), replay_scorecard(dir.path(), &records));
+}
+
+#[test]
+fn a_locked_sqlite_store_pauses_fetching_and_catches_up_exactly() {
+    store_outage(StoreFault::Locked);
+}
+
+#[test]
+fn a_full_disk_under_the_sqlite_store_pauses_fetching_and_catches_up_exactly() {
+    store_outage(StoreFault::DiskFull);
+}
+
+#[test]
+fn an_unreachable_kafka_store_topic_pauses_fetching_and_catches_up_exactly() {
+    store_outage(StoreFault::KafkaStoreBrokerDown);
+}
+
+/// A size-limited tmpfs, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` when this process may not mount (not root).
+    fn mount(at: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=1777"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        st.success().then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes `path` until the filesystem has no byte left; returns it for removal.
+fn fill(path: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut chunk = vec![0u8; 1 << 20];
+    while !chunk.is_empty() {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => {
+                // ENOSPC: try smaller writes for what is left.
+                let half = chunk.len() / 2;
+                chunk.truncate(half);
+            }
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    f.sync_all().unwrap_or(());
+    path.to_path_buf()
 }

@@ -22,7 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tansu::Tansu;
 use wait::wait_until;
 
@@ -150,6 +150,11 @@ fn produce(brokers: &str, records: &[(i32, Vec<u8>)]) {
 
 fn write_config(dir: &Path, brokers: &str, store: &str) -> PathBuf {
     let path = dir.join("slatrack.toml");
+    // SLATRACK_TEST_KAFKA_DEBUG=cgrp,… turns on librdkafka's debug contexts for a failure
+    // to be read in the kept logs (with SLATRACK_TEST_LOG=info,librdkafka=debug).
+    let debug = std::env::var("SLATRACK_TEST_KAFKA_DEBUG")
+        .map(|d| format!("\"debug\" = \"{d}\"\n"))
+        .unwrap_or_default();
     let text = format!(
         r#"[store]
 path = "{store}"
@@ -167,35 +172,82 @@ format = "protobuf"
 [kafka.properties]
 "session.timeout.ms" = "2000"
 "heartbeat.interval.ms" = "500"
-"#
+{debug}"#
     );
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_slatrack"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("SLATRACK_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(out))
-        .spawn()
-        .unwrap()
+/// A `slatrack run` process writing its log to a file. Killed on drop, so a failing test
+/// leaves no instance behind to hold a port or spin on a vanished broker.
+struct Instance {
+    child: Child,
+    log: PathBuf,
 }
 
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    child.wait().unwrap()
+impl Instance {
+    fn spawn(config: &Path, log: &Path) -> Instance {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_slatrack"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env(
+                "SLATRACK_LOG",
+                std::env::var("SLATRACK_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        Instance {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Partitions of every "partition assigned" line so far, in log order.
+    fn assigned(&self) -> Vec<i32> {
+        assigned_in(&self.log)
+    }
+
+    /// No flush, no final checkpoint.
+    fn sigkill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn sigterm(&mut self) -> std::process::ExitStatus {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn assigned_in(log: &Path) -> Vec<i32> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("partition assigned"))
+        .filter_map(|l| {
+            let src = l.split("source=kafka:").nth(1)?;
+            let part = src.split_whitespace().next()?.rsplit('/').next()?;
+            part.parse().ok()
+        })
+        .collect()
 }
 
 /// Where `slatrack run` keeps windows and checkpoints in a test.
@@ -358,7 +410,12 @@ fn setup_with(
     partitions: u32,
     keying: Keying,
 ) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("SLATRACK_KEEP_TEST_DIR").is_some() {
+        // Logs of the broker and every instance, for a failure to be read afterwards.
+        dir.disable_cleanup(true);
+        eprintln!("test dir kept: {}", dir.path().display());
+    }
     let broker = Tansu::start(&dir.path().join("tansu.log"));
     broker.create_topic(TOPIC, partitions);
     broker.create_topic("slatrack-quarantine", 1);
@@ -405,39 +462,33 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind) {
     let mut watch = Watch::new(&store, PARTITIONS);
 
     let mut kills = 0;
-    let assignments = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches("partition assigned")
-            .count()
-    };
+    let assignments = || assigned_in(&log).len();
     for stage in 1..=6 {
         let before = assignments();
-        let mut child = spawn(&config, &log);
+        let mut instance = Instance::spawn(&config, &log);
         let target = total * stage / 8;
         wait_until("checkpointed progress", Duration::from_secs(120), || {
             watch.progress() >= target && assignments() > before
         });
         let at = watch.progress();
         if stage < 6 {
-            child.kill().unwrap(); // SIGKILL: no flush, no final checkpoint
-            child.wait().unwrap();
+            instance.sigkill();
             if at < total {
                 kills += 1;
             }
         } else {
-            let st = sigterm(&mut child);
+            let st = instance.sigterm();
             assert!(st.success(), "SIGTERM exits 0, got {st:?}");
         }
     }
     assert!(kills >= 5, "only {kills} kills landed mid-stream");
-    let mut child = spawn(&config, &log);
+    let mut instance = Instance::spawn(&config, &log);
     wait_until(
         "the whole topic checkpointed",
         Duration::from_secs(120),
         || watch.progress() >= total,
     );
-    assert!(sigterm(&mut child).success());
+    assert!(instance.sigterm().success());
     assert_eq!(
         watch.progress(),
         total,
@@ -469,36 +520,23 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind) {
         config,
     } = setup(kind, |n| n / 2);
     let mut watch = Watch::new(&store, PARTITIONS);
-    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let assigned = |log: &Path| {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("partition assigned")
-    };
     // A starts alone and owns every partition; B joins mid-stream (scale-out), then A
     // leaves mid-stream (scale-in) and B takes its partitions over.
-    let mut a = spawn(&config, &log_a);
+    let mut a = Instance::spawn(&config, &dir.path().join("a.log"));
     wait_until("A to own partitions", Duration::from_secs(60), || {
-        assigned(&log_a)
+        !a.assigned().is_empty()
     });
-    let mut b = spawn(&config, &log_b);
-    let t = Instant::now();
-    while !(assigned(&log_a) && assigned(&log_b)) {
-        if t.elapsed() > Duration::from_secs(120) {
-            let tail = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-            panic!(
-                "both instances never owned partitions\nA:\n{}\nB:\n{}",
-                tail(&log_a),
-                tail(&log_b)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut b = Instance::spawn(&config, &dir.path().join("b.log"));
+    wait_until(
+        "both instances to own partitions",
+        Duration::from_secs(120),
+        || !b.assigned().is_empty(),
+    );
     wait_until("some progress", Duration::from_secs(120), || {
         watch.progress() >= total / 4
     });
     assert!(watch.progress() < total, "stopped A mid-stream");
-    assert!(sigterm(&mut a).success());
+    assert!(a.sigterm().success());
     // The second half arrives after A left: B can only finish by taking A's partitions.
     produce(&broker.brokers(), &f.records[f.records.len() / 2..]);
     wait_until(
@@ -506,10 +544,10 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind) {
         Duration::from_secs(120),
         || watch.progress() >= total,
     );
-    assert!(sigterm(&mut b).success());
-    let b_log = std::fs::read_to_string(&log_b).unwrap();
+    assert!(b.sigterm().success());
+    let b_log = std::fs::read_to_string(&b.log).unwrap();
     assert!(
-        b_log.matches("partition assigned").count() > 2,
+        b.assigned().len() > 2,
         "B took over A's partitions:\n{b_log}"
     );
 
@@ -543,29 +581,24 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
     } = setup_with(StoreKind::Kafka, |n| n / 3, 6, Keying::RoundRobin);
     let mut watch = Watch::new(&store, 6);
     let n = f.records.len();
-    let logs: Vec<PathBuf> = ["a", "b", "c"]
-        .iter()
-        .map(|x| dir.path().join(format!("{x}.log")))
-        .collect();
-    let assigned = |log: &Path| {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("partition assigned")
-    };
-    // Joins one at a time (tansu can leave a member without partitions when two join at
-    // the same instant with a full topic; see README).
-    let mut a = spawn(&config, &logs[0]);
+    let log = |x: &str| dir.path().join(format!("{x}.log"));
+    // Joins and leaves happen one at a time, each once the group is stable again: tansu
+    // 0.6.0 mishandles a membership change during a rebalance (a member leaving while one
+    // is in progress can stay the leader of the next generation, and the others then loop
+    // on SyncGroup "rebalance in progress" for good; two joining at once can leave one
+    // without partitions). See README, "Testing against tansu".
+    let mut a = Instance::spawn(&config, &log("a"));
     wait_until("A to own partitions", Duration::from_secs(60), || {
-        assigned(&logs[0])
+        !a.assigned().is_empty()
     });
-    let mut b = spawn(&config, &logs[1]);
+    let mut b = Instance::spawn(&config, &log("b"));
     wait_until("B to own partitions", Duration::from_secs(120), || {
-        assigned(&logs[1])
+        !b.assigned().is_empty()
     });
     produce(&broker.brokers(), &f.records[n / 3..2 * n / 3]);
-    let mut c = spawn(&config, &logs[2]);
+    let mut c = Instance::spawn(&config, &log("c"));
     wait_until("C to own partitions", Duration::from_secs(120), || {
-        assigned(&logs[2])
+        !c.assigned().is_empty()
     });
     wait_until(
         "progress past the first third",
@@ -573,28 +606,38 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
         || watch.progress() >= total / 3,
     );
     // A leaves while two thirds are in; the last third arrives after it left.
-    assert!(sigterm(&mut a).success());
+    let (seen_b, seen_c) = (b.assigned().len(), c.assigned().len());
+    assert!(a.sigterm().success());
+    wait_until(
+        "B and C to share every partition after A left",
+        Duration::from_secs(120),
+        || {
+            let mut now: BTreeSet<i32> = b.assigned()[seen_b..].iter().copied().collect();
+            now.extend(&c.assigned()[seen_c..]);
+            now.len() == 6
+        },
+    );
     produce(&broker.brokers(), &f.records[2 * n / 3..]);
     wait_until("progress past two thirds", Duration::from_secs(120), || {
         watch.progress() >= 2 * total / 3
     });
-    assert!(sigterm(&mut b).success());
+    let seen_c = c.assigned().len();
+    assert!(b.sigterm().success());
+    wait_until("C to own every partition", Duration::from_secs(120), || {
+        c.assigned()[seen_c..].iter().collect::<BTreeSet<_>>().len() == 6
+    });
     wait_until(
         "C to finish every partition",
-        Duration::from_secs(180),
+        Duration::from_secs(120),
         || watch.progress() >= total,
     );
-    assert!(sigterm(&mut c).success());
+    assert!(c.sigterm().success());
     assert_eq!(
         watch.progress(),
         total,
         "checkpoints end at each partition's end"
     );
-    let c_log = std::fs::read_to_string(&logs[2]).unwrap();
-    assert!(
-        c_log.matches("partition assigned").count() > 2,
-        "C took over partitions:\n{c_log}"
-    );
+
     assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
     assert_quarantine(&broker.brokers(), &f);
 }

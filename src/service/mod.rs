@@ -80,6 +80,9 @@ pub struct Status {
     /// No broker reachable (librdkafka's all-brokers-down error, or no broker `UP` in its
     /// statistics); cleared when one is up again.
     pub brokers_down: AtomicBool,
+    /// Why the latest checkpoint attempt failed, while the store refuses writes (fetching
+    /// is paused meanwhile); `None` once a checkpoint succeeds again.
+    pub store_failure: Mutex<Option<String>>,
     /// Records behind the partition's high watermark (as of the last fetch), per (topic,
     /// partition); only partitions this instance owns.
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
@@ -92,6 +95,10 @@ pub struct Status {
 impl Status {
     pub fn watermarks(&self) -> BTreeMap<(String, i32), Micros> {
         self.watermark.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    pub fn store_failure(&self) -> Option<String> {
+        self.store_failure.lock().ok().and_then(|g| g.clone())
     }
 
     pub fn lags(&self) -> BTreeMap<(String, i32), i64> {
@@ -261,14 +268,27 @@ impl PartitionSet {
     }
 
     /// Advances idle partitions' watermarks with the wall clock, then checkpoints the
-    /// partitions that are due (`force`: all). Returns false if the store failed.
+    /// partitions that are due (`force`: all). Returns false while the store refuses
+    /// writes: from a failed attempt until the next successful one (a round with nothing
+    /// due keeps the previous state, so fetching does not flap).
     fn checkpoint_due(&mut self, force: bool) -> bool {
         let interval = Duration::from_micros(self.config.service.checkpoint_interval.0 as u64);
         let idle = Duration::from_micros(self.config.service.idle_timeout.0 as u64);
         let lateness = self.config.engine.allowed_lateness.0;
         let mut ok = true;
+        let mut committed = false;
         let mut done = Vec::new();
+        // Quiet is idle only while we fetch: paused for the store or cut off from every
+        // broker, a partition delivers nothing though records wait, and advancing its
+        // watermark by the wall clock would turn them into `late` ones once they arrive.
+        // The idle clock restarts when fetching does.
+        let fetching = self.status.store_failure().is_none()
+            && !self.status.brokers_down.load(Ordering::Relaxed);
         for (&(ti, partition), p) in self.parts.iter_mut() {
+            if !fetching {
+                p.last_record = Instant::now();
+                p.idle_base = None;
+            }
             let quiet = p.last_record.elapsed();
             if quiet >= idle {
                 let base = *p.idle_base.get_or_insert_with(|| {
@@ -322,11 +342,25 @@ impl PartitionSet {
                     }
                     p.checkpointed_offset = p.next_offset;
                     done.push((ti, partition, p.next_offset));
+                    committed = true;
                 }
                 Err(e) => {
                     self.status.store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(source = %p.source, error = %e, "checkpoint failed; fetching pauses until the store accepts writes");
+                    tracing::warn!(source = %p.source, error = %e, "checkpoint failed; fetching pauses until the store accepts writes (nothing is dropped: the partition's buckets stay pending)");
+                    if let Ok(mut f) = self.status.store_failure.lock() {
+                        *f = Some(e.to_string());
+                    }
                     ok = false;
+                    // The store is shared by every partition: one refusal per round is
+                    // enough (each attempt can block for the store's timeout).
+                    break;
+                }
+            }
+        }
+        if ok && committed {
+            if let Ok(mut f) = self.status.store_failure.lock() {
+                if f.take().is_some() {
+                    tracing::info!("the scorecard store accepts writes again; fetching resumes");
                 }
             }
         }
@@ -334,7 +368,7 @@ impl PartitionSet {
             let topic = self.topics[ti].0.clone();
             self.note_checkpoint(&topic, partition, next);
         }
-        ok
+        ok && self.status.store_failure().is_none()
     }
 }
 

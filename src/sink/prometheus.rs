@@ -233,6 +233,11 @@ impl Telemetry {
         } else {
             1.0
         });
+        gauge!("slatrack_store_writable").set(if st.store_failure().is_some() {
+            0.0
+        } else {
+            1.0
+        });
         gauge!("slatrack_ready").set(if st.ready.load(Ordering::Relaxed) {
             1.0
         } else {
@@ -259,6 +264,11 @@ impl crate::sink::http::Endpoints for Telemetry {
     fn ready(&self) -> Result<(), String> {
         if self.status.brokers_down.load(Ordering::Relaxed) {
             return Err("no Kafka broker reachable (librdkafka is reconnecting)".into());
+        }
+        if let Some(why) = self.status.store_failure() {
+            return Err(format!(
+                "the scorecard store refuses writes, fetching paused until it accepts them: {why}"
+            ));
         }
         if self.status.ready.load(Ordering::Relaxed) {
             Ok(())

@@ -127,9 +127,12 @@ impl KafkaStore {
         };
         base.set("bootstrap.servers", brokers);
         let mut pc = base.clone();
-        pc.set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "20000");
+        pc.set("enable.idempotence", "true").set("linger.ms", "5");
+        // How long a store write may wait for its acknowledgement before the checkpoint
+        // fails (and fetching pauses): 20 s unless `[kafka.properties]` says otherwise.
+        if pc.get("message.timeout.ms").is_none() {
+            pc.set("message.timeout.ms", "20000");
+        }
         let producer: BaseProducer<DeliveryCtx> = pc
             .create_with_context(DeliveryCtx::default())
             .map_err(|e| {

@@ -26,7 +26,7 @@ pub enum StoreError {
         found: i64,
         expected: i64,
     },
-    #[error("scorecard store I/O failed: {0} (disk full or file read-only? writes resume once it is writable)")]
+    #[error("scorecard store I/O failed: {0} ({hint})", hint = sql_hint(.0))]
     Sql(#[from] rusqlite::Error),
     #[error("Kafka scorecard store topic {topic}: {why} (check the brokers in the store URL and kafka.properties; checkpoints wait and fetching pauses until the topic accepts writes)")]
     Kafka { topic: String, why: String },
@@ -51,6 +51,18 @@ pub struct StoredBucket {
 
 /// Where closed windows and checkpoints go: `store.path` / `--store` is either a SQLite
 /// file or `kafka://BROKERS/TOPIC` (a compacted topic, for several instances).
+/// What to do about a SQLite failure, by its code: the operator's next step.
+fn sql_hint(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DiskFull) => "the disk is full: free space or grow the volume; checkpoints resume by themselves",
+        Some(C::DatabaseBusy | C::DatabaseLocked) => "another process holds the store's write lock: only one slatrack may write a SQLite store; checkpoints resume once it is released",
+        Some(C::ReadOnly | C::PermissionDenied) => "the store file or its directory is read-only: fix permissions; checkpoints resume by themselves",
+        Some(C::CannotOpen) => "the store file cannot be opened: check store.path and its directory",
+        _ => "checkpoints are retried; fetching pauses until the store accepts writes",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Sqlite(PathBuf),
