@@ -38,6 +38,22 @@ promtool test rules deploy/prometheus/tests/slatrack-rules.test.yml
 step "deploy/: compose spec, Kubernetes schemas, hadolint, promtool (scripts/validate-deploy.sh)"
 bash scripts/validate-deploy.sh
 
+step "dependency advisories (cargo audit: Cargo.lock against the RustSec advisory database)"
+# The database is a git repository on github.com. Where github.com is unreachable (as on
+# the machines this was built on: only crates.io and PyPI answer), point
+# SLATRACK_ADVISORY_DB at a checkout of github.com/rustsec/advisory-db to audit offline.
+if [ -n "${SLATRACK_ADVISORY_DB:-}" ] || timeout 15 git ls-remote https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
+  command -v cargo-audit >/dev/null || cargo install cargo-audit --locked --version 0.22.2
+  if [ -n "${SLATRACK_ADVISORY_DB:-}" ]; then
+    cargo audit --db "$SLATRACK_ADVISORY_DB" --no-fetch --stale
+  else
+    cargo audit
+  fi
+else
+  echo "SKIPPED: github.com (the RustSec advisory database) is unreachable from here;"
+  echo "         set SLATRACK_ADVISORY_DB=<checkout of rustsec/advisory-db> to audit offline"
+fi
+
 step "fuzz targets, briefly (20,000 runs each from the seed corpus; long runs: fuzz/README.md)"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 # cargo-fuzz passes instrumentation flags that stable rustc accepts only with

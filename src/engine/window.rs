@@ -3,14 +3,21 @@
 //! Each window keeps a running [`Stats`] and a queue of what it added; when an entry
 //! slides out of the window it is subtracted (HDR `subtract` is exact, so a window equals
 //! the merge of its buckets). Windows up to an hour queue individual buckets; longer ones
-//! queue hourly rollups, so a 7-day window holds 168 entries rather than 10 080. The cost:
-//! a window longer than an hour evicts whole hours and covers between W and W + 1h.
-//! Queue entries are `Arc`s shared by every window of a key.
+//! queue hourly rollups; beyond a day, a window longer than a day folds its hourly entries
+//! into six-hour blocks, so a 7-day window holds ≈ 24 + 24 entries rather than 10 080
+//! buckets or 168 hours (the memory target at 10,000 keys, BENCHMARKS.md). The cost: a
+//! window up to a day evicts whole hours and covers between W and W + 1h; a longer one
+//! evicts six-hour blocks and covers between W and W + 6h. Queue entries are `Arc`s shared
+//! by every window of a key.
 
 use super::stats::Stats;
 use super::ClosedBucket;
 use crate::event::Direction;
 use crate::time::{Micros, MICROS_PER_HOUR};
+
+const DAY: Micros = 24 * MICROS_PER_HOUR;
+/// What hourly entries older than a day fold into, in windows longer than a day.
+const BLOCK: Micros = 6 * MICROS_PER_HOUR;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -191,6 +198,42 @@ fn seal_hour(windows: &mut [Window], hour: Micros, acc: Stats) {
     let acc = Arc::new(acc);
     for w in windows.iter_mut().filter(|w| w.coarse) {
         w.queue.push_back((hour, MICROS_PER_HOUR, acc.clone()));
+        if w.len > DAY {
+            fold_old_hours(w, hour + MICROS_PER_HOUR - DAY);
+        }
+    }
+}
+
+/// Folds the hourly entries of six-hour blocks that ended by `before` into one entry per
+/// block. The running aggregate is unchanged (the block is the merge of its hours), and
+/// eviction then removes the block as a whole.
+fn fold_old_hours(w: &mut Window, before: Micros) {
+    let mut i = 0;
+    while i < w.queue.len() {
+        let (start, width, _) = w.queue[i];
+        if width != MICROS_PER_HOUR {
+            i += 1;
+            continue;
+        }
+        let block = start.div_euclid(BLOCK) * BLOCK;
+        if block + BLOCK > before {
+            break;
+        }
+        let mut j = i;
+        let mut acc = Stats::sparse();
+        while let Some((s, wd, st)) = w.queue.get(j) {
+            if *wd != MICROS_PER_HOUR || s.div_euclid(BLOCK) * BLOCK != block {
+                break;
+            }
+            acc.merge(st);
+            j += 1;
+        }
+        w.queue.drain(i + 1..j);
+        w.queue[i] = (block, BLOCK, Arc::new(acc));
+        i += 1;
+    }
+    if w.queue.capacity() > 2 * w.queue.len() + 8 {
+        w.queue.shrink_to_fit();
     }
 }
 
@@ -249,6 +292,47 @@ mod tests {
         let five = ws.summaries().find(|s| s.window_us == lens[0]).unwrap();
         assert_eq!(five.stats.counters.events, 0);
         assert_eq!(five.stats.latency.len(), 0);
+    }
+
+    #[test]
+    fn a_window_longer_than_a_day_is_the_merge_of_its_buckets_after_an_hour_boundary() {
+        // 40 h: hours older than a day fold into six-hour blocks; the window then covers
+        // between 40 h and 40 h + 6 h, starting at an hour boundary.
+        let len = 40 * MICROS_PER_HOUR;
+        let mut ws = WindowSet::new(&[len]);
+        let mut all = Vec::new();
+        let mut entries_seen = 0;
+        for m in 0..(60 * 60) {
+            if m % 11 == 5 {
+                continue;
+            }
+            let b = bucket(m, 1000 + (m as u64 * 53) % 5000);
+            ws.push(&b);
+            all.push(b);
+            if m % 97 != 0 && m != 60 * 60 - 1 {
+                continue;
+            }
+            let frontier = ws.frontier();
+            let s = ws.summaries().next().unwrap();
+            let lowest = (frontier - len - BLOCK).div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
+            let found = (0..=7).any(|h| {
+                let from = lowest + h * MICROS_PER_HOUR;
+                let mut expect = Stats::default();
+                for b in all.iter().filter(|b| b.start >= from) {
+                    expect.merge(&b.stats);
+                }
+                from <= frontier - len && s.stats == &expect
+            });
+            assert!(
+                found,
+                "minute {m}: not the merge of the buckets after any boundary in [W, W + 6h]"
+            );
+            let kw = ws.keys.values().next().unwrap();
+            entries_seen = entries_seen.max(kw.windows[0].queue.len());
+        }
+        // Hourly entries only: 41. Folded: the last day's 24 hours, up to 5 hours of a block
+        // not yet a day old, and up to 4 six-hour blocks.
+        assert!(entries_seen <= 24 + 5 + 4, "{entries_seen} entries");
     }
 
     #[test]
