@@ -278,12 +278,14 @@ name = "deliveries"
         .as_str()
         .unwrap()
         .ends_with("#slatracksladrift"));
-    // Benevity meets its SLA (96.8% on time against 95%). In the first seconds a few
-    // hundred events can dip below 95% by chance, so it is judged once Prometheus has seen
-    // 3,000 of them (the binomial spread is then 0.3%: the target is 5 sigma away) and has
-    // evaluated every rule group since: none of its alerts may be pending or firing.
+    // Benevity meets its SLA (96.8% on time against 95%). Early on its 1h ratio can dip
+    // below 95% — a few hundred events by chance, and once (2026-11-23) 94.99% at 3,000
+    // events, more than binomial noise: the first minutes' rate() over counter series that
+    // start at different scrapes is rougher than the data. So it is judged once Prometheus
+    // has seen 6,000 of them and has evaluated every rule group since: none of its alerts
+    // may be pending or firing.
     wait_until(
-        "3,000 Benevity events in Prometheus",
+        "6,000 Benevity events in Prometheus",
         Duration::from_secs(120),
         || {
             query(
@@ -292,7 +294,7 @@ name = "deliveries"
             )
             .ok()
             .and_then(|r| r.first()?["value"][1].as_str()?.parse::<f64>().ok())
-            .is_some_and(|n| n >= 3000.0)
+            .is_some_and(|n| n >= 6000.0)
         },
     );
     let judged_at = slatrack::time::now_micros();

@@ -124,6 +124,8 @@ struct Partition {
     idle_base: Option<Micros>,
     /// The shard's overflow count already reported to `Status::keys_overflowed`.
     overflow_reported: u64,
+    /// Newest event time per key id as last handed to the exporter (only changes are).
+    seen_published: Vec<Micros>,
 }
 
 pub struct PartitionSet {
@@ -180,6 +182,7 @@ impl PartitionSet {
                         last_record: now,
                         idle_base: None,
                         overflow_reported,
+                        seen_published: Vec::new(),
                     },
                 );
             }
@@ -327,14 +330,6 @@ impl PartitionSet {
                         Ordering::Relaxed,
                     );
                     p.overflow_reported = overflowed;
-                    self.telemetry
-                        .freshness(keys.infos().iter().enumerate().map(|(i, k)| {
-                            (
-                                k.tenant.to_string(),
-                                k.platform.to_string(),
-                                keys.last_seen(i as u32),
-                            )
-                        }));
                     if let (Some(wm), Ok(mut m)) =
                         (p.pipeline.shard.watermark(), self.status.watermark.lock())
                     {
@@ -373,6 +368,26 @@ impl PartitionSet {
 }
 
 impl PartitionSet {
+    /// Newest event time per key, for `slatrack_last_event_timestamp_seconds`: what an
+    /// operator reads to know an event reached slatrack (applied, deduplicated, in an open
+    /// bucket). Published on its own cadence rather than with checkpoints, so that it lags
+    /// the input by the fetch and this interval, not the checkpoint interval.
+    fn publish_freshness(&mut self) {
+        for p in self.parts.values_mut() {
+            let keys = p.pipeline.shard.keys();
+            let infos = keys.infos();
+            p.seen_published.resize(infos.len(), Micros::MIN);
+            let changed = infos.iter().enumerate().filter_map(|(i, k)| {
+                let at = keys.last_seen(i as u32);
+                (at > p.seen_published[i]).then(|| {
+                    p.seen_published[i] = at;
+                    (k.tenant.to_string(), k.platform.to_string(), at)
+                })
+            });
+            self.telemetry.freshness(changed);
+        }
+    }
+
     /// Lag = high watermark (from librdkafka's statistics, no extra broker round trip)
     /// minus the next offset to apply. Only owned partitions are reported, so revoked ones
     /// disappear.
@@ -653,6 +668,10 @@ pub fn run(
     result
 }
 
+/// How often the newest event time per key is handed to the exporter (see
+/// `PartitionSet::publish_freshness`; BENCHMARKS.md "Freshness").
+const FRESHNESS_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Batches polled but not yet applied (besides the one being filled and the one being
 /// applied): enough to overlap the two stages, small enough to bound memory.
 const IN_FLIGHT: usize = 2;
@@ -685,6 +704,7 @@ fn apply_loop(
     empty: std::sync::mpsc::Sender<Batch>,
 ) {
     let mut last_lag = Instant::now();
+    let mut last_freshness = Instant::now();
     loop {
         let batch = match full.recv_timeout(Duration::from_millis(100)) {
             Ok(b) => Some(b),
@@ -701,6 +721,10 @@ fn apply_loop(
             shared.fatal.store(true, Ordering::Relaxed);
         }
         let commits = std::mem::take(&mut s.to_commit);
+        if last_freshness.elapsed() >= FRESHNESS_INTERVAL {
+            last_freshness = Instant::now();
+            s.publish_freshness();
+        }
         if last_lag.elapsed() >= Duration::from_secs(1) {
             last_lag = Instant::now();
             let high = high.lock().map(|h| h.clone()).unwrap_or_default();

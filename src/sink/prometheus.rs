@@ -146,7 +146,7 @@ impl Telemetry {
         }
     }
 
-    /// Newest event time per key, reported by a shard at checkpoint time.
+    /// Newest event time per key, from the apply thread every 100 ms (changed keys only).
     pub fn freshness(&self, keys: impl Iterator<Item = (String, String, Micros)>) {
         let mut inner = self.lock();
         for (t, p, at) in keys.filter(|k| k.2 != Micros::MIN) {

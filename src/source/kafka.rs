@@ -32,6 +32,11 @@ pub fn consumer_config(k: &KafkaConfig) -> Result<ClientConfig, ConfigError> {
         // librdkafka's default (1 s) idles the fetcher each time its local queue is full;
         // catching up a backlog then runs in 1 s bursts (measured: 0.29M vs 1.4M msg/s).
         ("fetch.queue.backoff.ms", "10"),
+        // How long the broker may hold a fetch that has less than fetch.min.bytes. Kafka
+        // answers as soon as data exists; tansu holds it to the limit, and librdkafka's
+        // 500 ms default made the probe latency p99 1.1–1.4 s at 50k events/s (100 ms:
+        // BENCHMARKS.md "Freshness"). Idle partitions cost ten fetches a second.
+        ("fetch.wait.max.ms", "100"),
     ] {
         if !k.properties.contains_key(key) {
             c.set(key, default);
