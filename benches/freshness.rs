@@ -11,7 +11,9 @@
 //!
 //! Run: `bash scripts/fetch-tansu.sh && SLATRACK_TANSU=.tools/tansu cargo bench --bench freshness`
 //! (`SLATRACK_BENCH_RATE` events/s, default 20,000; `SLATRACK_BENCH_RUNS` rounds of
-//! `SLATRACK_BENCH_PROBES` probes, defaults 5 × 100).
+//! `SLATRACK_BENCH_PROBES` probes, defaults 5 × 100). Diagnosis knobs: `SLATRACK_BENCH_TRACE`
+//! (each probe and the lag), `SLATRACK_BENCH_FETCH_WAIT_MS` (librdkafka `fetch.wait.max.ms`),
+//! `SLATRACK_BENCH_CHECKPOINT_MS` (`service.checkpoint_interval`).
 
 #[path = "../tests/support/http.rs"]
 mod http;
@@ -20,7 +22,7 @@ mod tansu;
 
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
-use slatrack::config::{Config, KafkaConfig, TopicConfig};
+use slatrack::config::Config;
 use slatrack::event::DeliveryEvent;
 use slatrack::service::{self, Status};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,18 +71,12 @@ fn restamp(e: &DeliveryEvent, id: String) -> DeliveryEvent {
 }
 
 fn send(p: &ThreadedProducer<DefaultProducerContext>, partition: i32, v: &[u8]) {
-    let mut rec = BaseRecord::<(), [u8]>::to(TOPIC)
-        .partition(partition)
-        .payload(v);
-    loop {
-        match p.send(rec) {
-            Ok(()) => return,
-            Err((_, r)) => {
-                rec = r;
-                p.poll(Duration::from_millis(1));
-            }
-        }
-    }
+    tansu::send_blocking(
+        p,
+        BaseRecord::<(), [u8]>::to(TOPIC)
+            .partition(partition)
+            .payload(v),
+    );
 }
 
 /// Produces `rate` events/s until `stop`, counting them in `sent`.
@@ -160,27 +156,11 @@ fn main() {
             .expect("SLATRACK_BENCH_CHECKPOINT_MS: milliseconds");
         cfg.service.checkpoint_interval = slatrack::config::Span(ms * 1000);
     }
-    cfg.kafka = Some(KafkaConfig {
-        brokers: brokers.clone(),
-        group_id: "freshness".into(),
-        topics: vec![TopicConfig {
-            name: TOPIC.into(),
-            format: slatrack::codec::Format::Protobuf,
-        }],
-        quarantine_topic: String::new(),
-        properties: [
-            ("session.timeout.ms", "2000"),
-            ("heartbeat.interval.ms", "500"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain(
-            std::env::var("SLATRACK_BENCH_FETCH_WAIT_MS")
-                .ok()
-                .map(|v| ("fetch.wait.max.ms".to_string(), v)),
-        )
-        .collect(),
-    });
+    let mut kafka = tansu::kafka_config(&brokers, "freshness", TOPIC);
+    if let Ok(ms) = std::env::var("SLATRACK_BENCH_FETCH_WAIT_MS") {
+        kafka.properties.insert("fetch.wait.max.ms".into(), ms);
+    }
+    cfg.kafka = Some(kafka);
     let status = Arc::new(Status::default());
     let stop_service = Arc::new(AtomicBool::new(false));
     let store = slatrack::store::Location::Sqlite(dir.path().join("fresh.db"));

@@ -12,7 +12,7 @@ mod tansu;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
-use slatrack::config::{Config, KafkaConfig, TopicConfig};
+use slatrack::config::Config;
 use slatrack::service::{self, Status};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,19 +47,13 @@ fn prefill(brokers: &str, n: u64) -> (u64, usize) {
     for (i, e) in events.iter().enumerate() {
         let v = slatrack::codec::protobuf::encode(e);
         bytes += v.len();
-        let mut rec = BaseRecord::to(TOPIC)
-            .partition(i as i32 % PARTITIONS)
-            .key(&e.event_id)
-            .payload(&v);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    producer.poll(Duration::from_millis(5));
-                }
-            }
-        }
+        tansu::send_blocking(
+            &producer,
+            BaseRecord::to(TOPIC)
+                .partition(i as i32 % PARTITIONS)
+                .key(&e.event_id)
+                .payload(&v),
+        );
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
     (events.len() as u64, bytes / events.len().max(1))
@@ -98,22 +92,7 @@ fn bare(brokers: &str, group: &str, n: u64) -> f64 {
 fn slatrack(brokers: &str, group: &str, n: u64, dir: &std::path::Path) -> f64 {
     let mut cfg = Config::default();
     cfg.metrics.listen = String::new();
-    cfg.kafka = Some(KafkaConfig {
-        brokers: brokers.into(),
-        group_id: group.into(),
-        topics: vec![TopicConfig {
-            name: TOPIC.into(),
-            format: slatrack::codec::Format::Protobuf,
-        }],
-        quarantine_topic: String::new(),
-        properties: [
-            ("session.timeout.ms", "2000"),
-            ("heartbeat.interval.ms", "500"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-    });
+    cfg.kafka = Some(tansu::kafka_config(brokers, group, TOPIC));
     let status = Arc::new(Status::default());
     let stop = Arc::new(AtomicBool::new(false));
     let store = slatrack::store::Location::Sqlite(dir.join(format!("{group}.db")));

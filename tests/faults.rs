@@ -6,6 +6,8 @@
 
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/replay.rs"]
+mod replay;
 #[path = "support/wait.rs"]
 mod wait;
 use http::http_get;
@@ -64,6 +66,34 @@ fn recent(n: u64, seed: u64, tenant: &str, ago_min: i64) -> Vec<DeliveryEvent> {
         10 * slatrack::time::MICROS_PER_MIN,
         n,
     )
+}
+
+/// `events` alternately on partitions 0 and 1, then one record per partition a day after the
+/// newest event (tenant `zz-sentinel`): it closes every bucket, live and in replay.
+fn on_two_partitions_with_sentinels(mut events: Vec<DeliveryEvent>) -> Vec<(i32, Vec<u8>)> {
+    let newest = events
+        .iter()
+        .max_by_key(|e| e.completed_at)
+        .expect("events")
+        .clone();
+    let n = events.len();
+    for p in 0..2 {
+        let mut s = newest.clone();
+        s.tenant = "zz-sentinel".into();
+        s.event_id = format!("sentinel-{p}");
+        for t in [&mut s.enqueued_at, &mut s.started_at, &mut s.completed_at] {
+            *t += slatrack::time::MICROS_PER_DAY;
+        }
+        events.push(s);
+    }
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let p = if i >= n { i - n } else { i % 2 };
+            (p as i32, slatrack::codec::protobuf::encode(e))
+        })
+        .collect()
 }
 
 struct Running {
@@ -339,36 +369,15 @@ fn a_broker_outage_mid_stream_is_ridden_out_with_exact_numbers() {
     let config = Arc::new(cfg);
 
     let start = slatrack::time::parse_date("2025-10-01").unwrap();
-    let mut events = slatrack::source::generator::pilot(
+    let events = slatrack::source::generator::pilot(
         5,
         "globex",
         start,
         slatrack::time::MICROS_PER_HOUR,
         3000,
     );
-    // A record per partition a day later closes every bucket, live and in replay.
-    for p in 0..2 {
-        let mut s = events[0].clone();
-        s.tenant = "zz-sentinel".into();
-        s.event_id = format!("sentinel-{p}");
-        for t in [&mut s.enqueued_at, &mut s.started_at, &mut s.completed_at] {
-            *t += slatrack::time::MICROS_PER_DAY;
-        }
-        events.push(s);
-    }
-    let n = events.len();
-    let records: Vec<(i32, Vec<u8>)> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let p = if i >= n - 2 {
-                (i - (n - 2)) as i32
-            } else {
-                (i % 2) as i32
-            };
-            (p, slatrack::codec::protobuf::encode(e))
-        })
-        .collect();
+    let records = on_two_partitions_with_sentinels(events);
+    let n = records.len();
     let p = producer(&mock);
     let half = n / 2;
     for (part, v) in &records[..half] {
@@ -423,25 +432,11 @@ fn a_broker_outage_mid_stream_is_ridden_out_with_exact_numbers() {
         "nothing lost, nothing twice"
     );
 
-    let replay_store = dir.path().join("replay.db");
-    let file = dir.path().join("same.pb");
-    {
-        use std::io::Write;
-        let mut w = std::fs::File::create(&file).unwrap();
-        for (_, v) in &records {
-            let mut len = Vec::new();
-            prost::encoding::encode_varint(v.len() as u64, &mut len);
-            w.write_all(&len).unwrap();
-            w.write_all(v).unwrap();
-        }
-    }
-    let mut rs = slatrack::store::Store::open(&replay_store).unwrap();
-    let opts = slatrack::replay::ReplayOptions {
-        inputs: vec![file],
-        format: None,
-        bounds: None,
-    };
-    slatrack::replay::run(Arc::new(Config::default()), &mut rs, &opts, |_| {}).unwrap();
+    let (replay_store, _) = replay::replay(
+        dir.path(),
+        Arc::new(Config::default()),
+        records.iter().map(|(_, v)| v),
+    );
     assert_eq!(
         scorecard(&dir.path().join("live.db")),
         scorecard(&replay_store)
@@ -519,24 +514,11 @@ name = "deliveries"
 /// `records` as one length-delimited protobuf file, replayed into a fresh SQLite store:
 /// the numbers an uninterrupted run must produce.
 fn replay_scorecard(dir: &std::path::Path, records: &[(i32, Vec<u8>)]) -> serde_json::Value {
-    use std::io::Write;
-    let file = dir.join("same.pb");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-    for (_, v) in records {
-        let mut len = Vec::new();
-        prost::encoding::encode_varint(v.len() as u64, &mut len);
-        w.write_all(&len).unwrap();
-        w.write_all(v).unwrap();
-    }
-    drop(w);
-    let store = dir.join("replay.db");
-    let mut rs = slatrack::store::Store::open(&store).unwrap();
-    let opts = slatrack::replay::ReplayOptions {
-        inputs: vec![file],
-        format: None,
-        bounds: None,
-    };
-    slatrack::replay::run(Arc::new(Config::default()), &mut rs, &opts, |_| {}).unwrap();
+    let (store, _) = replay::replay(
+        dir,
+        Arc::new(Config::default()),
+        records.iter().map(|(_, v)| v),
+    );
     scorecard(&store)
 }
 
@@ -622,32 +604,15 @@ fn store_outage(fault: StoreFault) {
     // Four days of one tenant's traffic (new one-minute buckets all along, so a SQLite
     // store keeps growing), then a record per partition a day later closes every bucket.
     let start = slatrack::time::parse_date("2025-10-01").unwrap();
-    let mut events = slatrack::source::generator::pilot(
+    let events = slatrack::source::generator::pilot(
         9,
         "globex",
         start,
         4 * slatrack::time::MICROS_PER_DAY,
         40_000,
     );
-    let last = events.last().unwrap().clone();
-    for p in 0..2 {
-        let mut s = last.clone();
-        s.tenant = "zz-sentinel".into();
-        s.event_id = format!("sentinel-{p}");
-        for t in [&mut s.enqueued_at, &mut s.started_at, &mut s.completed_at] {
-            *t += slatrack::time::MICROS_PER_DAY;
-        }
-        events.push(s);
-    }
-    let n = events.len();
-    let records: Vec<(i32, Vec<u8>)> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let p = if i >= n - 2 { i - (n - 2) } else { i % 2 };
-            (p as i32, slatrack::codec::protobuf::encode(e))
-        })
-        .collect();
+    let records = on_two_partitions_with_sentinels(events);
+    let n = records.len();
     let producer = producer(&mock);
     let first = n / 5;
     for (part, v) in &records[..first] {
@@ -853,7 +818,7 @@ fn fill(path: &std::path::Path) -> std::path::PathBuf {
         match f.write(&chunk) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(28) => {
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
                 // ENOSPC: try smaller writes for what is left.
                 let half = chunk.len() / 2;
                 chunk.truncate(half);

@@ -11,13 +11,14 @@ use rdkafka::{ClientConfig, Message};
 use slatrack::config::Config;
 use slatrack::service::{self, demo::demo_config, Status};
 use slatrack::store::Store;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/replay.rs"]
+mod replay;
 #[path = "support/wait.rs"]
 mod wait;
 use http::http_get;
@@ -166,23 +167,11 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
     );
 
     // The same records through replay.
-    let file = dir.path().join("same.pb");
-    let mut f = std::fs::File::create(&file).unwrap();
-    for v in recs.iter().map(|(_, v)| v).chain(&sentinels) {
-        let mut len = Vec::new();
-        prost::encoding::encode_varint(v.len() as u64, &mut len);
-        f.write_all(&len).unwrap();
-        f.write_all(v).unwrap();
-    }
-    drop(f);
-    let replay_store = dir.path().join("replay.db");
-    let mut rs = Store::open(&replay_store).unwrap();
-    let opts = slatrack::replay::ReplayOptions {
-        inputs: vec![file],
-        format: None,
-        bounds: None,
-    };
-    let summary = slatrack::replay::run(config.clone(), &mut rs, &opts, |_| {}).unwrap();
+    let (replay_store, summary) = replay::replay(
+        dir.path(),
+        config.clone(),
+        recs.iter().map(|(_, v)| v).chain(&sentinels),
+    );
     assert_eq!(
         summary.rejected.get("malformed_protobuf"),
         Some(&(malformed as u64))

@@ -4,6 +4,8 @@
 //! same records. Built with `--features integration` (scripts/test-all.sh).
 #![cfg(feature = "integration")]
 
+#[path = "support/replay.rs"]
+mod replay;
 #[path = "support/tansu.rs"]
 mod tansu;
 #[path = "support/wait.rs"]
@@ -18,7 +20,6 @@ use slatrack::config::Config;
 use slatrack::store::kafka::Mode;
 use slatrack::store::{Location, PartitionStore, Store};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -134,16 +135,10 @@ fn produce(brokers: &str, records: &[(i32, Vec<u8>)]) {
         .create()
         .unwrap();
     for (p, v) in records {
-        let mut rec = BaseRecord::to(TOPIC).partition(*p).key("k").payload(v);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        tansu::send_blocking(
+            &producer,
+            BaseRecord::to(TOPIC).partition(*p).key("k").payload(v),
+        );
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }
@@ -319,24 +314,12 @@ fn scorecard(location: &str) -> serde_json::Value {
 }
 
 fn replay_scorecard(dir: &Path, f: &Fixture) -> serde_json::Value {
-    let file = dir.join("same.pb");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
     // Production order: each partition's records keep their relative order.
-    for (_, v) in &f.records {
-        let mut len = Vec::new();
-        prost::encoding::encode_varint(v.len() as u64, &mut len);
-        w.write_all(&len).unwrap();
-        w.write_all(v).unwrap();
-    }
-    drop(w);
-    let store = dir.join("replay.db");
-    let mut s = Store::open(&store).unwrap();
-    let opts = slatrack::replay::ReplayOptions {
-        inputs: vec![file],
-        format: None,
-        bounds: None,
-    };
-    slatrack::replay::run(Arc::new(Config::default()), &mut s, &opts, |_| {}).unwrap();
+    let (store, _) = replay::replay(
+        dir,
+        Arc::new(Config::default()),
+        f.records.iter().map(|(_, v)| v),
+    );
     scorecard(&store.display().to_string())
 }
 

@@ -76,3 +76,45 @@ impl Drop for Tansu {
         let _ = self.child.wait();
     }
 }
+
+/// `[kafka]` for an in-process `slatrack run` against a tansu broker: one protobuf topic, no
+/// quarantine, and the short session timeout tansu needs (the prebuilt broker waits half of
+/// it on each join).
+pub fn kafka_config(brokers: &str, group: &str, topic: &str) -> slatrack::config::KafkaConfig {
+    slatrack::config::KafkaConfig {
+        brokers: brokers.into(),
+        group_id: group.into(),
+        topics: vec![slatrack::config::TopicConfig {
+            name: topic.into(),
+            format: slatrack::codec::Format::Protobuf,
+        }],
+        quarantine_topic: String::new(),
+        properties: [
+            ("session.timeout.ms", "2000"),
+            ("heartbeat.interval.ms", "500"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    }
+}
+
+/// Sends `rec`, polling delivery reports while the producer's queue is full (filling a
+/// topic faster than the broker acknowledges).
+pub fn send_blocking<K, P>(
+    producer: &rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    mut rec: rdkafka::producer::BaseRecord<'_, K, P>,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                rec = r;
+                producer.poll(Duration::from_millis(5));
+            }
+        }
+    }
+}
