@@ -101,6 +101,11 @@ impl Status {
         self.store_failure.lock().ok().and_then(|g| g.clone())
     }
 
+    /// Whether the store refuses writes, without copying the reason (read every batch).
+    pub fn store_failing(&self) -> bool {
+        self.store_failure.lock().is_ok_and(|g| g.is_some())
+    }
+
     pub fn lags(&self) -> BTreeMap<(String, i32), i64> {
         self.lag.lock().map(|g| g.clone()).unwrap_or_default()
     }
@@ -285,8 +290,8 @@ impl PartitionSet {
         // broker, a partition delivers nothing though records wait, and advancing its
         // watermark by the wall clock would turn them into `late` ones once they arrive.
         // The idle clock restarts when fetching does.
-        let fetching = self.status.store_failure().is_none()
-            && !self.status.brokers_down.load(Ordering::Relaxed);
+        let fetching =
+            !self.status.store_failing() && !self.status.brokers_down.load(Ordering::Relaxed);
         for (&(ti, partition), p) in self.parts.iter_mut() {
             if !fetching {
                 p.last_record = Instant::now();
@@ -363,7 +368,7 @@ impl PartitionSet {
             let topic = self.topics[ti].0.clone();
             self.note_checkpoint(&topic, partition, next);
         }
-        ok && self.status.store_failure().is_none()
+        ok && !self.status.store_failing()
     }
 }
 

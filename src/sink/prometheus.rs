@@ -233,11 +233,7 @@ impl Telemetry {
         } else {
             1.0
         });
-        gauge!("slatrack_store_writable").set(if st.store_failure().is_some() {
-            0.0
-        } else {
-            1.0
-        });
+        gauge!("slatrack_store_writable").set(if st.store_failing() { 0.0 } else { 1.0 });
         gauge!("slatrack_ready").set(if st.ready.load(Ordering::Relaxed) {
             1.0
         } else {
