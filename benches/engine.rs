@@ -12,7 +12,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-const RUNS: usize = 7;
+/// Runs per case; `SLATRACK_BENCH_RUNS=1` under callgrind (instruction counts repeat).
+fn runs() -> usize {
+    std::env::var("SLATRACK_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7)
+}
 
 /// `SLATRACK_BENCH_CASE=protobuf` runs only the cases whose name contains it (for
 /// profiling one path: `perf record --call-graph dwarf`, or callgrind).
@@ -30,7 +36,7 @@ fn measure(name: &str, n: usize, mut f: impl FnMut() -> usize) -> f64 {
         return f64::NAN;
     }
     let mut per_event = Vec::new();
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         let t = Instant::now();
         let counted = f();
         let el = t.elapsed().as_nanos() as f64;
@@ -83,7 +89,10 @@ fn bench_case(start: i64, span: i64) {
     let n = events.len();
     let avg_pb = pb.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
     let avg_js = js.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
-    println!("{n} records, protobuf {avg_pb:.0} B avg, JSON {avg_js:.0} B avg; {RUNS} runs each");
+    println!(
+        "{n} records, protobuf {avg_pb:.0} B avg, JSON {avg_js:.0} B avg; {} runs each",
+        runs()
+    );
     println!("{:<44} {:>8} {:>8} {:>8}", "case", "min", "median", "max");
 
     let config = Arc::new(Config::default());

@@ -57,7 +57,7 @@ fn a_million_tenants_stay_bounded_in_memory_and_in_the_scrape() {
         assert_eq!(p.ingest(&ev), Verdict::Counted, "every record still counts");
     }
     p.shard.flush();
-    let closed = p.shard.take_closed();
+    let closed: Vec<_> = p.shard.take_closed().collect();
 
     // Engine: the key table is capped; every record beyond it is counted in __overflow__.
     let keys = p.shard.keys();

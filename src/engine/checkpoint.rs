@@ -42,37 +42,32 @@ impl Shard {
             })
             .collect();
         let mut open = Vec::new();
-        for (start, per_key) in &self.open {
-            let mut per_key: Vec<_> = per_key.iter().collect();
-            per_key.sort_unstable_by_key(|(k, _)| **k);
-            for (key, stats) in per_key {
-                let c = &stats.counters;
-                let (few, hist) = match &stats.latency {
-                    Latencies::Few(v) => (v.clone(), Vec::new()),
-                    Latencies::Hist(_) | Latencies::Sparse(_) => {
-                        (Vec::new(), stats.histogram_bytes())
-                    }
-                };
-                open.push(proto::OpenBucket {
-                    key: *key,
-                    start_us: *start,
-                    attempts: c.attempts,
-                    events: c.events,
-                    delivered: c.delivered,
-                    failed: c.failed,
-                    dead_lettered: c.dead_lettered,
-                    on_time: c.on_time,
-                    retried: c.retried,
-                    max_retries: c.max_retries,
-                    latency_sum_us: c.latency_sum_us,
-                    few_latencies_us: few,
-                    latency_histogram: hist,
-                });
-            }
+        for (start, key, stats) in self.open.iter() {
+            let c = &stats.counters;
+            let (few, hist) = match &stats.latency {
+                Latencies::Few(v) => (v.clone(), Vec::new()),
+                Latencies::Hist(_) | Latencies::Sparse(_) => (Vec::new(), stats.histogram_bytes()),
+            };
+            open.push(proto::OpenBucket {
+                key,
+                start_us: start,
+                attempts: c.attempts,
+                events: c.events,
+                delivered: c.delivered,
+                failed: c.failed,
+                dead_lettered: c.dead_lettered,
+                on_time: c.on_time,
+                retried: c.retried,
+                max_retries: c.max_retries,
+                latency_sum_us: c.latency_sum_us,
+                few_latencies_us: few,
+                latency_histogram: hist,
+            });
         }
         let dedup = self
             .dedup
             .entries()
+            .into_iter()
             .map(|(b, keys)| proto::DedupBucket {
                 bucket_us: b,
                 keys: keys.iter().flat_map(|k| k.to_le_bytes()).collect(),
@@ -142,11 +137,7 @@ impl Shard {
                 },
                 latency,
             };
-            shard
-                .open
-                .entry(b.start_us)
-                .or_default()
-                .insert(b.key, stats);
+            *shard.open.stats(b.start_us, b.key) = stats;
         }
         let mut dedup = Vec::with_capacity(cp.dedup.len());
         for d in cp.dedup {

@@ -1,6 +1,7 @@
 //! The aggregation engine: validated events in, closed buckets and rolling windows out.
 //! Knows nothing of Kafka, protobuf, JSON, SQLite or Prometheus.
 
+pub mod bucket;
 pub mod checkpoint;
 pub mod dedup;
 pub mod hash;

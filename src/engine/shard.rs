@@ -2,15 +2,13 @@
 //! state. No locks: the per-event path is a map lookup, a dedup insert and a histogram
 //! record on memory only this shard touches.
 
+use super::bucket::OpenBuckets;
 use super::dedup::{dedup_key, Dedup};
-use super::hash::FastMap;
-use super::keys::{KeyId, KeyTable};
-use super::stats::Stats;
+use super::keys::KeyTable;
 use super::ClosedBucket;
 use crate::config::Config;
 use crate::event::DeliveryEvent;
 use crate::time::Micros;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What became of one validated record.
@@ -35,7 +33,7 @@ pub struct Shard {
     pub(super) bucket_us: Micros,
     pub(super) lateness_us: Micros,
     pub(super) keys: KeyTable,
-    pub(super) open: BTreeMap<Micros, FastMap<KeyId, Stats>>,
+    pub(super) open: OpenBuckets,
     pub(super) max_event_time: Option<Micros>,
     /// Every bucket starting before this is closed; records for them are late.
     pub(super) closed_before: Micros,
@@ -49,8 +47,8 @@ impl Shard {
         Self {
             bucket_us: config.engine.bucket.0,
             lateness_us: config.engine.allowed_lateness.0,
+            open: OpenBuckets::new(config.engine.bucket.0, config.engine.allowed_lateness.0),
             keys: KeyTable::new(config),
-            open: BTreeMap::new(),
             max_event_time: None,
             closed_before: Micros::MIN,
             dedup: Dedup::default(),
@@ -79,7 +77,7 @@ impl Shard {
     }
 
     pub fn open_buckets(&self) -> usize {
-        self.open.values().map(FastMap::len).sum()
+        self.open.len()
     }
 
     pub fn dedup_len(&self) -> usize {
@@ -103,18 +101,15 @@ impl Shard {
         let key = self.keys.resolve(&ev.tenant, &ev.platform, ev.direction);
         let target = self.keys.info(key).target_latency_us;
         self.keys.touch(key, ev.completed_at);
-        self.open
-            .entry(bucket)
-            .or_default()
-            .entry(key)
-            .or_default()
-            .record(ev, target);
-        self.tally.counted += 1;
+        // Advance first: what this record closes is older than its own bucket (lateness
+        // is not negative), and its bucket's slot is then free of anything older.
         if self.max_event_time.is_none_or(|m| ev.completed_at > m) {
             self.max_event_time = Some(ev.completed_at);
             let wm = ev.completed_at.saturating_sub(self.lateness_us);
             self.close_before(self.bucket_start(wm));
         }
+        self.open.stats(bucket, key).record(ev, target);
+        self.tally.counted += 1;
         Ingest::Counted
     }
 
@@ -132,7 +127,7 @@ impl Shard {
 
     /// Closes every open bucket (end of a replay input).
     pub fn flush(&mut self) {
-        if let Some((&last, _)) = self.open.last_key_value() {
+        if let Some(last) = self.open.last_start() {
             self.close_before(last + self.bucket_us);
         }
     }
@@ -142,30 +137,26 @@ impl Shard {
             return;
         }
         self.closed_before = before;
-        let keep = self.open.split_off(&before);
-        let done = std::mem::replace(&mut self.open, keep);
-        for (start, per_key) in done {
-            let mut per_key: Vec<_> = per_key.into_iter().collect();
-            per_key.sort_unstable_by_key(|(k, _)| *k);
-            for (key, stats) in per_key {
-                let info = self.keys.info(key);
-                self.closed.push(ClosedBucket {
-                    tenant: info.tenant.clone(),
-                    platform: info.platform.clone(),
-                    direction: info.direction,
-                    start,
-                    width_us: self.bucket_us,
-                    target_latency_us: info.target_latency_us,
-                    stats,
-                });
-            }
-        }
+        let (keys, closed, width_us) = (&self.keys, &mut self.closed, self.bucket_us);
+        self.open.close_before(before, |start, key, stats| {
+            let info = keys.info(key);
+            closed.push(ClosedBucket {
+                tenant: info.tenant.clone(),
+                platform: info.platform.clone(),
+                direction: info.direction,
+                start,
+                width_us,
+                target_latency_us: info.target_latency_us,
+                stats,
+            });
+        });
         self.dedup.evict_before(before);
     }
 
-    /// Buckets closed since the last call, oldest first.
-    pub fn take_closed(&mut self) -> Vec<ClosedBucket> {
-        std::mem::take(&mut self.closed)
+    /// Buckets closed since the last call, oldest first. A drain, so the buffer keeps
+    /// its capacity for callers that take after every record.
+    pub fn take_closed(&mut self) -> std::vec::Drain<'_, ClosedBucket> {
+        self.closed.drain(..)
     }
 
     pub fn closed_before(&self) -> Micros {
