@@ -45,7 +45,7 @@ impl Shard {
         for (start, key, stats) in self.open.iter() {
             let c = &stats.counters;
             let (few, hist) = match &stats.latency {
-                Latencies::Few(v) => (v.clone(), Vec::new()),
+                Latencies::Few(v) => (v.to_vec(), Vec::new()),
                 Latencies::Hist(_) | Latencies::Sparse(_) => (Vec::new(), stats.histogram_bytes()),
             };
             open.push(proto::OpenBucket {
@@ -119,7 +119,7 @@ impl Shard {
                 });
             }
             let latency = if b.latency_histogram.is_empty() {
-                Latencies::Few(b.few_latencies_us)
+                Latencies::Few(b.few_latencies_us.into())
             } else {
                 Stats::latencies_from_bytes(&b.latency_histogram).map_err(|e| corrupt(&e))?
             };

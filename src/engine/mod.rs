@@ -4,6 +4,7 @@
 pub mod bucket;
 pub mod checkpoint;
 pub mod dedup;
+pub mod few;
 pub mod hash;
 pub mod keys;
 pub mod shard;

@@ -11,6 +11,7 @@
 //! top of the HDR bucket holding the nearest-rank value), so the representation never
 //! shows in a number.
 
+use super::few::FewVec;
 use crate::event::{DeliveryEvent, Outcome};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
@@ -133,7 +134,7 @@ impl Counters {
 /// long-lived window aggregates — the HDR histogram's non-empty buckets only.
 #[derive(Debug, Clone)]
 pub enum Latencies {
-    Few(Vec<u64>),
+    Few(FewVec),
     Hist(Box<Histogram<u64>>),
     /// (top of an HDR bucket, count), sorted, no zero counts. A window entry of a key with
     /// steady traffic holds tens to a few hundred buckets (16 B each) instead of the dense
@@ -143,7 +144,7 @@ pub enum Latencies {
 
 impl Default for Latencies {
     fn default() -> Self {
-        Latencies::Few(Vec::new())
+        Latencies::Few(FewVec::default())
     }
 }
 
@@ -491,7 +492,7 @@ impl Stats {
                 let top = template().highest_equivalent(v.value_iterated_to());
                 few.extend(std::iter::repeat_n(top, v.count_at_value() as usize));
             }
-            return Ok(Latencies::Few(few));
+            return Ok(Latencies::Few(few.into()));
         }
         // Re-home into our standard bounds so merges never fail on a foreign layout.
         let mut ours = new_histogram();
@@ -548,7 +549,7 @@ mod tests {
         assert_eq!(few.latency.len(), FEW as u64 + 1);
         dense.unmerge(&Stats {
             counters: Counters::default(),
-            latency: Latencies::Few(values[..3].to_vec()),
+            latency: Latencies::Few(values[..3].to_vec().into()),
         });
         assert_eq!(dense.latency.len(), FEW as u64 - 3);
     }
