@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod dedup;
 pub mod few;
 pub mod hash;
+pub mod hdr;
 pub mod keys;
 pub mod shard;
 pub mod stats;

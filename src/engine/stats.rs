@@ -452,31 +452,19 @@ impl Stats {
     }
 
     pub fn histogram_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
         if let Latencies::Hist(h) = &self.latency {
+            let mut out = Vec::with_capacity(256);
             V2Serializer::new()
                 .serialize(&**h, &mut out)
                 .expect("serializing into a Vec cannot fail");
             return out;
         }
-        // Exact and sparse forms: one reused histogram per thread instead of allocating
-        // and zeroing 26 KB per stored bucket (most buckets of sparse traffic are small).
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Histogram<u64>> = std::cell::RefCell::new(new_histogram());
+        // Exact and sparse forms: encoded from their (value, count) pairs, without a
+        // 26 KB histogram in between (engine/hdr.rs; same bytes).
+        match &self.latency {
+            Latencies::Sparse(sp) => super::hdr::encode_v2(sp),
+            other => super::hdr::encode_v2(&other.to_sparse()),
         }
-        SCRATCH.with(|h| {
-            let mut h = h.borrow_mut();
-            h.reset();
-            match &self.latency {
-                Latencies::Few(v) => v.iter().for_each(|&x| h.saturating_record(x)),
-                Latencies::Sparse(sp) => sp.iter().for_each(|&(t, n)| h.saturating_record_n(t, n)),
-                Latencies::Hist(_) => {}
-            }
-            V2Serializer::new()
-                .serialize(&*h, &mut out)
-                .expect("serializing into a Vec cannot fail");
-        });
-        out
     }
 
     pub fn latencies_from_bytes(bytes: &[u8]) -> Result<Latencies, String> {

