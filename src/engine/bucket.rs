@@ -36,9 +36,11 @@ pub struct OpenBuckets {
 impl OpenBuckets {
     /// A ring sized for `lateness` behind the newest bucket.
     pub fn new(width: Micros, lateness: Micros) -> Self {
-        let span = (lateness.max(0) + width - 1) / width + 2;
+        // A power of two, so a slot is the ordinal's low bits, not a division (an i64
+        // `idiv` costs tens of cycles, per record).
+        let span = ((lateness.max(0) + width - 1) / width + 2) as usize;
         let mut slots = Vec::new();
-        slots.resize_with(span as usize, Slot::default);
+        slots.resize_with(span.next_power_of_two(), Slot::default);
         Self {
             width,
             slots,
@@ -46,18 +48,27 @@ impl OpenBuckets {
         }
     }
 
+    /// Slot of the bucket with this ordinal (start / width); two's complement keeps
+    /// negative ordinals in range.
     #[inline]
-    fn index(&self, start: Micros) -> usize {
-        (start / self.width).rem_euclid(self.slots.len() as Micros) as usize
+    fn index(&self, ordinal: i64) -> usize {
+        (ordinal as usize) & (self.slots.len() - 1)
     }
 
     /// The statistics of `key` in the bucket starting at `start`, created empty if new.
-    #[inline]
     pub fn stats(&mut self, start: Micros, key: KeyId) -> &mut Stats {
-        let mut i = self.index(start);
+        self.stats_at(start.div_euclid(self.width), key)
+    }
+
+    /// [`OpenBuckets::stats`] by the bucket's ordinal (`start / width`), which the shard
+    /// has computed anyway: the per-record path divides once.
+    #[inline]
+    pub fn stats_at(&mut self, ordinal: i64, key: KeyId) -> &mut Stats {
+        let start = ordinal * self.width;
+        let mut i = self.index(ordinal);
         if !self.slots[i].entries.is_empty() && self.slots[i].start != start {
-            self.grow_for(start);
-            i = self.index(start);
+            self.grow_for(ordinal);
+            i = self.index(ordinal);
         }
         let slot = &mut self.slots[i];
         slot.start = start;
@@ -81,17 +92,17 @@ impl OpenBuckets {
     /// Doubles the ring until `start` has a free or matching slot. Starts distinct modulo
     /// n stay distinct modulo 2n, so the open slots move without colliding.
     #[cold]
-    fn grow_for(&mut self, start: Micros) {
+    fn grow_for(&mut self, ordinal: i64) {
         loop {
             let n = self.slots.len() * 2;
             let old = std::mem::take(&mut self.slots);
             self.slots.resize_with(n, Slot::default);
             for s in old.into_iter().filter(|s| !s.entries.is_empty()) {
-                let i = self.index(s.start);
+                let i = self.index(s.start.div_euclid(self.width));
                 self.slots[i] = s;
             }
-            let s = &self.slots[self.index(start)];
-            if s.entries.is_empty() || s.start == start {
+            let s = &self.slots[self.index(ordinal)];
+            if s.entries.is_empty() || s.start == ordinal * self.width {
                 return;
             }
         }
@@ -164,7 +175,7 @@ mod tests {
 
     #[test]
     fn slots_hold_one_start_each_and_close_in_order() {
-        let mut o = OpenBuckets::new(60, 120); // 4 slots
+        let mut o = OpenBuckets::new(60, 120); // 4 slots (2 + 2, a power of two)
         for (start, key) in [(180, 2), (60, 1), (120, 1), (60, 0), (180, 2), (240, 5)] {
             o.stats(start, key).counters.attempts += 1;
         }
@@ -191,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_colliding_start_grows_the_ring_and_keeps_everything() {
-        let mut o = OpenBuckets::new(10, 0); // 2 slots
+        let mut o = OpenBuckets::new(10, 0); // 2 slots: every third start collides
         for start in [0, 10, 20, 30, 70, -10] {
             o.stats(start, 3).counters.attempts += 1;
         }
