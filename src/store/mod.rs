@@ -158,7 +158,7 @@ impl PartitionStore for Store {
 
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError> {
         let w = self.writer()?;
-        for b in c.buckets {
+        for b in daily_rows(c.buckets).iter() {
             w.put_bucket(c.source, b)?;
         }
         for r in c.rejects {
@@ -173,6 +173,58 @@ impl PartitionStore for Store {
         )?;
         w.commit()
     }
+}
+
+/// The rows one SQLite commit writes: its closed buckets merged per key and UTC day.
+///
+/// Why: a backfill consumed at full speed closes about one bucket per record (one attempt
+/// per key-minute), and one row per bucket made SQLite most of the apply thread
+/// (BENCHMARKS.md "Peer"). A commit that closes several minutes of one key in one day —
+/// only a backfill does; live traffic closes about one minute per key per commit —
+/// writes them as one row from its first bucket's start, `bucket_secs` spanning them.
+/// Exactness holds: each bucket closes once per source and the transaction is atomic with
+/// the checkpoint, so the rows of a source stay disjoint; a row never spans a UTC day,
+/// and scorecards select whole UTC days, so every scorecard sums the same counters and
+/// merges the same latencies. (An hour was tried first: a partition's share of a key is
+/// about one record per hour in a backfill, so it merged almost nothing.)
+/// (The Kafka store keeps one record per bucket: without transactions its records must
+/// be keyed by something a resumed partition reproduces, and commit boundaries are not.)
+pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucket]> {
+    use std::collections::btree_map::{BTreeMap, Entry};
+    let day = |b: &ClosedBucket| b.start.div_euclid(crate::time::MICROS_PER_DAY);
+    let mut groups: BTreeMap<_, ClosedBucket> = BTreeMap::new();
+    for b in buckets {
+        let key = (
+            b.tenant.clone(),
+            b.platform.clone(),
+            b.direction.as_str(),
+            b.target_latency_us,
+            day(b),
+        );
+        match groups.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(b.clone());
+            }
+            Entry::Occupied(mut o) => {
+                let row = o.get_mut();
+                if matches!(row.stats.latency, crate::engine::stats::Latencies::Few(_)) {
+                    // A sparse accumulator: merging small buckets never builds a 26 KB
+                    // histogram, and the row encodes straight from it.
+                    let mut acc = crate::engine::Stats::sparse();
+                    acc.merge(&row.stats);
+                    row.stats = acc;
+                }
+                let end = (row.start + row.width_us).max(b.start + b.width_us);
+                row.start = row.start.min(b.start);
+                row.width_us = end - row.start;
+                row.stats.merge(&b.stats);
+            }
+        }
+    }
+    if groups.len() == buckets.len() {
+        return std::borrow::Cow::Borrowed(buckets);
+    }
+    std::borrow::Cow::Owned(groups.into_values().collect())
 }
 
 /// Opens the store a `slatrack run` writes to.
@@ -235,5 +287,71 @@ mod tests {
         ] {
             assert!(Location::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn minute(tenant: &str, platform: &str, minute: i64, latencies_ms: &[u64]) -> ClosedBucket {
+        let mut stats = crate::engine::Stats::default();
+        for &ms in latencies_ms {
+            stats.counters.attempts += 1;
+            stats.counters.events += 1;
+            stats.counters.latency_sum_us += ms * 1000;
+            stats.latency.record(ms * 1000);
+        }
+        ClosedBucket {
+            tenant: tenant.into(),
+            platform: platform.into(),
+            direction: Direction::Inbound,
+            start: minute * crate::time::MICROS_PER_MIN,
+            width_us: crate::time::MICROS_PER_MIN,
+            target_latency_us: 500_000,
+            stats,
+        }
+    }
+
+    #[test]
+    fn a_commit_writes_one_row_per_key_and_day_with_the_same_numbers() {
+        // Two keys; minutes 1438..=1442 straddle midnight; one key has a bucket past FEW
+        // values.
+        let many: Vec<u64> = (1..=200).collect();
+        let mut buckets = Vec::new();
+        for m in 1438..=1442 {
+            buckets.push(minute("t", "workday", m, &[m as u64, 2 * m as u64]));
+            buckets.push(minute(
+                "t",
+                "benevity",
+                m,
+                if m == 1440 { &many } else { &[7] },
+            ));
+        }
+        let rows = daily_rows(&buckets);
+        assert_eq!(rows.len(), 4, "two keys × two days");
+        for r in rows.iter() {
+            let day = r.start.div_euclid(crate::time::MICROS_PER_DAY);
+            let end_day = (r.start + r.width_us - 1).div_euclid(crate::time::MICROS_PER_DAY);
+            assert_eq!(day, end_day, "a row never spans a day");
+            let parts: Vec<&ClosedBucket> = buckets
+                .iter()
+                .filter(|b| {
+                    b.platform == r.platform && b.start >= r.start && b.start < r.start + r.width_us
+                })
+                .collect();
+            let mut expect = crate::engine::Stats::default();
+            for p in &parts {
+                expect.merge(&p.stats);
+            }
+            assert_eq!(
+                r.stats.counters, expect.counters,
+                "{} at {}",
+                r.platform, r.start
+            );
+            assert_eq!(r.stats, expect, "same latencies");
+            assert_eq!(r.start, parts[0].start);
+        }
+        // Live traffic: one minute per key per commit, nothing to merge, nothing copied.
+        let live = [
+            minute("t", "workday", 5, &[1]),
+            minute("t", "benevity", 5, &[1]),
+        ];
+        assert!(matches!(daily_rows(&live), std::borrow::Cow::Borrowed(_)));
     }
 }
