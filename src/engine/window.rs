@@ -69,6 +69,17 @@ impl WindowSet {
     }
 
     pub fn push(&mut self, b: &ClosedBucket) {
+        self.push_before(b, Micros::MIN);
+    }
+
+    /// [`WindowSet::push`] for one of a batch of buckets whose newest ends at `batch_end`.
+    /// A window up to an hour long that would evict this bucket again before the batch is
+    /// over (it starts before `batch_end − len`) does not take it: adding and subtracting
+    /// cancel exactly, so after the batch every window is what `push` would have made.
+    /// Why: a backfill commits hours of event time at once, and sliding the short windows
+    /// through each of those buckets was most of the exporter's work. Windows longer than
+    /// an hour take every bucket (their hourly rollups need them).
+    pub fn push_before(&mut self, b: &ClosedBucket, batch_end: Micros) {
         let lengths = &self.lengths;
         let kw = self
             .keys
@@ -89,7 +100,7 @@ impl WindowSet {
             });
         // Window entries live up to 7 days: kept sparse (README "Memory layout").
         let compact = b.stats.compacted();
-        let shared = Arc::new(compact.clone());
+        let mut shared: Option<Arc<Stats>> = None;
         let hour_start = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
         let any_coarse = kw.windows.iter().any(|w| w.coarse);
         if any_coarse {
@@ -106,9 +117,13 @@ impl WindowSet {
             }
         }
         for w in &mut kw.windows {
+            if !w.coarse && b.start < batch_end.saturating_sub(w.len) {
+                continue;
+            }
             w.running.merge(&compact);
             if !w.coarse {
-                w.queue.push_back((b.start, b.width_us, shared.clone()));
+                let entry = shared.get_or_insert_with(|| Arc::new(compact.clone()));
+                w.queue.push_back((b.start, b.width_us, entry.clone()));
             }
         }
         let frontier = self.frontier.max(b.start + b.width_us);
@@ -292,6 +307,35 @@ mod tests {
         let five = ws.summaries().find(|s| s.window_us == lens[0]).unwrap();
         assert_eq!(five.stats.counters.events, 0);
         assert_eq!(five.stats.latency.len(), 0);
+    }
+
+    #[test]
+    fn pushing_a_batch_skips_only_what_its_own_end_evicts() {
+        let lens = [5 * MICROS_PER_MIN, MICROS_PER_HOUR, 3 * MICROS_PER_HOUR];
+        let (mut one, mut batched) = (WindowSet::new(&lens), WindowSet::new(&lens));
+        let all: Vec<ClosedBucket> = (0..600)
+            .filter(|m| m % 5 != 2)
+            .map(|m| bucket(m, 1000 + (m as u64 * 91) % 7000))
+            .collect();
+        // Batches of uneven spans, as commits of a backfill are.
+        for batch in all.chunks(97) {
+            let end = batch.iter().map(|b| b.start + b.width_us).max().unwrap();
+            for b in batch {
+                one.push(b);
+                batched.push_before(b, end);
+            }
+            one.sweep();
+            batched.sweep();
+            let a: Vec<_> = one
+                .summaries()
+                .map(|s| (s.window_us, s.stats.clone()))
+                .collect();
+            let b: Vec<_> = batched
+                .summaries()
+                .map(|s| (s.window_us, s.stats.clone()))
+                .collect();
+            assert_eq!(a, b, "batch ending at {end}");
+        }
     }
 
     #[test]

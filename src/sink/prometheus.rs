@@ -129,6 +129,11 @@ impl Telemetry {
     /// Buckets just made durable: counters move, windows slide.
     pub fn absorb(&self, buckets: &[ClosedBucket]) {
         let mut inner = self.lock();
+        let end = buckets
+            .iter()
+            .map(|b| b.start + b.width_us)
+            .max()
+            .unwrap_or(Micros::MIN);
         for b in buckets {
             let c = &b.stats.counters;
             let t = self.tenant(&mut inner, &b.tenant, &b.platform);
@@ -143,11 +148,11 @@ impl Telemetry {
             h.attempts.increment(c.attempts);
             h.retried.increment(c.retried);
             if *t == *b.tenant {
-                inner.windows.push(b);
+                inner.windows.push_before(b, end);
             } else {
                 let mut relabelled = b.clone();
                 relabelled.tenant = t.clone();
-                inner.windows.push(&relabelled);
+                inner.windows.push_before(&relabelled, end);
             }
         }
     }
