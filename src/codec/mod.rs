@@ -62,7 +62,7 @@ impl Decoder {
             return Err(Rejected::bare(RejectReason::TooLarge));
         }
         match self.format {
-            Format::Json => self.event = json::decode(bytes)?,
+            Format::Json => json::decode_into(bytes, &mut self.event)?,
             Format::Protobuf => protobuf::decode_into(bytes, &mut self.scratch, &mut self.event)?,
         };
         validate(&self.event, &self.bounds, now)
@@ -132,6 +132,45 @@ pub(crate) fn assemble(f: Fields) -> Result<DeliveryEvent, Rejected> {
         None => Ok(ev),
         Some(reason) => {
             let mut r = attributed(reason, &ev);
+            r.completed_at = f.completed_at;
+            Err(r)
+        }
+    }
+}
+
+/// The typed fields of a record decoded in place (its strings are already in the event):
+/// `None` where absent, unknown or unparseable.
+pub(crate) struct Scalars {
+    pub direction: Option<crate::event::Direction>,
+    pub outcome: Option<crate::event::Outcome>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub enqueued_at: Option<Micros>,
+    pub started_at: Option<Micros>,
+    pub completed_at: Option<Micros>,
+    pub http_status: Option<u32>,
+}
+
+/// Sets the event's typed fields and applies the structural checks, attributing a
+/// rejection to what could be read; shared by the in-place decoders.
+pub(crate) fn finish(out: &mut DeliveryEvent, f: Scalars) -> Result<(), Rejected> {
+    out.direction = f.direction.unwrap_or(crate::event::Direction::Inbound);
+    out.outcome = f.outcome.unwrap_or(crate::event::Outcome::Retrying);
+    out.attempt = f.attempt;
+    out.max_attempts = f.max_attempts;
+    out.enqueued_at = f.enqueued_at.unwrap_or(0);
+    out.started_at = f.started_at.unwrap_or(0);
+    out.completed_at = f.completed_at.unwrap_or(0);
+    out.http_status = f.http_status;
+    let known = Known {
+        outcome: f.outcome.is_some(),
+        direction: f.direction.is_some(),
+        times: f.enqueued_at.is_some() && f.started_at.is_some() && f.completed_at.is_some(),
+    };
+    match structural(out, known) {
+        None => Ok(()),
+        Some(reason) => {
+            let mut r = attributed(reason, out);
             r.completed_at = f.completed_at;
             Err(r)
         }

@@ -36,35 +36,23 @@ pub fn decode_into(
         .merge(bytes)
         .map_err(|_| Rejected::bare(RejectReason::MalformedProtobuf))?;
     let m = scratch;
-    let outcome = outcome_of(m.outcome);
-    let direction = direction_of(m.direction);
-    let (enqueued, started, completed) =
-        (ts(&m.enqueued_at), ts(&m.started_at), ts(&m.completed_at));
     std::mem::swap(&mut out.event_id, &mut m.event_id);
     std::mem::swap(&mut out.tenant, &mut m.tenant);
     std::mem::swap(&mut out.platform, &mut m.platform);
     out.error = m.error.take().filter(|e| !e.is_empty());
-    out.direction = direction.unwrap_or(Direction::Inbound);
-    out.outcome = outcome.unwrap_or(Outcome::Retrying);
-    out.attempt = m.attempt;
-    out.max_attempts = m.max_attempts;
-    out.enqueued_at = enqueued.unwrap_or(0);
-    out.started_at = started.unwrap_or(0);
-    out.completed_at = completed.unwrap_or(0);
-    out.http_status = m.http_status;
-    let known = super::Known {
-        outcome: outcome.is_some(),
-        direction: direction.is_some(),
-        times: enqueued.is_some() && started.is_some() && completed.is_some(),
-    };
-    match super::structural(out, known) {
-        None => Ok(()),
-        Some(reason) => {
-            let mut r = super::attributed(reason, out);
-            r.completed_at = completed;
-            Err(r)
-        }
-    }
+    super::finish(
+        out,
+        super::Scalars {
+            direction: direction_of(m.direction),
+            outcome: outcome_of(m.outcome),
+            attempt: m.attempt,
+            max_attempts: m.max_attempts,
+            enqueued_at: ts(&m.enqueued_at),
+            started_at: ts(&m.started_at),
+            completed_at: ts(&m.completed_at),
+            http_status: m.http_status,
+        },
+    )
 }
 
 fn outcome_of(v: i32) -> Option<Outcome> {
@@ -91,18 +79,8 @@ pub fn decode(bytes: &[u8], scratch: &mut proto::DeliveryEvent) -> Result<Delive
         .merge(bytes)
         .map_err(|_| Rejected::bare(RejectReason::MalformedProtobuf))?;
     let m = scratch;
-    let outcome = match proto::Outcome::try_from(m.outcome) {
-        Ok(proto::Outcome::Delivered) => Some(Outcome::Delivered),
-        Ok(proto::Outcome::Retrying) => Some(Outcome::Retrying),
-        Ok(proto::Outcome::Failed) => Some(Outcome::Failed),
-        Ok(proto::Outcome::DeadLettered) => Some(Outcome::DeadLettered),
-        _ => None,
-    };
-    let direction = match proto::Direction::try_from(m.direction) {
-        Ok(proto::Direction::Inbound) => Some(Direction::Inbound),
-        Ok(proto::Direction::Outbound) => Some(Direction::Outbound),
-        _ => None,
-    };
+    let outcome = outcome_of(m.outcome);
+    let direction = direction_of(m.direction);
     super::assemble(super::Fields {
         enqueued_at: ts(&m.enqueued_at),
         started_at: ts(&m.started_at),
