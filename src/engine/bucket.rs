@@ -89,8 +89,9 @@ impl OpenBuckets {
         &mut slot.entries[p].1
     }
 
-    /// Doubles the ring until `start` has a free or matching slot. Starts distinct modulo
-    /// n stay distinct modulo 2n, so the open slots move without colliding.
+    /// Doubles the ring until the bucket with this ordinal has a free or matching slot.
+    /// Ordinals distinct modulo n stay distinct modulo 2n, so the open slots move without
+    /// colliding.
     #[cold]
     fn grow_for(&mut self, ordinal: i64) {
         loop {
@@ -147,10 +148,11 @@ impl OpenBuckets {
         if self.len == 0 {
             return;
         }
-        let mut due: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| !self.slots[i].entries.is_empty() && self.slots[i].start < before)
+        let due: Vec<usize> = self
+            .open_slots()
+            .into_iter()
+            .take_while(|&i| self.slots[i].start < before)
             .collect();
-        due.sort_unstable_by_key(|&i| self.slots[i].start);
         for i in due {
             let slot = &mut self.slots[i];
             slot.entries.sort_unstable_by_key(|(k, _)| *k);
@@ -202,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_colliding_start_grows_the_ring_and_keeps_everything() {
-        let mut o = OpenBuckets::new(10, 0); // 2 slots: every third start collides
+        let mut o = OpenBuckets::new(10, 0); // 2 slots: starts two buckets apart collide
         for start in [0, 10, 20, 30, 70, -10] {
             o.stats(start, 3).counters.attempts += 1;
         }

@@ -190,41 +190,49 @@ impl PartitionStore for Store {
 /// (The Kafka store keeps one record per bucket: without transactions its records must
 /// be keyed by something a resumed partition reproduces, and commit boundaries are not.)
 pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucket]> {
-    use std::collections::btree_map::{BTreeMap, Entry};
-    let day = |b: &ClosedBucket| b.start.div_euclid(crate::time::MICROS_PER_DAY);
-    let mut groups: BTreeMap<_, ClosedBucket> = BTreeMap::new();
-    for b in buckets {
+    // Group by index first: a live commit has nothing to merge and must not pay for
+    // copying its buckets (a dense one holds a 26 KB histogram).
+    let mut groups: std::collections::BTreeMap<_, Vec<usize>> = Default::default();
+    for (i, b) in buckets.iter().enumerate() {
+        let day = b.start.div_euclid(crate::time::MICROS_PER_DAY);
         let key = (
-            b.tenant.clone(),
-            b.platform.clone(),
+            &*b.tenant,
+            &*b.platform,
             b.direction.as_str(),
             b.target_latency_us,
-            day(b),
+            day,
         );
-        match groups.entry(key) {
-            Entry::Vacant(v) => {
-                v.insert(b.clone());
-            }
-            Entry::Occupied(mut o) => {
-                let row = o.get_mut();
-                if matches!(row.stats.latency, crate::engine::stats::Latencies::Few(_)) {
-                    // A sparse accumulator: merging small buckets never builds a 26 KB
-                    // histogram, and the row encodes straight from it.
-                    let mut acc = crate::engine::Stats::sparse();
-                    acc.merge(&row.stats);
-                    row.stats = acc;
-                }
-                let end = (row.start + row.width_us).max(b.start + b.width_us);
-                row.start = row.start.min(b.start);
-                row.width_us = end - row.start;
-                row.stats.merge(&b.stats);
-            }
-        }
+        groups.entry(key).or_default().push(i);
     }
     if groups.len() == buckets.len() {
         return std::borrow::Cow::Borrowed(buckets);
     }
-    std::borrow::Cow::Owned(groups.into_values().collect())
+    let rows = groups.into_values().map(|members| {
+        let first = &buckets[members[0]];
+        if members.len() == 1 {
+            return first.clone();
+        }
+        // A sparse accumulator: merging small buckets never builds a 26 KB histogram,
+        // and the row encodes straight from it.
+        let mut stats = crate::engine::Stats::sparse();
+        let (mut start, mut end) = (Micros::MAX, Micros::MIN);
+        for &i in &members {
+            let b = &buckets[i];
+            stats.merge(&b.stats);
+            start = start.min(b.start);
+            end = end.max(b.start + b.width_us);
+        }
+        ClosedBucket {
+            tenant: first.tenant.clone(),
+            platform: first.platform.clone(),
+            direction: first.direction,
+            start,
+            width_us: end - start,
+            target_latency_us: first.target_latency_us,
+            stats,
+        }
+    });
+    std::borrow::Cow::Owned(rows.collect())
 }
 
 /// Opens the store a `slatrack run` writes to.
