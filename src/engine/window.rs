@@ -69,24 +69,40 @@ impl WindowSet {
     }
 
     pub fn push(&mut self, b: &ClosedBucket) {
-        self.push_before(b, Micros::MIN);
+        let since = self.frontier;
+        self.push_key_batch(&b.tenant, &b.platform, [b], since, Micros::MIN);
     }
 
-    /// [`WindowSet::push`] for one of a batch of buckets whose newest ends at `batch_end`.
-    /// A window up to an hour long that would evict this bucket again before the batch is
-    /// over (it starts before `batch_end − len`) does not take it: adding and subtracting
-    /// cancel exactly, so after the batch every window is what `push` would have made.
-    /// Why: a backfill commits hours of event time at once, and sliding the short windows
-    /// through each of those buckets was most of the exporter's work. Windows longer than
-    /// an hour take every bucket (their hourly rollups need them).
-    pub fn push_before(&mut self, b: &ClosedBucket, batch_end: Micros) {
+    /// Pushes one key's buckets of a commit, in the commit's (start) order, under the key
+    /// (`tenant`, `platform`); `since` is the frontier before the commit and `batch_end`
+    /// the end of its newest bucket. After the commit, every window is what pushing its
+    /// buckets one by one would have made (for a window longer than a day, provided it
+    /// is longer than a day and six hours, as the 7-day default is: shorter ones could
+    /// fold a different set of hours into six-hour blocks). What a commit costs is per key and per hour, not per bucket,
+    /// because a backfill commits hours of event time at once:
+    /// - a window up to an hour long does not take a bucket it would evict again before
+    ///   the commit is over (one that starts before `batch_end − len`): adding and
+    ///   subtracting cancel exactly;
+    /// - longer windows and the hourly rollup take each hour's buckets merged into one.
+    pub fn push_key_batch<'b>(
+        &mut self,
+        tenant: &Arc<str>,
+        platform: &Arc<str>,
+        buckets: impl IntoIterator<Item = &'b ClosedBucket>,
+        since: Micros,
+        batch_end: Micros,
+    ) {
+        let mut buckets = buckets.into_iter().peekable();
+        let Some(first) = buckets.peek() else {
+            return;
+        };
         let lengths = &self.lengths;
         let kw = self
             .keys
-            .entry((b.tenant.clone(), b.platform.clone()))
+            .entry((tenant.clone(), platform.clone()))
             .or_insert_with(|| KeyWindows {
-                direction: b.direction,
-                target_latency_us: b.target_latency_us,
+                direction: first.direction,
+                target_latency_us: first.target_latency_us,
                 windows: lengths
                     .iter()
                     .map(|&len| Window {
@@ -98,37 +114,44 @@ impl WindowSet {
                     .collect(),
                 hour: None,
             });
-        // Window entries live up to 7 days: kept sparse (README "Memory layout").
-        let compact = b.stats.compacted();
-        let mut shared: Option<Arc<Stats>> = None;
-        let hour_start = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
         let any_coarse = kw.windows.iter().any(|w| w.coarse);
-        if any_coarse {
-            match &mut kw.hour {
-                Some((h, acc)) if *h == hour_start => acc.merge(&compact),
-                slot => {
-                    if let Some((h, acc)) = slot.take() {
-                        seal_hour(&mut kw.windows, h, acc);
-                    }
-                    let mut acc = Stats::sparse();
-                    acc.merge(&compact);
-                    *slot = Some((hour_start, acc));
+        let mut frontier = since;
+        // This commit's buckets of one hour, merged: (hour start, stats, the frontier
+        // before its first bucket).
+        let mut segment: Option<(Micros, Stats, Micros)> = None;
+        for b in buckets {
+            // Window entries live up to 7 days: kept sparse (README "Memory layout").
+            let compact = b.stats.compacted();
+            let mut shared: Option<Arc<Stats>> = None;
+            for w in kw.windows.iter_mut().filter(|w| !w.coarse) {
+                if b.start < batch_end.saturating_sub(w.len) {
+                    continue;
                 }
-            }
-        }
-        for w in &mut kw.windows {
-            if !w.coarse && b.start < batch_end.saturating_sub(w.len) {
-                continue;
-            }
-            w.running.merge(&compact);
-            if !w.coarse {
+                w.running.merge(&compact);
                 let entry = shared.get_or_insert_with(|| Arc::new(compact.clone()));
                 w.queue.push_back((b.start, b.width_us, entry.clone()));
             }
+            if any_coarse {
+                let hour = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
+                match &mut segment {
+                    Some((h, acc, _)) if *h == hour => acc.merge(&compact),
+                    slot => {
+                        if let Some((h, acc, before)) = slot.take() {
+                            add_hour_part(kw, h, acc, before);
+                        }
+                        let mut acc = Stats::sparse();
+                        acc.merge(&compact);
+                        *slot = Some((hour, acc, frontier));
+                    }
+                }
+            }
+            frontier = frontier.max(b.start + b.width_us);
         }
-        let frontier = self.frontier.max(b.start + b.width_us);
+        if let Some((h, acc, before)) = segment {
+            add_hour_part(kw, h, acc, before);
+        }
         evict_key(kw, frontier);
-        self.frontier = frontier;
+        self.frontier = self.frontier.max(frontier);
     }
 
     /// Slides every window to end at `frontier` (e.g. when time passes with no traffic).
@@ -192,7 +215,7 @@ fn evict_key(kw: &mut KeyWindows, frontier: Micros) {
         }
     }
     for w in &mut kw.windows {
-        let from = frontier - w.len;
+        let from = frontier.saturating_sub(w.len);
         while let Some((start, width, _)) = w.queue.front() {
             let out = if w.coarse {
                 start + width <= from
@@ -205,6 +228,26 @@ fn evict_key(kw: &mut KeyWindows, frontier: Micros) {
             if let Some((_, _, s)) = w.queue.pop_front() {
                 w.running.unmerge(&s);
             }
+        }
+    }
+}
+
+/// Adds part of hour `hour` (buckets merged) to the longer windows and the hour's rollup,
+/// sealing the rollup of an earlier hour first. Windows slide to `frontier` (the end of
+/// the buckets before this part) first, so that entries leave in the same order as when
+/// buckets are pushed one by one.
+fn add_hour_part(kw: &mut KeyWindows, hour: Micros, part: Stats, frontier: Micros) {
+    evict_key(kw, frontier);
+    for w in kw.windows.iter_mut().filter(|w| w.coarse) {
+        w.running.merge(&part);
+    }
+    match &mut kw.hour {
+        Some((h, acc)) if *h == hour => acc.merge(&part),
+        slot => {
+            if let Some((h, acc)) = slot.take() {
+                seal_hour(&mut kw.windows, h, acc);
+            }
+            *slot = Some((hour, part));
         }
     }
 }
@@ -310,31 +353,56 @@ mod tests {
     }
 
     #[test]
-    fn pushing_a_batch_skips_only_what_its_own_end_evicts() {
-        let lens = [5 * MICROS_PER_MIN, MICROS_PER_HOUR, 3 * MICROS_PER_HOUR];
+    fn pushing_a_commit_per_key_equals_pushing_bucket_by_bucket() {
+        // Up to an hour, a day, and longer than a day (six-hour blocks).
+        let lens = [
+            5 * MICROS_PER_MIN,
+            MICROS_PER_HOUR,
+            3 * MICROS_PER_HOUR,
+            DAY,
+            3 * DAY,
+        ];
         let (mut one, mut batched) = (WindowSet::new(&lens), WindowSet::new(&lens));
-        let all: Vec<ClosedBucket> = (0..600)
-            .filter(|m| m % 5 != 2)
-            .map(|m| bucket(m, 1000 + (m as u64 * 91) % 7000))
+        // Two keys interleaved in start order, with gaps, over 4 days (the 3-day window
+        // slides for a day).
+        let all: Vec<ClosedBucket> = (0..4 * 24 * 60)
+            .filter(|m| m % 5 != 2 && !(3000..3200).contains(m))
+            .flat_map(|m| {
+                let mut u = bucket(m, 2000 + (m as u64 * 13) % 9000);
+                u.tenant = "u".into();
+                let t = bucket(m, 1000 + (m as u64 * 91) % 7000);
+                [t].into_iter().chain((m % 3 != 0).then_some(u))
+            })
             .collect();
-        // Batches of uneven spans, as commits of a backfill are.
-        for batch in all.chunks(97) {
+        // Commits of uneven spans, as a backfill's are.
+        let mut rest = &all[..];
+        for size in [1, 397, 40, 1500, 2].into_iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (batch, after) = rest.split_at(size.min(rest.len()));
+            rest = after;
             let end = batch.iter().map(|b| b.start + b.width_us).max().unwrap();
             for b in batch {
                 one.push(b);
-                batched.push_before(b, end);
+            }
+            let since = batched.frontier();
+            for tenant in ["t", "u"] {
+                let of_key = batch.iter().filter(|b| &*b.tenant == tenant);
+                batched.push_key_batch(&tenant.into(), &"p".into(), of_key, since, end);
             }
             one.sweep();
             batched.sweep();
-            let a: Vec<_> = one
-                .summaries()
-                .map(|s| (s.window_us, s.stats.clone()))
-                .collect();
-            let b: Vec<_> = batched
-                .summaries()
-                .map(|s| (s.window_us, s.stats.clone()))
-                .collect();
-            assert_eq!(a, b, "batch ending at {end}");
+            let summaries = |ws: &WindowSet| -> Vec<_> {
+                ws.summaries()
+                    .map(|s| (s.tenant.to_string(), s.window_us, s.stats.clone()))
+                    .collect()
+            };
+            assert_eq!(
+                summaries(&one),
+                summaries(&batched),
+                "commit ending at {end}"
+            );
         }
     }
 

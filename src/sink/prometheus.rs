@@ -12,7 +12,7 @@ use crate::time::{format_duration, Micros};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -41,12 +41,12 @@ struct Inner {
     windows: WindowSet,
     last_event: BTreeMap<(String, String), Micros>,
     /// Keys exported with their own tenant label (at most `metrics.max_series_keys`).
-    admitted: std::collections::HashSet<(Arc<str>, Arc<str>)>,
+    admitted: HashSet<(Arc<str>, Arc<str>)>,
     /// Closed buckets exported under tenant `__overflow__` because the series cap was hit.
     folded_buckets: u64,
     /// Registered counter handles per exported (tenant label, platform): a `counter!` call
     /// with labels looks the series up each time (8 % of the apply thread on a backfill).
-    handles: std::collections::HashMap<(Arc<str>, Arc<str>), KeyCounters>,
+    handles: HashMap<(Arc<str>, Arc<str>), KeyCounters>,
     /// The two fixed tenant labels, allocated once.
     all: Arc<str>,
     overflow: Arc<str>,
@@ -127,6 +127,9 @@ impl Telemetry {
     }
 
     /// Buckets just made durable: counters move, windows slide.
+    /// The commit is taken key by key (one label, one set of counter increments and one
+    /// window push per key, not per bucket): a backfill commit holds thousands of
+    /// one-attempt buckets of the same few keys.
     pub fn absorb(&self, buckets: &[ClosedBucket]) {
         let mut inner = self.lock();
         let end = buckets
@@ -134,26 +137,68 @@ impl Telemetry {
             .map(|b| b.start + b.width_us)
             .max()
             .unwrap_or(Micros::MIN);
-        for b in buckets {
-            let c = &b.stats.counters;
-            let t = self.tenant(&mut inner, &b.tenant, &b.platform);
+        struct Group {
+            tenant: Arc<str>,
+            platform: Arc<str>,
+            counters: crate::engine::Counters,
+            buckets: Vec<usize>,
+        }
+        let since = inner.windows.frontier();
+        let mut groups: Vec<Group> = Vec::new();
+        // A shard hands out one `Arc` per key, so its buckets group by pointer without
+        // hashing strings; keys folded under one label share a group (by label content).
+        let mut by_key: HashMap<(usize, usize), (usize, bool)> = HashMap::new();
+        let mut by_label: HashMap<(Arc<str>, Arc<str>), usize> = HashMap::new();
+        for (i, b) in buckets.iter().enumerate() {
+            let ptrs = (
+                Arc::as_ptr(&b.tenant) as *const u8 as usize,
+                Arc::as_ptr(&b.platform) as *const u8 as usize,
+            );
+            let g = match by_key.get(&ptrs) {
+                Some(&(g, folded)) => {
+                    if folded {
+                        inner.folded_buckets += 1;
+                    }
+                    g
+                }
+                None => {
+                    let before = inner.folded_buckets;
+                    let t = self.tenant(&mut inner, &b.tenant, &b.platform);
+                    let folded = inner.folded_buckets != before;
+                    let g = *by_label
+                        .entry((t.clone(), b.platform.clone()))
+                        .or_insert_with(|| {
+                            groups.push(Group {
+                                tenant: t,
+                                platform: b.platform.clone(),
+                                counters: Default::default(),
+                                buckets: Vec::new(),
+                            });
+                            groups.len() - 1
+                        });
+                    by_key.insert(ptrs, (g, folded));
+                    g
+                }
+            };
+            groups[g].counters.add(&b.stats.counters);
+            groups[g].buckets.push(i);
+        }
+        for g in &groups {
+            let c = &g.counters;
             let h = inner
                 .handles
-                .entry((t.clone(), b.platform.clone()))
-                .or_insert_with(|| KeyCounters::register(&t, &b.platform));
+                .entry((g.tenant.clone(), g.platform.clone()))
+                .or_insert_with(|| KeyCounters::register(&g.tenant, &g.platform));
             h.delivered.increment(c.delivered);
             h.failed.increment(c.failed);
             h.dead_lettered.increment(c.dead_lettered);
             h.on_time.increment(c.on_time);
             h.attempts.increment(c.attempts);
             h.retried.increment(c.retried);
-            if *t == *b.tenant {
-                inner.windows.push_before(b, end);
-            } else {
-                let mut relabelled = b.clone();
-                relabelled.tenant = t.clone();
-                inner.windows.push_before(&relabelled, end);
-            }
+            let of_group = g.buckets.iter().map(|&i| &buckets[i]);
+            inner
+                .windows
+                .push_key_batch(&g.tenant, &g.platform, of_group, since, end);
         }
     }
 
