@@ -266,7 +266,10 @@ fn seal_hour(windows: &mut [Window], hour: Micros, acc: Stats) {
 /// block. The running aggregate is unchanged (the block is the merge of its hours), and
 /// eviction then removes the block as a whole.
 fn fold_old_hours(w: &mut Window, before: Micros) {
-    let mut i = 0;
+    // Blocks come first: start at the first hourly entry (scanning the blocks of a 7-day
+    // window on every seal was ≈ 4 % of a backfill). Should a late hour ever sit among
+    // the blocks, it just stays an hourly entry.
+    let mut i = w.queue.partition_point(|e| e.1 != MICROS_PER_HOUR);
     while i < w.queue.len() {
         let (start, width, _) = w.queue[i];
         if width != MICROS_PER_HOUR {

@@ -191,23 +191,53 @@ impl PartitionStore for Store {
 /// be keyed by something a resumed partition reproduces, and commit boundaries are not.)
 pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucket]> {
     // Group by index first: a live commit has nothing to merge and must not pay for
-    // copying its buckets (a dense one holds a 26 KB histogram).
-    let mut groups: std::collections::BTreeMap<_, Vec<usize>> = Default::default();
+    // copying its buckets (a dense one holds a 26 KB histogram). A shard hands out one
+    // `Arc` per key, so buckets group by pointer (comparing strings per bucket was
+    // ≈ 5 % of a backfill's apply thread); groups are then ordered by content, which also
+    // joins groups of equal keys, and rows go to the store in key order. (Buckets of one
+    // key under different `Arc`s in a commit with nothing else to merge are written one
+    // row each: still exact, only not smaller.)
+    let mut by_ptr: std::collections::HashMap<_, usize> = Default::default();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, b) in buckets.iter().enumerate() {
         let day = b.start.div_euclid(crate::time::MICROS_PER_DAY);
         let key = (
+            std::sync::Arc::as_ptr(&b.tenant) as *const u8 as usize,
+            std::sync::Arc::as_ptr(&b.platform) as *const u8 as usize,
+            b.direction.as_str(),
+            b.target_latency_us,
+            day,
+        );
+        let g = *by_ptr.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    if groups.len() == buckets.len() {
+        return std::borrow::Cow::Borrowed(buckets);
+    }
+    let key = |members: &Vec<usize>| {
+        let b = &buckets[members[0]];
+        let day = b.start.div_euclid(crate::time::MICROS_PER_DAY);
+        (
             &*b.tenant,
             &*b.platform,
             b.direction.as_str(),
             b.target_latency_us,
             day,
-        );
-        groups.entry(key).or_default().push(i);
+        )
+    };
+    groups.sort_unstable_by(|x, y| key(x).cmp(&key(y)));
+    let mut merged: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
+    for g in groups {
+        match merged.last_mut() {
+            Some(last) if key(last) == key(&g) => last.extend(g),
+            _ => merged.push(g),
+        }
     }
-    if groups.len() == buckets.len() {
-        return std::borrow::Cow::Borrowed(buckets);
-    }
-    let rows = groups.into_values().map(|members| {
+    let groups = merged;
+    let rows = groups.into_iter().map(|members| {
         let first = &buckets[members[0]];
         if members.len() == 1 {
             return first.clone();
@@ -330,6 +360,17 @@ mod tests {
                 m,
                 if m == 1440 { &many } else { &[7] },
             ));
+        }
+        // As a shard's: one `Arc` per key, except one bucket whose equal key is another.
+        let (t, workday) = (buckets[0].tenant.clone(), buckets[0].platform.clone());
+        let benevity = buckets[1].platform.clone();
+        for b in &mut buckets[..9] {
+            b.tenant = t.clone();
+            b.platform = if &*b.platform == "workday" {
+                workday.clone()
+            } else {
+                benevity.clone()
+            };
         }
         let rows = daily_rows(&buckets);
         assert_eq!(rows.len(), 4, "two keys × two days");

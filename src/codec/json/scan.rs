@@ -19,6 +19,8 @@ enum Value<'a> {
 }
 
 struct Cursor<'a> {
+    /// The record, checked as UTF-8 once (checking each string cost more than the scan).
+    text: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -61,8 +63,9 @@ impl<'a> Cursor<'a> {
         if rest[end] != b'"' {
             return None;
         }
+        let start = self.i;
         self.i += end + 1;
-        std::str::from_utf8(&rest[..end]).ok()
+        self.text.get(start..start + end)
     }
 
     /// `0` or a digit string without a leading zero that fits a u32, ended by what can
@@ -122,7 +125,12 @@ fn special(x: u64) -> u64 {
 
 /// The fields of a record of the simple shape, or `None` for serde_json to decide.
 pub(super) fn scan(bytes: &[u8]) -> Option<Flat<'_>> {
-    let mut c = Cursor { b: bytes, i: 0 };
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut c = Cursor {
+        text,
+        b: bytes,
+        i: 0,
+    };
     let mut f = Flat::default();
     let mut seen = 0u16;
     c.ws();
