@@ -460,6 +460,42 @@ impl Stats {
         }
     }
 
+    /// The start of a merge of many buckets (a store row, an hour of a window), with
+    /// `first` in it. Merge the rest with [`Stats::accumulate`].
+    pub fn accumulator(first: &Stats) -> Self {
+        let mut acc = Self::sparse();
+        acc.accumulate(first);
+        acc
+    }
+
+    /// [`Stats::merge`] for an accumulator of many buckets: it stays sparse while the
+    /// buckets are small (merging them never builds a 26 KB histogram) and turns dense
+    /// at the first bucket that is not, because merging a big one into a sparse form
+    /// rebuilds the whole vector, once per bucket (converting and combining was most of
+    /// a dense checkpoint); adding into a histogram is one pass.
+    pub fn accumulate(&mut self, o: &Stats) {
+        if let Latencies::Sparse(_) = self.latency {
+            let big = match &o.latency {
+                Latencies::Few(v) => v.len() > SMALL_UPDATE,
+                Latencies::Sparse(s) => s.len() > SMALL_UPDATE,
+                Latencies::Hist(_) => true,
+            };
+            if big {
+                let dense = self.latency.to_histogram().into_owned();
+                self.latency = Latencies::Hist(Box::new(dense));
+            }
+        }
+        self.merge(o);
+    }
+
+    /// [`Stats::compacted`], moving what needs no conversion.
+    pub fn into_compacted(self) -> Self {
+        match self.latency {
+            Latencies::Hist(_) => self.compacted(),
+            _ => self,
+        }
+    }
+
     #[inline]
     pub fn record(&mut self, ev: &DeliveryEvent, target_us: u64) {
         self.counters.record(ev, target_us);
@@ -587,6 +623,38 @@ mod tests {
         let back = Stats::latencies_from_bytes(&s.histogram_bytes()).unwrap();
         assert_eq!(back, s.latency);
         assert!(Stats::latencies_from_bytes(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn an_accumulator_stays_sparse_for_small_buckets_and_equals_a_plain_merge() {
+        let bucket = |n: u64, seed: u64| {
+            let mut s = Stats::default();
+            for i in 0..n {
+                s.latency
+                    .record(1000 + (seed * 7919 + i * 104_729) % 900_000);
+            }
+            s
+        };
+        let small: Vec<Stats> = (0..50).map(|k| bucket(2, k)).collect();
+        let mut acc = Stats::accumulator(&small[0]);
+        let mut plain = Stats::default();
+        plain.merge(&small[0]);
+        for b in &small[1..] {
+            acc.accumulate(b);
+            plain.merge(b);
+        }
+        assert!(matches!(acc.latency, Latencies::Sparse(_)));
+        assert_eq!(acc, plain);
+        for b in [bucket(40, 1), bucket(300, 2), bucket(3, 3)] {
+            acc.accumulate(&b);
+            plain.merge(&b);
+        }
+        assert!(
+            matches!(acc.latency, Latencies::Hist(_)),
+            "dense after a big bucket"
+        );
+        assert_eq!(acc, plain);
+        assert_eq!(acc.into_compacted().latency.len(), 50 * 2 + 343);
     }
 
     #[test]

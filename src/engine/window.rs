@@ -120,35 +120,33 @@ impl WindowSet {
         // before its first bucket).
         let mut segment: Option<(Micros, Stats, Micros)> = None;
         for b in buckets {
-            // Window entries live up to 7 days: kept sparse (README "Memory layout").
-            let compact = b.stats.compacted();
+            // Entries of the short windows live up to an hour and share one sparse copy
+            // (README "Memory layout"), made only if one of them takes the bucket.
             let mut shared: Option<Arc<Stats>> = None;
             for w in kw.windows.iter_mut().filter(|w| !w.coarse) {
                 if b.start < batch_end.saturating_sub(w.len) {
                     continue;
                 }
-                w.running.merge(&compact);
-                let entry = shared.get_or_insert_with(|| Arc::new(compact.clone()));
+                let entry = shared.get_or_insert_with(|| Arc::new(b.stats.compacted()));
+                w.running.merge(entry);
                 w.queue.push_back((b.start, b.width_us, entry.clone()));
             }
             if any_coarse {
                 let hour = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
                 match &mut segment {
-                    Some((h, acc, _)) if *h == hour => acc.merge(&compact),
+                    Some((h, acc, _)) if *h == hour => acc.accumulate(&b.stats),
                     slot => {
                         if let Some((h, acc, before)) = slot.take() {
-                            add_hour_part(kw, h, acc, before);
+                            add_hour_part(kw, h, acc.into_compacted(), before);
                         }
-                        let mut acc = Stats::sparse();
-                        acc.merge(&compact);
-                        *slot = Some((hour, acc, frontier));
+                        *slot = Some((hour, Stats::accumulator(&b.stats), frontier));
                     }
                 }
             }
             frontier = frontier.max(b.start + b.width_us);
         }
         if let Some((h, acc, before)) = segment {
-            add_hour_part(kw, h, acc, before);
+            add_hour_part(kw, h, acc.into_compacted(), before);
         }
         evict_key(kw, frontier);
         self.frontier = self.frontier.max(frontier);
@@ -373,7 +371,18 @@ mod tests {
             .flat_map(|m| {
                 let mut u = bucket(m, 2000 + (m as u64 * 13) % 9000);
                 u.tenant = "u".into();
-                let t = bucket(m, 1000 + (m as u64 * 91) % 7000);
+                let mut t = bucket(m, 1000 + (m as u64 * 91) % 7000);
+                if m % 97 < 3 {
+                    // Some dense buckets (an HDR histogram), alone or in a row.
+                    for i in 0..150 {
+                        t.stats.latency.record(500 + i * 37);
+                    }
+                    t.stats.counters.attempts += 150;
+                    assert!(matches!(
+                        t.stats.latency,
+                        crate::engine::stats::Latencies::Hist(_)
+                    ));
+                }
                 [t].into_iter().chain((m % 3 != 0).then_some(u))
             })
             .collect();

@@ -242,13 +242,13 @@ pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucke
         if members.len() == 1 {
             return first.clone();
         }
-        // A sparse accumulator: merging small buckets never builds a 26 KB histogram,
-        // and the row encodes straight from it.
-        let mut stats = crate::engine::Stats::sparse();
-        let (mut start, mut end) = (Micros::MAX, Micros::MIN);
-        for &i in &members {
+        // Sparse while the buckets are small, dense after (`Stats::accumulate`); the row
+        // encodes straight from either form.
+        let mut stats = crate::engine::Stats::accumulator(&first.stats);
+        let (mut start, mut end) = (first.start, first.start + first.width_us);
+        for &i in &members[1..] {
             let b = &buckets[i];
-            stats.merge(&b.stats);
+            stats.accumulate(&b.stats);
             start = start.min(b.start);
             end = end.max(b.start + b.width_us);
         }
