@@ -52,6 +52,12 @@ fn measure(name: &str, n: usize, mut f: impl FnMut() -> usize) -> f64 {
 }
 
 fn main() {
+    // The in-process peer comparison (benches/peers/inprocess.py) times the JSON path on
+    // its own lines file, the same lines the Python peer reads.
+    if let Some(path) = std::env::var_os("SLATRACK_BENCH_JSONL") {
+        json_file(std::path::Path::new(&path));
+        return;
+    }
     let start = slatrack::time::parse_date("2025-09-08").unwrap_or_default();
     // Sparse: ~1.1M records over 4 weeks for 20 tenants (80 keys): about one record per
     // key-minute, so nearly every record opens and closes a bucket — the worst case.
@@ -64,6 +70,34 @@ fn main() {
         bench_case(start, span);
         println!();
     }
+}
+
+/// The JSON path (decode, validate, aggregate, closed buckets drained) over a JSON-lines
+/// file held in memory.
+fn json_file(path: &std::path::Path) {
+    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let lines: Vec<&[u8]> = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let n = lines.len();
+    let config = Arc::new(Config::default());
+    let bounds = Pipeline::bounds(&config);
+    let now = slatrack::time::now_micros();
+    println!("{n} JSON lines from {}; {} runs", path.display(), runs());
+    measure("JSON lines file: decode+validate+aggregate", n, || {
+        let mut p = Pipeline::new(config.clone(), Format::Json, bounds);
+        let mut counted = 0;
+        for l in &lines {
+            if p.process(l, now) == Verdict::Counted {
+                counted += 1;
+            }
+            black_box(p.shard.take_closed());
+        }
+        p.shard.flush();
+        black_box(p.shard.take_closed());
+        counted
+    });
 }
 
 fn bench_case(start: i64, span: i64) {

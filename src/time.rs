@@ -66,6 +66,20 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`. Fractions beyond microseconds are
 /// truncated. Returns `None` for anything else, including impossible dates.
 pub fn parse_rfc3339(s: &str) -> Option<Micros> {
+    parse_rfc3339_cached(s, &mut DateCache::default())
+}
+
+/// The last valid date [`parse_rfc3339_cached`] read and its day number. A record's
+/// three timestamps nearly always share their date, and the date is half of the parse
+/// (the JSON path's timestamps were 12 % of its time on sparse traffic).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DateCache {
+    date: [u8; 10],
+    days: Option<i64>,
+}
+
+/// [`parse_rfc3339`], reusing the day number of the date `cache` last held.
+pub fn parse_rfc3339_cached(s: &str, cache: &mut DateCache) -> Option<Micros> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
         return None;
@@ -73,15 +87,24 @@ pub fn parse_rfc3339(s: &str) -> Option<Micros> {
     if b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let year = digits(&b[0..4])? as i64;
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
+    let days = match cache.days {
+        Some(days) if b[..10] == cache.date => days,
+        _ => {
+            let year = digits(&b[0..4])? as i64;
+            let month = digits(&b[5..7])?;
+            let day = digits(&b[8..10])?;
+            if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+                return None;
+            }
+            let days = days_from_civil(year, month, day);
+            cache.date.copy_from_slice(&b[..10]);
+            cache.days = Some(days);
+            days
+        }
+    };
     let hour = digits(&b[11..13])?;
     let min = digits(&b[14..16])?;
     let sec = digits(&b[17..19])?;
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
     if hour > 23 || min > 59 || sec > 59 {
         return None;
     }
@@ -121,7 +144,6 @@ pub fn parse_rfc3339(s: &str) -> Option<Micros> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
     let secs =
         days * 86_400 + i64::from(hour) * 3600 + i64::from(min) * 60 + i64::from(sec) - offset_secs;
     Some(secs * MICROS_PER_SEC + micros)
@@ -216,6 +238,33 @@ pub fn now_micros() -> Micros {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_date_cache_never_changes_a_result() {
+        let inputs = [
+            "2025-10-01T12:00:00Z",
+            "2025-10-01T23:59:59.999999Z",
+            "2025-10-01T24:00:00Z",
+            "2025-10-02T00:00:00.5+02:00",
+            "2025-02-29T00:00:00Z",
+            "2024-02-29T00:00:00Z",
+            "2024-02-29T00:00:61Z",
+            "2024-02-29X00:00:00Z",
+            "2025-10-01T12:00:00",
+            "1999-12-31T23:59:59.1234567Z",
+            "2025-10-01t01:02:03z",
+        ];
+        let mut cache = DateCache::default();
+        for _ in 0..2 {
+            for a in inputs {
+                for b in inputs {
+                    assert_eq!(parse_rfc3339_cached(a, &mut cache), parse_rfc3339(a), "{a}");
+                    assert_eq!(parse_rfc3339_cached(b, &mut cache), parse_rfc3339(b), "{b}");
+                }
+            }
+        }
+        assert_eq!(parse_rfc3339("2025-02-29T00:00:00Z"), None);
+    }
     use super::*;
 
     #[test]

@@ -23,6 +23,32 @@ def micros(ts):
     return int(d.timestamp()) * 1_000_000 + d.microsecond
 
 
+def absorb(stats, raw):
+    """The per-event work: parse, then the README definitions, into `stats`."""
+    e = json.loads(raw)
+    if e["tenant"] == "zz-sentinel":
+        return
+    key = (e["tenant"], e["platform"])
+    s = stats.get(key)
+    if s is None:
+        s = stats[key] = {"attempts": 0, "events": 0, "on_time": 0,
+                          "h": HdrHistogram(1, 3_600_000_000, 2)}
+    enq, start, done = micros(e["enqueued_at"]), micros(e["started_at"]), micros(e["completed_at"])
+    s["attempts"] += 1
+    s["h"].record_value(min(max(done - start, 1), 3_600_000_000))
+    if e["outcome"] in ("delivered", "failed", "dead_lettered"):
+        s["events"] += 1
+        target = TARGET_US.get(e["platform"], DEFAULT_TARGET_US)
+        if e["outcome"] == "delivered" and done - enq <= target:
+            s["on_time"] += 1
+
+
+def numbers(stats):
+    return {f"{t}/{p}": {"attempts": s["attempts"], "events": s["events"], "on_time": s["on_time"],
+                         "p99_ms": s["h"].get_value_at_percentile(99) / 1000}
+            for (t, p), s in sorted(stats.items())}
+
+
 def main():
     brokers, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     c = Consumer({
@@ -43,28 +69,12 @@ def main():
             if first is None:
                 first = time.perf_counter()
             seen += 1
-            e = json.loads(m.value())
-            if e["tenant"] == "zz-sentinel":
-                continue
-            key = (e["tenant"], e["platform"])
-            s = stats.get(key)
-            if s is None:
-                s = stats[key] = {"attempts": 0, "events": 0, "on_time": 0,
-                                  "h": HdrHistogram(1, 3_600_000_000, 2)}
-            enq, start, done = micros(e["enqueued_at"]), micros(e["started_at"]), micros(e["completed_at"])
-            s["attempts"] += 1
-            s["h"].record_value(min(max(done - start, 1), 3_600_000_000))
-            if e["outcome"] in ("delivered", "failed", "dead_lettered"):
-                s["events"] += 1
-                target = TARGET_US.get(e["platform"], DEFAULT_TARGET_US)
-                if e["outcome"] == "delivered" and done - enq <= target:
-                    s["on_time"] += 1
+            absorb(stats, m.value())
     elapsed = time.perf_counter() - first
     c.close()
-    out = {f"{t}/{p}": {"attempts": s["attempts"], "events": s["events"], "on_time": s["on_time"],
-                        "p99_ms": s["h"].get_value_at_percentile(99) / 1000}
-           for (t, p), s in sorted(stats.items())}
+    out = numbers(stats)
     print(json.dumps({"rate": (n - 1) / elapsed, "numbers": out}))
 
 
-main()
+if __name__ == "__main__":
+    main()

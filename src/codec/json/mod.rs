@@ -2,7 +2,7 @@
 //! Unknown fields are ignored so producers can add fields before slatrack knows them.
 
 use crate::event::{DeliveryEvent, Direction, Outcome, RejectReason, Rejected};
-use crate::time::{format_rfc3339, parse_rfc3339};
+use crate::time::{format_rfc3339, parse_rfc3339_cached};
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -113,7 +113,8 @@ fn fill(f: &Flat<'_>, out: &mut DeliveryEvent) -> Result<(), Rejected> {
         dst.clear();
         dst.push_str(c.unwrap_or_default());
     };
-    let ts = |c: Option<&str>| c.and_then(parse_rfc3339);
+    let mut dates = crate::time::DateCache::default();
+    let mut ts = |c: Option<&str>| c.and_then(|s| parse_rfc3339_cached(s, &mut dates));
     set(&mut out.event_id, f.event_id);
     set(&mut out.tenant, f.tenant);
     set(&mut out.platform, f.platform);

@@ -45,27 +45,26 @@ impl<'a> Cursor<'a> {
     /// Eight bytes at a time: strings are most of a record's bytes.
     #[inline]
     fn string(&mut self) -> Option<&'a str> {
-        let rest = &self.b[self.i..];
-        let mut len = 0;
-        let mut words = rest.chunks_exact(8);
-        let found = words.by_ref().find_map(|w| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(w);
-            let flags = special(u64::from_le_bytes(word));
-            let at = len + (flags.trailing_zeros() / 8) as usize;
-            len += 8;
-            (flags != 0).then_some(at)
-        });
-        let end = match found {
-            Some(at) => at,
-            None => len + words.remainder().iter().position(|&c| is_special(c))?,
+        let (b, start) = (self.b, self.i);
+        let mut i = start;
+        let end = loop {
+            match b.get(i..i + 8) {
+                Some(w) => {
+                    let word = u64::from_le_bytes(<[u8; 8]>::try_from(w).ok()?);
+                    let flags = special(word);
+                    if flags != 0 {
+                        break i + (flags.trailing_zeros() / 8) as usize;
+                    }
+                    i += 8;
+                }
+                None => break i + b[i..].iter().position(|&c| is_special(c))?,
+            }
         };
-        if rest[end] != b'"' {
+        if b[end] != b'"' {
             return None;
         }
-        let start = self.i;
-        self.i += end + 1;
-        self.text.get(start..start + end)
+        self.i = end + 1;
+        self.text.get(start..end)
     }
 
     /// `0` or a digit string without a leading zero that fits a u32, ended by what can
