@@ -11,6 +11,22 @@
 
 use super::Flat;
 
+/// The known keys, by field number.
+const FIELDS: [&[u8]; 12] = [
+    b"event_id",
+    b"tenant",
+    b"platform",
+    b"direction",
+    b"attempt",
+    b"max_attempts",
+    b"outcome",
+    b"enqueued_at",
+    b"started_at",
+    b"completed_at",
+    b"http_status",
+    b"error",
+];
+
 /// What one value was.
 enum Value<'a> {
     Str(&'a str),
@@ -65,6 +81,36 @@ impl<'a> Cursor<'a> {
         }
         self.i = end + 1;
         self.text.get(start..end)
+    }
+
+    /// A key after its opening quote, as its field number (16: unknown, ignored as
+    /// serde_json ignores it). The known names are compared in place, picked by their
+    /// first byte, rather than scanned for their closing quote and then matched.
+    #[inline]
+    fn key(&mut self) -> Option<u8> {
+        let rest = &self.b[self.i..];
+        let candidates: &[u8] = match rest.first()? {
+            b'e' => &[0, 7, 11],
+            b't' => &[1],
+            b'p' => &[2],
+            b'd' => &[3],
+            b'a' => &[4],
+            b'm' => &[5],
+            b'o' => &[6],
+            b's' => &[8],
+            b'c' => &[9],
+            b'h' => &[10],
+            _ => &[],
+        };
+        for &f in candidates {
+            let name = FIELDS[f as usize];
+            if rest.starts_with(name) && rest.get(name.len()) == Some(&b'"') {
+                self.i += name.len() + 1;
+                return Some(f);
+            }
+        }
+        self.string()?;
+        Some(16)
     }
 
     /// `0` or a digit string without a leading zero that fits a u32, ended by what can
@@ -144,28 +190,13 @@ pub(super) fn scan(bytes: &[u8]) -> Option<Flat<'_>> {
             if c.next()? != b'"' {
                 return None;
             }
-            let key = c.string()?;
+            let field = c.key()?;
             c.ws();
             if c.next()? != b':' {
                 return None;
             }
             c.ws();
             let v = c.value()?;
-            let field = match key {
-                "event_id" => 0,
-                "tenant" => 1,
-                "platform" => 2,
-                "direction" => 3,
-                "attempt" => 4,
-                "max_attempts" => 5,
-                "outcome" => 6,
-                "enqueued_at" => 7,
-                "started_at" => 8,
-                "completed_at" => 9,
-                "http_status" => 10,
-                "error" => 11,
-                _ => 16, // unknown: ignored, as serde_json ignores it
-            };
             if field < 16 {
                 if seen & (1 << field) != 0 {
                     return None; // serde_json rejects a repeated field
