@@ -22,9 +22,13 @@ impl Hasher for FastHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(w) ^ (rest.len() as u64) << 56);
+            // Byte by byte: a copy of a run-time length was a `memcpy` call per string
+            // (tenant and platform names end in a partial word on every record).
+            let tail = rest
+                .iter()
+                .rev()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+            self.write_u64(tail ^ (rest.len() as u64) << 56);
         }
     }
     #[inline]
