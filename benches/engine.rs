@@ -72,6 +72,27 @@ fn main() {
     }
 }
 
+/// One pass of the JSON path over `lines`: decode, validate, aggregate, closed buckets
+/// drained after every record (as `replay` and the service do). Returns records counted.
+fn json_pass<'a>(
+    config: &Arc<Config>,
+    bounds: slatrack::event::TimeBounds,
+    now: i64,
+    lines: impl Iterator<Item = &'a [u8]>,
+) -> usize {
+    let mut p = Pipeline::new(config.clone(), Format::Json, bounds);
+    let mut counted = 0;
+    for l in lines {
+        if p.process(l, now) == Verdict::Counted {
+            counted += 1;
+        }
+        black_box(p.shard.take_closed());
+    }
+    p.shard.flush();
+    black_box(p.shard.take_closed());
+    counted
+}
+
 /// The JSON path (decode, validate, aggregate, closed buckets drained) over a JSON-lines
 /// file held in memory.
 fn json_file(path: &std::path::Path) {
@@ -86,17 +107,7 @@ fn json_file(path: &std::path::Path) {
     let now = slatrack::time::now_micros();
     println!("{n} JSON lines from {}; {} runs", path.display(), runs());
     measure("JSON lines file: decode+validate+aggregate", n, || {
-        let mut p = Pipeline::new(config.clone(), Format::Json, bounds);
-        let mut counted = 0;
-        for l in &lines {
-            if p.process(l, now) == Verdict::Counted {
-                counted += 1;
-            }
-            black_box(p.shard.take_closed());
-        }
-        p.shard.flush();
-        black_box(p.shard.take_closed());
-        counted
+        json_pass(&config, bounds, now, lines.iter().copied())
     });
 }
 
@@ -161,17 +172,7 @@ fn bench_case(start: i64, span: i64) {
         counted
     });
     let json = measure("JSON decode+validate+aggregate", n, || {
-        let mut p = Pipeline::new(config.clone(), Format::Json, bounds);
-        let mut counted = 0;
-        for b in &js {
-            if p.process(b, now) == Verdict::Counted {
-                counted += 1;
-            }
-            black_box(p.shard.take_closed());
-        }
-        p.shard.flush();
-        black_box(p.shard.take_closed());
-        counted
+        json_pass(&config, bounds, now, js.iter().map(Vec::as_slice))
     });
     let mut shard_only = None;
     let agg = measure("aggregate only (validated events)", n, || {

@@ -14,6 +14,9 @@ import json, os, socket, sqlite3, subprocess, sys, tempfile, time, urllib.reques
 from datetime import datetime, timedelta
 from confluent_kafka import Producer
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target/release/slatrack")
 TANSU = os.environ["SLATRACK_TANSU"]
@@ -41,15 +44,7 @@ def main():
         for t, n in (("peer", "4"), ("slatrack-quarantine", "1")):
             subprocess.run([TANSU, "topic", "create", t, "--partitions", n, "--broker", url], check=True,
                            stdout=subprocess.DEVNULL)
-        fixture = os.path.join(tmp, "globex.jsonl")
-        subprocess.run([BIN, "generate", "--output", fixture], check=True, stderr=subprocess.DEVNULL)
-        base = [json.loads(l) for l in open(fixture) if l.strip()]
-        recs = []
-        for k in range(COPIES):
-            for e in base:
-                c = dict(e); c["tenant"] = f"globex-{k}"; c["event_id"] = f"{k}-{e['event_id']}"
-                recs.append(c)
-        recs.sort(key=lambda e: e["completed_at"])
+        recs = fixture.records(BIN, tmp, COPIES)
         brokers = f"127.0.0.1:{kp}"
         p = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "queue.buffering.max.messages": 1000000})
         for e in recs:

@@ -15,6 +15,7 @@ engine bench times decode + validate + aggregate (closed buckets drained) on the
 import json, os, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture  # noqa: E402
 from py_consumer import absorb  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,15 +26,7 @@ RUNS = 5
 
 def main():
     tmp = tempfile.mkdtemp()
-    fixture = os.path.join(tmp, "globex.jsonl")
-    subprocess.run([BIN, "generate", "--output", fixture], check=True, stderr=subprocess.DEVNULL)
-    base = [json.loads(l) for l in open(fixture) if l.strip()]
-    recs = []
-    for k in range(COPIES):
-        for e in base:
-            c = dict(e); c["tenant"] = f"globex-{k}"; c["event_id"] = f"{k}-{e['event_id']}"
-            recs.append(c)
-    recs.sort(key=lambda e: e["completed_at"])
+    recs = fixture.records(BIN, tmp, COPIES)
     lines = [json.dumps(e, separators=(",", ":")).encode() for e in recs]
     path = os.path.join(tmp, "lines.jsonl")
     with open(path, "wb") as f:
