@@ -158,6 +158,11 @@ allowed_lateness = "2s"
 # Benevity unambiguously healthy so any alert for it is a defect.
 [sla]
 p99_threshold = "5s"
+# Likewise dead letters: Benevity's expected share is ≈ 0.05 %, about one event in this
+# test's minutes of traffic, so two (a one-in-four chance) cross the default 0.1 % and
+# leave its DLQ ticket pending (seen once in a run of the test command). At 2 % any
+# Benevity alert is a defect.
+dlq_target = 0.02
 [store]
 path = "{store}"
 [service]
