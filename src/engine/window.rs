@@ -173,9 +173,10 @@ impl WindowSet {
             .retain(|_, kw| kw.hour.is_some() || kw.windows.iter().any(|w| !w.queue.is_empty()));
     }
 
-    pub fn contains(&self, tenant: &str, platform: &str) -> bool {
-        self.keys
-            .contains_key(&(Arc::<str>::from(tenant), Arc::<str>::from(platform)))
+    /// Takes the key's own `Arc`s: building them from `&str` allocated twice per key on
+    /// every publish.
+    pub fn contains(&self, key: &(Arc<str>, Arc<str>)) -> bool {
+        self.keys.contains_key(key)
     }
 
     /// The longest window's length.

@@ -229,11 +229,11 @@ impl Telemetry {
         let Inner {
             windows, admitted, ..
         } = &mut *inner;
-        admitted.retain(|(t, p)| windows.contains(t, p));
+        admitted.retain(|key| windows.contains(key));
         let Inner {
             windows, handles, ..
         } = &mut *inner;
-        handles.retain(|(t, p), _| windows.contains(t, p));
+        handles.retain(|key, _| windows.contains(key));
         gauge!("slatrack_series_keys").set(inner.admitted.len() as f64);
         gauge!("slatrack_window_keys").set(inner.windows.key_count() as f64);
         counter!("slatrack_series_overflow_buckets_total").absolute(inner.folded_buckets);
