@@ -69,6 +69,10 @@ fn bare(brokers: &str, group: &str, n: u64) -> f64 {
         .set("session.timeout.ms", "2000")
         .set("heartbeat.interval.ms", "500")
         .set("partition.assignment.strategy", "range,roundrobin")
+        // The fetch setting slatrack uses by default (src/source/kafka.rs): with
+        // librdkafka's 1 s the fetcher idles whenever its queue is full, and two of five
+        // bare runs in one sitting stalled at 0.6 M msgs/s, which flattered the ratio.
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("consumer");
     c.subscribe(&[TOPIC]).expect("subscribe");
@@ -129,6 +133,29 @@ fn slatrack(brokers: &str, group: &str, n: u64, dir: &std::path::Path) -> f64 {
     (n - 1) as f64 / el.as_secs_f64()
 }
 
+/// CPU seconds (user + system, all threads) of a process so far, from /proc: what the
+/// CPU-per-message figures are made of. `None` off Linux.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in
+    // USER_HZ, which Linux fixes at 100 for /proc.
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Runs `f` and returns its result with the CPU seconds this process and the broker spent.
+fn with_cpu<T>(broker_pid: u32, f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let broker = broker_pid.to_string();
+    let (a0, b0) = (cpu_seconds("self"), cpu_seconds(&broker));
+    let out = f();
+    let (a1, b1) = (cpu_seconds("self"), cpu_seconds(&broker));
+    let d = |x: Option<f64>, y: Option<f64>| x.zip(y).map_or(f64::NAN, |(x, y)| y - x);
+    (out, d(a0, a1), d(b0, b1))
+}
+
 fn med(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -161,20 +188,37 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     let (mut b, mut s) = (Vec::new(), Vec::new());
+    // CPU per message (µs), consumer process and broker: on this 2-core machine the
+    // two share the cores, so the CPU each consumer needs per message bounds its rate.
+    let (mut bcpu, mut scpu) = (Vec::new(), Vec::new());
+    let us = |secs: f64| secs * 1e6 / n as f64;
     for run in 0..runs {
-        b.push(bare(&brokers, &format!("bare-{run}"), n));
-        s.push(slatrack(
-            &brokers,
-            &format!("slatrack-{run}"),
-            n,
-            dir.path(),
-        ));
+        let (rate, own, brk) = with_cpu(broker.pid(), || bare(&brokers, &format!("bare-{run}"), n));
+        b.push(rate);
+        bcpu.push((us(own), us(brk)));
+        let (rate, own, brk) = with_cpu(broker.pid(), || {
+            slatrack(&brokers, &format!("slatrack-{run}"), n, dir.path())
+        });
+        s.push(rate);
+        scpu.push((us(own), us(brk)));
         println!(
-            "run {run}: bare {:>9.0} msg/s   slatrack {:>9.0} msg/s",
+            "run {run}: bare {:>9.0} msg/s ({:.2} + {:.2} µs CPU/msg consumer + broker)   slatrack {:>9.0} msg/s ({:.2} + {:.2})",
             b[b.len() - 1],
-            s[s.len() - 1]
+            bcpu[bcpu.len() - 1].0,
+            bcpu[bcpu.len() - 1].1,
+            s[s.len() - 1],
+            scpu[scpu.len() - 1].0,
+            scpu[scpu.len() - 1].1,
         );
     }
+    let cpu_med = |v: &[(f64, f64)]| {
+        let (_, own, _) = med(v.iter().map(|x| x.0).collect());
+        let (_, brk, _) = med(v.iter().map(|x| x.1).collect());
+        (own, brk)
+    };
+    let (bo, bb) = cpu_med(&bcpu);
+    let (so, sb) = cpu_med(&scpu);
+    println!("CPU per message, medians (µs; the whole run incl. group join and shutdown): bare {bo:.2} + broker {bb:.2}; slatrack {so:.2} + broker {sb:.2}");
     let (bmin, bmed, bmax) = med(b);
     let (smin, smed, smax) = med(s);
     println!("bare rdkafka consumer (count only)   min/median/max {bmin:.0} / {bmed:.0} / {bmax:.0} msg/s");

@@ -48,6 +48,12 @@ impl Tansu {
         Tansu { child, port }
     }
 
+    /// The broker's process id (benches read its CPU time from /proc).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
