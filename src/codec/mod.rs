@@ -89,55 +89,6 @@ pub(crate) fn attributed(reason: RejectReason, ev: &DeliveryEvent) -> Rejected {
     }
 }
 
-/// What a decoder read, before it is known to be valid: `None` where a field was absent,
-/// unknown or unparseable (the typed event has no place for "unknown outcome").
-pub(crate) struct Fields {
-    pub event_id: String,
-    pub tenant: String,
-    pub platform: String,
-    pub direction: Option<crate::event::Direction>,
-    pub attempt: u32,
-    pub max_attempts: u32,
-    pub outcome: Option<crate::event::Outcome>,
-    pub enqueued_at: Option<Micros>,
-    pub started_at: Option<Micros>,
-    pub completed_at: Option<Micros>,
-    pub http_status: Option<u32>,
-    pub error: Option<String>,
-}
-
-/// Builds the event, applying the structural checks in contract order; the semantic
-/// ones follow in [`validate`].
-pub(crate) fn assemble(f: Fields) -> Result<DeliveryEvent, Rejected> {
-    let known = Known {
-        outcome: f.outcome.is_some(),
-        direction: f.direction.is_some(),
-        times: f.enqueued_at.is_some() && f.started_at.is_some() && f.completed_at.is_some(),
-    };
-    let ev = DeliveryEvent {
-        event_id: f.event_id,
-        tenant: f.tenant,
-        platform: f.platform,
-        direction: f.direction.unwrap_or(crate::event::Direction::Inbound),
-        attempt: f.attempt,
-        max_attempts: f.max_attempts,
-        outcome: f.outcome.unwrap_or(crate::event::Outcome::Retrying),
-        enqueued_at: f.enqueued_at.unwrap_or(0),
-        started_at: f.started_at.unwrap_or(0),
-        completed_at: f.completed_at.unwrap_or(0),
-        http_status: f.http_status,
-        error: f.error.filter(|e| !e.is_empty()),
-    };
-    match structural(&ev, known) {
-        None => Ok(ev),
-        Some(reason) => {
-            let mut r = attributed(reason, &ev);
-            r.completed_at = f.completed_at;
-            Err(r)
-        }
-    }
-}
-
 /// The typed fields of a record decoded in place (its strings are already in the event):
 /// `None` where absent, unknown or unparseable.
 pub(crate) struct Scalars {

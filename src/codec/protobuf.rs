@@ -73,30 +73,6 @@ fn direction_of(v: i32) -> Option<Direction> {
     }
 }
 
-pub fn decode(bytes: &[u8], scratch: &mut proto::DeliveryEvent) -> Result<DeliveryEvent, Rejected> {
-    scratch.clear();
-    scratch
-        .merge(bytes)
-        .map_err(|_| Rejected::bare(RejectReason::MalformedProtobuf))?;
-    let m = scratch;
-    let outcome = outcome_of(m.outcome);
-    let direction = direction_of(m.direction);
-    super::assemble(super::Fields {
-        enqueued_at: ts(&m.enqueued_at),
-        started_at: ts(&m.started_at),
-        completed_at: ts(&m.completed_at),
-        outcome,
-        direction,
-        event_id: std::mem::take(&mut m.event_id),
-        tenant: std::mem::take(&mut m.tenant),
-        platform: std::mem::take(&mut m.platform),
-        attempt: m.attempt,
-        max_attempts: m.max_attempts,
-        http_status: m.http_status,
-        error: m.error.take(),
-    })
-}
-
 pub fn to_message(ev: &DeliveryEvent) -> proto::DeliveryEvent {
     proto::DeliveryEvent {
         event_id: ev.event_id.clone(),
