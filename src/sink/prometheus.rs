@@ -162,9 +162,9 @@ impl Telemetry {
                     g
                 }
                 None => {
-                    let before = inner.folded_buckets;
                     let t = self.tenant(&mut inner, &b.tenant, &b.platform);
-                    let folded = inner.folded_buckets != before;
+                    // `tenant` counted this bucket if it folded it; the rest are counted below.
+                    let folded = Arc::ptr_eq(&t, &inner.overflow);
                     let g = *by_label
                         .entry((t.clone(), b.platform.clone()))
                         .or_insert_with(|| {
