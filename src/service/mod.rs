@@ -233,27 +233,24 @@ impl PartitionSet {
     }
 
     fn apply(&mut self, batch: &Batch, now: Micros) {
-        // One clock read per batch, not per record (it was ≈2 % of the apply thread).
+        // One clock read per batch, not per record (it was ≈2 % of the apply thread), and
+        // the status counters added once per batch: an atomic add per record and counter
+        // is a locked instruction on a line the exporter reads.
         let arrived = Instant::now();
+        let (mut records, mut counted, mut duplicates, mut skipped) = (0u64, 0u64, 0u64, 0u64);
         for it in &batch.items {
             let Some(p) = self.parts.get_mut(&(it.topic, it.partition)) else {
                 continue; // revoked while the batch was being polled
             };
             if it.offset < p.next_offset {
-                self.status
-                    .skipped_below_checkpoint
-                    .fetch_add(1, Ordering::Relaxed);
+                skipped += 1;
                 continue;
             }
             let bytes = &batch.bytes[it.start..it.end];
-            self.status.records.fetch_add(1, Ordering::Relaxed);
+            records += 1;
             match p.pipeline.process(bytes, now) {
-                Verdict::Counted => {
-                    self.status.counted.fetch_add(1, Ordering::Relaxed);
-                }
-                Verdict::Duplicate => {
-                    self.status.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
+                Verdict::Counted => counted += 1,
+                Verdict::Duplicate => duplicates += 1,
                 Verdict::Rejected(reason) => {
                     self.status.rejected.fetch_add(1, Ordering::Relaxed);
                     if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
@@ -275,6 +272,14 @@ impl PartitionSet {
             p.last_record = arrived;
             p.idle_base = None;
         }
+        // `records` last, with release: a reader that loads it with acquire also sees the
+        // verdicts of those records.
+        let s = &self.status;
+        s.counted.fetch_add(counted, Ordering::Relaxed);
+        s.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        s.skipped_below_checkpoint
+            .fetch_add(skipped, Ordering::Relaxed);
+        s.records.fetch_add(records, Ordering::Release);
     }
 
     /// Advances idle partitions' watermarks with the wall clock, then checkpoints the
@@ -612,8 +617,15 @@ pub fn run(
                 }
                 Some(Ok(m)) => {
                     wait = Duration::ZERO;
-                    let Some(topic) = topics.iter().position(|(t, _)| t == m.topic()) else {
-                        continue;
+                    // With one topic subscribed (the usual case) every record is from it:
+                    // `topic()` is a C-string length and UTF-8 check per record.
+                    let topic = if topics.len() == 1 {
+                        0
+                    } else {
+                        match topics.iter().position(|(t, _)| t == m.topic()) {
+                            Some(i) => i,
+                            None => continue,
+                        }
                     };
                     let payload = m.payload().unwrap_or(&[]);
                     let start = batch.bytes.len();
