@@ -1,10 +1,13 @@
 //! Interning of (tenant, platform) keys with a hard cap.
 //!
-//! Lookups borrow the event's strings (two-level map), so a hit allocates nothing. Past
+//! One table of key ids, probed with one hash of both names and compared in place
+//! against the interned names, so a hit allocates nothing, hashes once and calls no
+//! `memcmp` (a two-level map of owned names hashed twice and compared through `memcmp`:
+//! ≈ 8 % of the protobuf path, perf). Past
 //! `max_keys`, new tenants fold into the `__overflow__` tenant: a flood of random tenant
 //! ids can neither exhaust memory nor explode the Prometheus scrape, and it is counted.
 
-use super::hash::FastMap;
+use super::hash::FastHasher;
 use crate::config::Config;
 use crate::event::Direction;
 use std::sync::Arc;
@@ -24,7 +27,8 @@ pub struct KeyInfo {
 
 #[derive(Debug)]
 pub struct KeyTable {
-    by_name: FastMap<Box<str>, FastMap<Box<str>, KeyId>>,
+    /// Ids, hashed by [`name_hash`] of their names in `infos`.
+    by_name: hashbrown::HashTable<KeyId>,
     infos: Vec<KeyInfo>,
     /// Newest `completed_at` per key (freshness), same index as `infos`.
     last_seen: Vec<crate::time::Micros>,
@@ -37,7 +41,7 @@ pub struct KeyTable {
 impl KeyTable {
     pub fn new(config: Arc<Config>) -> Self {
         Self {
-            by_name: FastMap::default(),
+            by_name: hashbrown::HashTable::new(),
             infos: Vec::new(),
             last_seen: Vec::new(),
             max_keys: config.limits.max_keys,
@@ -49,14 +53,13 @@ impl KeyTable {
     /// Rebuilds a table with the same ids (checkpoint restore).
     pub fn restore(config: Arc<Config>, infos: Vec<KeyInfo>, overflowed: u64) -> Self {
         let mut t = Self::new(config);
-        for (id, info) in infos.iter().enumerate() {
-            t.by_name
-                .entry((*info.tenant).into())
-                .or_default()
-                .insert((*info.platform).into(), id as KeyId);
-        }
         t.last_seen = vec![crate::time::Micros::MIN; infos.len()];
         t.infos = infos;
+        for id in 0..t.infos.len() {
+            // The table rehashes from `infos` as it grows, so they are in place first.
+            let (tenant, platform) = (t.infos[id].tenant.clone(), t.infos[id].platform.clone());
+            t.index(&tenant, &platform, id as KeyId);
+        }
         t.overflowed = overflowed;
         t
     }
@@ -89,10 +92,24 @@ impl KeyTable {
 
     #[inline]
     pub fn resolve(&mut self, tenant: &str, platform: &str, direction: Direction) -> KeyId {
-        if let Some(id) = self.by_name.get(tenant).and_then(|m| m.get(platform)) {
-            return *id;
+        let infos = &self.infos;
+        let found = self.by_name.find(name_hash(tenant, platform), |&id| {
+            let i = &infos[id as usize];
+            same(&i.tenant, tenant) && same(&i.platform, platform)
+        });
+        match found {
+            Some(&id) => id,
+            None => self.resolve_slow(tenant, platform, direction),
         }
-        self.resolve_slow(tenant, platform, direction)
+    }
+
+    fn index(&mut self, tenant: &str, platform: &str, id: KeyId) {
+        let infos = &self.infos;
+        self.by_name
+            .insert_unique(name_hash(tenant, platform), id, |&k| {
+                let i = &infos[k as usize];
+                name_hash(&i.tenant, &i.platform)
+            });
     }
 
     #[cold]
@@ -119,17 +136,93 @@ impl KeyTable {
             target_latency_us: target,
         });
         self.last_seen.push(crate::time::Micros::MIN);
-        self.by_name
-            .entry(tenant.into())
-            .or_default()
-            .insert(platform.into(), id);
+        self.index(tenant, platform, id);
         id
     }
+}
+
+fn name_hash(tenant: &str, platform: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = FastHasher::default();
+    h.write(tenant.as_bytes());
+    h.write_usize(tenant.len());
+    h.write(platform.as_bytes());
+    h.finish()
+}
+
+/// Equal names, compared a word at a time in place: names are a few bytes to a few
+/// tens, where a `memcmp` call costs more than the comparison.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let mut i = 0;
+    while i + 8 < n {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    // The last word, overlapping the previous one when n is not a multiple of 8.
+    word(a, n - 8) == word(b, n - 8)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn same_is_string_equality(a in "[a-c]{0,20}", b in "[a-c]{0,20}") {
+            prop_assert_eq!(same(&a, &b), a == b);
+        }
+
+        /// Same length, one byte changed anywhere (or not at all, when it is the same).
+        #[test]
+        fn same_sees_every_byte(a in "[a-c]{0,24}", at in any::<usize>(), c in b'a'..=b'c') {
+            let mut b = a.clone().into_bytes();
+            if !b.is_empty() {
+                let k = at % b.len();
+                b[k] = c;
+            }
+            let b = String::from_utf8(b).unwrap_or_default();
+            prop_assert_eq!(same(&a, &b), a == b);
+        }
+    }
+
+    #[test]
+    fn names_split_differently_are_different_keys() {
+        let mut t = KeyTable::new(Arc::new(Config::default()));
+        let a = t.resolve("ab", "cworkday", Direction::Inbound);
+        let b = t.resolve("abc", "workday", Direction::Inbound);
+        assert_ne!(a, b);
+        assert_eq!(t.resolve("ab", "cworkday", Direction::Inbound), a);
+        // Enough keys that the table grows (and rehashes) while it is rebuilt.
+        let more: Vec<KeyId> = (0..100)
+            .map(|i| t.resolve(&format!("t{i}"), "benevity", Direction::Inbound))
+            .collect();
+        let mut r = KeyTable::restore(Arc::new(Config::default()), t.infos().to_vec(), 0);
+        assert_eq!(r.resolve("abc", "workday", Direction::Inbound), b);
+        for (i, id) in more.iter().enumerate() {
+            assert_eq!(
+                r.resolve(&format!("t{i}"), "benevity", Direction::Inbound),
+                *id
+            );
+        }
+        assert_eq!(r.len(), 102);
+    }
 
     #[test]
     fn caps_keys_and_folds_into_overflow() {
