@@ -31,6 +31,8 @@ pub struct OpenBuckets {
     slots: Vec<Slot>,
     /// Entries over all slots.
     len: usize,
+    /// Scratch for `close_before` (key, position) pairs, kept for its capacity.
+    order: Vec<(KeyId, u32)>,
 }
 
 impl OpenBuckets {
@@ -45,6 +47,7 @@ impl OpenBuckets {
             width,
             slots,
             len: 0,
+            order: Vec::new(),
         }
     }
 
@@ -153,14 +156,38 @@ impl OpenBuckets {
             .into_iter()
             .take_while(|&i| self.slots[i].start < before)
             .collect();
+        let order = &mut self.order;
         for i in due {
             let slot = &mut self.slots[i];
-            slot.entries.sort_unstable_by_key(|(k, _)| *k);
             self.len -= slot.entries.len();
-            for (k, stats) in slot.entries.drain(..) {
-                slot.pos[k as usize] = ABSENT;
-                emit(slot.start, k, stats);
+            let start = slot.start;
+            if slot.entries.len() * 8 >= slot.pos.len() {
+                // At least one key in eight has an entry: walking the positions is key
+                // order already,
+                // where a sort of (key, position) pairs was ≈ 3 % of the protobuf path
+                // on sparse traffic (sorting the entries themselves, ≈ 4 %: perf).
+                for (k, p) in slot.pos.iter_mut().enumerate() {
+                    if *p != ABSENT {
+                        let stats = std::mem::take(&mut slot.entries[*p as usize].1);
+                        *p = ABSENT;
+                        emit(start, k as KeyId, stats);
+                    }
+                }
+            } else {
+                order.clear();
+                order.extend(
+                    slot.entries
+                        .iter()
+                        .enumerate()
+                        .map(|(p, (k, _))| (*k, p as u32)),
+                );
+                order.sort_unstable();
+                for &(k, p) in order.iter() {
+                    slot.pos[k as usize] = ABSENT;
+                    emit(start, k, std::mem::take(&mut slot.entries[p as usize].1));
+                }
             }
+            slot.entries.clear();
         }
     }
 }
@@ -200,6 +227,38 @@ mod tests {
         // A reused slot starts empty for every key.
         o.stats(300, 1).counters.attempts += 1;
         assert_eq!(o.stats(300, 0).counters.attempts, 0);
+    }
+
+    /// Key order within a start both when most keys are present (positions walked) and
+    /// when few are among many ids (sorted).
+    #[test]
+    fn closes_in_key_order_however_few_keys_a_slot_holds() {
+        let mut o = OpenBuckets::new(60, 60);
+        for key in [7, 2, 5, 0] {
+            o.stats(0, key).counters.attempts += 1;
+        }
+        for key in [900, 3, 400] {
+            o.stats(60, key).counters.attempts += u64::from(key);
+        }
+        let mut closed = Vec::new();
+        o.close_before(120, |s, k, st| closed.push((s, k, st.counters.attempts)));
+        assert_eq!(
+            closed,
+            vec![
+                (0, 0, 1),
+                (0, 2, 1),
+                (0, 5, 1),
+                (0, 7, 1),
+                (60, 3, 3),
+                (60, 400, 400),
+                (60, 900, 900)
+            ]
+        );
+        assert!(o.is_empty());
+        // Every position was reset: the reused slots (ordinals 4 and 5 of a ring of 4)
+        // start empty for every key.
+        assert_eq!(o.stats(240, 5).counters.attempts, 0);
+        assert_eq!(o.stats(300, 400).counters.attempts, 0);
     }
 
     #[test]
