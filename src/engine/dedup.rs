@@ -29,7 +29,9 @@ pub fn dedup_key(event_id: &str, attempt: u32) -> DedupKey {
 /// 3 MB for 27k live keys, past this machine's 2 MB L2 (perf, BENCHMARKS.md).
 #[derive(Debug, Clone)]
 pub struct Dedup {
-    seen: FastMap<DedupKey, Micros>,
+    /// Keys as two words, not a `u128`: 24-byte entries instead of 32 (a `u128` is
+    /// 16-aligned), so dense traffic's live keys take a quarter less cache.
+    seen: FastMap<(u64, u64), Micros>,
     /// Entries of buckets starting before this are expired.
     horizon: Micros,
 }
@@ -43,6 +45,10 @@ impl Default for Dedup {
     }
 }
 
+fn split(key: DedupKey) -> (u64, u64) {
+    (key as u64, (key >> 64) as u64)
+}
+
 impl Dedup {
     /// True if the key is new (and now remembered under `bucket`).
     #[inline]
@@ -50,7 +56,7 @@ impl Dedup {
         if self.seen.len() == self.seen.capacity() {
             self.sweep();
         }
-        match self.seen.entry(key) {
+        match self.seen.entry(split(key)) {
             Entry::Occupied(mut o) => {
                 if *o.get() >= self.horizon {
                     return false;
@@ -84,8 +90,11 @@ impl Dedup {
         }
     }
 
-    fn live(&self) -> impl Iterator<Item = (&DedupKey, &Micros)> {
-        self.seen.iter().filter(|(_, b)| **b >= self.horizon)
+    fn live(&self) -> impl Iterator<Item = (DedupKey, Micros)> + '_ {
+        self.seen
+            .iter()
+            .filter(|(_, b)| **b >= self.horizon)
+            .map(|(k, b)| (u128::from(k.0) | (u128::from(k.1) << 64), *b))
     }
 
     /// Live keys (a scan: not for the per-record path).
@@ -102,7 +111,7 @@ impl Dedup {
     pub fn entries(&self) -> Vec<(Micros, Vec<DedupKey>)> {
         let mut by_bucket: BTreeMap<Micros, Vec<DedupKey>> = BTreeMap::new();
         for (k, b) in self.live() {
-            by_bucket.entry(*b).or_default().push(*k);
+            by_bucket.entry(b).or_default().push(k);
         }
         by_bucket
             .into_iter()
