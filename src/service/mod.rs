@@ -509,6 +509,11 @@ struct Batch {
 
 const BATCH: usize = 2048;
 
+/// Payload bytes after which a batch is sent even if it holds fewer than [`BATCH`]
+/// records: with [`IN_FLIGHT`], what bounds the memory between the two stages
+/// (≈ 34 × 256 KiB ≈ 9 MiB, whatever the record size).
+const BATCH_BYTES: usize = 256 * 1024;
+
 /// Runs until `shutdown` is set; then checkpoints every partition and returns.
 pub fn run(
     config: Arc<Config>,
@@ -608,7 +613,7 @@ pub fn run(
         batch.bytes.clear();
         batch.items.clear();
         let mut wait = Duration::from_millis(100);
-        while batch.items.len() < BATCH {
+        while batch.items.len() < BATCH && batch.bytes.len() < BATCH_BYTES {
             match consumer.poll(wait) {
                 None => break,
                 Some(Err(e)) => {
@@ -692,8 +697,12 @@ pub fn run(
 const FRESHNESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Batches polled but not yet applied (besides the one being filled and the one being
-/// applied): enough to overlap the two stages, small enough to bound memory.
-const IN_FLIGHT: usize = 2;
+/// applied). Deep enough to ride out either thread being descheduled: on two cores shared
+/// with librdkafka's threads (and, in the bench, the broker) a thread loses the CPU for
+/// scheduler slices of milliseconds, and with 2 batches (≈ 2 ms of work) the other stage
+/// then stalled. `kafka_e2e`, same sitting, ratio to the bare consumer: 2 → 0.74, 8 →
+/// 0.78–0.86, 32 → 0.83 (BENCHMARKS.md). 32 batches are ≈ 45 ms of records at 1.4 M/s.
+const IN_FLIGHT: usize = 32;
 
 /// What the apply thread tells the poll thread.
 struct Shared {
