@@ -157,6 +157,8 @@ impl Shard {
         }
         shard.keys = KeyTable::restore(config, infos, cp.overflowed);
         shard.dedup = Dedup::restore(dedup);
+        // The dedup horizon is the shard's close horizon (every close raises both).
+        shard.dedup.evict_before(cp.closed_before_us);
         shard.max_event_time = cp.max_event_time_us;
         shard.closed_before = cp.closed_before_us;
         shard.tally = ShardTally {
