@@ -232,6 +232,13 @@ impl Drop for Instance {
     }
 }
 
+/// The last `n` lines of a `slatrack run` log, for assertion messages.
+fn log_tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn assigned_in(log: &Path) -> Vec<i32> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -461,7 +468,11 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind) {
             }
         } else {
             let st = instance.sigterm();
-            assert!(st.success(), "SIGTERM exits 0, got {st:?}");
+            assert!(
+                st.success(),
+                "SIGTERM exits 0, got {st:?}; the log ends:\n{}",
+                log_tail(&log, 30)
+            );
         }
     }
     assert!(kills >= 5, "only {kills} kills landed mid-stream");
@@ -471,7 +482,12 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind) {
         Duration::from_secs(120),
         || watch.progress() >= total,
     );
-    assert!(instance.sigterm().success());
+    let st = instance.sigterm();
+    assert!(
+        st.success(),
+        "SIGTERM exits 0, got {st:?}; the log ends:\n{}",
+        log_tail(&log, 30)
+    );
     assert_eq!(
         watch.progress(),
         total,
