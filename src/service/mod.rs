@@ -511,7 +511,7 @@ const BATCH: usize = 2048;
 
 /// Payload bytes after which a batch is sent even if it holds fewer than [`BATCH`]
 /// records: with [`IN_FLIGHT`], what bounds the memory between the two stages
-/// (≈ 34 × 256 KiB ≈ 9 MiB, whatever the record size).
+/// (33 batches × 256 KiB, plus one record each, ≈ 9 MiB whatever the record size).
 const BATCH_BYTES: usize = 256 * 1024;
 
 /// Runs until `shutdown` is set; then checkpoints every partition and returns.
