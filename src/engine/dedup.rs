@@ -34,6 +34,13 @@ pub struct Dedup {
     seen: FastMap<(u64, u64), Micros>,
     /// Entries of buckets starting before this are expired.
     horizon: Micros,
+    /// Inserts since the last mark, and the newest bucket inserted into before it: once
+    /// the horizon has passed that bucket, every live entry is one of those inserts. That
+    /// bound lets a map that a burst grew shrink once the burst has passed, without
+    /// waiting for it to fill again.
+    inserts_since_mark: usize,
+    newest: Micros,
+    newest_at_mark: Micros,
 }
 
 impl Default for Dedup {
@@ -41,6 +48,9 @@ impl Default for Dedup {
         Self {
             seen: FastMap::default(),
             horizon: Micros::MIN,
+            inserts_since_mark: 0,
+            newest: Micros::MIN,
+            newest_at_mark: Micros::MIN,
         }
     }
 }
@@ -56,6 +66,8 @@ impl Dedup {
         if self.seen.len() == self.seen.capacity() {
             self.sweep();
         }
+        self.inserts_since_mark += 1;
+        self.newest = self.newest.max(bucket);
         match self.seen.entry(split(key)) {
             Entry::Occupied(mut o) => {
                 if *o.get() >= self.horizon {
@@ -74,6 +86,15 @@ impl Dedup {
     /// Forgets keys of buckets starting before `closed_before` (never moves backwards).
     pub fn evict_before(&mut self, closed_before: Micros) {
         self.horizon = self.horizon.max(closed_before);
+        if self.horizon > self.newest_at_mark {
+            // At most `inserts_since_mark` entries are live: past a burst, they would fit
+            // in an eighth of the map.
+            if self.seen.capacity() > 1024 && 8 * self.inserts_since_mark < self.seen.capacity() {
+                self.sweep();
+            }
+            self.inserts_since_mark = 0;
+            self.newest_at_mark = self.newest;
+        }
     }
 
     /// Drops expired entries; then room for as many inserts as there are live keys (a
@@ -169,6 +190,39 @@ mod tests {
         assert!(d.insert(b, 10), "b expired, so it is new again");
         assert!(!d.insert(b, 10));
         assert_eq!(d.len(), 3);
+    }
+
+    /// A burst grows the map; once its buckets have closed and traffic is low, closing a
+    /// bucket gives the memory back (without waiting for the map to fill again).
+    #[test]
+    fn a_passed_burst_gives_its_memory_back() {
+        let mut d = Dedup::default();
+        for i in 0..100_000u128 {
+            assert!(d.insert(dedup_key(&i.to_string(), 1), 0));
+        }
+        let burst = d.seen.capacity();
+        assert!(burst >= 100_000);
+        for minute in 1..=5i64 {
+            d.evict_before(minute * 60);
+            for i in 0..10u128 {
+                assert!(d.insert(dedup_key(&format!("{minute}-{i}"), 1), minute * 60));
+            }
+        }
+        assert!(
+            d.seen.capacity() * 16 < burst,
+            "{} of {burst}",
+            d.seen.capacity()
+        );
+        assert_eq!(d.len(), 10, "each close expired the minute before");
+        // Steady traffic afterwards does not sweep at every close.
+        let before = d.seen.capacity();
+        for minute in 6..=20i64 {
+            d.evict_before(minute * 60 - 120);
+            for i in 0..10u128 {
+                d.insert(dedup_key(&format!("{minute}-{i}"), 1), minute * 60);
+            }
+        }
+        assert!(d.seen.capacity() <= before.max(1024));
     }
 
     /// The model: a map from key to bucket, evicted by `retain` (the previous design).
