@@ -55,10 +55,9 @@ impl KeyTable {
         let mut t = Self::new(config);
         t.last_seen = vec![crate::time::Micros::MIN; infos.len()];
         t.infos = infos;
+        // The table rehashes from `infos` as it grows, so they are in place first.
         for id in 0..t.infos.len() {
-            // The table rehashes from `infos` as it grows, so they are in place first.
-            let (tenant, platform) = (t.infos[id].tenant.clone(), t.infos[id].platform.clone());
-            t.index(&tenant, &platform, id as KeyId);
+            t.index(id as KeyId);
         }
         t.overflowed = overflowed;
         t
@@ -103,13 +102,14 @@ impl KeyTable {
         }
     }
 
-    fn index(&mut self, tenant: &str, platform: &str, id: KeyId) {
+    /// Adds `id`, whose names are already in `infos`, to the table.
+    fn index(&mut self, id: KeyId) {
         let infos = &self.infos;
-        self.by_name
-            .insert_unique(name_hash(tenant, platform), id, |&k| {
-                let i = &infos[k as usize];
-                name_hash(&i.tenant, &i.platform)
-            });
+        let hash_of = |k: KeyId| {
+            let i = &infos[k as usize];
+            name_hash(&i.tenant, &i.platform)
+        };
+        self.by_name.insert_unique(hash_of(id), id, |&k| hash_of(k));
     }
 
     #[cold]
@@ -136,7 +136,7 @@ impl KeyTable {
             target_latency_us: target,
         });
         self.last_seen.push(crate::time::Micros::MIN);
-        self.index(tenant, platform, id);
+        self.index(id);
         id
     }
 }
