@@ -57,22 +57,49 @@ fn measure(name: &str, n: usize, mut f: impl FnMut() -> usize) -> f64 {
     report(name, per_event)
 }
 
-/// Two cases run alternately, a run of each per round, so a slow spell of this shared
-/// machine hits both alike; the ratio is taken per round (`a / b` of ns per event, i.e.
-/// b's throughput over a's) and reported as min / median / max over the rounds.
-fn measure_pair(
-    n: usize,
-    (name_a, mut a): (&str, impl FnMut() -> usize),
-    (name_b, mut b): (&str, impl FnMut() -> usize),
+/// Records per chunk of [`interleaved`]: ≈ 10–30 ms of work, and ≈ 6 MB of input, past
+/// L2, so neither side finds the other's input still in cache.
+const CHUNK: usize = 50_000;
+
+/// One case over one chunk of records; returns the records it counted.
+type ChunkFn<'a> = dyn FnMut(&[Vec<u8>]) -> usize + 'a;
+
+/// Case `a` (stateless, over chunks of `records`) and case `b` (stateful across the
+/// chunks of a round, `end` closing it) timed alternately a chunk at a time: `b` on chunk
+/// `c`, `a` on the chunk half a round away (so `a` never warms `b`'s input, nor the
+/// reverse). A slow spell of this shared machine longer than a chunk then slows both
+/// alike; alternating whole runs (the method until session 7) let spells of seconds skew
+/// a round. Returns the median ns per record of each, and min / median / max over the
+/// rounds of `b`'s throughput as a fraction of `a`'s.
+fn interleaved(
+    records: &[Vec<u8>],
+    (name_a, a): (&str, &mut ChunkFn),
+    (name_b, b): (&str, &mut ChunkFn),
+    end: &mut dyn FnMut(),
 ) -> (f64, f64, (f64, f64, f64)) {
     let (sa, sb) = (selected(name_a), selected(name_b));
+    let chunks: Vec<&[Vec<u8>]> = records.chunks(CHUNK).collect();
+    let n = records.len() as f64;
     let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs() {
-        // A case filter that selects one of the two runs only that one (profiling).
-        let x = if sa { time_run(n, &mut a) } else { f64::NAN };
-        let y = if sb { time_run(n, &mut b) } else { f64::NAN };
-        ta.push(x);
-        tb.push(y);
+        let (mut na, mut nb) = (0u128, 0u128);
+        for c in 0..chunks.len() {
+            // A case filter that selects one of the two runs only that one (profiling).
+            if sb {
+                let t = Instant::now();
+                black_box(b(chunks[c]));
+                nb += t.elapsed().as_nanos();
+            }
+            if sa {
+                let t = Instant::now();
+                black_box(a(chunks[(c + chunks.len() / 2) % chunks.len()]));
+                na += t.elapsed().as_nanos();
+            }
+        }
+        end();
+        let (x, y) = (na as f64 / n, nb as f64 / n);
+        ta.push(if sa { x } else { f64::NAN });
+        tb.push(if sb { y } else { f64::NAN });
         ratios.push(x / y);
     }
     let ra = if sa { report(name_a, ta) } else { f64::NAN };
@@ -177,35 +204,52 @@ fn bench_case(start: i64, span: i64) {
     let bounds = Pipeline::bounds(&config);
     let now = slatrack::time::now_micros();
 
+    // The floor: prost alone and the whole path, interleaved a chunk at a time (see
+    // `interleaved`).
     let mut scratch = slatrack::proto::DeliveryEvent::default();
-    let (decode, full, floor) = measure_pair(
-        n,
-        ("prost decode only (reused message)", || {
-            let mut ok = 0;
-            for b in &pb {
-                scratch.clear();
-                if scratch.merge(b.as_slice()).is_ok() {
-                    ok += 1;
+    let p = std::cell::RefCell::new(None);
+    let (decode, full, floor) = interleaved(
+        &pb,
+        (
+            "prost decode only (reused message)",
+            &mut |chunk: &[Vec<u8>]| {
+                let mut ok = 0;
+                for b in chunk {
+                    scratch.clear();
+                    if scratch.merge(b.as_slice()).is_ok() {
+                        ok += 1;
+                    }
+                    black_box(&scratch);
                 }
-                black_box(&scratch);
-            }
-            ok
-        }),
-        ("protobuf decode+validate+aggregate", || {
-            let mut p = Pipeline::new(config.clone(), Format::Protobuf, bounds);
-            let (mut counted, mut closed) = (0, 0);
-            for b in &pb {
-                if p.process(b, now) == Verdict::Counted {
-                    counted += 1;
+                ok
+            },
+        ),
+        (
+            "protobuf decode+validate+aggregate",
+            &mut |chunk: &[Vec<u8>]| {
+                let mut p = p.borrow_mut();
+                let p = p
+                    .get_or_insert_with(|| Pipeline::new(config.clone(), Format::Protobuf, bounds));
+                let (mut counted, mut closed) = (0, 0);
+                for b in chunk {
+                    if p.process(b, now) == Verdict::Counted {
+                        counted += 1;
+                    }
+                    closed += p.shard.take_closed().len();
                 }
-                closed += p.shard.take_closed().len();
+                assert_eq!(counted, chunk.len(), "every record counted");
+                black_box(closed);
+                counted
+            },
+        ),
+        &mut || {
+            // End of a round: the pipeline's last buckets close, and the next round
+            // starts from an empty one.
+            if let Some(mut p) = p.borrow_mut().take() {
+                p.shard.flush();
+                black_box(p.shard.take_closed().len());
             }
-            p.shard.flush();
-            closed += p.shard.take_closed().len();
-            assert_eq!(counted, n, "every record counted");
-            black_box(closed);
-            counted
-        }),
+        },
     );
     let json = measure("JSON decode+validate+aggregate", n, || {
         json_pass(&config, bounds, now, js.iter().map(Vec::as_slice))
