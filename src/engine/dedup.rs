@@ -5,53 +5,63 @@
 //! keys. A duplicate is therefore recognised as long as the original's bucket is open — the
 //! lateness horizon; after that the copy is `late` and still not counted twice.
 
-use super::hash::FastMap;
 use crate::time::Micros;
-use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 
 pub type DedupKey = u128;
 
 /// One-shot xxh3 of the id, seeded with the attempt (the streaming hasher measured ~3×
 /// slower on ids this short).
-pub fn dedup_key(event_id: &str, attempt: u32) -> DedupKey {
-    xxhash_rust::xxh3::xxh3_128_with_seed(event_id.as_bytes(), u64::from(attempt))
+#[inline]
+pub fn dedup_key(event_id: impl AsRef<[u8]>, attempt: u32) -> DedupKey {
+    xxhash_rust::xxh3::xxh3_128_with_seed(event_id.as_ref(), u64::from(attempt))
 }
 
-/// One map from key to the start of the bucket its record landed in. Closing buckets only
-/// raises `horizon`: an entry of a bucket starting before it reads as absent and is
-/// overwritten by a later insert of its key. Expired entries are swept out (a sequential
-/// `retain`) only when the map is full, and the sweep leaves it at most half full, so a
-/// sweep's scan is paid for by at least as many inserts. Sweeping at every closed bucket
-/// start instead was ≈ 6 % of the protobuf path on sparse traffic (a record per
-/// key-minute closes a bucket every few records). An open-addressing table of its own
-/// measured worse on dense traffic: at the load that keeps linear probes short it was
-/// 3 MB for 27k live keys, past this machine's 2 MB L2 (perf, BENCHMARKS.md).
+/// A remembered key and the start of the bucket its record landed in.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    lo: u64,
+    hi: u64,
+    bucket: Micros,
+}
+
+/// An open-addressing table of keys (linear probing), split in two arrays: a probe reads
+/// only `tags` (4 bytes a slot, so a probe of several slots is one cache line), and
+/// `entries` only where a tag matches (a duplicate, or one false match in 2³²) or where a
+/// new key is written. The slot of a key is a pure function of the key, so
+/// [`Dedup::prefetch`] can load a record's tag line while the record is still being
+/// decoded: on dense traffic the live keys do not stay in cache between two records that
+/// hit the same line, and the random probe was the largest cost after decoding itself.
+///
+/// Closing buckets only raises `horizon`: an entry of a bucket starting before it reads as
+/// absent, and a later insert of its key overwrites it in place. Expired entries still hold
+/// their slot (a probe must walk past them: nothing is ever removed from a chain) until a
+/// sweep rebuilds the table from the live entries, which happens when three quarters of
+/// the slots are used, or when a burst has passed (see `evict_before`).
 #[derive(Debug, Clone)]
 pub struct Dedup {
-    /// Keys as two words, not a `u128`: 24-byte entries instead of 32 (a `u128` is
-    /// 16-aligned), so dense traffic's live keys take a quarter less cache.
-    seen: FastMap<(u64, u64), Micros>,
+    /// 0 = empty; otherwise the key's high 32 bits with the lowest bit set.
+    tags: Vec<u32>,
+    entries: Vec<Entry>,
+    /// Slots holding a key, live or expired.
+    used: usize,
     /// Entries of buckets starting before this are expired.
     horizon: Micros,
     /// Inserts since the last mark, and the newest bucket inserted into before it: once
     /// the horizon has passed that bucket, every live entry is one of those inserts. That
-    /// bound lets a map that a burst grew shrink once the burst has passed, without
+    /// bound lets a table that a burst grew shrink once the burst has passed, without
     /// waiting for it to fill again.
     inserts_since_mark: usize,
     newest: Micros,
     newest_at_mark: Micros,
 }
 
+/// Smallest table (slots); 1024 tags are one page.
+const MIN_SLOTS: usize = 1024;
+
 impl Default for Dedup {
     fn default() -> Self {
-        Self {
-            seen: FastMap::default(),
-            horizon: Micros::MIN,
-            inserts_since_mark: 0,
-            newest: Micros::MIN,
-            newest_at_mark: Micros::MIN,
-        }
+        Self::with_slots(MIN_SLOTS)
     }
 }
 
@@ -59,28 +69,79 @@ fn split(key: DedupKey) -> (u64, u64) {
     (key as u64, (key >> 64) as u64)
 }
 
+/// Never 0 (the empty tag). Taken from the high word: the slot comes from the low one.
+#[inline]
+fn tag_of(hi: u64) -> u32 {
+    (hi >> 32) as u32 | 1
+}
+
 impl Dedup {
+    fn with_slots(slots: usize) -> Self {
+        debug_assert!(slots.is_power_of_two());
+        Self {
+            tags: vec![0; slots],
+            entries: vec![
+                Entry {
+                    lo: 0,
+                    hi: 0,
+                    bucket: Micros::MIN
+                };
+                slots
+            ],
+            used: 0,
+            horizon: Micros::MIN,
+            inserts_since_mark: 0,
+            newest: Micros::MIN,
+            newest_at_mark: Micros::MIN,
+        }
+    }
+
+    #[inline]
+    fn home(&self, lo: u64) -> usize {
+        lo as usize & (self.tags.len() - 1)
+    }
+
+    /// Starts loading the cache line where `key`'s probe begins (a hint: no effect on
+    /// the answers, and a no-op off x86_64).
+    #[inline]
+    pub fn prefetch(&self, key: DedupKey) {
+        let (lo, _) = split(key);
+        super::prefetch::read(&self.tags[self.home(lo)]);
+    }
+
     /// True if the key is new (and now remembered under `bucket`).
     #[inline]
     pub fn insert(&mut self, key: DedupKey, bucket: Micros) -> bool {
-        if self.seen.len() == self.seen.capacity() {
+        if 4 * self.used >= 3 * self.tags.len() {
             self.sweep();
         }
         self.inserts_since_mark += 1;
         self.newest = self.newest.max(bucket);
-        match self.seen.entry(split(key)) {
-            Entry::Occupied(mut o) => {
-                if *o.get() >= self.horizon {
-                    return false;
+        let (lo, hi) = split(key);
+        let tag = tag_of(hi);
+        let mask = self.tags.len() - 1;
+        let mut i = self.home(lo);
+        loop {
+            let t = self.tags[i];
+            if t == 0 {
+                break;
+            }
+            if t == tag {
+                let e = &mut self.entries[i];
+                if e.lo == lo && e.hi == hi {
+                    if e.bucket >= self.horizon {
+                        return false;
+                    }
+                    e.bucket = bucket;
+                    return true;
                 }
-                *o.get_mut() = bucket;
-                true
             }
-            Entry::Vacant(v) => {
-                v.insert(bucket);
-                true
-            }
+            i = (i + 1) & mask;
         }
+        self.tags[i] = tag;
+        self.entries[i] = Entry { lo, hi, bucket };
+        self.used += 1;
+        true
     }
 
     /// Forgets keys of buckets starting before `closed_before` (never moves backwards).
@@ -88,8 +149,8 @@ impl Dedup {
         self.horizon = self.horizon.max(closed_before);
         if self.horizon > self.newest_at_mark {
             // At most `inserts_since_mark` entries are live: past a burst, they would fit
-            // in an eighth of the map.
-            if self.seen.capacity() > 1024 && 8 * self.inserts_since_mark < self.seen.capacity() {
+            // in an eighth of the table.
+            if self.tags.len() > MIN_SLOTS && 8 * self.inserts_since_mark < self.tags.len() {
                 self.sweep();
             }
             self.inserts_since_mark = 0;
@@ -97,25 +158,47 @@ impl Dedup {
         }
     }
 
-    /// Drops expired entries; then room for as many inserts as there are live keys (a
-    /// burst that passed gives its memory back).
+    /// Rebuilds the table from its live entries, at four times their number (or more)
+    /// slots: the next sweep is then at least half a table of inserts away, and a table a
+    /// burst grew gives its memory back.
     #[cold]
     fn sweep(&mut self) {
-        let h = self.horizon;
-        self.seen.retain(|_, b| *b >= h);
-        let live = self.seen.len();
-        if self.seen.capacity() < 2 * live {
-            self.seen.reserve(live);
-        } else if self.seen.capacity() > 1024 && self.seen.capacity() > 8 * live {
-            self.seen.shrink_to(2 * live);
+        let live = self.live_entries().count();
+        let slots = (4 * live).next_power_of_two().max(MIN_SLOTS);
+        let mut fresh = Self::with_slots(slots);
+        let mask = slots - 1;
+        for e in self.live_entries() {
+            let mut i = fresh.home(e.lo);
+            while fresh.tags[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            fresh.tags[i] = tag_of(e.hi);
+            fresh.entries[i] = *e;
         }
+        fresh.used = live;
+        fresh.horizon = self.horizon;
+        fresh.inserts_since_mark = self.inserts_since_mark;
+        fresh.newest = self.newest;
+        fresh.newest_at_mark = self.newest_at_mark;
+        *self = fresh;
+    }
+
+    fn live_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.tags
+            .iter()
+            .zip(&self.entries)
+            .filter(|(t, e)| **t != 0 && e.bucket >= self.horizon)
+            .map(|(_, e)| e)
     }
 
     fn live(&self) -> impl Iterator<Item = (DedupKey, Micros)> + '_ {
-        self.seen
-            .iter()
-            .filter(|(_, b)| **b >= self.horizon)
-            .map(|(k, b)| (u128::from(k.0) | (u128::from(k.1) << 64), *b))
+        self.live_entries()
+            .map(|e| (u128::from(e.lo) | (u128::from(e.hi) << 64), e.bucket))
+    }
+
+    /// Slots in the table (memory: 28 bytes each).
+    pub fn slots(&self) -> usize {
+        self.tags.len()
     }
 
     /// Live keys (a scan: not for the per-record path).
@@ -198,31 +281,27 @@ mod tests {
     fn a_passed_burst_gives_its_memory_back() {
         let mut d = Dedup::default();
         for i in 0..100_000u128 {
-            assert!(d.insert(dedup_key(&i.to_string(), 1), 0));
+            assert!(d.insert(dedup_key(i.to_string(), 1), 0));
         }
-        let burst = d.seen.capacity();
+        let burst = d.slots();
         assert!(burst >= 100_000);
         for minute in 1..=5i64 {
             d.evict_before(minute * 60);
             for i in 0..10u128 {
-                assert!(d.insert(dedup_key(&format!("{minute}-{i}"), 1), minute * 60));
+                assert!(d.insert(dedup_key(format!("{minute}-{i}"), 1), minute * 60));
             }
         }
-        assert!(
-            d.seen.capacity() * 16 < burst,
-            "{} of {burst}",
-            d.seen.capacity()
-        );
+        assert!(d.slots() * 16 < burst, "{} of {burst}", d.slots());
         assert_eq!(d.len(), 10, "each close expired the minute before");
         // Steady traffic afterwards does not sweep at every close.
-        let before = d.seen.capacity();
+        let before = d.slots();
         for minute in 6..=20i64 {
             d.evict_before(minute * 60 - 120);
             for i in 0..10u128 {
-                d.insert(dedup_key(&format!("{minute}-{i}"), 1), minute * 60);
+                d.insert(dedup_key(format!("{minute}-{i}"), 1), minute * 60);
             }
         }
-        assert!(d.seen.capacity() <= before.max(1024));
+        assert!(d.slots() <= before.max(1024));
     }
 
     /// The model: a map from key to bucket, evicted by `retain` (the previous design).
