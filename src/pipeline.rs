@@ -4,7 +4,6 @@
 use crate::codec::{Decoder, Format};
 use crate::config::Config;
 use crate::engine::checkpoint::CheckpointError;
-use crate::engine::dedup::{dedup_key, DedupKey};
 use crate::engine::{Ingest, Shard};
 use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
 use crate::store::{PartitionCommit, PartitionStore, RejectRow, StoreError, StoreWriter};
@@ -179,29 +178,8 @@ impl Pipeline {
 
     pub fn process(&mut self, bytes: &[u8], now: Micros) -> Verdict {
         self.records += 1;
-        // A protobuf record's id and attempt are its first fields: its dedup key is known
-        // before the decode, and the key's slot loads while prost decodes.
-        let early = match self.decoder.format() {
-            Format::Protobuf => crate::codec::protobuf::peek_identity(bytes),
-            Format::Json => None,
-        }
-        .map(|(id, attempt)| {
-            let key = dedup_key(id, attempt);
-            self.shard.prefetch(key);
-            (id, attempt, key)
-        });
         match self.decoder.decode(bytes, now) {
-            Ok(ev) => {
-                let key = match early {
-                    Some((id, attempt, key))
-                        if attempt == ev.attempt && id == ev.event_id.as_bytes() =>
-                    {
-                        key
-                    }
-                    _ => dedup_key(&ev.event_id, ev.attempt),
-                };
-                Self::ingest_into(&mut self.shard, &mut self.rejects, ev, key)
-            }
+            Ok(ev) => Self::ingest_into(&mut self.shard, &mut self.rejects, ev),
             Err(r) => {
                 let bucket = r.completed_at.map(|t| self.shard.bucket_start(t));
                 self.rejects.add(&r, bucket);
@@ -211,17 +189,11 @@ impl Pipeline {
     }
 
     pub fn ingest(&mut self, ev: &DeliveryEvent) -> Verdict {
-        let key = dedup_key(&ev.event_id, ev.attempt);
-        Self::ingest_into(&mut self.shard, &mut self.rejects, ev, key)
+        Self::ingest_into(&mut self.shard, &mut self.rejects, ev)
     }
 
-    fn ingest_into(
-        shard: &mut Shard,
-        rejects: &mut RejectTally,
-        ev: &DeliveryEvent,
-        key: DedupKey,
-    ) -> Verdict {
-        match shard.ingest_keyed(ev, key) {
+    fn ingest_into(shard: &mut Shard, rejects: &mut RejectTally, ev: &DeliveryEvent) -> Verdict {
+        match shard.ingest(ev) {
             Ingest::Counted => Verdict::Counted,
             Ingest::Duplicate => Verdict::Duplicate,
             Ingest::Late => {
@@ -230,60 +202,5 @@ impl Pipeline {
                 Verdict::Rejected(RejectReason::Late)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{Direction, Outcome};
-
-    fn event(id: &str) -> DeliveryEvent {
-        DeliveryEvent {
-            event_id: id.into(),
-            tenant: "globex".into(),
-            platform: "workday".into(),
-            direction: Direction::Inbound,
-            attempt: 1,
-            max_attempts: 3,
-            outcome: Outcome::Delivered,
-            enqueued_at: 1_700_000_000_000_000,
-            started_at: 1_700_000_000_000_000,
-            completed_at: 1_700_000_000_250_000,
-            http_status: Some(200),
-            error: None,
-        }
-    }
-
-    /// The dedup key read ahead of the decode is only a hint: a record whose first
-    /// `event_id` field is overridden by a later one (protobuf: the last one wins) is
-    /// deduplicated by the id it decodes to.
-    #[test]
-    fn a_peeked_id_that_the_decode_overrides_is_not_the_key() {
-        let config = Arc::new(Config::default());
-        let mut p = Pipeline::new(config.clone(), Format::Protobuf, Pipeline::bounds(&config));
-        let now = 1_700_000_100_000_000;
-        let b = crate::codec::protobuf::encode(&event("b"));
-        // Field 1 = "a" in front of the whole record for "b".
-        let mut ab = vec![0x0A, 0x01, b'a'];
-        ab.extend_from_slice(&b);
-        assert_eq!(
-            crate::codec::protobuf::peek_identity(&ab),
-            Some((&b"b"[..], 1)),
-            "the peek reads on past a repeated field 1"
-        );
-        // And one where the override comes after the attempt (the peek stops there).
-        let mut ba = b.clone();
-        ba.extend_from_slice(&[0x0A, 0x01, b'c']);
-        assert_eq!(
-            crate::codec::protobuf::peek_identity(&ba),
-            Some((&b"b"[..], 1))
-        );
-        assert_eq!(p.process(&ab, now), Verdict::Counted);
-        assert_eq!(p.process(&b, now), Verdict::Duplicate, "same decoded id");
-        assert_eq!(p.process(&ba, now), Verdict::Counted, "decodes to id c");
-        let c = crate::codec::protobuf::encode(&event("c"));
-        assert_eq!(p.process(&c, now), Verdict::Duplicate);
-        assert_eq!(p.shard.tally.counted, 2);
     }
 }

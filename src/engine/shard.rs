@@ -3,7 +3,7 @@
 //! record on memory only this shard touches.
 
 use super::bucket::OpenBuckets;
-use super::dedup::{dedup_key, Dedup, DedupKey};
+use super::dedup::{dedup_key, Dedup};
 use super::keys::KeyTable;
 use super::ClosedBucket;
 use crate::config::Config;
@@ -86,21 +86,6 @@ impl Shard {
 
     #[inline]
     pub fn ingest(&mut self, ev: &DeliveryEvent) -> Ingest {
-        self.ingest_keyed(ev, dedup_key(ev.event_id.as_bytes(), ev.attempt))
-    }
-
-    /// Hints that a record with this dedup key comes next: its dedup slot starts loading
-    /// into the cache (the caller then decodes the record meanwhile).
-    #[inline]
-    pub fn prefetch(&self, key: DedupKey) {
-        self.dedup.prefetch(key);
-    }
-
-    /// [`Shard::ingest`] with the record's dedup key already computed; it must be
-    /// `dedup_key(event_id, attempt)` of `ev`.
-    #[inline]
-    pub fn ingest_keyed(&mut self, ev: &DeliveryEvent, key: DedupKey) -> Ingest {
-        debug_assert_eq!(key, dedup_key(ev.event_id.as_bytes(), ev.attempt));
         // The one division on this path (an i64 `idiv` is tens of cycles).
         let ordinal = ev.completed_at.div_euclid(self.bucket_us);
         let bucket = ordinal * self.bucket_us;
@@ -108,7 +93,10 @@ impl Shard {
             self.tally.late += 1;
             return Ingest::Late;
         }
-        if !self.dedup.insert(key, bucket) {
+        if !self
+            .dedup
+            .insert(dedup_key(&ev.event_id, ev.attempt), bucket)
+        {
             self.tally.duplicates += 1;
             return Ingest::Duplicate;
         }
