@@ -43,6 +43,8 @@ pub struct Dedup {
     /// 0 = empty; otherwise the key's high 32 bits with the lowest bit set.
     tags: Vec<u32>,
     entries: Vec<Entry>,
+    /// The live entries during a sweep (kept for its capacity).
+    scratch: Vec<Entry>,
     /// Slots holding a key, live or expired.
     used: usize,
     /// Entries of buckets starting before this are expired.
@@ -55,6 +57,13 @@ pub struct Dedup {
     newest: Micros,
     newest_at_mark: Micros,
 }
+
+/// What an entry holds before its slot is first used (never read: its tag is 0).
+const UNUSED: Entry = Entry {
+    lo: 0,
+    hi: 0,
+    bucket: Micros::MIN,
+};
 
 /// Smallest table (slots); 1024 tags are one page.
 const MIN_SLOTS: usize = 1024;
@@ -80,14 +89,8 @@ impl Dedup {
         debug_assert!(slots.is_power_of_two());
         Self {
             tags: vec![0; slots],
-            entries: vec![
-                Entry {
-                    lo: 0,
-                    hi: 0,
-                    bucket: Micros::MIN
-                };
-                slots
-            ],
+            entries: vec![UNUSED; slots],
+            scratch: Vec::new(),
             used: 0,
             horizon: Micros::MIN,
             inserts_since_mark: 0,
@@ -152,27 +155,36 @@ impl Dedup {
 
     /// Rebuilds the table from its live entries, at four times their number (or more)
     /// slots: the next sweep is then at least half a table of inserts away, and a table a
-    /// burst grew gives its memory back.
+    /// burst grew gives its memory back. At the same size the arrays are reused (only the
+    /// tags are cleared: an entry is read only where its tag matches), so a steady sweep
+    /// neither allocates nor faults in fresh pages.
     #[cold]
     fn sweep(&mut self) {
-        let live = self.live_entries().count();
-        let slots = (4 * live).next_power_of_two().max(MIN_SLOTS);
-        let mut fresh = Self::with_slots(slots);
+        let mut live = std::mem::take(&mut self.scratch);
+        live.clear();
+        live.extend(self.live_entries().copied());
+        let slots = (4 * live.len()).next_power_of_two().max(MIN_SLOTS);
+        if slots == self.tags.len() {
+            self.tags.fill(0);
+        } else {
+            self.tags = vec![0; slots];
+            self.entries = vec![UNUSED; slots];
+        }
         let mask = slots - 1;
-        for e in self.live_entries() {
-            let mut i = fresh.home(e.lo);
-            while fresh.tags[i] != 0 {
+        for e in &live {
+            let mut i = self.home(e.lo);
+            while self.tags[i] != 0 {
                 i = (i + 1) & mask;
             }
-            fresh.tags[i] = tag_of(e.hi);
-            fresh.entries[i] = *e;
+            self.tags[i] = tag_of(e.hi);
+            self.entries[i] = *e;
         }
-        fresh.used = live;
-        fresh.horizon = self.horizon;
-        fresh.inserts_since_mark = self.inserts_since_mark;
-        fresh.newest = self.newest;
-        fresh.newest_at_mark = self.newest_at_mark;
-        *self = fresh;
+        self.used = live.len();
+        // Kept for the next sweep, unless a burst left it far larger than what is live.
+        if live.capacity() > 4 * live.len().max(MIN_SLOTS) {
+            live = Vec::new();
+        }
+        self.scratch = live;
     }
 
     fn live_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
