@@ -25,7 +25,11 @@ fn stream(seed: u64, events: u64) -> Vec<DeliveryEvent> {
 }
 
 fn key(b: &ClosedBucket) -> (String, String, i64) {
-    (b.tenant.to_string(), b.platform.to_string(), b.start)
+    (
+        b.key.tenant.to_string(),
+        b.key.platform.to_string(),
+        b.start,
+    )
 }
 
 fn run(
@@ -67,7 +71,7 @@ proptest! {
         for (w, g) in want.iter().zip(&got) {
             prop_assert_eq!(key(w), key(g));
             prop_assert_eq!(&w.stats, &g.stats, "bucket {:?}", key(w));
-            prop_assert_eq!(w.target_latency_us, g.target_latency_us);
+            prop_assert_eq!(w.key.target_latency_us, g.key.target_latency_us);
         }
     }
 }

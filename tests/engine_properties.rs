@@ -113,7 +113,7 @@ fn run_engine(
     let mut merged: BTreeMap<(String, String), Stats> = BTreeMap::new();
     for b in shard.take_closed() {
         merged
-            .entry((b.tenant.to_string(), b.platform.to_string()))
+            .entry((b.key.tenant.to_string(), b.key.platform.to_string()))
             .or_default()
             .merge(&b.stats);
     }

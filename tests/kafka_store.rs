@@ -4,7 +4,7 @@
 //! adding to it, and a reader merges the partitions' partials.
 
 use rdkafka::mocking::MockCluster;
-use slatrack::engine::{ClosedBucket, Stats};
+use slatrack::engine::{ClosedBucket, KeyInfo, Stats};
 use slatrack::event::{DeliveryEvent, Direction, Outcome, RejectReason};
 use slatrack::store::kafka::{KafkaStore, Mode};
 use slatrack::store::{PartitionCommit, PartitionStore, RejectRow};
@@ -29,12 +29,14 @@ fn bucket(tenant: &str, start: i64, latencies_ms: &[u64]) -> ClosedBucket {
         stats.record(&ev, 500_000);
     }
     ClosedBucket {
-        tenant: tenant.into(),
-        platform: "workday".into(),
-        direction: Direction::Outbound,
+        key: std::sync::Arc::new(KeyInfo {
+            tenant: tenant.into(),
+            platform: "workday".into(),
+            direction: Direction::Outbound,
+            target_latency_us: 500_000,
+        }),
         start,
         width_us: 60_000_000,
-        target_latency_us: 500_000,
         stats,
     }
 }

@@ -71,7 +71,7 @@ fn a_million_tenants_stay_bounded_in_memory_and_in_the_scrape() {
     assert_eq!(events, TENANTS as u64, "nothing lost to the cap");
     let overflow_events: u64 = closed
         .iter()
-        .filter(|b| &*b.tenant == "__overflow__")
+        .filter(|b| &*b.key.tenant == "__overflow__")
         .map(|b| b.stats.counters.events)
         .sum();
     assert_eq!(overflow_events, (TENANTS - max_keys) as u64);

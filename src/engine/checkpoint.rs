@@ -99,13 +99,13 @@ impl Shard {
         let corrupt = |what: &str| CheckpointError::Corrupt(what.to_string());
         let mut infos = Vec::with_capacity(cp.keys.len());
         for k in cp.keys {
-            infos.push(KeyInfo {
+            infos.push(std::sync::Arc::new(KeyInfo {
                 tenant: k.tenant.into(),
                 platform: k.platform.into(),
                 direction: Direction::parse(&k.direction)
                     .ok_or_else(|| corrupt("key direction"))?,
                 target_latency_us: k.target_latency_us,
-            });
+            }));
         }
         let mut shard = Shard::new(config.clone());
         for b in cp.open {

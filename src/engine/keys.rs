@@ -29,7 +29,7 @@ pub struct KeyInfo {
 pub struct KeyTable {
     /// Ids, hashed by [`name_hash`] of their names in `infos`.
     by_name: hashbrown::HashTable<KeyId>,
-    infos: Vec<KeyInfo>,
+    infos: Vec<Arc<KeyInfo>>,
     /// Newest `completed_at` per key (freshness), same index as `infos`.
     last_seen: Vec<crate::time::Micros>,
     max_keys: usize,
@@ -51,7 +51,7 @@ impl KeyTable {
     }
 
     /// Rebuilds a table with the same ids (checkpoint restore).
-    pub fn restore(config: Arc<Config>, infos: Vec<KeyInfo>, overflowed: u64) -> Self {
+    pub fn restore(config: Arc<Config>, infos: Vec<Arc<KeyInfo>>, overflowed: u64) -> Self {
         let mut t = Self::new(config);
         t.last_seen = vec![crate::time::Micros::MIN; infos.len()];
         t.infos = infos;
@@ -73,11 +73,11 @@ impl KeyTable {
         self.last_seen[id as usize]
     }
 
-    pub fn infos(&self) -> &[KeyInfo] {
+    pub fn infos(&self) -> &[Arc<KeyInfo>] {
         &self.infos
     }
 
-    pub fn info(&self, id: KeyId) -> &KeyInfo {
+    pub fn info(&self, id: KeyId) -> &Arc<KeyInfo> {
         &self.infos[id as usize]
     }
 
@@ -129,12 +129,12 @@ impl KeyTable {
         };
         let id = self.infos.len() as KeyId;
         let target = self.config.targets(platform).latency_target_us as u64;
-        self.infos.push(KeyInfo {
+        self.infos.push(Arc::new(KeyInfo {
             tenant: tenant.into(),
             platform: platform.into(),
             direction,
             target_latency_us: target,
-        });
+        }));
         self.last_seen.push(crate::time::Micros::MIN);
         self.index(id);
         id

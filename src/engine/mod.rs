@@ -16,18 +16,18 @@ pub use shard::{Ingest, Shard, ShardTally};
 pub use stats::{Counters, Stats};
 pub use window::{WindowSet, WindowSummary};
 
-use crate::event::Direction;
 use crate::time::Micros;
+pub use keys::KeyInfo;
 use std::sync::Arc;
 
 /// An event-time bucket that the watermark has closed: final for its source.
 #[derive(Debug, Clone)]
 pub struct ClosedBucket {
-    pub tenant: Arc<str>,
-    pub platform: Arc<str>,
-    pub direction: Direction,
+    /// Tenant, platform, direction and latency target: one shared pointer per bucket
+    /// (two `Arc<str>` clones and drops were ≈ 4 % of the protobuf path on sparse
+    /// traffic, where nearly every record closes a bucket: perf).
+    pub key: Arc<KeyInfo>,
     pub start: Micros,
     pub width_us: Micros,
-    pub target_latency_us: u64,
     pub stats: Stats,
 }

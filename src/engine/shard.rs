@@ -145,14 +145,10 @@ impl Shard {
         self.closed_before = before;
         let (keys, closed, width_us) = (&self.keys, &mut self.closed, self.bucket_us);
         self.open.close_before(before, |start, key, stats| {
-            let info = keys.info(key);
             closed.push(ClosedBucket {
-                tenant: info.tenant.clone(),
-                platform: info.platform.clone(),
-                direction: info.direction,
+                key: keys.info(key).clone(),
                 start,
                 width_us,
-                target_latency_us: info.target_latency_us,
                 stats,
             });
         });

@@ -70,7 +70,7 @@ impl WindowSet {
 
     pub fn push(&mut self, b: &ClosedBucket) {
         let since = self.frontier;
-        self.push_key_batch(&b.tenant, &b.platform, [b], since, Micros::MIN);
+        self.push_key_batch(&b.key.tenant, &b.key.platform, [b], since, Micros::MIN);
     }
 
     /// Pushes one key's buckets of a commit, in the commit's (start) order, under the key
@@ -101,8 +101,8 @@ impl WindowSet {
             .keys
             .entry((tenant.clone(), platform.clone()))
             .or_insert_with(|| KeyWindows {
-                direction: first.direction,
-                target_latency_us: first.target_latency_us,
+                direction: first.key.direction,
+                target_latency_us: first.key.target_latency_us,
                 windows: lengths
                     .iter()
                     .map(|&len| Window {
@@ -309,12 +309,14 @@ mod tests {
         stats.counters.on_time = (start_min % 2) as u64;
         stats.latency.record(latency_us);
         ClosedBucket {
-            tenant: "t".into(),
-            platform: "p".into(),
-            direction: Direction::Inbound,
+            key: std::sync::Arc::new(crate::engine::KeyInfo {
+                tenant: "t".into(),
+                platform: "p".into(),
+                direction: Direction::Inbound,
+                target_latency_us: 500_000,
+            }),
             start: start_min * MICROS_PER_MIN,
             width_us: MICROS_PER_MIN,
-            target_latency_us: 500_000,
             stats,
         }
     }
@@ -371,7 +373,7 @@ mod tests {
             .filter(|m| m % 5 != 2 && !(3000..3200).contains(m))
             .flat_map(|m| {
                 let mut u = bucket(m, 2000 + (m as u64 * 13) % 9000);
-                u.tenant = "u".into();
+                std::sync::Arc::make_mut(&mut u.key).tenant = "u".into();
                 let mut t = bucket(m, 1000 + (m as u64 * 91) % 7000);
                 if m % 97 < 3 {
                     // Some dense buckets (an HDR histogram), alone or in a row.
@@ -401,7 +403,7 @@ mod tests {
             }
             let since = batched.frontier();
             for tenant in ["t", "u"] {
-                let of_key = batch.iter().filter(|b| &*b.tenant == tenant);
+                let of_key = batch.iter().filter(|b| &*b.key.tenant == tenant);
                 batched.push_key_batch(&tenant.into(), &"p".into(), of_key, since, end);
             }
             one.sweep();
@@ -466,13 +468,13 @@ mod tests {
         let mut ws = WindowSet::new(&lens);
         ws.push(&bucket(0, 1000));
         let mut other = bucket(1, 1000);
-        other.tenant = "u".into();
+        std::sync::Arc::make_mut(&mut other.key).tenant = "u".into();
         ws.push(&other);
         assert_eq!(ws.key_count(), 2);
         // "u" keeps sending; "t" went quiet at minute 0.
         for m in 2..=180 {
             let mut b = bucket(m, 1000);
-            b.tenant = "u".into();
+            std::sync::Arc::make_mut(&mut b.key).tenant = "u".into();
             ws.push(&b);
             ws.sweep();
             let t_alive = ws.summaries().any(|s| s.tenant == "t");

@@ -151,8 +151,8 @@ impl Telemetry {
         let mut by_label: HashMap<(Arc<str>, Arc<str>), usize> = HashMap::new();
         for (i, b) in buckets.iter().enumerate() {
             let ptrs = (
-                Arc::as_ptr(&b.tenant) as *const u8 as usize,
-                Arc::as_ptr(&b.platform) as *const u8 as usize,
+                Arc::as_ptr(&b.key.tenant) as *const u8 as usize,
+                Arc::as_ptr(&b.key.platform) as *const u8 as usize,
             );
             let g = match by_key.get(&ptrs) {
                 Some(&(g, folded)) => {
@@ -162,15 +162,15 @@ impl Telemetry {
                     g
                 }
                 None => {
-                    let t = self.tenant(&mut inner, &b.tenant, &b.platform);
+                    let t = self.tenant(&mut inner, &b.key.tenant, &b.key.platform);
                     // `tenant` counted this bucket if it folded it; the rest are counted below.
                     let folded = Arc::ptr_eq(&t, &inner.overflow);
                     let g = *by_label
-                        .entry((t.clone(), b.platform.clone()))
+                        .entry((t.clone(), b.key.platform.clone()))
                         .or_insert_with(|| {
                             groups.push(Group {
                                 tenant: t,
-                                platform: b.platform.clone(),
+                                platform: b.key.platform.clone(),
                                 counters: Default::default(),
                                 buckets: Vec::new(),
                             });

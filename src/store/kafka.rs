@@ -21,7 +21,7 @@
 
 use super::{Checkpoint, PartitionCommit, PartitionStore, Store, StoreError};
 use crate::config::KafkaConfig;
-use crate::engine::{ClosedBucket, Counters, Stats};
+use crate::engine::{ClosedBucket, Counters, KeyInfo, Stats};
 use crate::event::{Direction, RejectReason};
 use crate::proto;
 use crate::time::{Micros, MICROS_PER_MILLI};
@@ -327,7 +327,7 @@ impl PartitionStore for KafkaStore {
         for b in c.buckets {
             let ws = window_summary(c.source, b);
             let start_ms = (b.start / MICROS_PER_MILLI).to_string();
-            let k = key(b'w', &[c.source, &b.tenant, &b.platform, &start_ms]);
+            let k = key(b'w', &[c.source, &b.key.tenant, &b.key.platform, &start_ms]);
             self.produce(&k, Some(&ws.encode_to_vec()), None)?;
         }
         let rk = key(b'r', &[c.source, &c.from_offset.to_string()]);
@@ -369,9 +369,9 @@ pub fn window_summary(source: &str, b: &ClosedBucket) -> proto::WindowSummary {
     let c = &b.stats.counters;
     proto::WindowSummary {
         source: source.to_string(),
-        tenant: b.tenant.to_string(),
-        platform: b.platform.to_string(),
-        direction: b.direction.as_str().to_string(),
+        tenant: b.key.tenant.to_string(),
+        platform: b.key.platform.to_string(),
+        direction: b.key.direction.as_str().to_string(),
         bucket_start_ms: b.start / MICROS_PER_MILLI,
         bucket_secs: (b.width_us / 1_000_000) as u32,
         attempts: c.attempts,
@@ -383,7 +383,7 @@ pub fn window_summary(source: &str, b: &ClosedBucket) -> proto::WindowSummary {
         retried: c.retried,
         max_retries: c.max_retries,
         latency_sum_us: c.latency_sum_us,
-        target_latency_ms: (b.target_latency_us / 1000) as u32,
+        target_latency_ms: (b.key.target_latency_us / 1000) as u32,
         latency_histogram: b.stats.histogram_bytes(),
     }
 }
@@ -392,12 +392,14 @@ pub fn closed_bucket(ws: &proto::WindowSummary) -> Result<ClosedBucket, String> 
     let direction =
         Direction::parse(&ws.direction).ok_or_else(|| format!("direction {:?}", ws.direction))?;
     Ok(ClosedBucket {
-        tenant: ws.tenant.as_str().into(),
-        platform: ws.platform.as_str().into(),
-        direction,
+        key: std::sync::Arc::new(KeyInfo {
+            tenant: ws.tenant.as_str().into(),
+            platform: ws.platform.as_str().into(),
+            direction,
+            target_latency_us: u64::from(ws.target_latency_ms) * 1000,
+        }),
         start: ws.bucket_start_ms * MICROS_PER_MILLI,
         width_us: Micros::from(ws.bucket_secs) * 1_000_000,
-        target_latency_us: u64::from(ws.target_latency_ms) * 1000,
         stats: Stats {
             counters: Counters {
                 attempts: ws.attempts,

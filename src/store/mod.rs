@@ -202,10 +202,10 @@ pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucke
     for (i, b) in buckets.iter().enumerate() {
         let day = b.start.div_euclid(crate::time::MICROS_PER_DAY);
         let key = (
-            std::sync::Arc::as_ptr(&b.tenant) as *const u8 as usize,
-            std::sync::Arc::as_ptr(&b.platform) as *const u8 as usize,
-            b.direction.as_str(),
-            b.target_latency_us,
+            std::sync::Arc::as_ptr(&b.key.tenant) as *const u8 as usize,
+            std::sync::Arc::as_ptr(&b.key.platform) as *const u8 as usize,
+            b.key.direction.as_str(),
+            b.key.target_latency_us,
             day,
         );
         let g = *by_ptr.entry(key).or_insert_with(|| {
@@ -221,10 +221,10 @@ pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucke
         let b = &buckets[members[0]];
         let day = b.start.div_euclid(crate::time::MICROS_PER_DAY);
         (
-            &*b.tenant,
-            &*b.platform,
-            b.direction.as_str(),
-            b.target_latency_us,
+            &*b.key.tenant,
+            &*b.key.platform,
+            b.key.direction.as_str(),
+            b.key.target_latency_us,
             day,
         )
     };
@@ -253,12 +253,9 @@ pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucke
             end = end.max(b.start + b.width_us);
         }
         ClosedBucket {
-            tenant: first.tenant.clone(),
-            platform: first.platform.clone(),
-            direction: first.direction,
+            key: first.key.clone(),
             start,
             width_us: end - start,
-            target_latency_us: first.target_latency_us,
             stats,
         }
     });
@@ -336,12 +333,14 @@ mod tests {
             stats.latency.record(ms * 1000);
         }
         ClosedBucket {
-            tenant: tenant.into(),
-            platform: platform.into(),
-            direction: Direction::Inbound,
+            key: std::sync::Arc::new(crate::engine::KeyInfo {
+                tenant: tenant.into(),
+                platform: platform.into(),
+                direction: Direction::Inbound,
+                target_latency_us: 500_000,
+            }),
             start: minute * crate::time::MICROS_PER_MIN,
             width_us: crate::time::MICROS_PER_MIN,
-            target_latency_us: 500_000,
             stats,
         }
     }
@@ -362,11 +361,14 @@ mod tests {
             ));
         }
         // As a shard's: one `Arc` per key, except one bucket whose equal key is another.
-        let (t, workday) = (buckets[0].tenant.clone(), buckets[0].platform.clone());
-        let benevity = buckets[1].platform.clone();
+        let (t, workday) = (
+            buckets[0].key.tenant.clone(),
+            buckets[0].key.platform.clone(),
+        );
+        let benevity = buckets[1].key.platform.clone();
         for b in &mut buckets[..9] {
-            b.tenant = t.clone();
-            b.platform = if &*b.platform == "workday" {
+            std::sync::Arc::make_mut(&mut b.key).tenant = t.clone();
+            std::sync::Arc::make_mut(&mut b.key).platform = if &*b.key.platform == "workday" {
                 workday.clone()
             } else {
                 benevity.clone()
@@ -381,7 +383,9 @@ mod tests {
             let parts: Vec<&ClosedBucket> = buckets
                 .iter()
                 .filter(|b| {
-                    b.platform == r.platform && b.start >= r.start && b.start < r.start + r.width_us
+                    b.key.platform == r.key.platform
+                        && b.start >= r.start
+                        && b.start < r.start + r.width_us
                 })
                 .collect();
             let mut expect = crate::engine::Stats::default();
@@ -391,7 +395,7 @@ mod tests {
             assert_eq!(
                 r.stats.counters, expect.counters,
                 "{} at {}",
-                r.platform, r.start
+                r.key.platform, r.start
             );
             assert_eq!(r.stats, expect, "same latencies");
             assert_eq!(r.start, parts[0].start);

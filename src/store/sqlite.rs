@@ -260,9 +260,9 @@ impl StoreWriter<'_> {
         )?;
         stmt.execute(params![
             source,
-            &*b.tenant,
-            &*b.platform,
-            b.direction.as_str(),
+            &*b.key.tenant,
+            &*b.key.platform,
+            b.key.direction.as_str(),
             b.start / MICROS_PER_MILLI,
             b.width_us / 1_000_000,
             c.attempts as i64,
@@ -274,7 +274,7 @@ impl StoreWriter<'_> {
             c.retried as i64,
             c.max_retries as i64,
             c.latency_sum_us as i64,
-            (b.target_latency_us / 1000) as i64,
+            (b.key.target_latency_us / 1000) as i64,
             b.stats.histogram_bytes(),
         ])?;
         Ok(())
