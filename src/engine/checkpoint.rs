@@ -68,8 +68,8 @@ impl Shard {
             .dedup
             .entries()
             .into_iter()
-            .map(|(b, keys)| proto::DedupBucket {
-                bucket_us: b,
+            .map(|(ordinal, keys)| proto::DedupBucket {
+                bucket_us: ordinal * self.bucket_us,
                 keys: keys.iter().flat_map(|k| k.to_le_bytes()).collect(),
             })
             .collect();
@@ -153,12 +153,14 @@ impl Shard {
                     u128::from_le_bytes(w)
                 })
                 .collect();
-            dedup.push((d.bucket_us, keys));
+            dedup.push((d.bucket_us.div_euclid(shard.bucket_us), keys));
         }
         shard.keys = KeyTable::restore(config, infos, cp.overflowed);
         shard.dedup = Dedup::restore(dedup);
         // The dedup horizon is the shard's close horizon (every close raises both).
-        shard.dedup.evict_before(cp.closed_before_us);
+        shard
+            .dedup
+            .evict_before(cp.closed_before_us.div_euclid(shard.bucket_us));
         shard.max_event_time = cp.max_event_time_us;
         shard.closed_before = cp.closed_before_us;
         shard.tally = ShardTally {

@@ -1,185 +1,197 @@
 //! At-least-once input: the same `(event_id, attempt)` counts once.
 //!
-//! Keys are 128-bit xxh3 hashes (collision odds ≈ n²/2¹²⁹: nil at any realistic volume),
-//! each remembered with the bucket its record landed in, so closing a bucket forgets its
-//! keys. A duplicate is therefore recognised as long as the original's bucket is open — the
-//! lateness horizon; after that the copy is `late` and still not counted twice.
+//! Keys are xxh3-128 hashes cut to 96 bits (the high word and the low word's low 32 bits:
+//! collision odds ≈ n²/2⁹⁷ for n keys in the lateness horizon, nil at any realistic
+//! volume), each remembered with the bucket its record landed in, so closing a bucket
+//! forgets its keys. A duplicate is therefore recognised as long as the original's bucket
+//! is open — the lateness horizon; after that the copy is `late` and still not counted
+//! twice. Buckets are given as ordinals (bucket start / bucket width), which the shard has
+//! computed anyway.
 
-use crate::time::Micros;
 use std::collections::BTreeMap;
 
 pub type DedupKey = u128;
 
 /// One-shot xxh3 of the id, seeded with the attempt (the streaming hasher measured ~3×
-/// slower on ids this short).
+/// slower on ids this short), in canonical form (see [`canonical`]).
 #[inline]
 pub fn dedup_key(event_id: &str, attempt: u32) -> DedupKey {
-    xxhash_rust::xxh3::xxh3_128_with_seed(event_id.as_bytes(), u64::from(attempt))
+    canonical(xxhash_rust::xxh3::xxh3_128_with_seed(
+        event_id.as_bytes(),
+        u64::from(attempt),
+    ))
 }
 
-/// A remembered key and the start of the bucket its record landed in.
+/// The 96 bits a [`Dedup`] keeps, with the high word never 0 (0 marks an empty slot; the
+/// one hash it would take is folded onto 1). Keys from a checkpoint of an earlier version
+/// (all 128 bits) are canonicalised on restore, so they still match.
+#[inline]
+pub fn canonical(key: u128) -> DedupKey {
+    let hi = ((key >> 64) as u64).max(1);
+    (u128::from(hi) << 64) | u128::from(key as u32)
+}
+
+/// One slot: 16 bytes, four to a cache line. `hi == 0`: empty.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    lo: u64,
+struct Slot {
     hi: u64,
-    bucket: Micros,
+    lo: u32,
+    /// The bucket's ordinal, wrapped to 32 bits (compared relative to the horizon).
+    ord: u32,
 }
 
-/// An open-addressing table of keys (linear probing), split in two arrays: a probe reads
-/// only `tags` (4 bytes a slot, so the probe of a new key, several slots, is one cache
-/// line), and `entries` only where a tag matches (a duplicate, or a false match one time
-/// in 2³²) or where a new key is written. On dense traffic the live keys do not stay in
-/// cache between two records that hit the same line, so what a probe touches is what it
-/// costs: the tags of 27 k live keys are 512 KB, where hashbrown's map (1–1.6 MB of
-/// control bytes and 24-byte entries) was probed at a control line and an entry line.
+const EMPTY: Slot = Slot {
+    hi: 0,
+    lo: 0,
+    ord: 0,
+};
+
+/// An open-addressing table (linear probing) of 16-byte slots holding the key and its
+/// bucket, so the insert of a new key reads and writes one cache line. On dense traffic
+/// the live keys do not stay in cache between two records that hit the same line, so the
+/// lines a record touches are what the table costs: hashbrown's map touched a control
+/// line and an entry line, a table of tags and separate entries (the previous version)
+/// read a tag line and wrote an entry line.
 ///
-/// Closing buckets only raises `horizon`: an entry of a bucket starting before it reads as
-/// absent, and a later insert of its key overwrites it in place. Expired entries still hold
-/// their slot (a probe must walk past them: nothing is ever removed from a chain) until a
-/// sweep rebuilds the table from the live entries, which happens when three quarters of
-/// the slots are used, or when a burst has passed (see `evict_before`).
+/// Closing buckets only raises `horizon`: an entry of a bucket before it reads as absent,
+/// and a later insert of its key overwrites it in place. Expired entries still hold their
+/// slot (a probe must walk past them: nothing is ever removed from a chain) until a sweep
+/// rebuilds the table from the live entries, which happens when three quarters of the
+/// slots are used, when a burst has passed (see `evict_before`), or before the oldest
+/// entry could be 2³¹ buckets behind the horizon (where its wrapped ordinal would read as
+/// live again).
 #[derive(Debug, Clone)]
 pub struct Dedup {
-    /// 0 = empty; otherwise the key's high 32 bits with the lowest bit set.
-    tags: Vec<u32>,
-    entries: Vec<Entry>,
-    /// The live entries during a sweep (kept for its capacity).
-    scratch: Vec<Entry>,
+    slots: Vec<Slot>,
+    /// The live slots during a sweep (kept for its capacity).
+    scratch: Vec<Slot>,
     /// Slots holding a key, live or expired.
     used: usize,
-    /// Entries of buckets starting before this are expired.
-    horizon: Micros,
+    /// Entries of buckets before this ordinal are expired (`i64::MIN`: none yet).
+    horizon: i64,
+    /// The horizon at the last sweep: no entry is older than that.
+    swept_at: i64,
     /// Inserts since the last mark, and the newest bucket inserted into before it: once
     /// the horizon has passed that bucket, every live entry is one of those inserts. That
     /// bound lets a table that a burst grew shrink once the burst has passed, without
     /// waiting for it to fill again.
     inserts_since_mark: usize,
-    newest: Micros,
-    newest_at_mark: Micros,
+    newest: i64,
+    newest_at_mark: i64,
 }
 
-/// What an entry holds before its slot is first used (never read: its tag is 0).
-const UNUSED: Entry = Entry {
-    lo: 0,
-    hi: 0,
-    bucket: Micros::MIN,
-};
-
-/// Smallest table (slots); 1024 tags are one page.
+/// Smallest table (slots); 16 KB.
 const MIN_SLOTS: usize = 1024;
+
+/// How far the horizon may move between sweeps (see `Dedup`): half the wrapped range.
+const MAX_HORIZON_STEP: i64 = 1 << 30;
 
 impl Default for Dedup {
     fn default() -> Self {
-        Self::with_slots(MIN_SLOTS)
+        Self {
+            slots: vec![EMPTY; MIN_SLOTS],
+            scratch: Vec::new(),
+            used: 0,
+            horizon: i64::MIN,
+            swept_at: i64::MIN,
+            inserts_since_mark: 0,
+            newest: i64::MIN,
+            newest_at_mark: i64::MIN,
+        }
     }
-}
-
-fn split(key: DedupKey) -> (u64, u64) {
-    (key as u64, (key >> 64) as u64)
-}
-
-/// Never 0 (the empty tag). Taken from the high word: the slot comes from the low one.
-#[inline]
-fn tag_of(hi: u64) -> u32 {
-    (hi >> 32) as u32 | 1
 }
 
 impl Dedup {
-    fn with_slots(slots: usize) -> Self {
-        debug_assert!(slots.is_power_of_two());
-        Self {
-            tags: vec![0; slots],
-            entries: vec![UNUSED; slots],
-            scratch: Vec::new(),
-            used: 0,
-            horizon: Micros::MIN,
-            inserts_since_mark: 0,
-            newest: Micros::MIN,
-            newest_at_mark: Micros::MIN,
-        }
+    #[inline]
+    fn home(&self, lo: u32) -> usize {
+        lo as usize & (self.slots.len() - 1)
     }
 
+    /// Whether an entry of this (wrapped) ordinal is at or past the horizon.
     #[inline]
-    fn home(&self, lo: u64) -> usize {
-        lo as usize & (self.tags.len() - 1)
+    fn is_live(&self, ord: u32) -> bool {
+        self.horizon == i64::MIN || ord.wrapping_sub(self.horizon as u32) as i32 >= 0
     }
 
-    /// True if the key is new (and now remembered under `bucket`).
+    /// True if the key (canonical: from [`dedup_key`]) is new, and now remembered under
+    /// the bucket of this ordinal.
     #[inline]
-    pub fn insert(&mut self, key: DedupKey, bucket: Micros) -> bool {
-        if 4 * self.used >= 3 * self.tags.len() {
+    pub fn insert(&mut self, key: DedupKey, ordinal: i64) -> bool {
+        if 4 * self.used >= 3 * self.slots.len() {
             self.sweep();
         }
         self.inserts_since_mark += 1;
-        self.newest = self.newest.max(bucket);
-        let (lo, hi) = split(key);
-        let tag = tag_of(hi);
-        let mask = self.tags.len() - 1;
+        self.newest = self.newest.max(ordinal);
+        let (hi, lo) = ((key >> 64) as u64, key as u32);
+        debug_assert!(hi != 0, "not a canonical key");
+        let (mask, ord) = (self.slots.len() - 1, ordinal as u32);
         let mut i = self.home(lo);
         loop {
-            let t = self.tags[i];
-            if t == 0 {
+            let s = self.slots[i];
+            if s.hi == 0 {
                 break;
             }
-            if t == tag {
-                let e = &mut self.entries[i];
-                if e.lo == lo && e.hi == hi {
-                    if e.bucket >= self.horizon {
-                        return false;
-                    }
-                    e.bucket = bucket;
-                    return true;
+            if s.hi == hi && s.lo == lo {
+                if self.is_live(s.ord) {
+                    return false;
                 }
+                self.slots[i].ord = ord;
+                return true;
             }
             i = (i + 1) & mask;
         }
-        self.tags[i] = tag;
-        self.entries[i] = Entry { lo, hi, bucket };
+        self.slots[i] = Slot { hi, lo, ord };
         self.used += 1;
         true
     }
 
-    /// Forgets keys of buckets starting before `closed_before` (never moves backwards).
-    pub fn evict_before(&mut self, closed_before: Micros) {
-        self.horizon = self.horizon.max(closed_before);
+    /// Forgets keys of buckets before this ordinal (never moves backwards).
+    pub fn evict_before(&mut self, ordinal: i64) {
+        self.horizon = self.horizon.max(ordinal);
         if self.horizon > self.newest_at_mark {
             // At most `inserts_since_mark` entries are live: past a burst, they would fit
             // in an eighth of the table.
-            if self.tags.len() > MIN_SLOTS && 8 * self.inserts_since_mark < self.tags.len() {
+            if self.slots.len() > MIN_SLOTS && 8 * self.inserts_since_mark < self.slots.len() {
                 self.sweep();
             }
             self.inserts_since_mark = 0;
             self.newest_at_mark = self.newest;
         }
+        if self.horizon.saturating_sub(self.swept_at) > MAX_HORIZON_STEP {
+            self.sweep();
+        }
     }
 
     /// Rebuilds the table from its live entries, at four times their number (or more)
     /// slots: the next sweep is then at least half a table of inserts away, and a table a
-    /// burst grew gives its memory back. At the same size the arrays are reused (only the
-    /// tags are cleared: an entry is read only where its tag matches), so a steady sweep
-    /// neither allocates nor faults in fresh pages.
+    /// burst grew gives its memory back. At the same size the table is reused (cleared
+    /// in place), so a steady sweep neither allocates nor faults in fresh pages.
     #[cold]
     fn sweep(&mut self) {
         let mut live = std::mem::take(&mut self.scratch);
         live.clear();
-        live.extend(self.live_entries().copied());
-        let slots = (4 * live.len()).next_power_of_two().max(MIN_SLOTS);
-        if slots == self.tags.len() {
-            self.tags.fill(0);
+        live.extend(
+            self.slots
+                .iter()
+                .filter(|s| s.hi != 0 && self.is_live(s.ord))
+                .copied(),
+        );
+        let n = (4 * live.len()).next_power_of_two().max(MIN_SLOTS);
+        if n == self.slots.len() {
+            self.slots.fill(EMPTY);
         } else {
-            self.tags = vec![0; slots];
-            self.entries = vec![UNUSED; slots];
+            self.slots = vec![EMPTY; n];
         }
-        let mask = slots - 1;
-        for e in &live {
-            let mut i = self.home(e.lo);
-            while self.tags[i] != 0 {
+        let mask = n - 1;
+        for s in &live {
+            let mut i = self.home(s.lo);
+            while self.slots[i].hi != 0 {
                 i = (i + 1) & mask;
             }
-            self.tags[i] = tag_of(e.hi);
-            self.entries[i] = *e;
+            self.slots[i] = *s;
         }
         self.used = live.len();
+        self.swept_at = self.horizon;
         // Kept for the next sweep, unless a burst left it far larger than what is live.
         if live.capacity() > 4 * live.len().max(MIN_SLOTS) {
             live = Vec::new();
@@ -187,22 +199,25 @@ impl Dedup {
         self.scratch = live;
     }
 
-    fn live_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.tags
+    /// Live (key, ordinal) pairs. The ordinal is unwrapped relative to the newest bucket
+    /// inserted (live entries lie between the horizon and it).
+    fn live(&self) -> impl Iterator<Item = (DedupKey, i64)> + '_ {
+        let newest = self.newest;
+        self.slots
             .iter()
-            .zip(&self.entries)
-            .filter(|(t, e)| **t != 0 && e.bucket >= self.horizon)
-            .map(|(_, e)| e)
+            .filter(|s| s.hi != 0 && self.is_live(s.ord))
+            .map(move |s| {
+                let back = (newest as u32).wrapping_sub(s.ord) as i32;
+                (
+                    (u128::from(s.hi) << 64) | u128::from(s.lo),
+                    newest - i64::from(back),
+                )
+            })
     }
 
-    fn live(&self) -> impl Iterator<Item = (DedupKey, Micros)> + '_ {
-        self.live_entries()
-            .map(|e| (u128::from(e.lo) | (u128::from(e.hi) << 64), e.bucket))
-    }
-
-    /// Slots in the table (memory: 28 bytes each).
+    /// Slots in the table (memory: 16 bytes each).
     pub fn slots(&self) -> usize {
-        self.tags.len()
+        self.slots.len()
     }
 
     /// Live keys (a scan: not for the per-record path).
@@ -214,10 +229,10 @@ impl Dedup {
         self.len() == 0
     }
 
-    /// (bucket, keys) pairs, buckets ascending and keys sorted (checkpoints are then
+    /// (ordinal, keys) pairs, ordinals ascending and keys sorted (checkpoints are then
     /// byte-identical for identical state).
-    pub fn entries(&self) -> Vec<(Micros, Vec<DedupKey>)> {
-        let mut by_bucket: BTreeMap<Micros, Vec<DedupKey>> = BTreeMap::new();
+    pub fn entries(&self) -> Vec<(i64, Vec<DedupKey>)> {
+        let mut by_bucket: BTreeMap<i64, Vec<DedupKey>> = BTreeMap::new();
         for (k, b) in self.live() {
             by_bucket.entry(b).or_default().push(k);
         }
@@ -230,11 +245,13 @@ impl Dedup {
             .collect()
     }
 
-    pub fn restore(entries: impl IntoIterator<Item = (Micros, Vec<DedupKey>)>) -> Self {
+    /// A table holding these (ordinal, keys); keys are canonicalised (a checkpoint of an
+    /// earlier version holds all 128 bits).
+    pub fn restore(entries: impl IntoIterator<Item = (i64, Vec<DedupKey>)>) -> Self {
         let mut d = Dedup::default();
         for (b, keys) in entries {
             for k in keys {
-                d.insert(k, b);
+                d.insert(canonical(k), b);
             }
         }
         d
@@ -244,6 +261,7 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::Micros;
     use proptest::prelude::*;
 
     #[test]
@@ -277,6 +295,30 @@ mod tests {
         assert!(d.insert(b, 10), "b expired, so it is new again");
         assert!(!d.insert(b, 10));
         assert_eq!(d.len(), 3);
+    }
+
+    /// Ordinals are kept in 32 bits: an entry far enough behind the horizon would wrap
+    /// round to look live again, unless a sweep has removed it first.
+    #[test]
+    fn an_ancient_entry_does_not_wrap_round_to_live() {
+        let mut d = Dedup::default();
+        let k = dedup_key("e1", 1);
+        assert!(d.insert(k, 0));
+        d.evict_before(1);
+        d.evict_before(3 << 30);
+        assert!(d.insert(k, 1 << 32), "same wrapped ordinal, long expired");
+        assert!(!d.insert(k, 1 << 32));
+        assert_eq!(d.entries(), vec![(1 << 32, vec![k])]);
+    }
+
+    /// A checkpoint of the previous version holds whole 128-bit keys.
+    #[test]
+    fn full_width_keys_restore_to_the_same_keys() {
+        let full = xxhash_rust::xxh3::xxh3_128_with_seed(b"e1", 1);
+        let d0 = Dedup::restore([(5, vec![full])]);
+        let mut d = d0.clone();
+        assert!(!d.insert(dedup_key("e1", 1), 5));
+        assert_eq!(d0.entries(), vec![(5, vec![dedup_key("e1", 1)])]);
     }
 
     /// A burst grows the map; once its buckets have closed and traffic is low, closing a
@@ -334,7 +376,7 @@ mod tests {
                 match o {
                     Op::Insert(k, b) => {
                         // Few distinct low words: long shared probe paths.
-                        let key = (u128::from(k) << 64) | (u128::from(k % 7) + 1);
+                        let key = canonical((u128::from(k) << 64) | (u128::from(k % 7) + 1));
                         let b = Micros::from(b);
                         if b < horizon { continue; } // the shard rejects these as late
                         let new = !model.contains_key(&key);

@@ -95,7 +95,7 @@ impl Shard {
         }
         if !self
             .dedup
-            .insert(dedup_key(&ev.event_id, ev.attempt), bucket)
+            .insert(dedup_key(&ev.event_id, ev.attempt), ordinal)
         {
             self.tally.duplicates += 1;
             return Ingest::Duplicate;
@@ -152,7 +152,8 @@ impl Shard {
                 stats,
             });
         });
-        self.dedup.evict_before(before);
+        // `before` is a bucket start: a whole number of buckets.
+        self.dedup.evict_before(before.div_euclid(self.bucket_us));
     }
 
     /// Buckets closed since the last call, oldest first. A drain, so the buffer keeps
