@@ -4,6 +4,9 @@
 //! rejections) → `engine` (buckets, watermark, dedup, rolling windows) → `store` /
 //! sinks; `scorecard` reads the store. `config` is the one settings tree.
 
+// The only exception is `engine::prefetch` (a cache hint).
+#![deny(unsafe_code)]
+
 pub mod codec;
 pub mod config;
 pub mod engine;

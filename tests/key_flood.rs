@@ -55,6 +55,9 @@ fn a_million_tenants_stay_bounded_in_memory_and_in_the_scrape() {
             error: None,
         };
         assert_eq!(p.ingest(&ev), Verdict::Counted, "every record still counts");
+        // Its copy is a duplicate, and is not counted as an overflow either (the key is
+        // looked up before the dedup probe, but interned only after it).
+        assert_eq!(p.ingest(&ev), Verdict::Duplicate);
     }
     p.shard.flush();
     let closed: Vec<_> = p.shard.take_closed().collect();

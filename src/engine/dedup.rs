@@ -113,6 +113,12 @@ impl Dedup {
         self.horizon == i64::MIN || ord.wrapping_sub(self.horizon as u32) as i32 >= 0
     }
 
+    /// Starts loading the line where `key`'s probe begins (a hint, no effect on answers).
+    #[inline]
+    pub fn prefetch(&self, key: DedupKey) {
+        super::prefetch::read(&self.slots[self.home(key as u32)]);
+    }
+
     /// True if the key (canonical: from [`dedup_key`]) is new, and now remembered under
     /// the bucket of this ordinal.
     #[inline]

@@ -89,15 +89,24 @@ impl KeyTable {
         self.infos.is_empty()
     }
 
+    /// The id of an interned key (no side effect: a miss interns nothing).
+    #[inline]
+    pub fn find(&self, tenant: &str, platform: &str) -> Option<KeyId> {
+        let infos = &self.infos;
+        self.by_name
+            .find(name_hash(tenant, platform), |&id| {
+                let i = &infos[id as usize];
+                same(&i.tenant, tenant) && same(&i.platform, platform)
+            })
+            .copied()
+    }
+
+    /// The id of the key, interned if new (or folded into an overflow key past
+    /// `max_keys`, which is counted).
     #[inline]
     pub fn resolve(&mut self, tenant: &str, platform: &str, direction: Direction) -> KeyId {
-        let infos = &self.infos;
-        let found = self.by_name.find(name_hash(tenant, platform), |&id| {
-            let i = &infos[id as usize];
-            same(&i.tenant, tenant) && same(&i.platform, platform)
-        });
-        match found {
-            Some(&id) => id,
+        match self.find(tenant, platform) {
+            Some(id) => id,
             None => self.resolve_slow(tenant, platform, direction),
         }
     }

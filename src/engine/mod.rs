@@ -8,6 +8,7 @@ pub mod few;
 pub mod hash;
 pub mod hdr;
 pub mod keys;
+mod prefetch;
 pub mod shard;
 pub mod stats;
 pub mod window;

@@ -87,20 +87,28 @@ impl Shard {
     #[inline]
     pub fn ingest(&mut self, ev: &DeliveryEvent) -> Ingest {
         // The one division on this path (an i64 `idiv` is tens of cycles).
+        // The dedup probe is this path's one random access into a table that, on dense
+        // traffic, does not stay in cache: its line loads while the bucket and the key
+        // are looked up (engine bench, dense: ≈ 0.54 -> 0.60 of prost alone).
+        let dkey = dedup_key(&ev.event_id, ev.attempt);
+        self.dedup.prefetch(dkey);
         let ordinal = ev.completed_at.div_euclid(self.bucket_us);
         let bucket = ordinal * self.bucket_us;
         if bucket < self.closed_before {
             self.tally.late += 1;
             return Ingest::Late;
         }
-        if !self
-            .dedup
-            .insert(dedup_key(&ev.event_id, ev.attempt), ordinal)
-        {
+        // Only looked up here: a new key is interned (and an overflow counted) once the
+        // record is known not to be a duplicate.
+        let found = self.keys.find(&ev.tenant, &ev.platform);
+        if !self.dedup.insert(dkey, ordinal) {
             self.tally.duplicates += 1;
             return Ingest::Duplicate;
         }
-        let key = self.keys.resolve(&ev.tenant, &ev.platform, ev.direction);
+        let key = match found {
+            Some(id) => id,
+            None => self.keys.resolve(&ev.tenant, &ev.platform, ev.direction),
+        };
         let target = self.keys.info(key).target_latency_us;
         self.keys.touch(key, ev.completed_at);
         // Advance first: what this record closes is older than its own bucket (lateness
