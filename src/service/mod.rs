@@ -292,6 +292,7 @@ impl PartitionSet {
         let lateness = self.config.engine.allowed_lateness.0;
         let mut ok = true;
         let mut committed = false;
+        let mut settled = false;
         let mut done = Vec::new();
         // Quiet is idle only while we fetch: paused for the store or cut off from every
         // broker, a partition delivers nothing though records wait, and advancing its
@@ -324,6 +325,18 @@ impl PartitionSet {
                 && p.pipeline.shard.open_buckets() == 0
             {
                 continue;
+            }
+            // Quarantined records up to here must be on the broker before a checkpoint
+            // moves past their offsets (see `Quarantine::settle`); paid once per round,
+            // and only when something was quarantined since the last one.
+            if !settled {
+                if let Some(q) = self.quarantine.as_mut() {
+                    if !q.settle() {
+                        ok = false;
+                        break;
+                    }
+                }
+                settled = true;
             }
             let t = Instant::now();
             match p

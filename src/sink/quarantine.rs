@@ -24,6 +24,8 @@ pub struct Quarantine {
     producer: ThreadedProducer<DefaultProducerContext>,
     pub produced: u64,
     pub dropped: u64,
+    /// `produced` at the last flush that completed.
+    settled: u64,
 }
 
 impl Quarantine {
@@ -32,6 +34,7 @@ impl Quarantine {
             topic: topic.to_string(),
             producer: client.create()?,
             produced: 0,
+            settled: 0,
             dropped: 0,
         })
     }
@@ -104,6 +107,27 @@ impl Quarantine {
             }
         }
         self.dropped += 1;
+    }
+
+    /// Waits until every record produced so far has left librdkafka's queue (delivered, or
+    /// failed for good). The service calls it before a checkpoint moves past the offsets
+    /// of quarantined records: after a crash the restart resumes past them, so a record
+    /// still queued then would be lost rather than produced again. False if the queue did
+    /// not drain within 10 s (the checkpoint then waits for a later round).
+    pub fn settle(&mut self) -> bool {
+        if self.settled == self.produced {
+            return true;
+        }
+        match self.producer.flush(Duration::from_secs(10)) {
+            Ok(()) => {
+                self.settled = self.produced;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "quarantine producer did not flush within 10 s; checkpoints wait for it");
+                false
+            }
+        }
     }
 
     pub fn flush(&self) {
