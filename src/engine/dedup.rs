@@ -36,7 +36,7 @@ pub fn canonical(key: u128) -> DedupKey {
 struct Slot {
     hi: u64,
     lo: u32,
-    /// The bucket's ordinal, wrapped to 32 bits (compared relative to the horizon).
+    /// The bucket's ordinal, wrapped to 32 bits (unwrapped relative to `Dedup::newest`).
     ord: u32,
 }
 
@@ -57,9 +57,8 @@ const EMPTY: Slot = Slot {
 /// and a later insert of its key overwrites it in place. Expired entries still hold their
 /// slot (a probe must walk past them: nothing is ever removed from a chain) until a sweep
 /// rebuilds the table from the live entries, which happens when three quarters of the
-/// slots are used, when a burst has passed (see `evict_before`), or before the oldest
-/// entry could be 2³¹ buckets behind the horizon (where its wrapped ordinal would read as
-/// live again).
+/// slots are used, when a burst has passed (see `evict_before`), or before the entries
+/// would span 2³¹ buckets (a wrapped ordinal is unwrapped relative to the newest one).
 #[derive(Debug, Clone)]
 pub struct Dedup {
     slots: Vec<Slot>,
@@ -69,8 +68,8 @@ pub struct Dedup {
     used: usize,
     /// Entries of buckets before this ordinal are expired (`i64::MIN`: none yet).
     horizon: i64,
-    /// The horizon at the last sweep: no entry is older than that.
-    swept_at: i64,
+    /// No entry's ordinal is below this (`i64::MAX`: none).
+    floor: i64,
     /// Inserts since the last mark, and the newest bucket inserted into before it: once
     /// the horizon has passed that bucket, every live entry is one of those inserts. That
     /// bound lets a table that a burst grew shrink once the burst has passed, without
@@ -83,8 +82,8 @@ pub struct Dedup {
 /// Smallest table (slots); 16 KB.
 const MIN_SLOTS: usize = 1024;
 
-/// How far the horizon may move between sweeps (see `Dedup`): half the wrapped range.
-const MAX_HORIZON_STEP: i64 = 1 << 30;
+/// The widest span of ordinals the table holds (see `Dedup`): half the wrapped range.
+const MAX_SPAN: i64 = 1 << 31;
 
 impl Default for Dedup {
     fn default() -> Self {
@@ -93,7 +92,7 @@ impl Default for Dedup {
             scratch: Vec::new(),
             used: 0,
             horizon: i64::MIN,
-            swept_at: i64::MIN,
+            floor: i64::MAX,
             inserts_since_mark: 0,
             newest: i64::MIN,
             newest_at_mark: i64::MIN,
@@ -107,10 +106,16 @@ impl Dedup {
         lo as usize & (self.slots.len() - 1)
     }
 
+    /// The ordinal of an entry: every entry lies less than 2³² buckets behind `newest`.
+    #[inline]
+    fn unwrap(&self, ord: u32) -> i64 {
+        self.newest - i64::from((self.newest as u32).wrapping_sub(ord))
+    }
+
     /// Whether an entry of this (wrapped) ordinal is at or past the horizon.
     #[inline]
     fn is_live(&self, ord: u32) -> bool {
-        self.horizon == i64::MIN || ord.wrapping_sub(self.horizon as u32) as i32 >= 0
+        self.unwrap(ord) >= self.horizon
     }
 
     /// Starts loading the line where `key`'s probe begins (a hint, no effect on answers).
@@ -126,8 +131,17 @@ impl Dedup {
         if 4 * self.used >= 3 * self.slots.len() {
             self.sweep();
         }
+        if ordinal > self.newest && ordinal.saturating_sub(self.floor) >= MAX_SPAN {
+            // Before `newest` moves: the sweep unwraps the entries relative to it.
+            self.sweep();
+        }
+        debug_assert!(
+            ordinal.saturating_sub(self.floor) < MAX_SPAN,
+            "live entries too far apart"
+        );
         self.inserts_since_mark += 1;
         self.newest = self.newest.max(ordinal);
+        self.floor = self.floor.min(ordinal);
         let (hi, lo) = ((key >> 64) as u64, key as u32);
         debug_assert!(hi != 0, "not a canonical key");
         let (mask, ord) = (self.slots.len() - 1, ordinal as u32);
@@ -163,9 +177,6 @@ impl Dedup {
             self.inserts_since_mark = 0;
             self.newest_at_mark = self.newest;
         }
-        if self.horizon.saturating_sub(self.swept_at) > MAX_HORIZON_STEP {
-            self.sweep();
-        }
     }
 
     /// Rebuilds the table from its live entries, at four times their number (or more)
@@ -197,7 +208,11 @@ impl Dedup {
             self.slots[i] = *s;
         }
         self.used = live.len();
-        self.swept_at = self.horizon;
+        self.floor = live
+            .iter()
+            .map(|s| self.unwrap(s.ord))
+            .min()
+            .unwrap_or(i64::MAX);
         // Kept for the next sweep, unless a burst left it far larger than what is live.
         if live.capacity() > 4 * live.len().max(MIN_SLOTS) {
             live = Vec::new();
@@ -208,15 +223,13 @@ impl Dedup {
     /// Live (key, ordinal) pairs. The ordinal is unwrapped relative to the newest bucket
     /// inserted (live entries lie between the horizon and it).
     fn live(&self) -> impl Iterator<Item = (DedupKey, i64)> + '_ {
-        let newest = self.newest;
         self.slots
             .iter()
             .filter(|s| s.hi != 0 && self.is_live(s.ord))
-            .map(move |s| {
-                let back = (newest as u32).wrapping_sub(s.ord) as i32;
+            .map(|s| {
                 (
                     (u128::from(s.hi) << 64) | u128::from(s.lo),
-                    newest - i64::from(back),
+                    self.unwrap(s.ord),
                 )
             })
     }
@@ -315,6 +328,19 @@ mod tests {
         assert!(d.insert(k, 1 << 32), "same wrapped ordinal, long expired");
         assert!(!d.insert(k, 1 << 32));
         assert_eq!(d.entries(), vec![(1 << 32, vec![k])]);
+    }
+
+    /// A checkpoint taken before any bucket closed restores a horizon far below every
+    /// entry: the entries are still live.
+    #[test]
+    fn a_horizon_far_below_the_entries_leaves_them_live() {
+        let k = dedup_key("e1", 1);
+        let mut d = Dedup::restore([(29_000_000, vec![k])]);
+        d.evict_before(i64::MIN.div_euclid(60_000_000));
+        assert!(!d.insert(k, 29_000_000), "still a duplicate");
+        assert_eq!(d.len(), 1);
+        d.evict_before(29_000_001);
+        assert!(d.insert(k, 29_000_001));
     }
 
     /// A checkpoint of the previous version holds whole 128-bit keys.
