@@ -206,6 +206,11 @@ impl PartitionSet {
             m.remove(&(topic.to_string(), partition));
         }
         if let Some(mut p) = self.parts.remove(&(ti, partition)) {
+            // As before a periodic checkpoint: quarantined copies first (`Quarantine::settle`).
+            if self.quarantine.as_mut().is_some_and(|q| !q.settle()) {
+                tracing::warn!(source = %p.source, "partition revoked without a final checkpoint: its quarantined records are not yet on the broker; its next owner re-reads since the last checkpoint");
+                return;
+            }
             match p
                 .pipeline
                 .commit(self.store.as_mut(), &p.source, p.next_offset)
