@@ -145,16 +145,14 @@ impl Telemetry {
         }
         let since = inner.windows.frontier();
         let mut groups: Vec<Group> = Vec::new();
-        // A shard hands out one `Arc` per key, so its buckets group by pointer without
-        // hashing strings; keys folded under one label share a group (by label content).
-        let mut by_key: HashMap<(usize, usize), (usize, bool)> = HashMap::new();
+        // A shard hands out one `Arc<KeyInfo>` per key, so its buckets group by pointer
+        // without hashing strings; keys folded under one label share a group (by label
+        // content).
+        let mut by_key: HashMap<usize, (usize, bool)> = HashMap::new();
         let mut by_label: HashMap<(Arc<str>, Arc<str>), usize> = HashMap::new();
         for (i, b) in buckets.iter().enumerate() {
-            let ptrs = (
-                Arc::as_ptr(&b.key.tenant) as *const u8 as usize,
-                Arc::as_ptr(&b.key.platform) as *const u8 as usize,
-            );
-            let g = match by_key.get(&ptrs) {
+            let ptr = Arc::as_ptr(&b.key) as usize;
+            let g = match by_key.get(&ptr) {
                 Some(&(g, folded)) => {
                     if folded {
                         inner.folded_buckets += 1;
@@ -176,7 +174,7 @@ impl Telemetry {
                             });
                             groups.len() - 1
                         });
-                    by_key.insert(ptrs, (g, folded));
+                    by_key.insert(ptr, (g, folded));
                     g
                 }
             };
