@@ -16,11 +16,13 @@ pub enum FewVec {
 
 impl Default for FewVec {
     fn default() -> Self {
-        FewVec::Inline(0, [0; INLINE])
+        Self::EMPTY
     }
 }
 
 impl FewVec {
+    pub const EMPTY: FewVec = FewVec::Inline(0, [0; INLINE]);
+
     #[inline]
     pub fn push(&mut self, v: u64) {
         match self {

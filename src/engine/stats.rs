@@ -431,6 +431,22 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// An empty `Stats` as a constant, for the per-record path (see `OpenBuckets::stats_at`).
+    pub const EMPTY: Stats = Stats {
+        counters: Counters {
+            attempts: 0,
+            events: 0,
+            delivered: 0,
+            failed: 0,
+            dead_lettered: 0,
+            on_time: 0,
+            retried: 0,
+            max_retries: 0,
+            latency_sum_us: 0,
+        },
+        latency: Latencies::Few(FewVec::EMPTY),
+    };
+
     /// A `Stats` in sparse form (long-lived window aggregates).
     pub fn sparse() -> Self {
         Self {
