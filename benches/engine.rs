@@ -132,25 +132,8 @@ fn main() {
     }
 }
 
-/// Records per [`Pipeline::process_run`] call: the service's poll batch (2 048 records)
-/// holds runs of one partition at most this long.
-const RUN: usize = 2048;
-
-/// What the service does with a run of one partition's records: one `process_run`, then
-/// the buckets it closed taken. Returns the records counted.
-fn apply_run<'a>(p: &mut Pipeline, run: impl Iterator<Item = &'a [u8]>, now: i64) -> usize {
-    let mut counted = 0;
-    p.process_run(run.map(|b| ((), b)), now, |(), _, v| {
-        if v == Verdict::Counted {
-            counted += 1;
-        }
-    });
-    black_box(p.shard.take_closed().len());
-    counted
-}
-
-/// One pass of the JSON path over `lines`, in runs as the service applies them (see
-/// [`apply_run`]). Returns records counted.
+/// One pass of the JSON path over `lines`: decode, validate, aggregate, closed buckets
+/// drained after every record (as `replay` and the service do). Returns records counted.
 fn json_pass<'a>(
     config: &Arc<Config>,
     bounds: slatrack::event::TimeBounds,
@@ -158,10 +141,12 @@ fn json_pass<'a>(
     lines: impl Iterator<Item = &'a [u8]>,
 ) -> usize {
     let mut p = Pipeline::new(config.clone(), Format::Json, bounds);
-    let lines: Vec<&[u8]> = lines.collect();
     let mut counted = 0;
-    for run in lines.chunks(RUN) {
-        counted += apply_run(&mut p, run.iter().copied(), now);
+    for l in lines {
+        if p.process(l, now) == Verdict::Counted {
+            counted += 1;
+        }
+        black_box(p.shard.take_closed());
     }
     p.shard.flush();
     black_box(p.shard.take_closed());
@@ -245,11 +230,15 @@ fn bench_case(start: i64, span: i64) {
                 let mut p = p.borrow_mut();
                 let p = p
                     .get_or_insert_with(|| Pipeline::new(config.clone(), Format::Protobuf, bounds));
-                let mut counted = 0;
-                for run in chunk.chunks(RUN) {
-                    counted += apply_run(p, run.iter().map(Vec::as_slice), now);
+                let (mut counted, mut closed) = (0, 0);
+                for b in chunk {
+                    if p.process(b, now) == Verdict::Counted {
+                        counted += 1;
+                    }
+                    closed += p.shard.take_closed().len();
                 }
                 assert_eq!(counted, chunk.len(), "every record counted");
+                black_box(closed);
                 counted
             },
         ),
@@ -301,8 +290,11 @@ fn bench_case(start: i64, span: i64) {
                     s.spawn(move || {
                         let mut p = Pipeline::new(config, Format::Protobuf, bounds);
                         let mut counted = 0;
-                        for run in half.chunks(RUN) {
-                            counted += apply_run(&mut p, run.iter().map(|b| b.as_slice()), now);
+                        for b in half {
+                            if p.process(b, now) == Verdict::Counted {
+                                counted += 1;
+                            }
+                            black_box(p.shard.take_closed());
                         }
                         counted
                     })

@@ -4,7 +4,7 @@
 use crate::codec::{Decoder, Format};
 use crate::config::Config;
 use crate::engine::checkpoint::CheckpointError;
-use crate::engine::{Ingest, Prepared, Shard};
+use crate::engine::{Ingest, Shard};
 use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
 use crate::store::{PartitionCommit, PartitionStore, RejectRow, StoreError, StoreWriter};
 use crate::time::Micros;
@@ -96,10 +96,6 @@ pub struct Pipeline {
     unwritten: Vec<crate::engine::ClosedBucket>,
     /// Offset of the checkpoint this pipeline last restored or wrote.
     checkpoint_offset: i64,
-    /// [`Pipeline::process_run`]'s two events: one decoded a record ahead of the one the
-    /// shard takes, alternating (`ahead` indexes the next to decode into).
-    run_events: [DeliveryEvent; 2],
-    ahead: usize,
 }
 
 impl Pipeline {
@@ -111,8 +107,6 @@ impl Pipeline {
             records: 0,
             unwritten: Vec::new(),
             checkpoint_offset: 0,
-            run_events: Default::default(),
-            ahead: 0,
         }
     }
 
@@ -186,60 +180,11 @@ impl Pipeline {
         self.records += 1;
         match self.decoder.decode(bytes, now) {
             Ok(ev) => Self::ingest_into(&mut self.shard, &mut self.rejects, ev),
-            Err(r) => self.reject(r),
-        }
-    }
-
-    fn reject(&mut self, r: Rejected) -> Verdict {
-        let bucket = r.completed_at.map(|t| self.shard.bucket_start(t));
-        self.rejects.add(&r, bucket);
-        Verdict::Rejected(r.reason)
-    }
-
-    /// [`Pipeline::process`] over a run of records, in order: `on` gets each record's
-    /// tag, bytes and verdict, in input order, and every verdict and all state are those
-    /// of calling `process` on each record in turn.
-    ///
-    /// Why a run: each record is decoded, and its dedup slot prefetched, while the one
-    /// before it is still waiting to be ingested, so the slot's cache line (a miss on
-    /// dense traffic) loads during a whole decode instead of stalling the shard
-    /// (BENCHMARKS.md, engine floor, session 8). Decoding ahead is safe because decoding
-    /// depends on nothing the shard changes.
-    pub fn process_run<'a, T>(
-        &mut self,
-        records: impl IntoIterator<Item = (T, &'a [u8])>,
-        now: Micros,
-        mut on: impl FnMut(T, &'a [u8], Verdict),
-    ) {
-        // The record decoded last, not yet ingested: it is in `run_events[1 - ahead]`.
-        let mut held: Option<(T, &'a [u8], Prepared)> = None;
-        for (tag, bytes) in records {
-            self.records += 1;
-            let ahead = self.ahead;
-            let decoded = self
-                .decoder
-                .decode_into(bytes, now, &mut self.run_events[ahead])
-                .map(|()| self.shard.prepare(&self.run_events[ahead]));
-            if let Some((t, b, p)) = held.take() {
-                let ev = &self.run_events[1 - self.ahead];
-                let v = Self::ingest_prepared(&mut self.shard, &mut self.rejects, ev, p);
-                on(t, b, v);
+            Err(r) => {
+                let bucket = r.completed_at.map(|t| self.shard.bucket_start(t));
+                self.rejects.add(&r, bucket);
+                Verdict::Rejected(r.reason)
             }
-            match decoded {
-                Ok(p) => {
-                    held = Some((tag, bytes, p));
-                    self.ahead = 1 - ahead;
-                }
-                Err(r) => {
-                    let v = self.reject(r);
-                    on(tag, bytes, v);
-                }
-            }
-        }
-        if let Some((t, b, p)) = held {
-            let ev = &self.run_events[1 - self.ahead];
-            let v = Self::ingest_prepared(&mut self.shard, &mut self.rejects, ev, p);
-            on(t, b, v);
         }
     }
 
@@ -248,18 +193,7 @@ impl Pipeline {
     }
 
     fn ingest_into(shard: &mut Shard, rejects: &mut RejectTally, ev: &DeliveryEvent) -> Verdict {
-        let p = shard.prepare(ev);
-        Self::ingest_prepared(shard, rejects, ev, p)
-    }
-
-    #[inline]
-    fn ingest_prepared(
-        shard: &mut Shard,
-        rejects: &mut RejectTally,
-        ev: &DeliveryEvent,
-        prepared: Prepared,
-    ) -> Verdict {
-        match shard.ingest_prepared(ev, prepared) {
+        match shard.ingest(ev) {
             Ingest::Counted => Verdict::Counted,
             Ingest::Duplicate => Verdict::Duplicate,
             Ingest::Late => {
@@ -267,139 +201,6 @@ impl Pipeline {
                 rejects.add(&r, Some(shard.bucket_start(ev.completed_at)));
                 Verdict::Rejected(RejectReason::Late)
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{Direction, Outcome};
-    use crate::time::MICROS_PER_SEC;
-    use proptest::prelude::*;
-
-    const T0: Micros = 1_759_309_200_000_000; // 2025-10-01T09:00:00Z
-
-    /// A record of a stream that exercises every verdict: counted, duplicate (the id
-    /// pool is small), late (times jump back up to 10 minutes, past the 2-minute
-    /// lateness), malformed and invalid.
-    #[derive(Debug, Clone)]
-    enum Rec {
-        Event {
-            id: u8,
-            attempt: u32,
-            tenant: u8,
-            outcome: u8,
-            at_s: u32,
-        },
-        Garbage(Vec<u8>),
-        /// Completed before it started.
-        Backwards {
-            id: u8,
-        },
-    }
-
-    fn rec() -> impl Strategy<Value = Rec> {
-        prop_oneof![
-            8 => (0u8..40, 1u32..3, 0u8..3, 0u8..4, 0u32..1200).prop_map(
-                |(id, attempt, tenant, outcome, at_s)| Rec::Event { id, attempt, tenant, outcome, at_s }
-            ),
-            1 => prop::collection::vec(any::<u8>(), 0..12).prop_map(Rec::Garbage),
-            1 => (0u8..40).prop_map(|id| Rec::Backwards { id }),
-        ]
-    }
-
-    fn bytes(r: &Rec) -> Vec<u8> {
-        let event = |id: u8, attempt, tenant: u8, outcome, done: Micros, start: Micros| {
-            crate::codec::protobuf::encode(&DeliveryEvent {
-                event_id: format!("ev-{id}"),
-                tenant: format!("tenant{tenant}"),
-                platform: "workday".into(),
-                direction: Direction::Outbound,
-                attempt,
-                max_attempts: 3,
-                outcome,
-                enqueued_at: start - MICROS_PER_SEC,
-                started_at: start,
-                completed_at: done,
-                http_status: None,
-                error: None,
-            })
-        };
-        match *r {
-            Rec::Event {
-                id,
-                attempt,
-                tenant,
-                outcome,
-                at_s,
-            } => {
-                let outcome = [
-                    Outcome::Delivered,
-                    Outcome::Retrying,
-                    Outcome::Failed,
-                    Outcome::DeadLettered,
-                ][outcome as usize];
-                let done = T0 + i64::from(at_s) * MICROS_PER_SEC;
-                event(id, attempt, tenant, outcome, done, done - 250_000)
-            }
-            Rec::Garbage(ref b) => b.clone(),
-            Rec::Backwards { id } => event(id, 1, 0, Outcome::Delivered, T0, T0 + 1),
-        }
-    }
-
-    /// Everything a pipeline's numbers are made of, in a comparable form.
-    fn outcome(p: &mut Pipeline) -> impl PartialEq + std::fmt::Debug {
-        p.shard.flush();
-        let closed: Vec<_> = p
-            .shard
-            .take_closed()
-            .map(|b| (b.key.tenant.to_string(), b.start, b.stats))
-            .collect();
-        let mut rejects: Vec<_> = p
-            .rejects
-            .pending_rows()
-            .iter()
-            .map(|r| (r.tenant.to_string(), r.bucket, r.reason, r.count))
-            .collect();
-        rejects.sort();
-        (closed, rejects, p.shard.tally, p.records)
-    }
-
-    proptest! {
-        /// `process_run`, however the stream is cut into runs, gives every record the
-        /// verdict `process` gives it, in order, and leaves the same numbers.
-        #[test]
-        fn runs_are_record_by_record(
-            recs in prop::collection::vec(rec(), 0..300),
-            cuts in prop::collection::vec(0usize..300, 0..6),
-        ) {
-            let config = Arc::new(Config::default());
-            let bounds = Pipeline::bounds(&config);
-            let now = T0 + 3_600 * MICROS_PER_SEC;
-            let input: Vec<Vec<u8>> = recs.iter().map(bytes).collect();
-
-            let mut one = Pipeline::new(config.clone(), Format::Protobuf, bounds);
-            let expected: Vec<(usize, Verdict)> = input
-                .iter()
-                .enumerate()
-                .map(|(i, b)| (i, one.process(b, now)))
-                .collect();
-
-            let mut runs = Pipeline::new(config, Format::Protobuf, bounds);
-            let mut bounds_at: Vec<usize> = cuts.into_iter().filter(|&c| c < input.len()).collect();
-            bounds_at.extend([0, input.len()]);
-            bounds_at.sort_unstable();
-            let mut got = Vec::new();
-            for w in bounds_at.windows(2) {
-                let run = (w[0]..w[1]).map(|i| (i, input[i].as_slice()));
-                runs.process_run(run, now, |i, b, v| {
-                    assert_eq!(b, input[i].as_slice(), "the tag's own bytes");
-                    got.push((i, v));
-                });
-            }
-            prop_assert_eq!(&got, &expected);
-            prop_assert_eq!(outcome(&mut runs), outcome(&mut one));
         }
     }
 }

@@ -58,56 +58,17 @@ impl Decoder {
     /// Bytes → validated event, or the reason it is not one. `now` is the wall clock,
     /// for the future-skew bound.
     pub fn decode(&mut self, bytes: &[u8], now: Micros) -> Result<&DeliveryEvent, Rejected> {
-        let Self {
-            format,
-            bounds,
-            max_bytes,
-            scratch,
-            event,
-        } = self;
-        decode_to(*format, bounds, *max_bytes, scratch, bytes, now, event)?;
-        Ok(event)
+        if bytes.len() > self.max_bytes {
+            return Err(Rejected::bare(RejectReason::TooLarge));
+        }
+        match self.format {
+            Format::Json => json::decode_into(bytes, &mut self.event)?,
+            Format::Protobuf => protobuf::decode_into(bytes, &mut self.scratch, &mut self.event)?,
+        };
+        validate(&self.event, &self.bounds, now)
+            .map_err(|reason| attributed(reason, &self.event))?;
+        Ok(&self.event)
     }
-
-    /// [`Decoder::decode`] into the caller's event, which keeps its strings' capacity
-    /// from one call to the next (`Pipeline::process_run` alternates two, one record
-    /// ahead of the other).
-    pub fn decode_into(
-        &mut self,
-        bytes: &[u8],
-        now: Micros,
-        out: &mut DeliveryEvent,
-    ) -> Result<(), Rejected> {
-        let (format, max_bytes) = (self.format, self.max_bytes);
-        decode_to(
-            format,
-            &self.bounds,
-            max_bytes,
-            &mut self.scratch,
-            bytes,
-            now,
-            out,
-        )
-    }
-}
-
-fn decode_to(
-    format: Format,
-    bounds: &TimeBounds,
-    max_bytes: usize,
-    scratch: &mut crate::proto::DeliveryEvent,
-    bytes: &[u8],
-    now: Micros,
-    out: &mut DeliveryEvent,
-) -> Result<(), Rejected> {
-    if bytes.len() > max_bytes {
-        return Err(Rejected::bare(RejectReason::TooLarge));
-    }
-    match format {
-        Format::Json => json::decode_into(bytes, out)?,
-        Format::Protobuf => protobuf::decode_into(bytes, scratch, out)?,
-    };
-    validate(out, bounds, now).map_err(|reason| attributed(reason, out))
 }
 
 /// A rejection that keeps what could be read, so it is attributed to a tenant and period.

@@ -13,7 +13,7 @@ pub mod shard;
 pub mod stats;
 pub mod window;
 
-pub use shard::{Ingest, Prepared, Shard, ShardTally};
+pub use shard::{Ingest, Shard, ShardTally};
 pub use stats::{Counters, Stats};
 pub use window::{WindowSet, WindowSummary};
 

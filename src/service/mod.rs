@@ -243,48 +243,37 @@ impl PartitionSet {
         // is a locked instruction on a line the exporter reads.
         let arrived = Instant::now();
         let (mut records, mut counted, mut duplicates, mut skipped) = (0u64, 0u64, 0u64, 0u64);
-        let mut rest = &batch.items[..];
-        while let Some(first) = rest.first() {
-            // A run: consecutive records of one partition at increasing offsets, which is
-            // what a fetch delivers. `Pipeline::process_run` decodes each record of a run
-            // while the one before it waits for the shard (its dedup slot loading).
-            let len = 1 + rest
-                .windows(2)
-                .take_while(|w| {
-                    (w[1].topic, w[1].partition) == (w[0].topic, w[0].partition)
-                        && w[1].offset > w[0].offset
-                })
-                .count();
-            let (run, tail) = rest.split_at(len);
-            rest = tail;
-            let Some(p) = self.parts.get_mut(&(first.topic, first.partition)) else {
+        for it in &batch.items {
+            let Some(p) = self.parts.get_mut(&(it.topic, it.partition)) else {
                 continue; // revoked while the batch was being polled
             };
-            // Offsets increase along the run, so what is below the checkpoint is a prefix.
-            let live = &run[run.partition_point(|it| it.offset < p.next_offset)..];
-            skipped += (run.len() - live.len()) as u64;
-            let Some(last) = live.last() else {
+            if it.offset < p.next_offset {
+                skipped += 1;
                 continue;
-            };
-            records += live.len() as u64;
-            let (quarantine, status, topics) = (&mut self.quarantine, &self.status, &self.topics);
-            let input = live.iter().map(|it| (it, &batch.bytes[it.start..it.end]));
-            p.pipeline
-                .process_run(input, now, |it, bytes, verdict| match verdict {
-                    Verdict::Counted => counted += 1,
-                    Verdict::Duplicate => duplicates += 1,
-                    Verdict::Rejected(reason) => {
-                        status.rejected.fetch_add(1, Ordering::Relaxed);
-                        if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
-                            status.rejected_by_reason[i].fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let Some(q) = quarantine.as_mut() {
-                            q.send(bytes, reason, &topics[it.topic].0, it.partition, it.offset);
-                            status.quarantined.store(q.produced, Ordering::Relaxed);
-                        }
+            }
+            let bytes = &batch.bytes[it.start..it.end];
+            records += 1;
+            match p.pipeline.process(bytes, now) {
+                Verdict::Counted => counted += 1,
+                Verdict::Duplicate => duplicates += 1,
+                Verdict::Rejected(reason) => {
+                    self.status.rejected.fetch_add(1, Ordering::Relaxed);
+                    if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
+                        self.status.rejected_by_reason[i].fetch_add(1, Ordering::Relaxed);
                     }
-                });
-            p.next_offset = last.offset + 1;
+                    if let Some(q) = self.quarantine.as_mut() {
+                        q.send(
+                            bytes,
+                            reason,
+                            &self.topics[it.topic].0,
+                            it.partition,
+                            it.offset,
+                        );
+                        self.status.quarantined.store(q.produced, Ordering::Relaxed);
+                    }
+                }
+            }
+            p.next_offset = it.offset + 1;
             p.last_record = arrived;
             p.idle_base = None;
         }
