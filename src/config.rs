@@ -26,6 +26,9 @@ pub enum ConfigError {
     },
 }
 
+/// Upper bound of `limits.max_keys`.
+pub const MAX_KEYS_LIMIT: usize = 1_000_000;
+
 fn invalid(key: impl Into<String>, value: impl std::fmt::Display, why: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -517,6 +520,15 @@ impl Config {
         if self.limits.max_keys == 0 {
             return Err(invalid("limits.max_keys", 0, "must be at least 1"));
         }
+        if self.limits.max_keys > MAX_KEYS_LIMIT {
+            // Far past what memory allows anyway (≈ 47 KB a key, BENCHMARKS.md), and what
+            // keeps the key table's name buffer addressable with 32-bit offsets.
+            return Err(invalid(
+                "limits.max_keys",
+                self.limits.max_keys,
+                "must be at most 1000000 per shard",
+            ));
+        }
         if self.limits.max_record_bytes < 64 {
             return Err(invalid(
                 "limits.max_record_bytes",
@@ -718,6 +730,14 @@ mod tests {
             err.contains("allowed_lateness") && err.contains("2 minutes"),
             "{err}"
         );
+        let err = Config::from_toml("[limits]\nmax_keys = 2000000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits.max_keys") && err.contains("2000000"),
+            "{err}"
+        );
+        assert!(Config::from_toml("[limits]\nmax_keys = 1000000\n").is_ok());
         let err = Config::from_toml("[engine]\nbukket = \"1m\"\n")
             .unwrap_err()
             .to_string();

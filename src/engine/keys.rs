@@ -129,8 +129,8 @@ impl KeyTable {
     fn index(&mut self, id: KeyId) {
         let info = &self.infos[id as usize];
         let (tenant, platform) = (info.tenant.as_bytes(), info.platform.as_bytes());
-        // Names are at most `MAX_ID_BYTES` and keys at most `max_keys` plus the overflow
-        // keys: the buffer stays far below 4 GiB.
+        // Names are at most `MAX_ID_BYTES` and keys at most `config::MAX_KEYS_LIMIT` plus
+        // the overflow keys: the buffer stays below 1 GiB, so offsets fit in 32 bits.
         let e = Entry {
             id,
             at: self.names.len() as u32,
