@@ -6,7 +6,10 @@ use crate::config::Config;
 use crate::engine::checkpoint::CheckpointError;
 use crate::engine::{Ingest, Shard};
 use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
-use crate::store::{PartitionCommit, PartitionStore, RejectRow, StoreError, StoreWriter};
+use crate::store::{
+    segment_of, PartitionCommit, PartitionStore, RejectRow, SegmentRejects, StoreError,
+    StoreWriter, StoredReject,
+};
 use crate::time::Micros;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,27 +23,60 @@ pub enum Verdict {
     Rejected(RejectReason),
 }
 
+type RejectKey = (String, String, Micros, RejectReason);
+
 /// Rejections not yet written to the store, attributed to (tenant, platform, bucket)
 /// where the record was readable enough; `""`/`0` where it was not.
 #[derive(Debug, Default)]
 pub struct RejectTally {
-    pending: HashMap<(String, String, Micros, RejectReason), u64>,
+    /// Since the last commit: what a transactional store adds (SQLite, replay).
+    pending: HashMap<RejectKey, u64>,
+    /// By offset segment, each counted from its first offset (the open one restored with
+    /// the checkpoint), once offsets are tracked ([`RejectTally::at_offset`]): what a store
+    /// without transactions writes (Kafka; see [`crate::store::SEGMENT_BITS`]). A sealed
+    /// segment leaves at the commit that writes it, the open one stays.
+    segments: BTreeMap<i64, HashMap<RejectKey, u64>>,
+    /// Segment of the record being applied; `None` while offsets are not tracked.
+    segment: Option<i64>,
     /// Since start, by reason (for summaries and self-metrics).
     pub totals: BTreeMap<RejectReason, u64>,
 }
 
+fn rows(map: &HashMap<RejectKey, u64>) -> impl Iterator<Item = RejectRow<'_>> {
+    map.iter()
+        .map(|((tenant, platform, bucket, reason), n)| RejectRow {
+            tenant,
+            platform,
+            bucket: *bucket,
+            reason: *reason,
+            count: *n,
+        })
+}
+
 impl RejectTally {
     pub fn add(&mut self, r: &Rejected, bucket: Option<Micros>) {
-        *self
-            .pending
-            .entry((
-                r.tenant.clone().unwrap_or_default(),
-                r.platform.clone().unwrap_or_default(),
-                bucket.unwrap_or(0),
-                r.reason,
-            ))
-            .or_default() += 1;
+        let key = (
+            r.tenant.clone().unwrap_or_default(),
+            r.platform.clone().unwrap_or_default(),
+            bucket.unwrap_or(0),
+            r.reason,
+        );
+        if let Some(seg) = self.segment {
+            *self
+                .segments
+                .entry(seg)
+                .or_default()
+                .entry(key.clone())
+                .or_default() += 1;
+        }
+        *self.pending.entry(key).or_default() += 1;
         *self.totals.entry(r.reason).or_default() += 1;
+    }
+
+    /// The offset of the record about to be applied (the live path; a replay has none).
+    #[inline]
+    pub fn at_offset(&mut self, offset: i64) {
+        self.segment = Some(segment_of(offset));
     }
 
     pub fn total(&self) -> u64 {
@@ -58,21 +94,40 @@ impl RejectTally {
 
     /// The pending counts as rows for a [`PartitionStore`].
     pub fn pending_rows(&self) -> Vec<RejectRow<'_>> {
-        self.pending
-            .iter()
-            .map(|((tenant, platform, bucket, reason), n)| RejectRow {
-                tenant,
-                platform,
-                bucket: *bucket,
-                reason: *reason,
-                count: *n,
-            })
+        rows(&self.pending).collect()
+    }
+
+    /// Segments wholly below `next_offset`, with their rows.
+    pub fn sealed_rows(&self, next_offset: i64) -> Vec<(i64, Vec<RejectRow<'_>>)> {
+        self.segments
+            .range(..segment_of(next_offset))
+            .map(|(seg, m)| (*seg, rows(m).collect()))
             .collect()
     }
 
-    /// Forgets the pending counts once the transaction that wrote them committed.
-    pub fn written(&mut self) {
+    /// The rows of the segment `next_offset` falls in.
+    pub fn open_rows(&self, next_offset: i64) -> Vec<RejectRow<'_>> {
+        self.segments
+            .get(&segment_of(next_offset))
+            .map(|m| rows(m).collect())
+            .unwrap_or_default()
+    }
+
+    /// Continues the open segment's counts from a checkpoint.
+    pub fn restore_open(&mut self, next_offset: i64, open: &[StoredReject]) {
+        let seg = self.segments.entry(segment_of(next_offset)).or_default();
+        for r in open {
+            *seg.entry((r.tenant.clone(), r.platform.clone(), r.bucket, r.reason))
+                .or_default() += r.count;
+        }
+    }
+
+    /// Forgets what the commit up to `next_offset` wrote (the open segment stays: each
+    /// checkpoint carries all of it).
+    pub fn written(&mut self, next_offset: i64) {
         self.pending.clear();
+        let open = segment_of(next_offset);
+        self.segments.retain(|seg, _| *seg >= open);
     }
 }
 
@@ -94,8 +149,6 @@ pub struct Pipeline {
     pub records: u64,
     /// Closed buckets not yet committed to the store (kept across a failed commit).
     unwritten: Vec<crate::engine::ClosedBucket>,
-    /// Offset of the checkpoint this pipeline last restored or wrote.
-    checkpoint_offset: i64,
 }
 
 impl Pipeline {
@@ -106,7 +159,6 @@ impl Pipeline {
             rejects: RejectTally::default(),
             records: 0,
             unwritten: Vec::new(),
-            checkpoint_offset: 0,
         }
     }
 
@@ -137,7 +189,7 @@ impl Pipeline {
                 error,
             })?;
         p.shard = shard;
-        p.checkpoint_offset = next;
+        p.rejects.restore_open(next, &cp.open_rejects);
         Ok((p, Some(next)))
     }
 
@@ -154,18 +206,27 @@ impl Pipeline {
     ) -> Result<Vec<crate::engine::ClosedBucket>, StoreError> {
         self.unwritten.extend(self.shard.take_closed());
         let state = self.shard.checkpoint(next_offset);
-        let rejects = self.rejects.pending_rows();
-        store.commit(&PartitionCommit {
-            source,
-            from_offset: self.checkpoint_offset,
-            next_offset,
-            state: &state,
-            buckets: &self.unwritten,
-            rejects: &rejects,
-        })?;
-        drop(rejects);
-        self.rejects.written();
-        self.checkpoint_offset = next_offset;
+        {
+            let rejects = self.rejects.pending_rows();
+            let sealed_rows = self.rejects.sealed_rows(next_offset);
+            let sealed: Vec<SegmentRejects<'_>> = sealed_rows
+                .iter()
+                .map(|(segment, rows)| SegmentRejects {
+                    segment: *segment,
+                    rows,
+                })
+                .collect();
+            store.commit(&PartitionCommit {
+                source,
+                next_offset,
+                state: &state,
+                buckets: &self.unwritten,
+                rejects: &rejects,
+                sealed: &sealed,
+                open: &self.rejects.open_rows(next_offset),
+            })?;
+        }
+        self.rejects.written(next_offset);
         Ok(std::mem::take(&mut self.unwritten))
     }
 

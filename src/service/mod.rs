@@ -9,9 +9,15 @@
 //! Exactly-once effect: every `service.checkpoint_interval` each partition commits its
 //! closed buckets, pending rejections and checkpoint in one SQLite transaction
 //! ([`Pipeline::commit`]). On assignment a partition resumes from its checkpoint and
-//! skips every record below the checkpoint's offset, so group offsets (committed after
-//! each checkpoint) are advisory: a consumer that starts earlier only re-reads, never
-//! re-counts. On revocation the partition checkpoints before it is given up.
+//! fetching starts at the checkpoint's offset (set in the assignment itself), so group
+//! offsets (committed after each checkpoint) are advisory: they are used only where the
+//! store has no checkpoint. On revocation the partition checkpoints before it is given up.
+//!
+//! Records polled before a partition's latest assignment are never applied to it: each
+//! polled record carries the assignment generation it was polled under, and a partition
+//! remembers the generation that assigned it. (A batch polled just before a revocation
+//! can reach the apply thread after the partition came back, with the checkpoint and the
+//! fetch position moved on.)
 
 pub mod demo;
 pub mod generate;
@@ -24,7 +30,7 @@ use crate::sink::prometheus::Telemetry;
 use crate::sink::quarantine::Quarantine;
 use crate::store::{Location, PartitionStore, StoreError};
 use crate::time::{now_micros, Micros};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -131,6 +137,8 @@ struct Partition {
     overflow_reported: u64,
     /// Newest event time per key id as last handed to the exporter (only changes are).
     seen_published: Vec<Micros>,
+    /// Assignment generation that assigned it: records polled earlier are stale.
+    generation: u64,
 }
 
 pub struct PartitionSet {
@@ -144,6 +152,8 @@ pub struct PartitionSet {
     fatal: Option<String>,
     /// (topic, partition, next offset) checkpointed since the last group commit.
     to_commit: Vec<(String, i32, i64)>,
+    /// Assignments so far (see the module doc); the poll thread tags records with it.
+    generation: Arc<AtomicU64>,
 }
 
 fn lock(set: &Mutex<PartitionSet>) -> MutexGuard<'_, PartitionSet> {
@@ -157,10 +167,11 @@ impl PartitionSet {
         self.topics.iter().position(|(t, _)| t == name)
     }
 
-    fn assign(&mut self, topic: &str, partition: i32) {
-        let Some(ti) = self.topic_index(topic) else {
-            return;
-        };
+    /// Restores the partition's checkpoint. Returns the offset to fetch from: the
+    /// checkpoint's, or `None` without one (then the group offset or
+    /// `auto.offset.reset` decides, and the partition counts from there).
+    fn assign(&mut self, topic: &str, partition: i32) -> Option<i64> {
+        let ti = self.topic_index(topic)?;
         let source = format!("kafka:{topic}/{partition}");
         let bounds = Pipeline::bounds(&self.config);
         match Pipeline::resume(
@@ -170,8 +181,8 @@ impl PartitionSet {
             self.store.as_mut(),
             &source,
         ) {
-            Ok((pipeline, next)) => {
-                let next = next.unwrap_or(0);
+            Ok((pipeline, restored)) => {
+                let next = restored.unwrap_or(0);
                 // Overflow before this assignment was reported by whoever counted it.
                 let overflow_reported = pipeline.shard.keys().overflowed;
                 tracing::info!(%source, next_offset = next, "partition assigned, checkpoint restored");
@@ -188,12 +199,15 @@ impl PartitionSet {
                         idle_base: None,
                         overflow_reported,
                         seen_published: Vec::new(),
+                        generation: self.generation.load(Ordering::Relaxed),
                     },
                 );
+                restored
             }
             Err(e) => {
                 tracing::error!(%source, error = %e, "cannot restore the partition's checkpoint");
                 self.fatal = Some(e.to_string());
+                None
             }
         }
     }
@@ -247,12 +261,13 @@ impl PartitionSet {
             let Some(p) = self.parts.get_mut(&(it.topic, it.partition)) else {
                 continue; // revoked while the batch was being polled
             };
-            if it.offset < p.next_offset {
+            if it.offset < p.next_offset || it.generation < p.generation {
                 skipped += 1;
                 continue;
             }
             let bytes = &batch.bytes[it.start..it.end];
             records += 1;
+            p.pipeline.rejects.at_offset(it.offset);
             match p.pipeline.process(bytes, now) {
                 Verdict::Counted => counted += 1,
                 Verdict::Duplicate => duplicates += 1,
@@ -475,36 +490,97 @@ impl ClientContext for ServiceContext {
 }
 
 impl ConsumerContext for ServiceContext {
-    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let mut set = lock(&self.set);
-            for e in tpl.elements() {
-                set.revoke(e.topic(), e.partition());
+    /// Replaces rust-rdkafka's default handler so that an assignment can carry the
+    /// checkpoints' offsets: fetching then starts where the store says, not at the group
+    /// offset (advisory, and ahead of the store when another owner committed it after a
+    /// checkpoint that a later, overlapping owner's older one replaced).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr as E;
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign(tpl);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
             }
-            set.status.ready.store(false, Ordering::Relaxed);
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                // librdkafka drops the assignment: give every partition up as on a revoke.
+                tracing::warn!(error = ?other, "rebalance error: giving up every partition until the next assignment");
+                let mut set = lock(&self.set);
+                let owned: Vec<(String, i32)> = set
+                    .parts
+                    .keys()
+                    .map(|&(ti, p)| (set.topics[ti].0.clone(), p))
+                    .collect();
+                for (t, p) in owned {
+                    set.revoke(&t, p);
+                }
+                set.status.ready.store(false, Ordering::Relaxed);
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot apply the rebalance to the consumer");
         }
     }
+}
 
-    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let mut set = lock(&self.set);
-                if let Err(e) = set.store.refresh() {
-                    // Restoring from a stale view of a shared store could double count.
-                    tracing::error!(error = %e, "cannot read the scorecard store before restoring checkpoints");
-                    set.fatal = Some(e.to_string());
-                    set.status.ready.store(false, Ordering::Relaxed);
-                    return;
-                }
-                for e in tpl.elements() {
-                    set.assign(e.topic(), e.partition());
-                }
-                let ready = set.fatal.is_none();
-                set.status.ready.store(ready, Ordering::Relaxed);
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-            Rebalance::Revoke(_) => {}
+impl ServiceContext {
+    fn revoke(&self, tpl: &TopicPartitionList) {
+        let mut set = lock(&self.set);
+        for e in tpl.elements() {
+            set.revoke(e.topic(), e.partition());
         }
+        set.status.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// Restores each assigned partition and sets its fetch offset to its checkpoint's.
+    fn assign(&self, tpl: &mut TopicPartitionList) {
+        let mut set = lock(&self.set);
+        set.generation.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = set.store.refresh() {
+            // Restoring from a stale view of a shared store could double count.
+            tracing::error!(error = %e, "cannot read the scorecard store before restoring checkpoints");
+            set.fatal = Some(e.to_string());
+            set.status.ready.store(false, Ordering::Relaxed);
+            return;
+        }
+        let assigned: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for (topic, partition) in assigned {
+            if let Some(next) = set.assign(&topic, partition) {
+                if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(next)) {
+                    // The partition then starts at the group offset; `apply` still skips
+                    // what is below the checkpoint.
+                    tracing::warn!(%topic, partition, error = %e, "cannot set the fetch offset to the checkpoint's");
+                }
+            }
+        }
+        let ready = set.fatal.is_none();
+        set.status.ready.store(ready, Ordering::Relaxed);
     }
 }
 
@@ -513,6 +589,8 @@ struct Item {
     topic: usize,
     partition: i32,
     offset: i64,
+    /// Assignment generation when it was polled.
+    generation: u64,
     start: usize,
     end: usize,
 }
@@ -568,6 +646,7 @@ pub fn run(
             *a = Some(addr);
         }
     }
+    let generation = Arc::new(AtomicU64::new(0));
     let set = Arc::new(Mutex::new(PartitionSet {
         config: config.clone(),
         store,
@@ -578,6 +657,7 @@ pub fn run(
         telemetry,
         fatal: None,
         to_commit: Vec::new(),
+        generation: generation.clone(),
     }));
     let high = Arc::new(Mutex::new(BTreeMap::new()));
     let consumer: BaseConsumer<ServiceContext> = crate::source::kafka::consumer_config(&kafka)?
@@ -657,6 +737,9 @@ pub fn run(
                         topic,
                         partition: m.partition(),
                         offset: m.offset(),
+                        // Bumped by the rebalance callback, which runs inside `poll` on
+                        // this thread: what it returns next is of the new assignment.
+                        generation: generation.load(Ordering::Relaxed),
                         start,
                         end: batch.bytes.len(),
                     });

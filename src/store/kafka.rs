@@ -6,20 +6,26 @@
 //! | key | value |
 //! |---|---|
 //! | `w ␟ source ␟ tenant ␟ platform ␟ bucket_ms` | `WindowSummary` |
-//! | `r ␟ source ␟ from_offset` | `RejectCounts` (tombstone when none) |
-//! | `c ␟ source` | `PartitionCheckpoint` |
+//! | `s ␟ source ␟ segment` | `RejectSegment`: a sealed segment's rejections |
+//! | `c ␟ source` | `PartitionCheckpoint`, with the open segment's rejections |
 //! | `m ␟ token` | end-of-log marker (empty, then tombstoned) |
+//! | `r ␟ source ␟ from_offset` | `RejectCounts`: read only, written by releases before segments |
 //!
-//! Exactly-once effect without transactions: a partition's windows and rejections are
-//! produced and acknowledged *before* its checkpoint. A crash in between leaves records
-//! the resumed partition writes again under the same keys — windows by bucket, rejections
-//! by the checkpoint offset their counting started from — so they replace, never add.
+//! Exactly-once effect without transactions: a partition's windows and sealed segments
+//! are produced and acknowledged *before* its checkpoint. Whoever writes a key again — the
+//! partition resumed after a crash, or a second owner while a rebalance overlaps two —
+//! writes what the first writer did: a window is closed by the same records, a segment's
+//! records are rejected by the same state. So writes replace, never add, and a reader
+//! counts the segments below its checkpoint's, plus the open one the checkpoint carries.
 //!
 //! "Read to the end" does not trust the high watermark (tansu's is wrong with memory
 //! storage, and it is a race with concurrent writers anyway): the reader produces a marker
 //! to every partition and reads until it has seen all of them.
 
-use super::{Checkpoint, PartitionCommit, PartitionStore, Store, StoreError};
+use super::{
+    segment_of, Checkpoint, PartitionCommit, PartitionStore, RejectRow, Store, StoreError,
+    StoredReject,
+};
 use crate::config::KafkaConfig;
 use crate::engine::{ClosedBucket, Counters, KeyInfo, Stats};
 use crate::event::{Direction, RejectReason};
@@ -85,7 +91,7 @@ pub struct KafkaStore {
 fn apply(values: &mut HashMap<Vec<u8>, Vec<u8>>, mode: Mode, k: &[u8], v: Option<&[u8]>) {
     let keep = match k.first() {
         Some(b'c') => true,
-        Some(b'w' | b'r') => mode == Mode::Everything,
+        Some(b'w' | b's' | b'r') => mode == Mode::Everything,
         _ => false,
     };
     if !keep {
@@ -267,8 +273,14 @@ impl KafkaStore {
 
     /// Writes every window and rejection count read by [`KafkaStore::sync`] into `store`
     /// (an in-memory SQLite store, where the scorecard merges partitions as sources).
+    /// Rejections per source: the sealed segments below its checkpoint's open one, the
+    /// open one from the checkpoint itself (segments at or past it belong to an owner
+    /// that got further; they are counted once a checkpoint passes them), and what older
+    /// releases wrote per commit.
     pub fn load_into(&self, store: &mut Store) -> Result<(), StoreError> {
         let w = store.writer()?;
+        let mut open: HashMap<String, (i64, Vec<proto::RejectCount>)> = HashMap::new();
+        let mut sealed: Vec<proto::RejectSegment> = Vec::new();
         for (k, v) in &self.values {
             let what = || String::from_utf8_lossy(k).replace(SEP as char, "/");
             let corrupt = |why: String| StoreError::Corrupt { what: what(), why };
@@ -279,27 +291,79 @@ impl KafkaStore {
                     let b = closed_bucket(&ws).map_err(corrupt)?;
                     w.put_bucket(&ws.source, &b)?;
                 }
+                Some(b's') => sealed.push(
+                    proto::RejectSegment::decode(v.as_slice())
+                        .map_err(|e| corrupt(e.to_string()))?,
+                ),
+                Some(b'c') => {
+                    let cp = proto::PartitionCheckpoint::decode(v.as_slice())
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    open.insert(cp.source, (cp.next_offset, cp.open_rejects));
+                }
                 Some(b'r') => {
                     let rc = proto::RejectCounts::decode(v.as_slice())
                         .map_err(|e| corrupt(e.to_string()))?;
-                    for c in &rc.counts {
-                        let reason = RejectReason::from_code(&c.reason)
-                            .ok_or_else(|| corrupt(format!("unknown reason {:?}", c.reason)))?;
-                        w.add_rejects(
-                            &rc.source,
-                            &c.tenant,
-                            &c.platform,
-                            c.bucket_start_ms * MICROS_PER_MILLI,
-                            reason,
-                            c.count,
-                        )?;
-                    }
+                    add_counts(&w, &rc.source, &rc.counts, &corrupt)?;
                 }
                 _ => {}
             }
         }
+        for seg in &sealed {
+            let below_open = open
+                .get(&seg.source)
+                .is_some_and(|(next, _)| seg.segment < segment_of(*next));
+            if below_open {
+                let what = format!("s/{}/{}", seg.source, seg.segment);
+                let corrupt = |why: String| StoreError::Corrupt {
+                    what: what.clone(),
+                    why,
+                };
+                add_counts(&w, &seg.source, &seg.counts, &corrupt)?;
+            }
+        }
+        for (source, (_, counts)) in &open {
+            let what = format!("c/{source}");
+            let corrupt = |why: String| StoreError::Corrupt {
+                what: what.clone(),
+                why,
+            };
+            add_counts(&w, source, counts, &corrupt)?;
+        }
         w.commit()
     }
+}
+
+fn add_counts(
+    w: &crate::store::StoreWriter<'_>,
+    source: &str,
+    counts: &[proto::RejectCount],
+    corrupt: &dyn Fn(String) -> StoreError,
+) -> Result<(), StoreError> {
+    for c in counts {
+        let reason = RejectReason::from_code(&c.reason)
+            .ok_or_else(|| corrupt(format!("unknown reason {:?}", c.reason)))?;
+        w.add_rejects(
+            source,
+            &c.tenant,
+            &c.platform,
+            c.bucket_start_ms * MICROS_PER_MILLI,
+            reason,
+            c.count,
+        )?;
+    }
+    Ok(())
+}
+
+fn reject_counts(rows: &[RejectRow<'_>]) -> Vec<proto::RejectCount> {
+    rows.iter()
+        .map(|r| proto::RejectCount {
+            tenant: r.tenant.to_string(),
+            platform: r.platform.to_string(),
+            bucket_start_ms: r.bucket / MICROS_PER_MILLI,
+            reason: r.reason.code().to_string(),
+            count: r.count,
+        })
+        .collect()
 }
 
 impl PartitionStore for KafkaStore {
@@ -316,10 +380,29 @@ impl PartitionStore for KafkaStore {
                 what: format!("checkpoint of {source}"),
                 why: e.to_string(),
             })?;
+        let corrupt = |why: String| StoreError::Corrupt {
+            what: format!("checkpoint of {source}"),
+            why,
+        };
+        let open_rejects = c
+            .open_rejects
+            .iter()
+            .map(|r| {
+                Ok(StoredReject {
+                    tenant: r.tenant.clone(),
+                    platform: r.platform.clone(),
+                    bucket: r.bucket_start_ms * MICROS_PER_MILLI,
+                    reason: RejectReason::from_code(&r.reason)
+                        .ok_or_else(|| corrupt(format!("unknown reason {:?}", r.reason)))?,
+                    count: r.count,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(Some(Checkpoint {
             version: i64::from(c.version),
             next_offset: c.next_offset,
             state: c.state,
+            open_rejects,
         }))
     }
 
@@ -330,27 +413,14 @@ impl PartitionStore for KafkaStore {
             let k = key(b'w', &[c.source, &b.key.tenant, &b.key.platform, &start_ms]);
             self.produce(&k, Some(&ws.encode_to_vec()), None)?;
         }
-        let rk = key(b'r', &[c.source, &c.from_offset.to_string()]);
-        if c.rejects.is_empty() {
-            // Replaces what a crashed attempt from the same checkpoint may have written.
-            self.produce(&rk, None, None)?;
-        } else {
-            let rc = proto::RejectCounts {
+        for seg in c.sealed {
+            let rs = proto::RejectSegment {
                 source: c.source.to_string(),
-                from_offset: c.from_offset,
-                counts: c
-                    .rejects
-                    .iter()
-                    .map(|r| proto::RejectCount {
-                        tenant: r.tenant.to_string(),
-                        platform: r.platform.to_string(),
-                        bucket_start_ms: r.bucket / MICROS_PER_MILLI,
-                        reason: r.reason.code().to_string(),
-                        count: r.count,
-                    })
-                    .collect(),
+                segment: seg.segment,
+                counts: reject_counts(seg.rows),
             };
-            self.produce(&rk, Some(&rc.encode_to_vec()), None)?;
+            let k = key(b's', &[c.source, &seg.segment.to_string()]);
+            self.produce(&k, Some(&rs.encode_to_vec()), None)?;
         }
         self.deliver()?;
         let cp = proto::PartitionCheckpoint {
@@ -359,6 +429,7 @@ impl PartitionStore for KafkaStore {
             next_offset: c.next_offset,
             state: c.state.to_vec(),
             updated_ms: crate::time::now_micros() / 1000,
+            open_rejects: reject_counts(c.open),
         };
         self.produce(&key(b'c', &[c.source]), Some(&cp.encode_to_vec()), None)?;
         self.deliver()

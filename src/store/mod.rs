@@ -108,6 +108,9 @@ pub struct Checkpoint {
     pub version: i64,
     pub next_offset: i64,
     pub state: Vec<u8>,
+    /// Rejections counted so far in the offset segment `next_offset` falls in (see
+    /// [`segment_of`]); empty for a store that adds its counts transactionally (SQLite).
+    pub open_rejects: Vec<StoredReject>,
 }
 
 /// One rejection count not yet stored.
@@ -120,18 +123,58 @@ pub struct RejectRow<'a> {
     pub count: u64,
 }
 
+/// A rejection count as read back with a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReject {
+    pub tenant: String,
+    pub platform: String,
+    pub bucket: Micros,
+    pub reason: RejectReason,
+    pub count: u64,
+}
+
+/// Offsets per rejection segment: a store without transactions (Kafka) keeps a
+/// partition's rejection counts per segment of its offsets, `[k << BITS, (k + 1) << BITS)`.
+///
+/// Why segments: a record is rejected or not by the same state whoever applies it, so
+/// every owner of a partition — a resumed one, or two at once while a rebalance overlaps
+/// them (tansu does; a consumer stalled past its session does with any broker) — counts
+/// the same rejections in a segment. Keyed by segment, their writes replace each other
+/// with equal values. Keyed by where a commit started, as before, two owners' commits
+/// from one checkpoint replaced each other's *different* ranges, and a count was lost.
+/// 2¹⁶ offsets: a sealed segment is at most one store record per 65 536 records, and the
+/// open one, carried in every checkpoint, has at most a row per (tenant, platform, bucket,
+/// reason) among 65 536 records — a malformed flood is one row (no tenant, no bucket);
+/// the worst, every record late into a different bucket, ≈ 2.6 MB.
+pub const SEGMENT_BITS: u32 = 16;
+
+/// The rejection segment of an offset (or of `next_offset`: the open one).
+pub fn segment_of(offset: i64) -> i64 {
+    offset >> SEGMENT_BITS
+}
+
+/// The rejections of one segment: all of them once sealed, so far while open.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentRejects<'a> {
+    pub segment: i64,
+    pub rows: &'a [RejectRow<'a>],
+}
+
 /// Everything one partition makes durable at a checkpoint. A store applies it all or
 /// nothing *as seen by a resuming partition*: SQLite in one transaction; Kafka by writing
-/// the checkpoint only after the windows and rejections are acknowledged, with keys that
-/// make a re-write after a crash replace, not add.
+/// the checkpoint only after the windows and sealed segments are acknowledged, with keys
+/// that make any re-write — after a crash, or by a second owner — replace, not add.
 pub struct PartitionCommit<'a> {
     pub source: &'a str,
-    /// The checkpoint offset this commit's rejection counts start from.
-    pub from_offset: i64,
     pub next_offset: i64,
     pub state: &'a [u8],
     pub buckets: &'a [ClosedBucket],
+    /// Counted since the previous commit (what a transactional store adds).
     pub rejects: &'a [RejectRow<'a>],
+    /// Segments below `segment_of(next_offset)` with rejections not yet written.
+    pub sealed: &'a [SegmentRejects<'a>],
+    /// The open segment's rejections so far (the checkpoint carries them).
+    pub open: &'a [RejectRow<'a>],
 }
 
 /// What the live path needs from a store.
@@ -152,6 +195,7 @@ impl PartitionStore for Store {
                 version,
                 next_offset,
                 state,
+                open_rejects: Vec::new(),
             }),
         )
     }
