@@ -11,7 +11,7 @@ use crate::event::RejectReason;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use std::time::Duration;
 
 /// Payloads are quarantined up to this size; a larger one (a `too_large` record) keeps its
@@ -118,7 +118,9 @@ impl Quarantine {
         if self.settled == self.produced {
             return true;
         }
-        match self.producer.flush(Duration::from_secs(10)) {
+        match crate::source::kafka::flush(&self.producer, Duration::from_secs(10), || {
+            std::thread::sleep(Duration::from_millis(1))
+        }) {
             Ok(()) => {
                 self.settled = self.produced;
                 true
@@ -131,7 +133,9 @@ impl Quarantine {
     }
 
     pub fn flush(&self) {
-        if let Err(e) = self.producer.flush(Duration::from_secs(10)) {
+        if let Err(e) = crate::source::kafka::flush(&self.producer, Duration::from_secs(10), || {
+            std::thread::sleep(Duration::from_millis(1))
+        }) {
             tracing::warn!(error = %e, "quarantine producer did not flush within 10 s");
         }
     }

@@ -218,9 +218,10 @@ impl KafkaStore {
 
     /// Waits until everything produced so far is acknowledged (or failed).
     fn deliver(&self) -> Result<(), StoreError> {
-        self.producer
-            .flush(TIMEOUT)
-            .map_err(|e| self.err(format!("writes not acknowledged within 30 s: {e}")))?;
+        crate::source::kafka::flush(&self.producer, TIMEOUT, || {
+            self.producer.poll(Duration::from_millis(1))
+        })
+        .map_err(|e| self.err(format!("writes not acknowledged within 30 s: {e}")))?;
         let failed = self
             .producer
             .context()
