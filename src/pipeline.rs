@@ -149,6 +149,8 @@ pub struct Pipeline {
     pub records: u64,
     /// Closed buckets not yet committed to the store (kept across a failed commit).
     unwritten: Vec<crate::engine::ClosedBucket>,
+    /// Offset of the checkpoint this pipeline restored or last wrote (the commit fence).
+    checkpoint_offset: Option<i64>,
 }
 
 impl Pipeline {
@@ -159,6 +161,7 @@ impl Pipeline {
             rejects: RejectTally::default(),
             records: 0,
             unwritten: Vec::new(),
+            checkpoint_offset: None,
         }
     }
 
@@ -189,6 +192,7 @@ impl Pipeline {
                 error,
             })?;
         p.shard = shard;
+        p.checkpoint_offset = Some(next);
         p.rejects.restore_open(next, &cp.open_rejects);
         Ok((p, Some(next)))
     }
@@ -218,6 +222,7 @@ impl Pipeline {
                 .collect();
             store.commit(&PartitionCommit {
                 source,
+                expected: self.checkpoint_offset,
                 next_offset,
                 state: &state,
                 buckets: &self.unwritten,
@@ -227,6 +232,7 @@ impl Pipeline {
             })?;
         }
         self.rejects.written(next_offset);
+        self.checkpoint_offset = Some(next_offset);
         Ok(std::mem::take(&mut self.unwritten))
     }
 

@@ -138,8 +138,15 @@ struct Partition {
     /// Newest event time per key id as last handed to the exporter (only changes are).
     seen_published: Vec<Micros>,
     /// Assignment generation that assigned it: records polled earlier are stale.
+    /// [`AWAITING_SEEK`] while fetching is being moved to a new checkpoint.
     generation: u64,
+    /// Counts re-resumptions after another owner's commit (see `resume_superseded`).
+    resumed: u64,
 }
+
+/// A partition's generation while none of its records may be applied: it was resumed
+/// from another owner's checkpoint and the poll thread has not yet moved fetching there.
+const AWAITING_SEEK: u64 = u64::MAX;
 
 pub struct PartitionSet {
     config: Arc<Config>,
@@ -154,6 +161,17 @@ pub struct PartitionSet {
     to_commit: Vec<(String, i32, i64)>,
     /// Assignments so far (see the module doc); the poll thread tags records with it.
     generation: Arc<AtomicU64>,
+    /// Fetch positions to move: (topic, partition, offset, the partition's `resumed`).
+    seeks: Vec<Seek>,
+}
+
+/// A partition whose fetching must restart at `offset`, for its `resumed`-th resumption.
+#[derive(Debug, Clone)]
+struct Seek {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    resumed: u64,
 }
 
 fn lock(set: &Mutex<PartitionSet>) -> MutexGuard<'_, PartitionSet> {
@@ -171,6 +189,11 @@ impl PartitionSet {
     /// checkpoint's, or `None` without one (then the group offset or
     /// `auto.offset.reset` decides, and the partition counts from there).
     fn assign(&mut self, topic: &str, partition: i32) -> Option<i64> {
+        self.restore(topic, partition, false)
+    }
+
+    /// [`PartitionSet::assign`], or (`superseded`) the same after another owner's commit.
+    fn restore(&mut self, topic: &str, partition: i32, superseded: bool) -> Option<i64> {
         let ti = self.topic_index(topic)?;
         let source = format!("kafka:{topic}/{partition}");
         let bounds = Pipeline::bounds(&self.config);
@@ -185,7 +208,11 @@ impl PartitionSet {
                 let next = restored.unwrap_or(0);
                 // Overflow before this assignment was reported by whoever counted it.
                 let overflow_reported = pipeline.shard.keys().overflowed;
-                tracing::info!(%source, next_offset = next, "partition assigned, checkpoint restored");
+                if superseded {
+                    tracing::info!(%source, next_offset = next, "partition resumed from its other owner's checkpoint");
+                } else {
+                    tracing::info!(%source, next_offset = next, "partition assigned, checkpoint restored");
+                }
                 let now = Instant::now();
                 self.parts.insert(
                     (ti, partition),
@@ -200,6 +227,7 @@ impl PartitionSet {
                         overflow_reported,
                         seen_published: Vec::new(),
                         generation: self.generation.load(Ordering::Relaxed),
+                        resumed: 0,
                     },
                 );
                 restored
@@ -233,6 +261,9 @@ impl PartitionSet {
                     self.telemetry.absorb(&buckets);
                     self.note_checkpoint(topic, partition, p.next_offset);
                     tracing::info!(source = %p.source, next_offset = p.next_offset, "partition revoked after its checkpoint");
+                }
+                Err(e @ StoreError::Superseded { .. }) => {
+                    tracing::info!(source = %p.source, error = %e, "partition revoked; its other owner's checkpoint stands");
                 }
                 Err(e) => {
                     // Nothing is lost: the next owner resumes from the previous checkpoint.
@@ -314,6 +345,7 @@ impl PartitionSet {
         let mut committed = false;
         let mut settled = false;
         let mut done = Vec::new();
+        let mut superseded = Vec::new();
         // Quiet is idle only while we fetch: paused for the store or cut off from every
         // broker, a partition delivers nothing though records wait, and advancing its
         // watermark by the wall clock would turn them into `late` ones once they arrive.
@@ -384,6 +416,10 @@ impl PartitionSet {
                     done.push((ti, partition, p.next_offset));
                     committed = true;
                 }
+                Err(e @ StoreError::Superseded { .. }) => {
+                    tracing::warn!(source = %p.source, error = %e, "partition committed by another owner");
+                    superseded.push((ti, partition));
+                }
                 Err(e) => {
                     self.status.store_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(source = %p.source, error = %e, "checkpoint failed; fetching pauses until the store accepts writes (nothing is dropped: the partition's buckets stay pending)");
@@ -408,7 +444,54 @@ impl PartitionSet {
             let topic = self.topics[ti].0.clone();
             self.note_checkpoint(&topic, partition, next);
         }
+        for (ti, partition) in superseded {
+            self.resume_superseded(ti, partition);
+        }
         ok && !self.status.store_failing()
+    }
+
+    /// Another owner committed this partition since this one restored or wrote its
+    /// checkpoint (a rebalance overlapped them; the store refused the commit). This owner
+    /// drops its state and resumes from the store's checkpoint; no record is applied until
+    /// the poll thread has moved fetching there ([`AWAITING_SEEK`]), since records already
+    /// fetched may lie past it.
+    fn resume_superseded(&mut self, ti: usize, partition: i32) {
+        let topic = self.topics[ti].0.clone();
+        let resumed = self
+            .parts
+            .get(&(ti, partition))
+            .map_or(0, |p| p.resumed + 1);
+        let Some(next) = self.restore(&topic, partition, true) else {
+            return; // no checkpoint (cannot be: one was found) or a fatal restore error
+        };
+        if let Some(p) = self.parts.get_mut(&(ti, partition)) {
+            p.generation = AWAITING_SEEK;
+            p.resumed = resumed;
+            self.seeks.push(Seek {
+                topic,
+                partition,
+                offset: next,
+                resumed,
+            });
+        }
+    }
+
+    /// Fetching of these partitions restarted at their seek's offset: records polled
+    /// from `generation` on are theirs to apply.
+    fn seeked(&mut self, done: Vec<(Seek, u64)>) {
+        for (seek, generation) in done {
+            let Some(ti) = self.topic_index(&seek.topic) else {
+                continue;
+            };
+            if let Some(p) = self.parts.get_mut(&(ti, seek.partition)) {
+                // Only the latest resumption's seek: an older one may have moved fetching
+                // to an offset this state is already past.
+                if p.generation == AWAITING_SEEK && p.resumed == seek.resumed {
+                    p.generation = generation;
+                    tracing::info!(source = %p.source, next_offset = seek.offset, "fetching moved to the store's checkpoint");
+                }
+            }
+        }
     }
 }
 
@@ -658,6 +741,7 @@ pub fn run(
         fatal: None,
         to_commit: Vec::new(),
         generation: generation.clone(),
+        seeks: Vec::new(),
     }));
     let high = Arc::new(Mutex::new(BTreeMap::new()));
     let consumer: BaseConsumer<ServiceContext> = crate::source::kafka::consumer_config(&kafka)?
@@ -753,6 +837,7 @@ pub fn run(
         let commits =
             std::mem::take(&mut *shared.commits.lock().unwrap_or_else(|p| p.into_inner()));
         commit_group_offsets(&consumer, &commits);
+        move_fetching(&consumer, &shared, &generation);
         // Backpressure: while the store refuses writes, stop fetching (keep polling so the
         // group membership stays alive) instead of buffering without bound.
         let stored = shared.stored.load(Ordering::Relaxed);
@@ -813,6 +898,10 @@ struct Shared {
     commits: Mutex<Vec<(String, i32, i64)>>,
     /// A fatal error is waiting in the partition set.
     fatal: AtomicBool,
+    /// Fetch positions the poll thread is to move.
+    seeks: Mutex<Vec<Seek>>,
+    /// Seeks done, with the generation of the records polled after them.
+    seeked: Mutex<Vec<(Seek, u64)>>,
 }
 
 impl Default for Shared {
@@ -821,6 +910,8 @@ impl Default for Shared {
             stored: AtomicBool::new(true),
             commits: Mutex::default(),
             fatal: AtomicBool::new(false),
+            seeks: Mutex::default(),
+            seeked: Mutex::default(),
         }
     }
 }
@@ -840,7 +931,12 @@ fn apply_loop(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
+        // Taken after the batch: a seek is published before any record polled after it.
+        let seeked = std::mem::take(&mut *shared.seeked.lock().unwrap_or_else(|p| p.into_inner()));
         let mut s = lock(set);
+        if !seeked.is_empty() {
+            s.seeked(seeked);
+        }
         if let Some(b) = &batch {
             s.apply(b, now_micros());
         }
@@ -850,6 +946,7 @@ fn apply_loop(
             shared.fatal.store(true, Ordering::Relaxed);
         }
         let commits = std::mem::take(&mut s.to_commit);
+        let seeks = std::mem::take(&mut s.seeks);
         if last_freshness.elapsed() >= FRESHNESS_INTERVAL {
             last_freshness = Instant::now();
             s.publish_freshness();
@@ -865,12 +962,58 @@ fn apply_loop(
                 c.extend(commits);
             }
         }
+        if !seeks.is_empty() {
+            if let Ok(mut q) = shared.seeks.lock() {
+                q.extend(seeks);
+            }
+        }
         if !stored {
             std::thread::sleep(Duration::from_millis(500));
         }
         if let Some(b) = batch {
             let _ = empty.send(b);
         }
+    }
+}
+
+/// Performs the seeks the apply thread asked for (partitions resumed from another
+/// owner's checkpoint), then bumps the generation so that what is polled next is known to
+/// come from the new position. A seek that fails is retried on the next round.
+fn move_fetching<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    shared: &Shared,
+    generation: &AtomicU64,
+) {
+    let seeks = std::mem::take(&mut *shared.seeks.lock().unwrap_or_else(|p| p.into_inner()));
+    if seeks.is_empty() {
+        return;
+    }
+    let (mut done, mut retry) = (Vec::new(), Vec::new());
+    for seek in seeks {
+        match consumer.seek(
+            &seek.topic,
+            seek.partition,
+            Offset::Offset(seek.offset),
+            Duration::from_secs(1),
+        ) {
+            Ok(()) => done.push(seek),
+            Err(e) => {
+                tracing::warn!(topic = %seek.topic, partition = seek.partition, error = %e, "cannot move fetching to the store's checkpoint yet; retrying");
+                retry.push(seek);
+            }
+        }
+    }
+    if !done.is_empty() {
+        let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut q = shared.seeked.lock().unwrap_or_else(|p| p.into_inner());
+        q.extend(done.into_iter().map(|s| (s, g)));
+    }
+    if !retry.is_empty() {
+        shared
+            .seeks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(retry);
     }
 }
 
@@ -897,11 +1040,9 @@ fn commit_group_offsets<C: ConsumerContext>(
 mod tests {
     use super::*;
 
-    fn set(generation: u64) -> PartitionSet {
+    fn set_on(generation: u64, store: crate::store::Store) -> PartitionSet {
         let config = Arc::new(Config::default());
         let status = Arc::new(Status::default());
-        let store =
-            crate::store::Store::open(std::path::Path::new(":memory:")).expect("in-memory store");
         PartitionSet {
             telemetry: Telemetry::new(config.clone(), status.clone()),
             config,
@@ -913,7 +1054,47 @@ mod tests {
             fatal: None,
             to_commit: Vec::new(),
             generation: Arc::new(AtomicU64::new(generation)),
+            seeks: Vec::new(),
         }
+    }
+
+    fn set(generation: u64) -> PartitionSet {
+        let store =
+            crate::store::Store::open(std::path::Path::new(":memory:")).expect("in-memory store");
+        set_on(generation, store)
+    }
+
+    /// One partition's records: 40 events over 80 minutes (so buckets close as they go),
+    /// every 7th followed by a truncated record.
+    fn records() -> Vec<Vec<u8>> {
+        let start = crate::time::parse_date("2025-10-01").unwrap_or_default();
+        let evs = crate::source::generator::pilot(3, "globex", start, 80 * 60_000_000, 40);
+        let mut out = Vec::new();
+        for (i, e) in evs.iter().enumerate() {
+            out.push(crate::codec::protobuf::encode(e));
+            if i % 7 == 0 {
+                out.push(b"\x0a\x50truncated".to_vec());
+            }
+        }
+        out
+    }
+
+    /// Records `from..to` of partition 0, polled under `generation`.
+    fn batch_of(records: &[Vec<u8>], from: usize, to: usize, generation: u64) -> Batch {
+        let mut b = Batch::default();
+        for (offset, r) in records.iter().enumerate().take(to).skip(from) {
+            let at = b.bytes.len();
+            b.bytes.extend_from_slice(r);
+            b.items.push(Item {
+                topic: 0,
+                partition: 0,
+                offset: offset as i64,
+                generation,
+                start: at,
+                end: b.bytes.len(),
+            });
+        }
+        b
     }
 
     /// Ten records of partition 0 at offsets `from..from + 10`, polled under `generation`.
@@ -935,6 +1116,92 @@ mod tests {
             });
         }
         b
+    }
+
+    /// What the store says about globex: events in closed buckets, rejections.
+    fn stored(path: &std::path::Path) -> (u64, u64) {
+        let s = crate::store::Store::open(path).expect("store");
+        let events = s
+            .buckets("globex", 0, i64::MAX / 2)
+            .expect("buckets")
+            .iter()
+            .map(|b| b.stats.counters.events)
+            .sum();
+        let rejects = s
+            .rejects("", 0, i64::MAX / 2)
+            .expect("rejects")
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        (events, rejects)
+    }
+
+    /// Two owners of one partition at once on one SQLite store (a rebalance that overlaps
+    /// them): the one whose checkpoint is no longer the stored one is refused, resumes from
+    /// the store's, applies nothing until fetching has moved there, and the store ends as
+    /// with a single owner.
+    #[test]
+    fn an_owner_superseded_by_another_resumes_from_its_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |name: &str| {
+            let path = dir.path().join(name);
+            (crate::store::Store::open(&path).expect("store"), path)
+        };
+        let recs = records();
+        let n = recs.len();
+        let now = crate::time::now_micros();
+
+        let (store, reference) = open("reference.db");
+        let mut r = set_on(1, store);
+        r.assign("deliveries", 0);
+        for (from, to) in [(0, 15), (15, 30), (30, n)] {
+            r.apply(&batch_of(&recs, from, to, 1), now);
+            assert!(r.checkpoint_due(true));
+        }
+
+        let (store, shared) = open("shared.db");
+        let mut b = set_on(1, store);
+        b.assign("deliveries", 0);
+        b.apply(&batch_of(&recs, 0, 15, 1), now);
+        assert!(b.checkpoint_due(true));
+        let mut a = set_on(1, crate::store::Store::open(&shared).expect("store"));
+        assert_eq!(
+            a.assign("deliveries", 0),
+            Some(15),
+            "A restores B's checkpoint"
+        );
+        // Both go on from 15; B commits first, so A's commit is refused.
+        b.apply(&batch_of(&recs, 15, 30, 1), now);
+        assert!(b.checkpoint_due(true));
+        a.apply(&batch_of(&recs, 15, 25, 1), now);
+        assert!(
+            a.checkpoint_due(true),
+            "a refused commit is not a store failure"
+        );
+        assert_eq!(
+            a.parts[&(0, 0)].next_offset,
+            30,
+            "A resumed from B's checkpoint"
+        );
+        assert_eq!(a.parts[&(0, 0)].generation, AWAITING_SEEK);
+        let seek = a.seeks.pop().expect("a seek to B's checkpoint");
+        assert_eq!((seek.partition, seek.offset), (0, 30));
+        // What A fetched before the seek is not applied; B leaves (its revoke commit is
+        // refused in turn if A had committed, here it is not); then the seek lands.
+        a.apply(&batch_of(&recs, 25, 35, 1), now);
+        assert_eq!(a.parts[&(0, 0)].next_offset, 30);
+        b.revoke("deliveries", 0);
+        a.seeked(vec![(seek, 2)]);
+        a.apply(&batch_of(&recs, 30, n, 2), now);
+        assert_eq!(a.parts[&(0, 0)].next_offset, n as i64);
+        assert!(a.checkpoint_due(true));
+
+        let expected = stored(&reference);
+        assert!(
+            expected.0 > 0 && expected.1 > 0,
+            "buckets closed, records rejected: {expected:?}"
+        );
+        assert_eq!(stored(&shared), expected);
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub enum StoreError {
         "scorecard store row {what} is corrupt: {why} (the file was modified outside slatrack)"
     )]
     Corrupt { what: String, why: String },
+    #[error("partition {source_id}'s checkpoint in the store is at {found:?}, not at {expected:?} where this owner continued from: another instance owns it too (a rebalance overlapped them); this owner resumes from the store's checkpoint")]
+    Superseded {
+        source_id: String,
+        expected: Option<i64>,
+        found: Option<i64>,
+    },
 }
 
 /// A closed bucket as read back from the store.
@@ -166,6 +172,9 @@ pub struct SegmentRejects<'a> {
 /// that make any re-write — after a crash, or by a second owner — replace, not add.
 pub struct PartitionCommit<'a> {
     pub source: &'a str,
+    /// The checkpoint this owner restored or last wrote (`None`: it started without one).
+    /// A transactional store refuses the commit unless its checkpoint is still that one.
+    pub expected: Option<i64>,
     pub next_offset: i64,
     pub state: &'a [u8],
     pub buckets: &'a [ClosedBucket],
@@ -200,8 +209,20 @@ impl PartitionStore for Store {
         )
     }
 
+    /// Fenced on the stored checkpoint: with two owners of a partition at once (a
+    /// rebalance that overlaps them), only the one whose checkpoint is the stored one
+    /// commits; this store adds rejection counts and merges windows per commit, so the
+    /// other's commit would count records twice.
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError> {
         let w = self.writer()?;
+        let found = w.checkpoint_offset(c.source)?;
+        if found != c.expected {
+            return Err(StoreError::Superseded {
+                source_id: c.source.to_string(),
+                expected: c.expected,
+                found,
+            });
+        }
         for b in daily_rows(c.buckets).iter() {
             w.put_bucket(c.source, b)?;
         }

@@ -308,6 +308,18 @@ impl StoreWriter<'_> {
         Ok(())
     }
 
+    /// The next offset of the source's stored checkpoint, read inside this transaction.
+    pub fn checkpoint_offset(&self, source: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT next_offset FROM checkpoints WHERE source = ?1",
+                params![source],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     pub fn put_checkpoint(
         &self,
         source: &str,
