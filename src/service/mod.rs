@@ -81,6 +81,8 @@ pub struct Status {
     pub quarantined: AtomicU64,
     /// Records aggregated into `__overflow__` because `limits.max_keys` was reached.
     pub keys_overflowed: AtomicU64,
+    /// Partitions resumed from another owner's checkpoint (commits refused by the store).
+    pub superseded: AtomicU64,
     /// True once partitions are assigned and their checkpoints restored.
     pub ready: AtomicBool,
     /// No broker reachable (librdkafka's all-brokers-down error, or no broker `UP` in its
@@ -456,6 +458,7 @@ impl PartitionSet {
     /// the poll thread has moved fetching there ([`AWAITING_SEEK`]), since records already
     /// fetched may lie past it.
     fn resume_superseded(&mut self, ti: usize, partition: i32) {
+        self.status.superseded.fetch_add(1, Ordering::Relaxed);
         let topic = self.topics[ti].0.clone();
         let resumed = self
             .parts

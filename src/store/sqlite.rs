@@ -118,9 +118,14 @@ impl Store {
         let _ = self.conn.pragma_update(None, "query_only", on);
     }
 
+    /// A write transaction, holding the write lock from its start: what it reads (the
+    /// commit fence's checkpoint) cannot change before it commits, and a second writer
+    /// waits for the lock (`busy_timeout`) instead of failing at its first write.
     pub fn writer(&mut self) -> Result<StoreWriter<'_>, StoreError> {
         Ok(StoreWriter {
-            tx: self.conn.transaction()?,
+            tx: self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
         })
     }
 
