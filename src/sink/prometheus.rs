@@ -280,6 +280,8 @@ impl Telemetry {
             .absolute(st.keys_overflowed.load(Ordering::Relaxed));
         counter!("slatrack_checkpoints_total").absolute(st.commits.load(Ordering::Relaxed));
         counter!("slatrack_store_errors_total").absolute(st.store_errors.load(Ordering::Relaxed));
+        counter!("slatrack_partitions_superseded_total")
+            .absolute(st.superseded.load(Ordering::Relaxed));
         gauge!("slatrack_checkpoint_duration_seconds")
             .set(st.last_checkpoint_us.load(Ordering::Relaxed) as f64 / 1e6);
         gauge!("slatrack_brokers_reachable").set(if st.brokers_down.load(Ordering::Relaxed) {
