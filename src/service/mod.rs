@@ -142,7 +142,8 @@ struct Partition {
     /// Assignment generation that assigned it: records polled earlier are stale.
     /// [`AWAITING_SEEK`] while fetching is being moved to a new checkpoint.
     generation: u64,
-    /// Counts re-resumptions after another owner's commit (see `resume_superseded`).
+    /// Id of its latest resumption from another owner's checkpoint (`resume_superseded`);
+    /// 0 if none.
     resumed: u64,
 }
 
@@ -165,6 +166,8 @@ pub struct PartitionSet {
     generation: Arc<AtomicU64>,
     /// Fetch positions to move: (topic, partition, offset, the partition's `resumed`).
     seeks: Vec<Seek>,
+    /// Resumptions from another owner's checkpoint so far (ids for `Partition::resumed`).
+    resumptions: u64,
 }
 
 /// A partition whose fetching must restart at `offset`, for its `resumed`-th resumption.
@@ -460,10 +463,10 @@ impl PartitionSet {
     fn resume_superseded(&mut self, ti: usize, partition: i32) {
         self.status.superseded.fetch_add(1, Ordering::Relaxed);
         let topic = self.topics[ti].0.clone();
-        let resumed = self
-            .parts
-            .get(&(ti, partition))
-            .map_or(0, |p| p.resumed + 1);
+        // Unique across partitions and assignments: a seek meant for an earlier state of
+        // this partition never matches a later one.
+        self.resumptions += 1;
+        let resumed = self.resumptions;
         let Some(next) = self.restore(&topic, partition, true) else {
             return; // no checkpoint (cannot be: one was found) or a fatal restore error
         };
@@ -745,6 +748,7 @@ pub fn run(
         to_commit: Vec::new(),
         generation: generation.clone(),
         seeks: Vec::new(),
+        resumptions: 0,
     }));
     let high = Arc::new(Mutex::new(BTreeMap::new()));
     let consumer: BaseConsumer<ServiceContext> = crate::source::kafka::consumer_config(&kafka)?
@@ -1058,6 +1062,7 @@ mod tests {
             to_commit: Vec::new(),
             generation: Arc::new(AtomicU64::new(generation)),
             seeks: Vec::new(),
+            resumptions: 0,
         }
     }
 
