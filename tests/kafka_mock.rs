@@ -10,8 +10,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Message};
 use slatrack::config::Config;
 use slatrack::service::{self, demo::demo_config, Status};
-use slatrack::store::kafka::{KafkaStore, Mode};
-use slatrack::store::{PartitionStore, Store};
+use slatrack::store::Store;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +23,6 @@ mod replay;
 mod wait;
 use http::http_get;
 use wait::wait_until;
-
-/// The exporter's counters are process-wide: the tests of this file, which assert them,
-/// run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn records() -> (Vec<(String, Vec<u8>)>, usize) {
     let start = slatrack::time::parse_date("2025-10-01").unwrap();
@@ -55,14 +50,11 @@ fn records() -> (Vec<(String, Vec<u8>)>, usize) {
 }
 
 fn scorecard(store: &std::path::Path, config: &Arc<Config>) -> serde_json::Value {
-    scorecard_of(&Store::open(store).unwrap(), config)
-}
-
-fn scorecard_of(s: &Store, config: &Arc<Config>) -> serde_json::Value {
+    let s = Store::open(store).unwrap();
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     slatrack::scorecard::json::render(
-        &slatrack::scorecard::build(s, config.clone(), "globex", from, to).unwrap(),
+        &slatrack::scorecard::build(&s, config.clone(), "globex", from, to).unwrap(),
     )
 }
 
@@ -104,7 +96,6 @@ fn run_until(
 
 #[test]
 fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("deliveries", 4, 1).unwrap();
     mock.create_topic("slatrack-quarantine", 1, 1).unwrap();
@@ -259,162 +250,4 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
         seen.len() >= malformed
     });
     assert_eq!(seen.len(), malformed);
-}
-
-/// Two instances in different consumer groups on one store: each owns every partition for
-/// the whole run, the permanent form of a rebalance that overlaps two owners. On SQLite
-/// their commits are fenced on the stored checkpoint, so one resumes from the other's
-/// checkpoint again and again; on the Kafka store both go on, writing the same records.
-/// Either way the scorecard equals replay's.
-fn two_owners_of_every_partition(kafka_store: bool) {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mock = MockCluster::new(1).unwrap();
-    mock.create_topic("deliveries", 4, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (recs, _) = records();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", mock.bootstrap_servers())
-        .create()
-        .unwrap();
-    for (k, v) in &recs {
-        producer
-            .send(BaseRecord::to("deliveries").key(k).payload(v))
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    // A day later on every partition: closes every bucket of the test period.
-    let start = slatrack::time::parse_date("2025-10-02").unwrap();
-    let mut sentinel =
-        slatrack::source::generator::pilot(1, "zz-sentinel", start, 1000, 1).remove(0);
-    sentinel.outcome = slatrack::event::Outcome::Delivered;
-    let mut sentinels = Vec::new();
-    for p in 0..4 {
-        sentinel.event_id = format!("sentinel-{p}");
-        let v = slatrack::codec::protobuf::encode(&sentinel);
-        producer
-            .send(
-                BaseRecord::to("deliveries")
-                    .partition(p)
-                    .key("s")
-                    .payload(&v),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
-        sentinels.push(v);
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    let total = (recs.len() + sentinels.len()) as i64;
-
-    let store = dir.path().join("live.db");
-    if kafka_store {
-        mock.create_topic("slatrack-windows", 1, 1).unwrap();
-    }
-    let location = if kafka_store {
-        slatrack::store::Location::Kafka {
-            brokers: mock.bootstrap_servers(),
-            topic: "slatrack-windows".into(),
-        }
-    } else {
-        slatrack::store::Location::Sqlite(store.clone())
-    };
-    let instance = |group: &str| {
-        let mut cfg = demo_config(mock.bootstrap_servers(), &store);
-        cfg.engine = Config::default().engine;
-        cfg.metrics.listen = String::new();
-        // SQLite: often, so that the two owners' commits interleave. Kafka: the mock
-        // cluster keeps ≈ 5 MiB a partition, and each checkpoint carries the state.
-        let interval_ms = if kafka_store { 1000 } else { 20 };
-        cfg.service.checkpoint_interval = slatrack::config::Span(interval_ms * 1000);
-        if let Some(k) = cfg.kafka.as_mut() {
-            k.group_id = group.to_string();
-            k.quarantine_topic = String::new();
-        }
-        let config = Arc::new(cfg);
-        let (status, shutdown) = (
-            Arc::new(Status::default()),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let (c, l, s, st) = (
-            config.clone(),
-            location.clone(),
-            shutdown.clone(),
-            status.clone(),
-        );
-        let handle = std::thread::spawn(move || service::run(c, l, s, st));
-        (config, status, shutdown, handle)
-    };
-    let a = instance("slatrack-a");
-    let b = instance("slatrack-b");
-    let mut reader: Box<dyn PartitionStore> = match &location {
-        slatrack::store::Location::Kafka { brokers, topic } => {
-            Box::new(KafkaStore::open(brokers, topic, None, Mode::Checkpoints).unwrap())
-        }
-        slatrack::store::Location::Sqlite(p) => Box::new(Store::open(p).unwrap()),
-    };
-    let mut progress = || -> i64 {
-        if reader.refresh().is_err() {
-            return 0;
-        }
-        (0..4)
-            .filter_map(|p| {
-                reader
-                    .checkpoint(&format!("kafka:deliveries/{p}"))
-                    .ok()
-                    .flatten()
-            })
-            .map(|c| c.next_offset)
-            .sum()
-    };
-    wait_until(
-        "both instances applying and checkpoints at every partition's end",
-        Duration::from_secs(120),
-        || {
-            (progress() >= total
-                && a.1.records.load(Ordering::Relaxed) > 0
-                && b.1.records.load(Ordering::Relaxed) > 0)
-                || a.3.is_finished()
-                || b.3.is_finished()
-        },
-    );
-    for (_, _, shutdown, _) in [&a, &b] {
-        shutdown.store(true, Ordering::Relaxed);
-    }
-    let config = a.0.clone();
-    let (sa, sb) = (a.1.clone(), b.1.clone());
-    a.3.join().unwrap().expect("A stops cleanly");
-    b.3.join().unwrap().expect("B stops cleanly");
-    assert_eq!(progress(), total, "checkpoints end at each partition's end");
-    let superseded = sa.superseded.load(Ordering::Relaxed) + sb.superseded.load(Ordering::Relaxed);
-    if kafka_store {
-        assert_eq!(superseded, 0, "the Kafka store is not fenced");
-    } else {
-        assert!(
-            superseded > 0,
-            "both started without a checkpoint, so the later one's first commit was refused"
-        );
-    }
-
-    let (replay_store, _) = replay::replay(
-        dir.path(),
-        config.clone(),
-        recs.iter().map(|(_, v)| v).chain(&sentinels),
-    );
-    let live = scorecard_of(
-        &slatrack::store::open_for_reading(&location, None).unwrap(),
-        &config,
-    );
-    let offline = scorecard(&replay_store, &config);
-    assert_eq!(live["platforms"], offline["platforms"]);
-    assert_eq!(live["overall"], offline["overall"]);
-    assert_eq!(live["rejected_by_reason"], offline["rejected_by_reason"]);
-}
-
-#[test]
-fn two_owners_of_every_partition_on_one_sqlite_store_equal_replay() {
-    two_owners_of_every_partition(false);
-}
-
-#[test]
-fn two_owners_of_every_partition_on_one_kafka_store_equal_replay() {
-    two_owners_of_every_partition(true);
 }

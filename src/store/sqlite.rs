@@ -70,6 +70,10 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
+        // First: switching to WAL and creating the schema take the write lock, and a
+        // process opening the store while another writes it must wait, not fail.
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -78,8 +82,6 @@ impl Store {
         // B-tree no longer fits, and every upsert re-read pages from disk (pread dominated
         // the apply thread in `benches/peers/compare.py`).
         conn.pragma_update(None, "cache_size", -65536)
-            .map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         let found: Option<String> = conn
