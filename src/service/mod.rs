@@ -164,13 +164,14 @@ pub struct PartitionSet {
     to_commit: Vec<(String, i32, i64)>,
     /// Assignments so far (see the module doc); the poll thread tags records with it.
     generation: Arc<AtomicU64>,
-    /// Fetch positions to move: (topic, partition, offset, the partition's `resumed`).
+    /// Fetch positions the poll thread is to move.
     seeks: Vec<Seek>,
     /// Resumptions from another owner's checkpoint so far (ids for `Partition::resumed`).
     resumptions: u64,
 }
 
-/// A partition whose fetching must restart at `offset`, for its `resumed`-th resumption.
+/// A partition whose fetching must restart at `offset`, for the resumption with id
+/// `resumed` (see `Partition::resumed`).
 #[derive(Debug, Clone)]
 struct Seek {
     topic: String,

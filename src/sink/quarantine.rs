@@ -118,9 +118,7 @@ impl Quarantine {
         if self.settled == self.produced {
             return true;
         }
-        match crate::source::kafka::flush(&self.producer, Duration::from_secs(10), || {
-            std::thread::sleep(Duration::from_millis(1))
-        }) {
+        match self.drain() {
             Ok(()) => {
                 self.settled = self.produced;
                 true
@@ -132,10 +130,16 @@ impl Quarantine {
         }
     }
 
-    pub fn flush(&self) {
-        if let Err(e) = crate::source::kafka::flush(&self.producer, Duration::from_secs(10), || {
+    /// Everything produced so far delivered or failed, within 10 s. (The producer's own
+    /// thread serves delivery reports, so waiting between checks is a sleep.)
+    fn drain(&self) -> rdkafka::error::KafkaResult<()> {
+        crate::source::kafka::flush(&self.producer, Duration::from_secs(10), || {
             std::thread::sleep(Duration::from_millis(1))
-        }) {
+        })
+    }
+
+    pub fn flush(&self) {
+        if let Err(e) = self.drain() {
             tracing::warn!(error = %e, "quarantine producer did not flush within 10 s");
         }
     }

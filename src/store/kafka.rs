@@ -304,7 +304,7 @@ impl KafkaStore {
                 Some(b'r') => {
                     let rc = proto::RejectCounts::decode(v.as_slice())
                         .map_err(|e| corrupt(e.to_string()))?;
-                    add_counts(&w, &rc.source, &rc.counts, &corrupt)?;
+                    add_counts(&w, &rc.source, &rc.counts, &what())?;
                 }
                 _ => {}
             }
@@ -315,42 +315,39 @@ impl KafkaStore {
                 .is_some_and(|(next, _)| seg.segment < segment_of(*next));
             if below_open {
                 let what = format!("s/{}/{}", seg.source, seg.segment);
-                let corrupt = |why: String| StoreError::Corrupt {
-                    what: what.clone(),
-                    why,
-                };
-                add_counts(&w, &seg.source, &seg.counts, &corrupt)?;
+                add_counts(&w, &seg.source, &seg.counts, &what)?;
             }
         }
         for (source, (_, counts)) in &open {
-            let what = format!("c/{source}");
-            let corrupt = |why: String| StoreError::Corrupt {
-                what: what.clone(),
-                why,
-            };
-            add_counts(&w, source, counts, &corrupt)?;
+            add_counts(&w, source, counts, &format!("c/{source}"))?;
         }
         w.commit()
     }
+}
+
+/// A stored rejection count; `what` names its record in the error.
+fn stored_reject(c: &proto::RejectCount, what: &str) -> Result<StoredReject, StoreError> {
+    Ok(StoredReject {
+        tenant: c.tenant.clone(),
+        platform: c.platform.clone(),
+        bucket: c.bucket_start_ms * MICROS_PER_MILLI,
+        reason: RejectReason::from_code(&c.reason).ok_or_else(|| StoreError::Corrupt {
+            what: what.to_string(),
+            why: format!("unknown reason {:?}", c.reason),
+        })?,
+        count: c.count,
+    })
 }
 
 fn add_counts(
     w: &crate::store::StoreWriter<'_>,
     source: &str,
     counts: &[proto::RejectCount],
-    corrupt: &dyn Fn(String) -> StoreError,
+    what: &str,
 ) -> Result<(), StoreError> {
     for c in counts {
-        let reason = RejectReason::from_code(&c.reason)
-            .ok_or_else(|| corrupt(format!("unknown reason {:?}", c.reason)))?;
-        w.add_rejects(
-            source,
-            &c.tenant,
-            &c.platform,
-            c.bucket_start_ms * MICROS_PER_MILLI,
-            reason,
-            c.count,
-        )?;
+        let r = stored_reject(c, what)?;
+        w.add_rejects(source, &r.tenant, &r.platform, r.bucket, r.reason, r.count)?;
     }
     Ok(())
 }
@@ -381,23 +378,11 @@ impl PartitionStore for KafkaStore {
                 what: format!("checkpoint of {source}"),
                 why: e.to_string(),
             })?;
-        let corrupt = |why: String| StoreError::Corrupt {
-            what: format!("checkpoint of {source}"),
-            why,
-        };
+        let what = format!("checkpoint of {source}");
         let open_rejects = c
             .open_rejects
             .iter()
-            .map(|r| {
-                Ok(StoredReject {
-                    tenant: r.tenant.clone(),
-                    platform: r.platform.clone(),
-                    bucket: r.bucket_start_ms * MICROS_PER_MILLI,
-                    reason: RejectReason::from_code(&r.reason)
-                        .ok_or_else(|| corrupt(format!("unknown reason {:?}", r.reason)))?,
-                    count: r.count,
-                })
-            })
+            .map(|r| stored_reject(r, &what))
             .collect::<Result<_, StoreError>>()?;
         Ok(Some(Checkpoint {
             version: i64::from(c.version),
