@@ -210,3 +210,39 @@ proptest! {
         }
     }
 }
+
+/// What counts as a duplicate (README, "Duplicates"): the same `(event_id, attempt)`
+/// completing in the same bucket, however many later buckets have opened in between. The
+/// same pair completing in another bucket is another record.
+#[test]
+fn a_duplicate_is_the_same_attempt_in_the_same_bucket() {
+    let config = Arc::new(Config::default());
+    let spec = Spec {
+        tenant: 0,
+        platform: 1,
+        attempts: 1,
+        max_attempts: 3,
+        terminal: 0,
+        enqueue_offset_s: 0,
+        queue_ms: 5,
+        latencies_us: vec![200_000],
+    };
+    let original = records(0, &spec).remove(0);
+    let mut next_minute = records(1, &spec).remove(0);
+    next_minute.completed_at += MICROS_PER_MIN;
+    let mut restamped = original.clone();
+    restamped.completed_at += MICROS_PER_MIN;
+    let input = [original.clone(), next_minute, original.clone(), restamped];
+    let (got, verdicts) = run_engine(config, &input);
+    assert_eq!(
+        verdicts,
+        [
+            Ingest::Counted,
+            Ingest::Counted,
+            Ingest::Duplicate,
+            Ingest::Counted
+        ]
+    );
+    let total: u64 = got.values().map(|s| s.counters.attempts).sum();
+    assert_eq!(total, 3);
+}
