@@ -377,10 +377,11 @@ mod tests {
                 let mut t = bucket(m, 1000 + (m as u64 * 91) % 7000);
                 if m % 97 < 3 {
                     // Some dense buckets (an HDR histogram), alone or in a row.
-                    for i in 0..150 {
+                    let n = crate::engine::stats::FEW as u64 + 22;
+                    for i in 0..n {
                         t.stats.latency.record(500 + i * 37);
                     }
-                    t.stats.counters.attempts += 150;
+                    t.stats.counters.attempts += n;
                     assert!(matches!(
                         t.stats.latency,
                         crate::engine::stats::Latencies::Hist(_)
