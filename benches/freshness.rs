@@ -13,6 +13,7 @@
 //! (`SLATRACK_BENCH_RATE` events/s, default 20,000; `SLATRACK_BENCH_RUNS` rounds of
 //! `SLATRACK_BENCH_PROBES` probes, defaults 5 × 100). Diagnosis knobs: `SLATRACK_BENCH_TRACE`
 //! (each probe and the lag), `SLATRACK_BENCH_FETCH_WAIT_MS` (librdkafka `fetch.wait.max.ms`),
+//! `SLATRACK_BENCH_LINGER_MS` (the load producer's `linger.ms`, default 50),
 //! `SLATRACK_BENCH_CHECKPOINT_MS` (`service.checkpoint_interval`).
 
 #[path = "../tests/support/http.rs"]
@@ -49,10 +50,10 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+fn producer(brokers: &str, linger_ms: u64) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "2")
+        .set("linger.ms", linger_ms.to_string())
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
         .create()
@@ -93,7 +94,10 @@ fn load(brokers: String, rate: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>)
             )
         })
         .collect();
-    let p = producer(&brokers);
+    // The load batches as a busy producer would: tansu's memory storage pays per stored
+    // batch, and at `linger.ms` 2 the broker took both cores from 5,000 events/s on
+    // (BENCHMARKS.md "Freshness"). Probes have their own producer, flushed at once.
+    let p = producer(&brokers, env_or("SLATRACK_BENCH_LINGER_MS", 50));
     let began = Instant::now();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -194,7 +198,7 @@ fn main() {
     let template = slatrack::source::generator::pilot(99, "probe", 0, 1_000_000, 1)
         .pop()
         .expect("a probe template");
-    let p = producer(&brokers);
+    let p = producer(&brokers, 2);
     println!("load {rate} events/s into {PARTITIONS} partitions (100 keys), probes one at a time");
     let mut p99s = Vec::new();
     let mut all = Vec::new();
