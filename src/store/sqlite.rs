@@ -60,14 +60,23 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 /// (freshness bench). In a rowid table the key sits in a small index and the blob is read
 /// only when selected. Same columns and SQL, so older builds still read the store.
 fn migrate_checkpoints(conn: &Connection) -> Result<(), rusqlite::Error> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let run = || -> Result<(), rusqlite::Error> {
+    let old = || -> Result<bool, rusqlite::Error> {
         let sql: String = conn.query_row(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'",
             [],
             |r| r.get(0),
         )?;
-        if sql.to_ascii_uppercase().contains("WITHOUT ROWID") {
+        Ok(sql.to_ascii_uppercase().contains("WITHOUT ROWID"))
+    };
+    // Read first: a store already migrated (or new) takes no write lock here, so opening
+    // it to read a scorecard never waits on a running writer.
+    if !old()? {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let run = || -> Result<(), rusqlite::Error> {
+        // Again under the lock: another process may have migrated it meanwhile.
+        if old()? {
             conn.execute_batch(
                 "CREATE TABLE checkpoints_rowid (
                     source     TEXT PRIMARY KEY,
