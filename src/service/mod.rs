@@ -1120,16 +1120,22 @@ mod tests {
         out
     }
 
-    /// Records `from..to` of partition 0, polled under `generation`.
+    /// Records `from..to` of partition 0 (a record's offset is its index), polled under
+    /// `generation`.
     fn batch_of(records: &[Vec<u8>], from: usize, to: usize, generation: u64) -> Batch {
+        batch_at(&records[from..to], from as i64, generation)
+    }
+
+    /// These records of partition 0 at offsets from `first` on, polled under `generation`.
+    fn batch_at(records: &[Vec<u8>], first: i64, generation: u64) -> Batch {
         let mut b = Batch::default();
-        for (offset, r) in records.iter().enumerate().take(to).skip(from) {
+        for (i, r) in records.iter().enumerate() {
             let at = b.bytes.len();
             b.bytes.extend_from_slice(r);
             b.items.push(Item {
                 topic: 0,
                 partition: 0,
-                offset: offset as i64,
+                offset: first + i as i64,
                 generation,
                 start: at,
                 end: b.bytes.len(),
@@ -1142,21 +1148,8 @@ mod tests {
     fn batch(from: i64, generation: u64) -> Batch {
         let start = crate::time::parse_date("2025-10-01").unwrap_or_default();
         let evs = crate::source::generator::pilot(3, "globex", start, 60_000_000, 10);
-        let mut b = Batch::default();
-        for (i, e) in evs.iter().enumerate() {
-            let at = b.bytes.len();
-            b.bytes
-                .extend_from_slice(&crate::codec::protobuf::encode(e));
-            b.items.push(Item {
-                topic: 0,
-                partition: 0,
-                offset: from + i as i64,
-                generation,
-                start: at,
-                end: b.bytes.len(),
-            });
-        }
-        b
+        let recs: Vec<Vec<u8>> = evs.iter().map(crate::codec::protobuf::encode).collect();
+        batch_at(&recs, from, generation)
     }
 
     /// What the store says about globex: events in closed buckets, rejections.
