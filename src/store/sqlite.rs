@@ -77,18 +77,13 @@ fn migrate_checkpoints(conn: &Connection) -> Result<(), rusqlite::Error> {
     let run = || -> Result<(), rusqlite::Error> {
         // Again under the lock: another process may have migrated it meanwhile.
         if old()? {
+            // The new table comes from `SCHEMA` itself (its other tables exist, so only
+            // `checkpoints` is created), so the two definitions cannot drift apart.
+            conn.execute_batch("ALTER TABLE checkpoints RENAME TO checkpoints_old")?;
+            conn.execute_batch(SCHEMA)?;
             conn.execute_batch(
-                "CREATE TABLE checkpoints_rowid (
-                    source     TEXT PRIMARY KEY,
-                    version    INTEGER NOT NULL,
-                    next_offset INTEGER NOT NULL,
-                    state      BLOB    NOT NULL,
-                    updated_ms INTEGER NOT NULL
-                 );
-                 INSERT INTO checkpoints_rowid (source, version, next_offset, state, updated_ms)
-                    SELECT source, version, next_offset, state, updated_ms FROM checkpoints;
-                 DROP TABLE checkpoints;
-                 ALTER TABLE checkpoints_rowid RENAME TO checkpoints;",
+                "INSERT INTO checkpoints SELECT * FROM checkpoints_old;
+                 DROP TABLE checkpoints_old;",
             )?;
         }
         Ok(())
