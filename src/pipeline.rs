@@ -186,11 +186,12 @@ impl Pipeline {
         let Some(cp) = store.checkpoint(source)? else {
             return Ok((p, None));
         };
-        let (shard, next) =
-            Shard::restore(config, &cp.state).map_err(|error| ResumeError::Checkpoint {
+        let (shard, next) = Shard::restore_with(config, &cp.state, &cp.dedup).map_err(|error| {
+            ResumeError::Checkpoint {
                 source_id: source.to_string(),
                 error,
-            })?;
+            }
+        })?;
         p.shard = shard;
         p.checkpoint_offset = Some(next);
         p.rejects.restore_open(next, &cp.open_rejects);
@@ -209,7 +210,12 @@ impl Pipeline {
         next_offset: i64,
     ) -> Result<Vec<crate::engine::ClosedBucket>, StoreError> {
         self.unwritten.extend(self.shard.take_closed());
-        let state = self.shard.checkpoint(next_offset);
+        let (state, dedup) = if store.keeps_dedup() {
+            let (state, rows) = self.shard.checkpoint_apart(next_offset);
+            (state, Some(rows))
+        } else {
+            (self.shard.checkpoint(next_offset), None)
+        };
         {
             let rejects = self.rejects.pending_rows();
             let sealed_rows = self.rejects.sealed_rows(next_offset);
@@ -229,7 +235,11 @@ impl Pipeline {
                 rejects: &rejects,
                 sealed: &sealed,
                 open: &self.rejects.open_rows(next_offset),
+                dedup: dedup.as_ref(),
             })?;
+        }
+        if dedup.is_some() {
+            self.shard.dedup_written();
         }
         self.rejects.written(next_offset);
         self.checkpoint_offset = Some(next_offset);

@@ -210,3 +210,184 @@ fn a_failed_commit_keeps_its_buckets_and_rejections_pending() {
     );
     assert_eq!(a.rejects("", from, to).unwrap().len(), 1);
 }
+
+/// The SQLite store keeps the dedup keys in rows beside the checkpoint, a row per bucket
+/// per commit: after every commit the rows hold exactly the shard's keys, buckets closed
+/// since are gone, and a commit that failed leaves its keys to the next one. A restart
+/// from the rows then changes nothing, duplicates included.
+#[test]
+fn dedup_rows_hold_the_shards_keys_across_failed_commits_and_restarts() {
+    use slatrack::codec::Format;
+    use slatrack::pipeline::Pipeline;
+    use slatrack::store::{PartitionStore, Store};
+
+    let config = Arc::new(Config::default());
+    let records: Vec<Vec<u8>> = stream(21, 3_000)
+        .iter()
+        .map(slatrack::codec::protobuf::encode)
+        .collect();
+    let bounds = Pipeline::bounds(&config);
+    let now = slatrack::time::now_micros();
+    let dir = tempfile::tempdir().unwrap();
+    let source = "kafka:t/0";
+    let stored_keys = |store: &mut Store| {
+        let cp = PartitionStore::checkpoint(store, source).unwrap().unwrap();
+        let mut by_bucket: std::collections::BTreeMap<i64, Vec<u128>> = Default::default();
+        for (start, keys) in &cp.dedup {
+            assert_eq!(keys.len() % 12, 0);
+            for c in keys.chunks_exact(12) {
+                let hi = u64::from_le_bytes(c[..8].try_into().unwrap());
+                let lo = u32::from_le_bytes(c[8..].try_into().unwrap());
+                by_bucket
+                    .entry(*start)
+                    .or_default()
+                    .push(u128::from(hi) << 64 | u128::from(lo));
+            }
+        }
+        let mut rows: Vec<(i64, Vec<u128>)> = by_bucket.into_iter().collect();
+        for (_, k) in &mut rows {
+            k.sort_unstable();
+        }
+        // Rows beyond one per bucket: buckets written by more than one commit.
+        let extra = cp.dedup.len() - rows.len();
+        (rows, extra)
+    };
+
+    let consume = |store: &mut Store, faults: bool| -> (u64, u64) {
+        let (mut p, _) =
+            Pipeline::resume(config.clone(), Format::Protobuf, bounds, store, source).unwrap();
+        let (mut failed, mut extra_rows) = (0u64, 0usize);
+        let mut restarted = false;
+        for (i, r) in records.iter().enumerate() {
+            let offset = i + 1;
+            if faults && !restarted && offset == 2_000 {
+                // Crash: everything since the last commit is dropped, re-read from there.
+                restarted = true;
+                let (q, next) =
+                    Pipeline::resume(config.clone(), Format::Protobuf, bounds, store, source)
+                        .unwrap();
+                p = q;
+                for r in &records[next.unwrap() as usize..=i] {
+                    p.process(r, now);
+                }
+            } else {
+                p.process(r, now);
+            }
+            if offset % 10 == 0 {
+                let fail = faults && offset % 70 == 0;
+                store.set_read_only_for_tests(fail);
+                let ok = p.commit(store, source, offset as i64).is_ok();
+                store.set_read_only_for_tests(false);
+                assert_eq!(ok, !fail);
+                if fail {
+                    failed += 1;
+                    continue;
+                }
+                let (rows, n) = stored_keys(store);
+                extra_rows = extra_rows.max(n);
+                assert_eq!(
+                    rows,
+                    p.shard.dedup_entries(),
+                    "after the commit at {offset}"
+                );
+            }
+        }
+        p.shard.flush();
+        p.commit(store, source, records.len() as i64).unwrap();
+        assert_eq!(
+            stored_keys(store).0,
+            vec![],
+            "every bucket closed: no rows left"
+        );
+        (failed, extra_rows as u64)
+    };
+    let mut clean = Store::open(&dir.path().join("clean.db")).unwrap();
+    let mut faulty = Store::open(&dir.path().join("faulty.db")).unwrap();
+    consume(&mut clean, false);
+    let (failed, extra_rows) = consume(&mut faulty, true);
+    assert!(failed >= 3);
+    assert!(
+        extra_rows > 0,
+        "commits wrote deltas: a bucket's keys in several rows"
+    );
+    // Failed commits move commit boundaries, and a commit merges the minutes it closes
+    // per key and day (`store::daily_rows`), so rows differ; the totals may not.
+    let totals = |s: &Store| {
+        let mut t: std::collections::BTreeMap<String, slatrack::engine::Stats> = Default::default();
+        for b in s.buckets("globex", 0, i64::MAX / 2).unwrap() {
+            t.entry(b.platform).or_default().merge(&b.stats);
+        }
+        t
+    };
+    let want = totals(&clean);
+    assert!(want.len() >= 4, "{:?}", want.keys());
+    assert!(want.values().all(|s| s.counters.events > 0));
+    assert_eq!(want, totals(&faulty));
+}
+
+/// A SQLite store whose checkpoint carries its dedup keys inline (version 1: written
+/// before the keys moved to rows) resumes with those keys, and its next commit replaces
+/// whatever rows the store held for the source with the shard's keys.
+#[test]
+fn an_inline_checkpoint_resumes_and_its_next_commit_rewrites_the_rows() {
+    use slatrack::codec::Format;
+    use slatrack::pipeline::Pipeline;
+    use slatrack::store::{PartitionStore, Store};
+
+    let config = Arc::new(Config::default());
+    let events = stream(8, 800);
+    let bounds = Pipeline::bounds(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+    let source = "kafka:t/0";
+    let half = events.len() / 2;
+
+    let mut shard = Shard::new(config.clone());
+    for e in &events[..half] {
+        shard.ingest(e);
+    }
+    let keys = shard.dedup_entries();
+    assert!(!keys.is_empty());
+    let inline = shard.checkpoint(half as i64);
+    {
+        let w = store.writer().unwrap();
+        w.put_checkpoint(source, 1, half as i64, &inline, 0)
+            .unwrap();
+        // A stray row (say, of a store restored from a backup): the replace removes it.
+        w.put_dedup(
+            source,
+            &slatrack::engine::checkpoint::DedupRows {
+                replace: false,
+                before: i64::MIN,
+                buckets: vec![(0, vec![7; 12])],
+            },
+        )
+        .unwrap();
+        w.commit().unwrap();
+    }
+    let (mut p, next) =
+        Pipeline::resume(config.clone(), Format::Protobuf, bounds, &mut store, source).unwrap();
+    assert_eq!(next, Some(half as i64));
+    assert_eq!(
+        p.shard.dedup_entries(),
+        keys,
+        "restored from the inline keys"
+    );
+    // A redelivery of the first half is recognised.
+    for e in &events[..half] {
+        assert_ne!(p.ingest(e), slatrack::pipeline::Verdict::Counted);
+    }
+    p.commit(&mut store, source, half as i64).unwrap();
+    let cp = PartitionStore::checkpoint(&mut store, source)
+        .unwrap()
+        .unwrap();
+    assert_eq!(cp.version, 2);
+    assert!(cp.state.len() < inline.len());
+    let (q, _) =
+        Pipeline::resume(config.clone(), Format::Protobuf, bounds, &mut store, source).unwrap();
+    assert_eq!(
+        q.shard.dedup_entries(),
+        keys,
+        "restored from the rows alone"
+    );
+}

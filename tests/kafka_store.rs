@@ -75,6 +75,7 @@ fn commit<'a>(
         rejects: &[],
         sealed,
         open,
+        dedup: None,
     })
     .unwrap();
 }

@@ -84,6 +84,19 @@ impl Shard {
         self.dedup.len()
     }
 
+    /// The dedup keys by bucket start, each bucket's sorted (for tests and diagnostics:
+    /// it copies them all).
+    pub fn dedup_entries(&self) -> Vec<(Micros, Vec<super::dedup::DedupKey>)> {
+        self.dedup
+            .entries()
+            .into_iter()
+            .map(|(ordinal, mut keys)| {
+                keys.sort_unstable();
+                (ordinal * self.bucket_us, keys)
+            })
+            .collect()
+    }
+
     #[inline]
     pub fn ingest(&mut self, ev: &DeliveryEvent) -> Ingest {
         // The dedup probe is this path's one random access into a table that, on dense

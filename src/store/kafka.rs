@@ -389,10 +389,17 @@ impl PartitionStore for KafkaStore {
             next_offset: c.next_offset,
             state: c.state,
             open_rejects,
+            dedup: Vec::new(),
         }))
     }
 
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError> {
+        if c.dedup.is_some() {
+            return Err(StoreError::Corrupt {
+                what: format!("commit of {}", c.source),
+                why: "dedup rows handed to a store that keeps its keys in the checkpoint (our bug: PartitionStore::keeps_dedup is false here)".into(),
+            });
+        }
         for b in c.buckets {
             let ws = window_summary(c.source, b);
             let start_ms = (b.start / MICROS_PER_MILLI).to_string();
@@ -411,7 +418,7 @@ impl PartitionStore for KafkaStore {
         self.deliver()?;
         let cp = proto::PartitionCheckpoint {
             source: c.source.to_string(),
-            version: crate::engine::checkpoint::CHECKPOINT_VERSION,
+            version: crate::engine::checkpoint::INLINE_CHECKPOINT_VERSION,
             next_offset: c.next_offset,
             state: c.state.to_vec(),
             updated_ms: crate::time::now_micros() / 1000,

@@ -8,6 +8,7 @@ pub mod sqlite;
 pub use kafka::KafkaStore;
 pub use sqlite::{Store, StoreWriter};
 
+use crate::engine::checkpoint::{DedupRows, StoredKeys};
 use crate::engine::ClosedBucket;
 use crate::event::{Direction, RejectReason};
 use crate::time::Micros;
@@ -117,6 +118,9 @@ pub struct Checkpoint {
     /// Rejections counted so far in the offset segment `next_offset` falls in (see
     /// [`segment_of`]); empty for a store that adds its counts transactionally (SQLite).
     pub open_rejects: Vec<StoredReject>,
+    /// The dedup keys kept beside the checkpoint, read with it (a store that
+    /// [`PartitionStore::keeps_dedup`]); empty otherwise.
+    pub dedup: Vec<StoredKeys>,
 }
 
 /// One rejection count not yet stored.
@@ -184,6 +188,9 @@ pub struct PartitionCommit<'a> {
     pub sealed: &'a [SegmentRejects<'a>],
     /// The open segment's rejections so far (the checkpoint carries them).
     pub open: &'a [RejectRow<'a>],
+    /// For a store that [`PartitionStore::keeps_dedup`]: the dedup keys to write beside
+    /// the checkpoint (then `state` holds none).
+    pub dedup: Option<&'a DedupRows>,
 }
 
 /// What the live path needs from a store.
@@ -195,18 +202,22 @@ pub trait PartitionStore: Send {
     }
     fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError>;
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError>;
+    /// True if the store keeps a partition's dedup keys in rows beside its checkpoint and
+    /// applies [`PartitionCommit::dedup`] atomically with it (so commits write deltas).
+    fn keeps_dedup(&self) -> bool {
+        false
+    }
 }
 
 impl PartitionStore for Store {
+    /// The checkpoint and its dedup rows in one read transaction: a writer committing
+    /// meanwhile (another owner) cannot pair one checkpoint with another's rows.
     fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
-        Ok(
-            Store::checkpoint(self, source)?.map(|(version, next_offset, state)| Checkpoint {
-                version,
-                next_offset,
-                state,
-                open_rejects: Vec::new(),
-            }),
-        )
+        Store::checkpoint_with_dedup(self, source)
+    }
+
+    fn keeps_dedup(&self) -> bool {
+        true
     }
 
     /// Fenced on the stored checkpoint: with two owners of a partition at once (a
@@ -229,9 +240,16 @@ impl PartitionStore for Store {
         for r in c.rejects {
             w.add_rejects(c.source, r.tenant, r.platform, r.bucket, r.reason, r.count)?;
         }
+        let version = match c.dedup {
+            Some(d) => {
+                w.put_dedup(c.source, d)?;
+                crate::engine::checkpoint::CHECKPOINT_VERSION
+            }
+            None => crate::engine::checkpoint::INLINE_CHECKPOINT_VERSION,
+        };
         w.put_checkpoint(
             c.source,
-            i64::from(crate::engine::checkpoint::CHECKPOINT_VERSION),
+            i64::from(version),
             c.next_offset,
             c.state,
             crate::time::now_micros() / 1000,

@@ -2,7 +2,8 @@
 //! (source, tenant, platform, bucket_start_ms), so re-applying the same closed bucket
 //! (a replay run again, a partition re-processed after a crash) rewrites the same row.
 
-use super::{StoreError, StoredBucket};
+use super::{Checkpoint, StoreError, StoredBucket};
+use crate::engine::checkpoint::{DedupRows, StoredKeys};
 use crate::engine::{ClosedBucket, Counters, Stats};
 use crate::event::{Direction, RejectReason};
 use crate::time::{Micros, MICROS_PER_MILLI};
@@ -50,6 +51,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     state      BLOB    NOT NULL,
     updated_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dedup_keys (
+    source          TEXT    NOT NULL,
+    bucket_start_us INTEGER NOT NULL,
+    keys            BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dedup_keys_by_bucket ON dedup_keys (source, bucket_start_us);
 ";
 
 /// Rebuilds a `checkpoints` table made before session 10 (`WITHOUT ROWID`) as a rowid
@@ -272,6 +279,39 @@ impl Store {
             as u64)
     }
 
+    /// The source's checkpoint with the dedup rows beside it, read in one transaction
+    /// (a snapshot: WAL readers do not see a commit that lands meanwhile).
+    pub fn checkpoint_with_dedup(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let Some((version, next_offset, state)) = self.checkpoint(source)? else {
+            return Ok(None);
+        };
+        let mut stmt = tx.prepare_cached(
+            "SELECT bucket_start_us, keys FROM dedup_keys WHERE source = ?1 ORDER BY bucket_start_us",
+        )?;
+        let dedup = stmt
+            .query_map(params![source], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<StoredKeys>, _>>()?;
+        drop(stmt);
+        tx.finish()?;
+        Ok(Some(Checkpoint {
+            version,
+            next_offset,
+            state,
+            open_rejects: Vec::new(),
+            dedup,
+        }))
+    }
+
+    /// Rows of dedup keys the store holds for a source (for tests and diagnostics).
+    pub fn dedup_rows(&self, source: &str) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM dedup_keys WHERE source = ?1",
+            params![source],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
     pub fn checkpoint(&self, source: &str) -> Result<Option<(i64, i64, Vec<u8>)>, StoreError> {
         Ok(self
             .conn
@@ -371,6 +411,28 @@ impl StoreWriter<'_> {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// Applies a commit's dedup rows (see [`DedupRows`]): one row per bucket per commit,
+    /// so a commit writes the keys of its interval and closing a bucket deletes its rows.
+    pub fn put_dedup(&self, source: &str, d: &DedupRows) -> Result<(), StoreError> {
+        if d.replace {
+            self.tx
+                .execute("DELETE FROM dedup_keys WHERE source = ?1", params![source])?;
+        } else {
+            self.tx
+                .prepare_cached(
+                    "DELETE FROM dedup_keys WHERE source = ?1 AND bucket_start_us < ?2",
+                )?
+                .execute(params![source, d.before])?;
+        }
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO dedup_keys (source, bucket_start_us, keys) VALUES (?1, ?2, ?3)",
+        )?;
+        for (start, keys) in &d.buckets {
+            stmt.execute(params![source, start, keys])?;
+        }
+        Ok(())
     }
 
     pub fn put_checkpoint(
