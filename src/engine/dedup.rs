@@ -212,12 +212,19 @@ impl Dedup {
                 i
             }
         };
-        let t = &mut self.tables[i].1;
-        let new = t.insert(key);
+        let new = self.tables[i].1.insert(key);
         if new && self.journal {
-            t.fresh.push(key);
+            self.log(i, key);
         }
         new
+    }
+
+    /// Out of line: the engine path without a journal (replay, benches) keeps the probe
+    /// loop as it was; with one, a call per new key is noise beside its commit.
+    #[cold]
+    #[inline(never)]
+    fn log(&mut self, i: usize, key: DedupKey) {
+        self.tables[i].1.fresh.push(key);
     }
 
     /// The keys a store must add (and drop) to hold what this holds: the keys inserted
