@@ -183,9 +183,11 @@ impl Shard {
         }
     }
 
-    /// Rebuilds a shard from [`Shard::checkpoint`] bytes; returns it and `next_offset`.
+    /// Rebuilds a shard from [`Shard::checkpoint`] bytes (version 1); returns it and
+    /// `next_offset`. A version 2 checkpoint is refused: without its store's rows it
+    /// would resume with no dedup keys (see [`Shard::restore_with`]).
     pub fn restore(config: Arc<Config>, bytes: &[u8]) -> Result<(Shard, i64), CheckpointError> {
-        Self::restore_with(config, bytes, &[])
+        Self::restore_from(config, bytes, None)
     }
 
     /// Rebuilds a shard from checkpoint bytes of either version and, for version 2, the
@@ -195,10 +197,23 @@ impl Shard {
         bytes: &[u8],
         stored: &[StoredKeys],
     ) -> Result<(Shard, i64), CheckpointError> {
+        Self::restore_from(config, bytes, Some(stored))
+    }
+
+    fn restore_from(
+        config: Arc<Config>,
+        bytes: &[u8],
+        stored: Option<&[StoredKeys]>,
+    ) -> Result<(Shard, i64), CheckpointError> {
         let cp = proto::ShardCheckpoint::decode(bytes)
             .map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
         let apart = match cp.version {
             INLINE_CHECKPOINT_VERSION => false,
+            CHECKPOINT_VERSION if cp.dedup_in_store && stored.is_none() => {
+                return Err(CheckpointError::Corrupt(
+                    "a version 2 checkpoint restored without its store's dedup rows (our bug: use Shard::restore_with)".into(),
+                ))
+            }
             CHECKPOINT_VERSION if cp.dedup_in_store => true,
             CHECKPOINT_VERSION => {
                 return Err(CheckpointError::Corrupt(
@@ -270,6 +285,7 @@ impl Shard {
         let horizon = cp.closed_before_us.div_euclid(shard.bucket_us);
         shard.keys = KeyTable::restore(config, infos, cp.overflowed);
         if apart {
+            let stored = stored.unwrap_or_default();
             let mut rows = Vec::with_capacity(stored.len());
             for (start, keys) in stored {
                 if start.rem_euclid(shard.bucket_us) != 0 {
@@ -316,6 +332,34 @@ mod tests {
         assert!(err.contains("version 99"), "{err}");
         assert!(matches!(
             Shard::restore(cfg, &[0xff, 0xff, 0xff]),
+            Err(CheckpointError::Corrupt(_))
+        ));
+    }
+
+    /// A version 2 checkpoint restores only with its store's rows, and never claims its
+    /// keys are in the store without saying so.
+    #[test]
+    fn a_version_2_checkpoint_needs_its_rows() {
+        let cfg = Arc::new(Config::default());
+        let mut shard = Shard::new(cfg.clone());
+        let start = crate::time::parse_date("2025-10-01").unwrap();
+        for e in crate::source::generator::pilot(1, "globex", start, 600_000_000, 50) {
+            shard.ingest(&e);
+        }
+        let (bytes, rows) = shard.checkpoint_apart(9);
+        assert!(rows.replace && !rows.buckets.is_empty());
+        let err = Shard::restore(cfg.clone(), &bytes)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("without its store's dedup rows"), "{err}");
+        let (restored, next) = Shard::restore_with(cfg.clone(), &bytes, &rows.buckets).unwrap();
+        assert_eq!(next, 9);
+        assert_eq!(restored.dedup_entries(), shard.dedup_entries());
+        let mut cp = proto::ShardCheckpoint::decode(bytes.as_slice()).unwrap();
+        cp.dedup_in_store = false;
+        assert!(matches!(
+            Shard::restore_with(cfg, &cp.encode_to_vec(), &rows.buckets),
             Err(CheckpointError::Corrupt(_))
         ));
     }
