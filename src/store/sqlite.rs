@@ -303,15 +303,6 @@ impl Store {
         }))
     }
 
-    /// Rows of dedup keys the store holds for a source (for tests and diagnostics).
-    pub fn dedup_rows(&self, source: &str) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM dedup_keys WHERE source = ?1",
-            params![source],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
-    }
-
     pub fn checkpoint(&self, source: &str) -> Result<Option<(i64, i64, Vec<u8>)>, StoreError> {
         Ok(self
             .conn
