@@ -171,11 +171,12 @@ impl Default for Dedup {
 /// the buckets before `horizon` (closed), then — after dropping every bucket if
 /// `replace` — add each bucket's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DedupDelta {
+pub struct DedupDelta<'a> {
     pub replace: bool,
     pub horizon: i64,
-    /// (ordinal, keys) of buckets with keys to add, ordinals ascending.
-    pub buckets: Vec<(i64, Vec<DedupKey>)>,
+    /// (ordinal, keys) of buckets with keys to add, ordinals ascending: a journal's keys
+    /// borrowed (the caller encodes them once), or all of a table's, collected.
+    pub buckets: Vec<(i64, std::borrow::Cow<'a, [DedupKey]>)>,
 }
 
 impl Dedup {
@@ -233,15 +234,16 @@ impl Dedup {
     /// partition at 5,000 events/s); written at every checkpoint, it was what kept the
     /// freshness bench from holding 100,000 events/s. A delta is the keys of one
     /// checkpoint interval.
-    pub fn delta(&self) -> DedupDelta {
+    pub fn delta(&self) -> DedupDelta<'_> {
+        use std::borrow::Cow;
         let buckets = self
             .tables
             .iter()
             .filter_map(|(o, t)| {
-                let keys: Vec<DedupKey> = if self.journal {
-                    t.fresh.clone()
+                let keys: Cow<'_, [DedupKey]> = if self.journal {
+                    Cow::Borrowed(&t.fresh)
                 } else {
-                    t.keys().collect()
+                    Cow::Owned(t.keys().collect())
                 };
                 (!keys.is_empty()).then_some((*o, keys))
             })
@@ -316,12 +318,17 @@ impl Dedup {
     /// earlier version holds all 128 bits).
     pub fn restore(entries: impl IntoIterator<Item = (i64, Vec<DedupKey>)>) -> Self {
         let mut d = Dedup::default();
+        d.insert_all(entries);
+        d
+    }
+
+    /// Inserts (ordinal, keys) pairs, canonicalising each key.
+    fn insert_all(&mut self, entries: impl IntoIterator<Item = (i64, Vec<DedupKey>)>) {
         for (b, keys) in entries {
             for k in keys {
-                d.insert(canonical(k), b);
+                self.insert(canonical(k), b);
             }
         }
-        d
     }
 
     /// The keys a store holds (its deltas, see [`Dedup::delta`]) behind a horizon; new
@@ -332,11 +339,7 @@ impl Dedup {
     ) -> Self {
         let mut d = Dedup::default();
         d.evict_before(horizon);
-        for (b, keys) in entries {
-            for k in keys {
-                d.insert(canonical(k), b);
-            }
-        }
+        d.insert_all(entries);
         d.journal = true;
         d
     }
@@ -481,7 +484,7 @@ mod tests {
         }
         store.retain(|(_, b)| *b >= d.horizon);
         for (b, keys) in &d.buckets {
-            for k in keys {
+            for k in keys.iter() {
                 assert!(
                     store.insert((*k, *b)),
                     "a delta re-sent a key the store has"
