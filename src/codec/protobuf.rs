@@ -24,6 +24,22 @@ fn to_ts(us: Micros) -> prost_types::Timestamp {
     }
 }
 
+/// prost's own decode of one record into a reused message: `clear`, then `merge`.
+///
+/// Not inlined, so there is one copy of this machine code, shared by the path
+/// ([`decode_into`]) and by the engine bench's "prost decode alone". A generic prost
+/// `merge` is otherwise compiled once per crate that calls it: the bench's copy and the
+/// library's differed in size and layout, and in speed by up to ≈ 10 %, which moved the
+/// bench's ratio with unrelated changes to the library (BENCHMARKS.md, session 12).
+#[inline(never)]
+pub fn merge_reused(
+    scratch: &mut proto::DeliveryEvent,
+    bytes: &[u8],
+) -> Result<(), prost::DecodeError> {
+    scratch.clear();
+    scratch.merge(bytes)
+}
+
 /// Decodes into `out`, swapping strings with the scratch message so neither side
 /// allocates once warm (the hot path; [`decode`] is the owned convenience).
 pub fn decode_into(
@@ -31,10 +47,7 @@ pub fn decode_into(
     scratch: &mut proto::DeliveryEvent,
     out: &mut DeliveryEvent,
 ) -> Result<(), Rejected> {
-    scratch.clear();
-    scratch
-        .merge(bytes)
-        .map_err(|_| Rejected::bare(RejectReason::MalformedProtobuf))?;
+    merge_reused(scratch, bytes).map_err(|_| Rejected::bare(RejectReason::MalformedProtobuf))?;
     let m = scratch;
     std::mem::swap(&mut out.event_id, &mut m.event_id);
     std::mem::swap(&mut out.tenant, &mut m.tenant);
