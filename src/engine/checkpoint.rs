@@ -101,8 +101,7 @@ impl Shard {
                 keys: keys.iter().flat_map(|k| k.to_le_bytes()).collect(),
             })
             .collect();
-        let mut cp = self.checkpoint_proto(next_offset);
-        cp.version = INLINE_CHECKPOINT_VERSION;
+        let mut cp = self.checkpoint_proto(next_offset, INLINE_CHECKPOINT_VERSION);
         cp.dedup = dedup;
         cp.encode_to_vec()
     }
@@ -111,8 +110,7 @@ impl Shard {
     /// keeping them apart must write with it: the keys since the last
     /// [`Shard::dedup_written`], or all of them before the first.
     pub fn checkpoint_apart(&self, next_offset: i64) -> (Vec<u8>, DedupRows) {
-        let mut cp = self.checkpoint_proto(next_offset);
-        cp.version = CHECKPOINT_VERSION;
+        let mut cp = self.checkpoint_proto(next_offset, CHECKPOINT_VERSION);
         cp.dedup_in_store = true;
         let delta = self.dedup.delta();
         let rows = DedupRows {
@@ -132,7 +130,8 @@ impl Shard {
         self.dedup.delta_written();
     }
 
-    fn checkpoint_proto(&self, next_offset: i64) -> proto::ShardCheckpoint {
+    /// Everything but the dedup keys, which the two versions keep differently.
+    fn checkpoint_proto(&self, next_offset: i64, version: u32) -> proto::ShardCheckpoint {
         let keys = self
             .keys
             .infos()
@@ -168,7 +167,7 @@ impl Shard {
             });
         }
         proto::ShardCheckpoint {
-            version: CHECKPOINT_VERSION,
+            version,
             next_offset,
             max_event_time_us: self.max_event_time,
             closed_before_us: self.closed_before,
