@@ -206,14 +206,15 @@ impl Shard {
     ) -> Result<(Shard, i64), CheckpointError> {
         let cp = proto::ShardCheckpoint::decode(bytes)
             .map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
-        let apart = match cp.version {
-            INLINE_CHECKPOINT_VERSION => false,
-            CHECKPOINT_VERSION if cp.dedup_in_store && stored.is_none() => {
-                return Err(CheckpointError::Corrupt(
+        // The store's rows of dedup keys, for a version 2 checkpoint; `None` for version 1,
+        // which carries its keys inline.
+        let rows_in_store = match cp.version {
+            INLINE_CHECKPOINT_VERSION => None,
+            CHECKPOINT_VERSION if cp.dedup_in_store => Some(stored.ok_or_else(|| {
+                CheckpointError::Corrupt(
                     "a version 2 checkpoint restored without its store's dedup rows (our bug: use Shard::restore_with)".into(),
-                ))
-            }
-            CHECKPOINT_VERSION if cp.dedup_in_store => true,
+                )
+            })?),
             CHECKPOINT_VERSION => {
                 return Err(CheckpointError::Corrupt(
                     "a version 2 checkpoint without its dedup keys in the store".into(),
@@ -283,8 +284,7 @@ impl Shard {
         // The dedup horizon is the shard's close horizon (every close raises both).
         let horizon = cp.closed_before_us.div_euclid(shard.bucket_us);
         shard.keys = KeyTable::restore(config, infos, cp.overflowed);
-        if apart {
-            let stored = stored.unwrap_or_default();
+        if let Some(stored) = rows_in_store {
             let mut rows = Vec::with_capacity(stored.len());
             for (start, keys) in stored {
                 if start.rem_euclid(shard.bucket_us) != 0 {
