@@ -11,7 +11,6 @@
 //! into the `__overflow__` tenant: a flood of random tenant ids can neither exhaust
 //! memory nor explode the Prometheus scrape, and it is counted.
 
-use super::hash::FastHasher;
 use crate::config::Config;
 use crate::event::Direction;
 use std::sync::Arc;
@@ -275,7 +274,7 @@ const SEEDS: [u64; 5] = [
 
 /// Hash of both names: one multiply per name on their words (the tenant's and the
 /// platform's independent, so they overlap), one to combine. The middle of a name past
-/// [`Words::EXACT`] bytes, which its words leave out, is folded in word by word.
+/// [`Words::EXACT`] bytes, which its words leave out, is hashed apart and folded in.
 #[inline]
 fn name_hash(tw: &Words, tenant: &[u8], pw: &Words, platform: &[u8]) -> u64 {
     let t = mum(tw.a ^ SEEDS[0], tw.b ^ SEEDS[1] ^ middle(tw, tenant));
@@ -295,10 +294,7 @@ fn middle(w: &Words, s: &[u8]) -> u64 {
 
 #[cold]
 fn middle_slow(mid: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = FastHasher::default();
-    h.write(mid);
-    h.finish()
+    xxhash_rust::xxh3::xxh3_64(mid)
 }
 
 #[cfg(test)]

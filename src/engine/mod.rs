@@ -5,7 +5,6 @@ pub mod bucket;
 pub mod checkpoint;
 pub mod dedup;
 pub mod few;
-pub mod hash;
 pub mod hdr;
 pub mod keys;
 mod prefetch;
