@@ -173,7 +173,7 @@ fn json_file(path: &std::path::Path) {
 fn bench_case(start: i64, span: i64) {
     let mut events = Vec::new();
     for t in 0..20u64 {
-        events.extend(slatrack::source::generator::pilot(
+        events.extend(slatrack::synthetic::pilot(
             t,
             &format!("tenant{t:02}"),
             start,

@@ -25,7 +25,8 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::ClientConfig;
 use slatrack::config::Config;
 use slatrack::event::DeliveryEvent;
-use slatrack::service::{self, Status};
+use slatrack::runtime::RuntimeStatus;
+use slatrack::service;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,7 +86,7 @@ fn load(brokers: String, rate: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>)
     let start = slatrack::time::now_micros();
     let templates: Vec<DeliveryEvent> = (0..20)
         .flat_map(|t| {
-            slatrack::source::generator::pilot(
+            slatrack::synthetic::pilot(
                 t,
                 &format!("tenant-{t:02}"),
                 start,
@@ -158,14 +159,14 @@ fn main() {
         let ms: i64 = ms
             .parse()
             .expect("SLATRACK_BENCH_CHECKPOINT_MS: milliseconds");
-        cfg.service.checkpoint_interval = slatrack::config::Span(ms * 1000);
+        cfg.service.checkpoint_interval = slatrack::config::ConfigDuration(ms * 1000);
     }
     let mut kafka = tansu::kafka_config(&brokers, "freshness", TOPIC);
     if let Ok(ms) = std::env::var("SLATRACK_BENCH_FETCH_WAIT_MS") {
         kafka.properties.insert("fetch.wait.max.ms".into(), ms);
     }
     cfg.kafka = Some(kafka);
-    let status = Arc::new(Status::default());
+    let status = Arc::new(RuntimeStatus::default());
     let stop_service = Arc::new(AtomicBool::new(false));
     let store = slatrack::store::Location::Sqlite(dir.path().join("fresh.db"));
     let service = {
@@ -195,7 +196,7 @@ fn main() {
         .and_then(|a| *a)
         .expect("metrics served");
 
-    let template = slatrack::source::generator::pilot(99, "probe", 0, 1_000_000, 1)
+    let template = slatrack::synthetic::pilot(99, "probe", 0, 1_000_000, 1)
         .pop()
         .expect("a probe template");
     let p = producer(&brokers, 2);

@@ -13,7 +13,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use slatrack::config::Config;
-use slatrack::service::{self, Status};
+use slatrack::runtime::RuntimeStatus;
+use slatrack::service;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,13 +31,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 fn prefill(brokers: &str, n: u64) -> (u64, usize) {
     let start = slatrack::time::parse_date("2025-10-01").unwrap_or_default();
-    let events = slatrack::source::generator::pilot(
-        7,
-        "globex",
-        start,
-        24 * slatrack::time::MICROS_PER_HOUR,
-        n,
-    );
+    let events =
+        slatrack::synthetic::pilot(7, "globex", start, 24 * slatrack::time::MICROS_PER_HOUR, n);
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -97,7 +93,7 @@ fn slatrack(brokers: &str, group: &str, n: u64, dir: &std::path::Path) -> f64 {
     let mut cfg = Config::default();
     cfg.metrics.listen = String::new();
     cfg.kafka = Some(tansu::kafka_config(brokers, group, TOPIC));
-    let status = Arc::new(Status::default());
+    let status = Arc::new(RuntimeStatus::default());
     let stop = Arc::new(AtomicBool::new(false));
     let store = slatrack::store::Location::Sqlite(dir.join(format!("{group}.db")));
     let (c, s, st) = (Arc::new(cfg), stop.clone(), status.clone());

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use slatrack::codec::Format;
 use slatrack::config::Config;
-use slatrack::store::{Location, Store};
+use slatrack::store::{Location, SqliteStore};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,7 +81,7 @@ enum Command {
     /// The service: consume delivery events from Kafka, checkpoint into the store.
     Run {
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// SQLite file or kafka://BROKERS/TOPIC (overrides store.path).
         #[arg(long)]
         store: Option<PathBuf>,
@@ -109,9 +109,10 @@ enum Command {
         /// Logical events per second (live).
         #[arg(long, default_value_t = 200.0)]
         rate: f64,
-        /// Stop after this many seconds (live; default: until Ctrl-C).
-        #[arg(long)]
-        duration: Option<u64>,
+        /// Stop after this long (live; `90s`, `5m`, `1h`; a bare number is seconds;
+        /// default: until Ctrl-C).
+        #[arg(long, value_parser = parse_cli_duration)]
+        duration: Option<std::time::Duration>,
         /// File: `globex-pilot`. Live: steady, workday-drift, late-and-duplicates, malformed.
         #[arg(long)]
         scenario: Option<String>,
@@ -126,16 +127,38 @@ enum Command {
     Demo {
         #[arg(long, default_value = "slatrack-demo")]
         dir: PathBuf,
-        /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(long)]
-        duration: Option<u64>,
+        /// Stop after this long (`30s`, `5m`, `1h`; a bare number is seconds; default:
+        /// until Ctrl-C).
+        #[arg(long, value_parser = parse_cli_duration)]
+        duration: Option<std::time::Duration>,
         #[arg(long, default_value_t = 300.0)]
         rate: f64,
+        /// Where to serve /metrics, /healthz and /readyz (default 127.0.0.1:9898, or a free
+        /// port when that one is taken; "" for none).
+        #[arg(long)]
+        listen: Option<String>,
         #[arg(long)]
         offline: bool,
     },
 }
 
+/// A duration on the command line: the config's syntax (`90s`, `5m`, `1h`, `2d`), or a
+/// bare number of seconds.
+fn parse_cli_duration(s: &str) -> Result<std::time::Duration, String> {
+    let us = match s.trim().parse::<u64>() {
+        Ok(secs) => secs.checked_mul(1_000_000),
+        Err(_) => slatrack::time::parse_duration(s).and_then(|us| u64::try_from(us).ok()),
+    };
+    match us {
+        Some(us) if us > 0 => Ok(std::time::Duration::from_micros(us)),
+        _ => Err(format!(
+            "{s:?} is not a duration: write a number with a unit (30s, 5m, 1h, 2d) or whole seconds"
+        )),
+    }
+}
+
+/// Every command reads the same way: defaults, then `--config FILE` if given, then
+/// `SLATRACK_*` environment overrides.
 fn load_config(path: Option<&Path>) -> Result<Config> {
     let mut c = match path {
         Some(p) => Config::load(p)?,
@@ -160,9 +183,41 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
+        // A reader that went away (`slatrack replay … | head -1`) is not an error.
+        if e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        }) {
+            std::process::exit(0);
+        }
+        eprintln!("error: {}", describe(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each said once: a cause whose text its parent already
+/// includes is left out.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// Writes to stdout; a closed pipe comes back as an error (`main` exits quietly on it)
+/// instead of the panic of `print!`.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -178,9 +233,12 @@ fn run(cli: Cli) -> Result<()> {
             let store_path = store.unwrap_or_else(|| cfg.store.path.clone());
             let summary = replay(Arc::new(cfg), &store_path, input, format.map(Into::into))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
             } else {
-                print_summary(&summary, &store_path);
+                emit(&summary_text(&summary, &store_path))?;
+            }
+            if summary.counted == 0 {
+                bail!("no record of the input was counted ({} read, {} rejected): check that the file holds delivery events and that --format (or the file's extension) says how they are encoded", summary.records, summary.rejected.values().sum::<u64>());
             }
         }
         Command::Scorecard {
@@ -198,29 +256,29 @@ fn run(cli: Cli) -> Result<()> {
             }
             let store_path = store.unwrap_or_else(|| cfg.store.path.clone());
             let location = Location::of_path(&store_path)?;
-            if matches!(&location, Location::Sqlite(p) if !p.exists()) {
-                bail!("no scorecard store at {}: run `slatrack replay` or `slatrack run` first, or pass --store", store_path.display());
-            }
             let store = slatrack::store::open_for_reading(&location, cfg.kafka.as_ref())?;
             let sc = slatrack::scorecard::build(&store, cfg, &tenant, from, to)?;
+            if sc.overall.counters.attempts == 0 && sc.rejected_total() == 0 {
+                bail!("{}", no_data(&store, &tenant, from, to)?);
+            }
             match format {
-                ReportFormat::Markdown => print!("{}", slatrack::scorecard::markdown::render(&sc)),
-                ReportFormat::Json => println!(
-                    "{}",
+                ReportFormat::Markdown => emit(&slatrack::scorecard::markdown::render(&sc))?,
+                ReportFormat::Json => emit(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&slatrack::scorecard::json::render(&sc))?
-                ),
+                ))?,
             }
         }
         Command::Rules { config, k8s } => {
             let cfg = load_config(config.as_deref())?;
             if k8s {
-                print!("{}", slatrack::rules::render_prometheus_rule(&cfg));
+                emit(&slatrack::rules::render_prometheus_rule(&cfg))?;
             } else {
-                print!("{}", slatrack::rules::render(&cfg));
+                emit(&slatrack::rules::render(&cfg))?;
             }
         }
         Command::Run { config, store } => {
-            let mut cfg = load_config(Some(&config))?;
+            let mut cfg = load_config(config.as_deref())?;
             if let Some(s) = store {
                 cfg.store.path = s;
             }
@@ -248,14 +306,14 @@ fn run(cli: Cli) -> Result<()> {
                     None => slatrack::source::file::format_of(&output)?,
                 };
                 let events = match scenario.as_deref().unwrap_or("globex-pilot") {
-                    "globex-pilot" => slatrack::source::generator::globex_fixture(),
+                    "globex-pilot" => slatrack::synthetic::globex_fixture(),
                     other => bail!("unknown file scenario {other:?}: available: globex-pilot"),
                 };
                 write_events(&output, format, &events)?;
                 eprintln!("wrote {} records to {}", events.len(), output.display());
             }
             (None, Some(brokers)) => {
-                use slatrack::service::generate::{produce, LiveGenerator, Scenario};
+                use slatrack::synthetic::live::{produce, LiveGenerator, Scenario};
                 let name = scenario.as_deref().unwrap_or("steady");
                 let sc = Scenario::parse(name).with_context(|| {
                     format!(
@@ -266,17 +324,10 @@ fn run(cli: Cli) -> Result<()> {
                 let format = format.map(Into::into).unwrap_or(Format::Protobuf);
                 let now = slatrack::time::now_micros();
                 let g = LiveGenerator::new(now as u64, &tenant, sc, format, now);
-                let mut client = rdkafka::ClientConfig::new();
+                let mut client = slatrack::kafka::ClientConfig::new();
                 client.set("bootstrap.servers", &brokers);
                 let stop = shutdown_on_signal();
-                let n = produce(
-                    &client,
-                    &topic,
-                    g,
-                    rate,
-                    duration.map(std::time::Duration::from_secs),
-                    &stop,
-                )?;
+                let n = produce(&client, &topic, g, rate, duration, &stop)?;
                 eprintln!("produced {n} records to {topic}");
             }
             (None, None) => bail!("pass --output FILE or --brokers HOST:PORT"),
@@ -285,21 +336,53 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             duration,
             rate,
+            listen,
             offline,
         } => {
             if offline {
                 demo(&dir)?
             } else {
-                slatrack::service::demo::demo(
-                    &dir,
-                    duration.map(std::time::Duration::from_secs),
+                let opts = slatrack::service::demo::DemoOptions {
+                    duration,
                     rate,
-                    shutdown_on_signal(),
-                )?
+                    listen,
+                };
+                slatrack::service::demo::demo(&dir, &opts, shutdown_on_signal())?
             }
         }
     }
     Ok(())
+}
+
+/// Why a scorecard has nothing to show, and what the store does hold.
+fn no_data(store: &SqliteStore, tenant: &str, from: i64, to: i64) -> Result<String> {
+    use slatrack::time::format_date;
+    let day = slatrack::time::MICROS_PER_DAY;
+    let coverage = store.coverage(None)?;
+    let mut msg = format!(
+        "the store holds no data for tenant {tenant:?} from {} to {} (exclusive)",
+        format_date(from),
+        format_date(to)
+    );
+    if coverage.is_empty() {
+        msg.push_str("; the store is empty: run `slatrack replay` or `slatrack run` first");
+        return Ok(msg);
+    }
+    msg.push_str("; it holds:");
+    for c in &coverage {
+        // `to` is exclusive; the last day with data is the day before it ends.
+        let last = (c.to - 1).div_euclid(day) * day;
+        msg.push_str(&format!(
+            "\n  tenant {:?}: {} events, {} to {} (use --from {} --to {})",
+            c.tenant,
+            c.events,
+            format_date(c.from),
+            format_date(last),
+            format_date(c.from),
+            format_date(last + day),
+        ));
+    }
+    Ok(msg)
 }
 
 /// A flag set by SIGINT or SIGTERM: the service then stops fetching, checkpoints and exits 0.
@@ -366,7 +449,34 @@ fn replay(
     inputs: Vec<PathBuf>,
     format: Option<Format>,
 ) -> Result<slatrack::replay::ReplaySummary> {
-    let mut store = Store::open(store_path)?;
+    // Every input readable before the store is touched: a typo must not leave a store.
+    for input in &inputs {
+        std::fs::File::open(input)
+            .with_context(|| format!("cannot read input {}", input.display()))?;
+    }
+    let created = !store_path.exists();
+    let result = replay_into(cfg, store_path, inputs, format);
+    let failed = match &result {
+        Ok(s) => s.counted == 0,
+        Err(_) => true,
+    };
+    if created && failed {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = store_path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+    result
+}
+
+fn replay_into(
+    cfg: Arc<Config>,
+    store_path: &Path,
+    inputs: Vec<PathBuf>,
+    format: Option<Format>,
+) -> Result<slatrack::replay::ReplaySummary> {
+    let mut store = SqliteStore::open(store_path)?;
     let tty = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let opts = slatrack::replay::ReplayOptions {
@@ -386,35 +496,58 @@ fn replay(
     Ok(summary)
 }
 
-fn print_summary(s: &slatrack::replay::ReplaySummary, store: &Path) {
-    println!("replayed into {} as source {}", store.display(), s.source);
-    println!("  records     {:>10}", s.records);
-    println!("  counted     {:>10}  (attempts)", s.counted);
-    println!("  events      {:>10}  (terminal records)", s.events);
-    println!("  duplicates  {:>10}", s.duplicates);
-    println!("  late        {:>10}", s.late);
+fn summary_text(s: &slatrack::replay::ReplaySummary, store: &Path) -> String {
+    use slatrack::time::{format_date, MICROS_PER_DAY};
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "replayed into {} as source {}",
+        store.display(),
+        s.source
+    );
+    let _ = writeln!(o, "  records     {:>10}", s.records);
+    let _ = writeln!(o, "  counted     {:>10}  (attempts)", s.counted);
+    let _ = writeln!(o, "  events      {:>10}  (terminal records)", s.events);
+    let _ = writeln!(o, "  duplicates  {:>10}", s.duplicates);
+    let _ = writeln!(o, "  late        {:>10}", s.late);
     let rejected: u64 = s.rejected.values().sum();
-    println!("  rejected    {:>10}", rejected);
+    let _ = writeln!(o, "  rejected    {:>10}", rejected);
     for (reason, n) in &s.rejected {
-        println!("    {reason:<26}{n:>8}");
+        let _ = writeln!(o, "    {reason:<26}{n:>8}");
     }
-    println!("  buckets     {:>10}", s.buckets_written);
+    let _ = writeln!(o, "  buckets     {:>10}", s.buckets_written);
+    for c in &s.coverage {
+        let last = (c.to - 1).div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
+        let _ = writeln!(
+            o,
+            "  tenant {:?}: {} events, {} to {} (scorecard: --tenant {} --from {} --to {})",
+            c.tenant,
+            c.events,
+            format_date(c.from),
+            format_date(last),
+            c.tenant,
+            format_date(c.from),
+            format_date(last + MICROS_PER_DAY)
+        );
+    }
+    o
 }
 
 fn demo(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let input = dir.join("globex-pilot.jsonl");
-    let events = slatrack::source::generator::globex_fixture();
+    let events = slatrack::synthetic::globex_fixture();
     write_events(&input, Format::Json, &events)?;
     let store_path = dir.join("slatrack.db");
     let cfg = Arc::new(Config::default());
     let summary = replay(cfg.clone(), &store_path, vec![input], None)?;
-    print_summary(&summary, &store_path);
-    let store = Store::open(&store_path)?;
+    emit(&summary_text(&summary, &store_path))?;
+    let store = SqliteStore::open_read_only(&store_path)?;
     let from = parse_day("from", "2025-09-08")?;
     let to = parse_day("to", "2025-11-17")?;
     let sc = slatrack::scorecard::build(&store, cfg, "globex", from, to)?;
-    println!();
-    print!("{}", slatrack::scorecard::markdown::render(&sc));
+    emit("\n")?;
+    emit(&slatrack::scorecard::markdown::render(&sc))?;
     Ok(())
 }

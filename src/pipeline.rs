@@ -3,9 +3,9 @@
 
 use crate::codec::{Decoder, Format};
 use crate::config::Config;
-use crate::engine::checkpoint::CheckpointError;
 use crate::engine::{Ingest, Shard};
 use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
+use crate::store::checkpoint::CheckpointError;
 use crate::store::{
     segment_of, PartitionCommit, PartitionStore, RejectRow, SegmentRejects, StoreError,
     StoreWriter, StoredReject,
@@ -186,11 +186,12 @@ impl Pipeline {
         let Some(cp) = store.checkpoint(source)? else {
             return Ok((p, None));
         };
-        let (shard, next) = Shard::restore_with(config, &cp.state, &cp.dedup).map_err(|error| {
-            ResumeError::Checkpoint {
-                source_id: source.to_string(),
-                error,
-            }
+        let (shard, next) = crate::store::checkpoint::decode_with_rows(
+            config, &cp.state, &cp.dedup,
+        )
+        .map_err(|error| ResumeError::Checkpoint {
+            source_id: source.to_string(),
+            error,
         })?;
         p.shard = shard;
         p.checkpoint_offset = Some(next);
@@ -211,10 +212,13 @@ impl Pipeline {
     ) -> Result<Vec<crate::engine::ClosedBucket>, StoreError> {
         self.unwritten.extend(self.shard.take_closed());
         let (state, dedup) = if store.keeps_dedup() {
-            let (state, rows) = self.shard.checkpoint_apart(next_offset);
+            let (state, rows) = crate::store::checkpoint::encode_apart(&self.shard, next_offset);
             (state, Some(rows))
         } else {
-            (self.shard.checkpoint(next_offset), None)
+            (
+                crate::store::checkpoint::encode_inline(&self.shard, next_offset),
+                None,
+            )
         };
         {
             let rejects = self.rejects.pending_rows();

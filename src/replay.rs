@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::event::{RejectReason, Rejected};
 use crate::pipeline::{Pipeline, Verdict};
 use crate::source::file::{format_of, FileError, Frame, RecordReader};
-use crate::store::{Store, StoreError};
+use crate::store::{SqliteStore, StoreError};
 use crate::time::now_micros;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -37,6 +37,8 @@ pub struct ReplaySummary {
     pub late: u64,
     pub rejected: BTreeMap<String, u64>,
     pub buckets_written: u64,
+    /// The tenants this replay's data covers, with the span of their buckets.
+    pub coverage: Vec<crate::store::Coverage>,
 }
 
 pub struct ReplayOptions {
@@ -70,7 +72,7 @@ fn source_id(inputs: &[PathBuf]) -> Result<String, FileError> {
 
 pub fn run(
     config: Arc<Config>,
-    store: &mut Store,
+    store: &mut SqliteStore,
     opts: &ReplayOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError> {
@@ -117,7 +119,7 @@ pub fn run(
                 summary.events += b.stats.counters.events;
                 summary.buckets_written += 1;
             }
-            if p.records % 65_536 == 0 {
+            if p.records.is_multiple_of(65_536) {
                 progress(p.records);
             }
         }
@@ -143,5 +145,6 @@ pub fn run(
         progress(p.records);
     }
     writer.commit()?;
+    summary.coverage = store.coverage(Some(&source))?;
     Ok(summary)
 }

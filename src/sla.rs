@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn seed_latency_distribution() {
         let s = Config::default().sla;
-        let ms = |span: crate::config::Span| span.0 as f64 / 1000.0;
+        let ms = |span: crate::config::ConfigDuration| span.0 as f64 / 1000.0;
         assert_eq!(soft_latency(Some(341.0), ms(s.p50_target)), Status::Yellow);
         assert_eq!(soft_latency(Some(623.0), ms(s.p95_target)), Status::Yellow);
         assert_eq!(hard_latency(Some(1247.0), ms(s.p99_threshold)), Status::Red);

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use slatrack::config::Config;
 use slatrack::engine::{ClosedBucket, Shard};
 use slatrack::event::DeliveryEvent;
-use slatrack::source::generator::{pilot, Rng};
+use slatrack::synthetic::{pilot, Rng};
 use slatrack::time::{MICROS_PER_HOUR, MICROS_PER_SEC};
 use std::sync::Arc;
 
@@ -41,9 +41,9 @@ fn run(
     let mut out = Vec::new();
     for (i, e) in input.iter().enumerate() {
         if Some(i) == cut {
-            let bytes = shard.checkpoint(i as i64);
-            let (restored, next) =
-                Shard::restore(config.clone(), &bytes).expect("own checkpoint restores");
+            let bytes = slatrack::store::checkpoint::encode_inline(&shard, i as i64);
+            let (restored, next) = slatrack::store::checkpoint::decode(config.clone(), &bytes)
+                .expect("own checkpoint restores");
             assert_eq!(next, i as i64);
             shard = restored;
         }
@@ -83,7 +83,7 @@ proptest! {
 fn crashes_between_commits_change_nothing_in_the_store() {
     use slatrack::codec::Format;
     use slatrack::pipeline::Pipeline;
-    use slatrack::store::Store;
+    use slatrack::store::SqliteStore;
 
     let config = Arc::new(Config::default());
     let mut records: Vec<Vec<u8>> = stream(11, 3_000)
@@ -97,7 +97,7 @@ fn crashes_between_commits_change_nothing_in_the_store() {
     let now = slatrack::time::now_micros();
     let dir = tempfile::tempdir().unwrap();
 
-    let consume = |store: &mut Store, crash_at: &[usize]| {
+    let consume = |store: &mut SqliteStore, crash_at: &[usize]| {
         let mut crashes = crash_at.iter().copied().peekable();
         loop {
             let (mut p, next) =
@@ -113,7 +113,7 @@ fn crashes_between_commits_change_nothing_in_the_store() {
                     crashed = true; // drop everything since the last commit
                     break;
                 }
-                if offset % 250 == 0 {
+                if offset.is_multiple_of(250) {
                     p.commit(store, "kafka:t/0", offset as i64).unwrap();
                 }
             }
@@ -124,9 +124,9 @@ fn crashes_between_commits_change_nothing_in_the_store() {
             }
         }
     };
-    let mut clean = Store::open(&dir.path().join("clean.db")).unwrap();
+    let mut clean = SqliteStore::open(&dir.path().join("clean.db")).unwrap();
     consume(&mut clean, &[]);
-    let mut crashy = Store::open(&dir.path().join("crashy.db")).unwrap();
+    let mut crashy = SqliteStore::open(&dir.path().join("crashy.db")).unwrap();
     let mut rng = Rng::new(5);
     let mut points: Vec<usize> = (0..7)
         .map(|_| 1 + rng.below(records.len() as u64 - 1) as usize)
@@ -144,7 +144,7 @@ fn crashes_between_commits_change_nothing_in_the_store() {
         assert_eq!((&x.platform, x.start), (&y.platform, y.start));
         assert_eq!(x.stats, y.stats);
     }
-    let rejected = |s: &Store| {
+    let rejected = |s: &SqliteStore| {
         let n: u64 = s
             .rejects("", from, to)
             .unwrap()
@@ -163,7 +163,7 @@ fn crashes_between_commits_change_nothing_in_the_store() {
 fn a_failed_commit_keeps_its_buckets_and_rejections_pending() {
     use slatrack::codec::Format;
     use slatrack::pipeline::Pipeline;
-    use slatrack::store::Store;
+    use slatrack::store::SqliteStore;
 
     let config = Arc::new(Config::default());
     let mut records: Vec<Vec<u8>> = stream(3, 1_000)
@@ -174,7 +174,7 @@ fn a_failed_commit_keeps_its_buckets_and_rejections_pending() {
     let bounds = Pipeline::bounds(&config);
     let now = slatrack::time::now_micros();
     let dir = tempfile::tempdir().unwrap();
-    let run = |store: &mut Store, fail_midway: bool| {
+    let run = |store: &mut SqliteStore, fail_midway: bool| {
         let mut p = Pipeline::new(config.clone(), Format::Protobuf, bounds);
         for (i, r) in records.iter().enumerate() {
             p.process(r, now);
@@ -187,8 +187,8 @@ fn a_failed_commit_keeps_its_buckets_and_rejections_pending() {
         p.shard.flush();
         p.commit(store, "kafka:t/0", records.len() as i64).unwrap();
     };
-    let mut a = Store::open(&dir.path().join("a.db")).unwrap();
-    let mut b = Store::open(&dir.path().join("b.db")).unwrap();
+    let mut a = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+    let mut b = SqliteStore::open(&dir.path().join("b.db")).unwrap();
     run(&mut a, false);
     run(&mut b, true);
     let (from, to) = (0, i64::MAX / 2);
@@ -219,7 +219,7 @@ fn a_failed_commit_keeps_its_buckets_and_rejections_pending() {
 fn dedup_rows_hold_the_shards_keys_across_failed_commits_and_restarts() {
     use slatrack::codec::Format;
     use slatrack::pipeline::Pipeline;
-    use slatrack::store::{PartitionStore, Store};
+    use slatrack::store::{PartitionStore, SqliteStore};
 
     let config = Arc::new(Config::default());
     let records: Vec<Vec<u8>> = stream(21, 3_000)
@@ -230,7 +230,7 @@ fn dedup_rows_hold_the_shards_keys_across_failed_commits_and_restarts() {
     let now = slatrack::time::now_micros();
     let dir = tempfile::tempdir().unwrap();
     let source = "kafka:t/0";
-    let stored_keys = |store: &mut Store| {
+    let stored_keys = |store: &mut SqliteStore| {
         let cp = PartitionStore::checkpoint(store, source).unwrap().unwrap();
         let mut by_bucket: std::collections::BTreeMap<i64, Vec<u128>> = Default::default();
         for (start, keys) in &cp.dedup {
@@ -253,7 +253,7 @@ fn dedup_rows_hold_the_shards_keys_across_failed_commits_and_restarts() {
         (rows, extra)
     };
 
-    let consume = |store: &mut Store, faults: bool| -> (u64, u64) {
+    let consume = |store: &mut SqliteStore, faults: bool| -> (u64, u64) {
         let (mut p, _) =
             Pipeline::resume(config.clone(), Format::Protobuf, bounds, store, source).unwrap();
         let (mut failed, mut extra_rows) = (0u64, 0usize);
@@ -301,8 +301,8 @@ fn dedup_rows_hold_the_shards_keys_across_failed_commits_and_restarts() {
         );
         (failed, extra_rows as u64)
     };
-    let mut clean = Store::open(&dir.path().join("clean.db")).unwrap();
-    let mut faulty = Store::open(&dir.path().join("faulty.db")).unwrap();
+    let mut clean = SqliteStore::open(&dir.path().join("clean.db")).unwrap();
+    let mut faulty = SqliteStore::open(&dir.path().join("faulty.db")).unwrap();
     consume(&mut clean, false);
     let (failed, extra_rows) = consume(&mut faulty, true);
     assert!(failed >= 3);
@@ -312,7 +312,7 @@ fn dedup_rows_hold_the_shards_keys_across_failed_commits_and_restarts() {
     );
     // Failed commits move commit boundaries, and a commit merges the minutes it closes
     // per key and day (`store::daily_rows`), so rows differ; the totals may not.
-    let totals = |s: &Store| {
+    let totals = |s: &SqliteStore| {
         let mut t: std::collections::BTreeMap<String, slatrack::engine::Stats> = Default::default();
         for b in s.buckets("globex", 0, i64::MAX / 2).unwrap() {
             t.entry(b.platform).or_default().merge(&b.stats);
@@ -332,13 +332,13 @@ fn dedup_rows_hold_the_shards_keys_across_failed_commits_and_restarts() {
 fn an_inline_checkpoint_resumes_and_its_next_commit_rewrites_the_rows() {
     use slatrack::codec::Format;
     use slatrack::pipeline::Pipeline;
-    use slatrack::store::{PartitionStore, Store};
+    use slatrack::store::{PartitionStore, SqliteStore};
 
     let config = Arc::new(Config::default());
     let events = stream(8, 800);
     let bounds = Pipeline::bounds(&config);
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
     let source = "kafka:t/0";
     let half = events.len() / 2;
 
@@ -348,7 +348,7 @@ fn an_inline_checkpoint_resumes_and_its_next_commit_rewrites_the_rows() {
     }
     let keys = shard.dedup_entries();
     assert!(!keys.is_empty());
-    let inline = shard.checkpoint(half as i64);
+    let inline = slatrack::store::checkpoint::encode_inline(&shard, half as i64);
     {
         let w = store.writer().unwrap();
         w.put_checkpoint(source, 1, half as i64, &inline, 0)
@@ -356,7 +356,7 @@ fn an_inline_checkpoint_resumes_and_its_next_commit_rewrites_the_rows() {
         // A stray row (say, of a store restored from a backup): the replace removes it.
         w.put_dedup(
             source,
-            &slatrack::engine::checkpoint::DedupRows {
+            &slatrack::store::checkpoint::DedupRows {
                 replace: false,
                 before: i64::MIN,
                 buckets: vec![(0, vec![7; 12])],

@@ -211,7 +211,7 @@ proptest! {
     }
 }
 
-/// What counts as a duplicate (README, "Duplicates"): the same `(event_id, attempt)`
+/// What counts as a duplicate (docs/engine.md, "Duplicates"): the same `(event_id, attempt)`
 /// completing in the same bucket, however many later buckets have opened in between. The
 /// same pair completing in another bucket is another record.
 #[test]

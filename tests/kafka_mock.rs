@@ -9,8 +9,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
 use slatrack::config::Config;
-use slatrack::service::{self, demo::demo_config, Status};
-use slatrack::store::Store;
+use slatrack::runtime::RuntimeStatus;
+use slatrack::service::{self, demo::demo_config};
+use slatrack::store::SqliteStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use wait::wait_until;
 
 fn records() -> (Vec<(String, Vec<u8>)>, usize) {
     let start = slatrack::time::parse_date("2025-10-01").unwrap();
-    let events = slatrack::source::generator::pilot(
+    let events = slatrack::synthetic::pilot(
         9,
         "globex",
         start,
@@ -50,7 +51,7 @@ fn records() -> (Vec<(String, Vec<u8>)>, usize) {
 }
 
 fn scorecard(store: &std::path::Path, config: &Arc<Config>) -> serde_json::Value {
-    let s = Store::open(store).unwrap();
+    let s = SqliteStore::open(store).unwrap();
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     slatrack::scorecard::json::render(
@@ -64,8 +65,8 @@ fn run_until(
     stop_after: Option<u64>,
     total: u64,
     drained: bool,
-) -> Arc<Status> {
-    let status = Arc::new(Status::default());
+) -> Arc<RuntimeStatus> {
+    let status = Arc::new(RuntimeStatus::default());
     let shutdown = Arc::new(AtomicBool::new(false));
     let (c, p, s, st) = (
         config.clone(),
@@ -121,7 +122,7 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
     // watermark past the test period, so every bucket of it closes, live and in replay.
     let sentinel = {
         let start = slatrack::time::parse_date("2025-10-02").unwrap();
-        let mut e = slatrack::source::generator::pilot(1, "zz-sentinel", start, 1000, 1).remove(0);
+        let mut e = slatrack::synthetic::pilot(1, "zz-sentinel", start, 1000, 1).remove(0);
         e.outcome = slatrack::event::Outcome::Delivered;
         e
     };

@@ -163,7 +163,7 @@ const SOURCE: &str = "kafka:deliveries/0";
 /// record every 1 499th (malformed). Returns the records and the planted (late, malformed).
 fn partition_records() -> (Vec<Vec<u8>>, u64, u64) {
     let start = slatrack::time::parse_date("2025-10-01").unwrap();
-    let evs = slatrack::source::generator::pilot(
+    let evs = slatrack::synthetic::pilot(
         7,
         "globex",
         start,
@@ -251,7 +251,7 @@ struct Totals {
     events: u64,
 }
 
-fn totals(s: &slatrack::store::Store) -> Totals {
+fn totals(s: &slatrack::store::SqliteStore) -> Totals {
     let (lo, hi) = (0, i64::MAX / 2);
     Totals {
         rejects: s.rejects("globex", lo, hi).unwrap(),

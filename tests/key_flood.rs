@@ -7,14 +7,14 @@
 use slatrack::config::Config;
 use slatrack::event::{DeliveryEvent, Direction, Outcome};
 use slatrack::pipeline::{Pipeline, Verdict};
-use slatrack::service::Status;
+use slatrack::runtime::RuntimeStatus;
 use slatrack::sink::http::Endpoints;
 use slatrack::sink::prometheus::Telemetry;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 const TENANTS: usize = 1_000_000;
-/// README "Cardinality": the scrape is at most ≈6 KB per exported key.
+/// docs/engine.md "Cardinality": the scrape is at most ≈6 KB per exported key.
 const SCRAPE_BYTES_PER_KEY: usize = 6 * 1024;
 
 fn rss_kib() -> u64 {
@@ -80,7 +80,7 @@ fn a_million_tenants_stay_bounded_in_memory_and_in_the_scrape() {
     assert_eq!(overflow_events, (TENANTS - max_keys) as u64);
 
     // Export: at most max_series_keys tenants get their own series.
-    let status = Arc::new(Status::default());
+    let status = Arc::new(RuntimeStatus::default());
     let telemetry = Telemetry::new(config.clone(), status);
     telemetry.absorb(&closed);
     let scrape = telemetry.metrics();

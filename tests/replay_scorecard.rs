@@ -9,7 +9,7 @@ use slatrack::codec::Format;
 use slatrack::config::Config;
 use slatrack::event::{DeliveryEvent, TimeBounds};
 use slatrack::replay::{self, ReplayOptions, ReplaySummary};
-use slatrack::store::Store;
+use slatrack::store::SqliteStore;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +32,7 @@ fn write_pb(path: &Path, events: &[DeliveryEvent]) {
 }
 
 fn replay_files(store: &Path, inputs: &[PathBuf]) -> ReplaySummary {
-    let mut s = Store::open(store).unwrap();
+    let mut s = SqliteStore::open(store).unwrap();
     let opts = ReplayOptions {
         inputs: inputs.to_vec(),
         format: None,
@@ -106,7 +106,7 @@ fn check_metrics(what: &str, got: &Value, want: &Expected) {
 #[test]
 fn globex_fixture_replays_to_exact_scorecard_idempotently() {
     let dir = tempfile::tempdir().unwrap();
-    let events = slatrack::source::generator::globex_fixture();
+    let events = slatrack::synthetic::globex_fixture();
     let input = dir.path().join("globex.jsonl");
     write_jsonl(&input, &events);
     let store = dir.path().join("s.db");
@@ -116,13 +116,13 @@ fn globex_fixture_replays_to_exact_scorecard_idempotently() {
     assert_eq!(first.events, 28_947);
     assert!(first.rejected.is_empty() && first.late == 0 && first.duplicates == 0);
     let json_once = scorecard(&store, "json");
-    let rows_once = Store::open(&store).unwrap().bucket_rows().unwrap();
+    let rows_once = SqliteStore::open(&store).unwrap().bucket_rows().unwrap();
 
     // Replaying the same input again changes nothing.
     let second = replay_files(&store, std::slice::from_ref(&input));
     assert_eq!(first, second);
     assert_eq!(
-        Store::open(&store).unwrap().bucket_rows().unwrap(),
+        SqliteStore::open(&store).unwrap().bucket_rows().unwrap(),
         rows_once
     );
     assert_eq!(scorecard(&store, "json"), json_once);
@@ -208,7 +208,7 @@ fn globex_fixture_replays_to_exact_scorecard_idempotently() {
 fn protobuf_and_json_inputs_give_the_same_scorecard() {
     let dir = tempfile::tempdir().unwrap();
     let start = slatrack::time::parse_date("2025-09-08").unwrap();
-    let events = slatrack::source::generator::pilot(
+    let events = slatrack::synthetic::pilot(
         7,
         "globex",
         start,
@@ -345,7 +345,7 @@ fn protobuf_specific_rejections() {
     };
     let mut dec = slatrack::codec::Decoder::new(Format::Protobuf, bounds, 1024);
     let now = slatrack::time::now_micros();
-    let ev = slatrack::source::generator::globex_fixture().swap_remove(0);
+    let ev = slatrack::synthetic::globex_fixture().swap_remove(0);
     let good = slatrack::codec::protobuf::to_message(&ev);
     assert_eq!(dec.decode(&good.encode_to_vec(), now).unwrap(), &ev);
     let reason = |dec: &mut slatrack::codec::Decoder, bytes: &[u8]| {

@@ -18,7 +18,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Message};
 use slatrack::config::Config;
 use slatrack::store::kafka::Mode;
-use slatrack::store::{Location, PartitionStore, Store};
+use slatrack::store::{Location, PartitionStore, SqliteStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,7 +54,7 @@ struct Fixture {
 
 fn fixture(events: u64, partitions: u32, keying: Keying) -> Fixture {
     let start = slatrack::time::parse_date("2025-10-01").unwrap();
-    let evs = slatrack::source::generator::pilot(
+    let evs = slatrack::synthetic::pilot(
         21,
         "globex",
         start,
@@ -284,7 +284,7 @@ impl Watch {
         let sources = (0..n).map(|p| format!("kafka:{TOPIC}/{p}"));
         match self {
             Watch::Sqlite(path, _) => {
-                let Ok(mut s) = Store::open(path) else {
+                let Ok(mut s) = SqliteStore::open(path) else {
                     return 0;
                 };
                 sources.map(|src| next_offset(&mut s, &src)).sum()
@@ -593,7 +593,7 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
     // 0.6.0 mishandles a membership change during a rebalance (a member leaving while one
     // is in progress can stay the leader of the next generation, and the others then loop
     // on SyncGroup "rebalance in progress" for good; two joining at once can leave one
-    // without partitions). See README, "Testing against tansu".
+    // without partitions). See docs/testing.md.
     let mut a = Instance::spawn(&config, &log("a"));
     wait_until("A to own partitions", Duration::from_secs(60), || {
         !a.assigned().is_empty()

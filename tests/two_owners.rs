@@ -7,9 +7,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use slatrack::config::Config;
-use slatrack::service::{self, demo::demo_config, Status};
+use slatrack::runtime::RuntimeStatus;
+use slatrack::service::{self, demo::demo_config};
 use slatrack::store::kafka::{KafkaStore, Mode};
-use slatrack::store::{PartitionStore, Store};
+use slatrack::store::{PartitionStore, SqliteStore};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use wait::wait_until;
 /// Half an hour of one tenant's traffic, each 97th record followed by a truncated one.
 fn records() -> Vec<(String, Vec<u8>)> {
     let start = slatrack::time::parse_date("2025-10-01").unwrap();
-    let events = slatrack::source::generator::pilot(
+    let events = slatrack::synthetic::pilot(
         11,
         "globex",
         start,
@@ -40,7 +41,7 @@ fn records() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn scorecard_of(s: &Store, config: &Arc<Config>) -> serde_json::Value {
+fn scorecard_of(s: &SqliteStore, config: &Arc<Config>) -> serde_json::Value {
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     slatrack::scorecard::json::render(
@@ -70,8 +71,7 @@ fn two_owners_of_every_partition(kafka_store: bool) {
     }
     // A day later on every partition: closes every bucket of the test period.
     let start = slatrack::time::parse_date("2025-10-02").unwrap();
-    let mut sentinel =
-        slatrack::source::generator::pilot(1, "zz-sentinel", start, 1000, 1).remove(0);
+    let mut sentinel = slatrack::synthetic::pilot(1, "zz-sentinel", start, 1000, 1).remove(0);
     sentinel.outcome = slatrack::event::Outcome::Delivered;
     let mut sentinels = Vec::new();
     for p in 0..4 {
@@ -110,14 +110,14 @@ fn two_owners_of_every_partition(kafka_store: bool) {
         // SQLite: often, so that the two owners' commits interleave. Kafka: the mock
         // cluster keeps ≈ 5 MiB a partition, and each checkpoint carries the state.
         let interval_ms = if kafka_store { 1000 } else { 20 };
-        cfg.service.checkpoint_interval = slatrack::config::Span(interval_ms * 1000);
+        cfg.service.checkpoint_interval = slatrack::config::ConfigDuration(interval_ms * 1000);
         if let Some(k) = cfg.kafka.as_mut() {
             k.group_id = group.to_string();
             k.quarantine_topic = String::new();
         }
         let config = Arc::new(cfg);
         let (status, shutdown) = (
-            Arc::new(Status::default()),
+            Arc::new(RuntimeStatus::default()),
             Arc::new(AtomicBool::new(false)),
         );
         let (c, l, s, st) = (
@@ -135,7 +135,7 @@ fn two_owners_of_every_partition(kafka_store: bool) {
         slatrack::store::Location::Kafka { brokers, topic } => {
             Box::new(KafkaStore::open(brokers, topic, None, Mode::Checkpoints).unwrap())
         }
-        slatrack::store::Location::Sqlite(p) => Box::new(Store::open(p).unwrap()),
+        slatrack::store::Location::Sqlite(p) => Box::new(SqliteStore::open(p).unwrap()),
     };
     let mut progress = || -> i64 {
         if reader.refresh().is_err() {
@@ -189,7 +189,7 @@ fn two_owners_of_every_partition(kafka_store: bool) {
         &slatrack::store::open_for_reading(&location, None).unwrap(),
         &config,
     );
-    let offline = scorecard_of(&Store::open(&replay_store).unwrap(), &config);
+    let offline = scorecard_of(&SqliteStore::open(&replay_store).unwrap(), &config);
     assert_eq!(live["platforms"], offline["platforms"]);
     assert_eq!(live["overall"], offline["overall"]);
     assert_eq!(live["rejected_by_reason"], offline["rejected_by_reason"]);

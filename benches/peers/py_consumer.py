@@ -1,5 +1,5 @@
 """The consumer a team would otherwise write: confluent-kafka + hdrhistogram computing the
-same per-(tenant, platform) numbers as slatrack (README "Definitions": events = terminal
+same per-(tenant, platform) numbers as slatrack (docs/engine.md "Definitions": events = terminal
 records, on time = delivered within the platform's target end to end, latency of every
 attempt in an HDR histogram, 2 significant digits). Kept short and fair: batched consume,
 no dedup (slatrack dedups, so this favours the peer), no windows, no store.

@@ -1,6 +1,6 @@
 //! Protobuf `slatrack.v1.DeliveryEvent` (the default wire format on Kafka).
-//! Decoding reuses one scratch message (`clear` + `merge`), which measured ≈40% cheaper
-//! than decoding into a fresh message.
+//! Decoding reuses one scratch message (`clear` + `merge`): its strings keep their
+//! capacity, so a steady stream decodes without allocating.
 
 use crate::event::{DeliveryEvent, Direction, Outcome, RejectReason, Rejected};
 use crate::proto;
@@ -28,9 +28,9 @@ fn to_ts(us: Micros) -> prost_types::Timestamp {
 ///
 /// Not inlined, so there is one copy of this machine code, shared by the path
 /// ([`decode_into`]) and by the engine bench's "prost decode alone". A generic prost
-/// `merge` is otherwise compiled once per crate that calls it: the bench's copy and the
-/// library's differed in size and layout, and in speed by up to ≈ 10 %, which moved the
-/// bench's ratio with unrelated changes to the library (BENCHMARKS.md, session 12).
+/// `merge` is otherwise compiled once per crate that calls it, and two copies of
+/// different layout would make the bench compare two compilations rather than two
+/// amounts of work.
 #[inline(never)]
 pub fn merge_reused(
     scratch: &mut proto::DeliveryEvent,

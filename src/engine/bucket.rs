@@ -5,8 +5,7 @@
 //! event, at most `allowed_lateness / bucket + 1` consecutive starts, so the slot of a
 //! bucket is its ordinal modulo the ring size and a record finds its statistics with two
 //! indexed loads (slot, then the key's position in it) — no ordered map, no hashing, no
-//! allocation once warm. An ordered map of hash maps cost ≈ a third of the per-record path
-//! on sparse traffic (BENCHMARKS.md). A start that collides with another open one (only
+//! allocation once warm. A start that collides with another open one (only
 //! after a restore under a shorter lateness) doubles the ring instead of failing.
 
 use super::keys::KeyId;
@@ -20,8 +19,8 @@ struct Slot {
     /// Meaningful only while `entries` is not empty.
     start: Micros,
     /// `None` only once taken by `close_before`, which then clears the vector: taking
-    /// writes a tag, where `mem::take` wrote a whole default `Stats` back (≈ 3 % of the
-    /// protobuf path on sparse traffic, where nearly every record closes a bucket: perf).
+    /// writes a tag, where `mem::take` would write a whole default `Stats` back (on sparse
+    /// traffic nearly every record closes a bucket).
     entries: Vec<(KeyId, Option<Stats>)>,
     /// Position in `entries` by key id (`ABSENT`), grown on demand; reset entry by entry
     /// on close, so a slot is reused without a scan of every key.
@@ -89,9 +88,9 @@ impl OpenBuckets {
         }
         let p = slot.pos[k];
         let p = if p == ABSENT {
-            // Reserved, then written from a constant: `push(Stats::default())` built the
-            // entry with partial stores that its copy into the vector then loaded across
-            // (a store-forwarding stall). perf, sparse: `stats_at` 5.1 -> 4.1 % of the path.
+            // Reserved, then written from a constant: `push(Stats::default())` would build
+            // the entry with partial stores that its copy into the vector then loads
+            // across (a store-forwarding stall).
             let n = slot.entries.len();
             slot.entries
                 .resize_with(n + 1, || (key, Some(Stats::EMPTY)));
@@ -208,8 +207,7 @@ impl OpenBuckets {
         let start = slot.start;
         if slot.entries.len() * 8 >= slot.pos.len() {
             // At least one key in eight has an entry: walking the positions is key order
-            // already, where a sort of (key, position) pairs was ≈ 3 % of the protobuf
-            // path on sparse traffic (sorting the entries themselves, ≈ 4 %: perf).
+            // already, cheaper than sorting (key, position) pairs.
             for (k, p) in slot.pos.iter_mut().enumerate() {
                 if *p != ABSENT {
                     if let Some(stats) = slot.entries[*p as usize].1.take() {

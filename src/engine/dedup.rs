@@ -10,14 +10,14 @@
 //! A copy is found in the bucket its own `completed_at` falls in. A redelivery is the
 //! same record, so it lands in the same bucket as the original; two records that share
 //! an id and attempt but disagree on when the attempt completed are two records, each
-//! counted in its own bucket (README, "Duplicates").
+//! counted in its own bucket (docs/engine.md, "Duplicates").
 
 use super::prefetch;
 
 pub type DedupKey = u128;
 
-/// One-shot xxh3 of the id, seeded with the attempt (the streaming hasher measured ~3×
-/// slower on ids this short), in canonical form (see [`canonical`]).
+/// One-shot xxh3 of the id, seeded with the attempt (the streaming hasher costs several
+/// times more on ids this short), in canonical form (see [`canonical`]).
 #[inline]
 pub fn dedup_key(event_id: &str, attempt: u32) -> DedupKey {
     canonical(xxhash_rust::xxh3::xxh3_128_with_seed(
@@ -137,11 +137,11 @@ impl Table {
 
 /// The keys of every open bucket, a table per bucket.
 ///
-/// Why a table per bucket rather than one table of (key, bucket): on dense traffic the
-/// one table held every key of the lateness horizon (≈ 27 k in the engine bench, 2 MB at
-/// its load), probed at random by every record and swept of expired entries every
-/// ≈ 70 k records. Per bucket, most records probe the newest bucket's table (a quarter of
-/// that), and closing a bucket clears its table instead of sweeping.
+/// Why a table per bucket rather than one table of (key, bucket): one table would hold
+/// every key of the lateness horizon, probed at random by every record and swept of
+/// expired entries now and then. Per bucket, most records probe the newest bucket's table
+/// (a fraction of the horizon's keys), and closing a bucket clears its table instead of
+/// sweeping.
 #[derive(Debug, Clone)]
 pub struct Dedup {
     /// Open buckets' tables, ordinals ascending (lateness / bucket width + 2 at most,
@@ -220,8 +220,8 @@ impl Dedup {
         new
     }
 
-    /// Out of line: the engine path without a journal (replay, benches) keeps the probe
-    /// loop as it was; with one, a call per new key is noise beside its commit.
+    /// Out of line: the engine path without a journal (replay, benches) keeps a tight
+    /// probe loop; with one, a call per new key is noise beside its commit.
     #[cold]
     #[inline(never)]
     fn log(&mut self, i: usize, key: DedupKey) {
@@ -231,9 +231,8 @@ impl Dedup {
     /// The keys a store must add (and drop) to hold what this holds: the keys inserted
     /// since the last [`Dedup::delta_written`], or all of them (`replace`) before the
     /// first. Why deltas: a whole copy is every key of the lateness horizon (750 k per
-    /// partition at 5,000 events/s); written at every checkpoint, it was what kept the
-    /// freshness bench from holding 100,000 events/s. A delta is the keys of one
-    /// checkpoint interval.
+    /// partition at 5,000 events/s), and writing it at every checkpoint would bound the
+    /// rate the service can hold; a delta is the keys of one checkpoint interval.
     pub fn delta(&self) -> DedupDelta<'_> {
         use std::borrow::Cow;
         let buckets = self
@@ -304,8 +303,8 @@ impl Dedup {
 
     /// (ordinal, keys) pairs, ordinals ascending, each bucket's keys in table order. Not
     /// sorted: a checkpoint holds every key of the lateness horizon (750 k per partition
-    /// at 5,000 events/s), and sorting them was a quarter of the apply thread's time in
-    /// the freshness bench; the order carries no meaning on restore.
+    /// at 5,000 events/s), sorting them would cost the apply thread dearly, and the order
+    /// carries no meaning on restore.
     pub fn entries(&self) -> Vec<(i64, Vec<DedupKey>)> {
         self.tables
             .iter()

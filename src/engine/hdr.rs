@@ -10,7 +10,18 @@
 //! The index layout is HdrHistogram's for our fixed bounds (lowest 1, 2 significant
 //! digits): 256 sub-buckets, half of them per doubling after the first.
 
-use super::stats::{HIST_MAX_US, HIST_SIGFIG};
+use hdrhistogram::Histogram;
+
+/// Latencies are recorded in microseconds; anything above an hour saturates at an hour.
+pub const HIST_MAX_US: u64 = 3_600_000_000;
+/// Significant digits kept: values within 1 % share a bucket.
+pub const HIST_SIGFIG: u8 = 2;
+
+/// An empty histogram with slatrack's bounds.
+pub fn new_histogram() -> Histogram<u64> {
+    // Bounds are constants that hdrhistogram accepts; a failure here is our bug.
+    Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("static HDR bounds are valid")
+}
 
 const SUB_BUCKET_HALF_MAGNITUDE: u32 = 7;
 const SUB_BUCKET_HALF: u64 = 1 << SUB_BUCKET_HALF_MAGNITUDE;
@@ -79,7 +90,6 @@ pub fn encode_v2(pairs: &[(u64, u64)]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::stats::{new_histogram, Latencies};
     use hdrhistogram::serialization::{Serializer, V2Serializer};
     use proptest::prelude::*;
 
@@ -93,14 +103,23 @@ mod tests {
         out
     }
 
+    /// The pairs a histogram holding `values` has: (highest equivalent value, count) per
+    /// non-empty bucket, ascending.
     fn ours(values: &[(u64, u64)]) -> Vec<u8> {
-        let mut l = Latencies::dense();
-        if let Latencies::Hist(h) = &mut l {
-            for &(v, n) in values {
-                h.saturating_record_n(v, n);
-            }
+        let mut h = new_histogram();
+        for &(v, n) in values {
+            h.saturating_record_n(v, n);
         }
-        encode_v2(&l.to_sparse())
+        let pairs: Vec<(u64, u64)> = h
+            .iter_recorded()
+            .map(|v| {
+                (
+                    h.highest_equivalent(v.value_iterated_to()),
+                    v.count_at_value(),
+                )
+            })
+            .collect();
+        encode_v2(&pairs)
     }
 
     #[test]

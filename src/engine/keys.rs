@@ -4,9 +4,8 @@
 //! as [`Words`]: the length and two reads (overlapping when need be) that between them
 //! cover every byte of a name of up to 16 bytes. For such names, which tenant and
 //! platform names nearly always are, a probe compares five words held in the entry, with
-//! no loop, no length-dependent branch and no second load: comparing against the names
-//! byte-wise, and hashing their tails byte by byte, took loops whose trip count followed
-//! the traffic's name lengths (≈ 7–8 % of the protobuf path, perf). Longer names are
+//! no loop, no length-dependent branch and no second load (a byte-wise comparison or hash
+//! would run loops whose trip count follows the traffic's name lengths). Longer names are
 //! also compared in full, against copies in one buffer. Past `max_keys`, new tenants fold
 //! into the `__overflow__` tenant: a flood of random tenant ids can neither exhaust
 //! memory nor explode the Prometheus scrape, and it is counted.

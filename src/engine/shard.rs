@@ -101,7 +101,7 @@ impl Shard {
     pub fn ingest(&mut self, ev: &DeliveryEvent) -> Ingest {
         // The dedup probe is this path's one random access into a table that, on dense
         // traffic, does not stay in cache: its line loads while the bucket and the key
-        // are looked up (engine bench, dense: ≈ 0.54 -> 0.60 of prost alone).
+        // are looked up.
         let dkey = dedup_key(&ev.event_id, ev.attempt);
         // The one division on this path (an i64 `idiv` is tens of cycles).
         let ordinal = ev.completed_at.div_euclid(self.bucket_us);

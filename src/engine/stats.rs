@@ -2,12 +2,11 @@
 //!
 //! Counters are exact integers so every ratio is exact; only quantiles are approximate
 //! (HDR at 2 significant digits: ≤ 1/128 relative error, ≈26 KB per histogram over
-//! 1 µs–1 h, against ≈188 KB at 3 digits — see README "Definitions").
+//! 1 µs–1 h, against ≈188 KB at 3 digits — see docs/engine.md, "Definitions").
 //!
 //! Most one-minute buckets of one key hold a handful of attempts, so a bucket keeps its
 //! first [`FEW`] latencies as exact values and only switches to a full HDR histogram past
-//! that: allocating and zeroing 26 KB per bucket cost ≈600 ns per event on sparse traffic
-//! (`cargo bench --bench engine`). Quantiles are reported identically in both forms (the
+//! that, rather than allocate and zero 26 KB per bucket. Quantiles are reported identically in both forms (the
 //! top of the HDR bucket holding the nearest-rank value), so the representation never
 //! shows in a number.
 
@@ -16,26 +15,16 @@ use crate::event::{DeliveryEvent, Outcome};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 
-/// Latencies are recorded in microseconds; anything above an hour saturates at an hour.
-pub const HIST_MAX_US: u64 = 3_600_000_000;
-pub const HIST_SIGFIG: u8 = 2;
+pub use super::hdr::{new_histogram, HIST_MAX_US, HIST_SIGFIG};
 
-/// Exact values kept before a bucket switches to a histogram. 128 (1 KB) rather than 32:
-/// at ~100 attempts per key-minute, 80 keys' open buckets as 26 KB histograms are 6 MB
-/// of randomly touched counts, which missed cache on nearly every record (dense engine
-/// bench 421 → 336 ns/record). 256 rather than 128: a new histogram is zeroed, often on
-/// fresh pages (perf, dense: 4.8 % of the path in `densify`, mostly page clearing and
-/// `memset`); fewer buckets of busy keys switch (dense ratio +0.03 at the median of 12
-/// alternated pairs, ahead in 9).
+/// Exact values kept before a bucket switches to a histogram. A histogram is 26 KB of
+/// counts that a new bucket must zero and that records touch at random; most buckets of a
+/// key-minute hold fewer attempts than this, so they never pay for one, and the open
+/// buckets of many keys stay in cache.
 pub const FEW: usize = 256;
 
 /// Sparse updates with at most this many buckets are applied in place.
 const SMALL_UPDATE: usize = 16;
-
-pub fn new_histogram() -> Histogram<u64> {
-    // Bounds are constants that hdrhistogram accepts; a failure here is our bug.
-    Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("static HDR bounds are valid")
-}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -213,8 +202,8 @@ impl Latencies {
     }
 
     /// Calls `f` with the sparse form: borrowed where it is stored, built on the stack for
-    /// a few exact values. Why: merging a one-attempt bucket into a window allocated and
-    /// freed a vector per window (malloc and free were ≈ 7 % of a backfill's apply thread).
+    /// a few exact values, so merging a one-attempt bucket into a window allocates
+    /// nothing.
     fn with_sparse<R>(&self, f: impl FnOnce(&[(u64, u64)]) -> R) -> R {
         match self {
             Latencies::Sparse(s) => f(s),
@@ -304,7 +293,7 @@ impl Latencies {
             o.with_sparse(|b| {
                 if b.len() <= SMALL_UPDATE {
                     // A bucket of a few attempts into a window: in place, no reallocation
-                    // of the window's hundreds of entries (measured 10x on sparse traffic).
+                    // of the window's hundreds of entries.
                     for &(top, n) in b {
                         match a.binary_search_by_key(&top, |(t, _)| *t) {
                             Ok(i) => a[i].1 += n,
@@ -481,8 +470,8 @@ impl Stats {
     /// [`Stats::merge`] for an accumulator of many buckets: it stays sparse while the
     /// buckets are small (merging them never builds a 26 KB histogram) and turns dense
     /// at the first bucket that is not, because merging a big one into a sparse form
-    /// rebuilds the whole vector, once per bucket (converting and combining was most of
-    /// a dense checkpoint); adding into a histogram is one pass.
+    /// rebuilds the whole vector once per bucket, while adding into a histogram is one
+    /// pass.
     pub fn accumulate(&mut self, o: &Stats) {
         if let Latencies::Sparse(_) = self.latency {
             let big = match &o.latency {

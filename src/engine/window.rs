@@ -5,7 +5,7 @@
 //! the merge of its buckets). Windows up to an hour queue individual buckets; longer ones
 //! queue hourly rollups; beyond a day, a window longer than a day folds its hourly entries
 //! into six-hour blocks, so a 7-day window holds ≈ 24 + 24 entries rather than 10 080
-//! buckets or 168 hours (the memory target at 10,000 keys, BENCHMARKS.md). The cost: a
+//! buckets or 168 hours (what keeps 10,000 keys within the memory target). The cost: a
 //! window up to a day evicts whole hours and covers between W and W + 1h; a longer one
 //! evicts six-hour blocks and covers between W and W + 6h. Queue entries are `Arc`s shared
 //! by every window of a key.
@@ -121,7 +121,7 @@ impl WindowSet {
         let mut segment: Option<(Micros, Stats, Micros)> = None;
         for b in buckets {
             // Entries of the short windows live up to an hour and share one sparse copy
-            // (README "Memory layout"), made only if one of them takes the bucket.
+            // (see the module doc), made only if one of them takes the bucket.
             let mut shared: Option<Arc<Stats>> = None;
             for w in kw.windows.iter_mut().filter(|w| !w.coarse) {
                 if b.start < batch_end.saturating_sub(w.len) {
@@ -265,9 +265,9 @@ fn seal_hour(windows: &mut [Window], hour: Micros, acc: Stats) {
 /// block. The running aggregate is unchanged (the block is the merge of its hours), and
 /// eviction then removes the block as a whole.
 fn fold_old_hours(w: &mut Window, before: Micros) {
-    // Blocks come first: start at the first hourly entry (scanning the blocks of a 7-day
-    // window on every seal was ≈ 4 % of a backfill). Should a late hour ever sit among
-    // the blocks, it just stays an hourly entry.
+    // Blocks come first: start at the first hourly entry rather than scan the blocks of a
+    // 7-day window on every seal. Should a late hour ever sit among the blocks, it just
+    // stays an hourly entry.
     let mut i = w.queue.partition_point(|e| e.1 != MICROS_PER_HOUR);
     while i < w.queue.len() {
         let (start, width, _) = w.queue[i];

@@ -29,7 +29,7 @@ fn ms(v: f64) -> String {
     let digits = n.abs().to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -155,7 +155,7 @@ pub fn render(sc: &Scorecard) -> String {
             target_pct(target)
         );
     }
-    let t = |s: crate::config::Span| s.0 as f64 / 1000.0;
+    let t = |s: crate::config::ConfigDuration| s.0 as f64 / 1000.0;
     let _ = writeln!(o, "\n**Latency Distribution**:\n```");
     let _ = writeln!(
         o,

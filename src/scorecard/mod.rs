@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::engine::Stats;
 use crate::event::{Direction, RejectReason};
 use crate::sla::{self, Status};
-use crate::store::{Store, StoreError};
+use crate::store::{SqliteStore, StoreError};
 use crate::time::{Micros, MICROS_PER_DAY};
 use std::collections::BTreeMap;
 
@@ -66,7 +66,7 @@ impl Scorecard {
 /// Reads and merges. Configured platforms come first in config order (shown `n/a` when
 /// silent), then any other platform seen in the data, by id.
 pub fn build(
-    store: &Store,
+    store: &SqliteStore,
     config: std::sync::Arc<Config>,
     tenant: &str,
     from: Micros,
@@ -114,7 +114,7 @@ pub fn build(
         report(&id, &id, direction, stats);
     }
     let c = &overall.counters;
-    let ms = |s: crate::config::Span| s.0 as f64 / 1000.0;
+    let ms = |s: crate::config::ConfigDuration| s.0 as f64 / 1000.0;
     let statuses = OverallStatuses {
         on_time: sla::on_time(c.on_time_ratio(), sla_cfg.on_time_target, sla_cfg),
         failed: sla::rate(c.failed_ratio(), sla_cfg.failed_target, sla_cfg),

@@ -4,13 +4,14 @@
 //! Demo settings differ from production defaults so something is visible within seconds:
 //! 10 s buckets, 10 s allowed lateness, checkpoints every second.
 
-use super::generate::{produce, LiveGenerator, Scenario};
-use super::{run, ServiceError, Status};
+use super::{run, ServiceError};
 use crate::codec::Format;
-use crate::config::{Config, KafkaConfig, Span, TopicConfig};
-use crate::store::Store;
+use crate::config::{Config, ConfigDuration, KafkaConfig, TopicConfig};
+use crate::kafka::mock::MockKafka;
+use crate::runtime::RuntimeStatus;
+use crate::store::SqliteStore;
+use crate::synthetic::live::{produce, LiveGenerator, Scenario};
 use crate::time::{now_micros, MICROS_PER_DAY, MICROS_PER_SEC};
-use rdkafka::mocking::MockCluster;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,12 +19,21 @@ use std::time::{Duration, Instant};
 
 pub const TOPIC: &str = "deliveries";
 
+/// `println!` that returns a closed stdout (`slatrack demo | head`) as an error instead of
+/// panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(ServiceError::Output)?
+    }};
+}
+
 pub fn demo_config(brokers: String, store: &Path) -> Config {
     let mut c = Config::default();
-    c.engine.bucket = Span(10 * MICROS_PER_SEC);
-    c.engine.allowed_lateness = Span(10 * MICROS_PER_SEC);
-    c.service.checkpoint_interval = Span(MICROS_PER_SEC);
-    c.service.idle_timeout = Span(10 * MICROS_PER_SEC);
+    c.engine.bucket = ConfigDuration(10 * MICROS_PER_SEC);
+    c.engine.allowed_lateness = ConfigDuration(10 * MICROS_PER_SEC);
+    c.service.checkpoint_interval = ConfigDuration(MICROS_PER_SEC);
+    c.service.idle_timeout = ConfigDuration(10 * MICROS_PER_SEC);
     c.store.path = store.to_path_buf();
     c.kafka = Some(KafkaConfig {
         brokers,
@@ -38,31 +48,71 @@ pub fn demo_config(brokers: String, store: &Path) -> Config {
     c
 }
 
-/// Runs until `duration` passes or `shutdown` is set.
-pub fn demo(
-    dir: &Path,
-    duration: Option<Duration>,
-    rate: f64,
-    shutdown: Arc<AtomicBool>,
-) -> Result<(), ServiceError> {
+/// Where the demo serves `/metrics` unless told otherwise (`metrics.listen`'s default).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
+
+/// The demo's options.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Stop after this long (default: until `shutdown`).
+    pub duration: Option<Duration>,
+    /// Logical events per second.
+    pub rate: f64,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`. `None`: [`DEFAULT_LISTEN`], or a
+    /// free port when another process holds it; `Some("")`: no listener.
+    pub listen: Option<String>,
+}
+
+/// The address to serve metrics on: the asked one, or the default while it is free, or
+/// any free loopback port (said on stdout).
+fn listen_address(asked: Option<&str>) -> Result<String, ServiceError> {
+    if let Some(a) = asked {
+        return Ok(a.to_string());
+    }
+    Ok(match std::net::TcpListener::bind(DEFAULT_LISTEN) {
+        Ok(_) => DEFAULT_LISTEN.to_string(),
+        Err(e) => {
+            say!("demo: {DEFAULT_LISTEN} is taken ({e}); serving metrics on a free port instead (choose one with --listen)");
+            "127.0.0.1:0".to_string()
+        }
+    })
+}
+
+/// Runs until `duration` passes or `shutdown` is set. Each run starts a new in-process
+/// cluster, so the demo's store from an earlier run (whose checkpoints name offsets of a
+/// cluster that is gone) is removed first.
+pub fn demo(dir: &Path, opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result<(), ServiceError> {
+    let (duration, rate) = (opts.duration, opts.rate);
     std::fs::create_dir_all(dir)
         .map_err(|e| ServiceError::Fatal(format!("cannot create {}: {e}", dir.display())))?;
     let store_path = dir.join("slatrack.db");
-    let mock = MockCluster::new(1)?;
-    mock.create_topic(TOPIC, 4, 1)?;
-    mock.create_topic("slatrack-quarantine", 1, 1)?;
-    let config = Arc::new(demo_config(mock.bootstrap_servers(), &store_path));
-    println!(
+    for suffix in ["", "-wal", "-shm"] {
+        let p = dir.join(format!("slatrack.db{suffix}"));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ServiceError::Fatal(format!(
+                    "cannot remove the previous demo store {}: {e}",
+                    p.display()
+                )))
+            }
+        }
+    }
+    let mock = MockKafka::start(&[(TOPIC, 4), ("slatrack-quarantine", 1)])?;
+    let mut config = demo_config(mock.brokers(), &store_path);
+    config.metrics.listen = listen_address(opts.listen.as_deref())?;
+    let config = Arc::new(config);
+    say!(
         "demo: mock Kafka cluster at {}, topic {TOPIC} (4 partitions), store {}",
-        mock.bootstrap_servers(),
+        mock.brokers(),
         store_path.display()
     );
-    println!("demo: producing Globex-shaped traffic at {rate} events/s; scorecard every 5 s (Ctrl-C to stop)");
+    say!("demo: producing Globex-shaped traffic at {rate} events/s; scorecard every 5 s (Ctrl-C to stop)");
 
-    let status = Arc::new(Status::default());
+    let status = Arc::new(RuntimeStatus::default());
     let stop_gen = Arc::new(AtomicBool::new(false));
-    let client =
-        crate::source::kafka::client_config(config.kafka.as_ref().ok_or(ServiceError::NoKafka)?)?;
+    let client = crate::kafka::client_config(config.kafka.as_ref().ok_or(ServiceError::NoKafka)?)?;
     let generator = LiveGenerator::new(
         now_micros() as u64,
         "globex",
@@ -85,7 +135,7 @@ pub fn demo(
     });
 
     let start = Instant::now();
-    wait_for_metrics_url(&status, &service);
+    wait_for_metrics_url(&status, &service)?;
     let mut last_print = Instant::now();
     while !shutdown.load(Ordering::Relaxed)
         && duration.is_none_or(|d| start.elapsed() < d)
@@ -94,7 +144,7 @@ pub fn demo(
         std::thread::sleep(Duration::from_millis(200));
         if last_print.elapsed() >= Duration::from_secs(5) {
             last_print = Instant::now();
-            print_scorecard(&config, &store_path, &status, start.elapsed());
+            print_scorecard(&config, &store_path, &status, start.elapsed())?;
         }
     }
     stop_gen.store(true, Ordering::Relaxed);
@@ -115,28 +165,34 @@ pub fn demo(
     service
         .join()
         .map_err(|_| ServiceError::Fatal("service thread panicked (our bug)".into()))??;
-    println!("demo: produced {produced} records; final scorecard:");
-    print_scorecard(&config, &store_path, &status, start.elapsed());
+    say!("demo: produced {produced} records; final scorecard:");
+    print_scorecard(&config, &store_path, &status, start.elapsed())?;
     Ok(())
 }
 
 fn wait_for_metrics_url(
-    status: &Status,
+    status: &RuntimeStatus,
     service: &std::thread::JoinHandle<Result<(), ServiceError>>,
-) {
+) -> Result<(), ServiceError> {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(10) && !service.is_finished() {
         if let Some(addr) = status.metrics_addr.lock().ok().and_then(|a| *a) {
-            println!("demo: Prometheus metrics at http://{addr}/metrics (also /healthz, /readyz)");
-            return;
+            say!("demo: Prometheus metrics at http://{addr}/metrics (also /healthz, /readyz)");
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    Ok(())
 }
 
-fn print_scorecard(config: &Arc<Config>, store_path: &Path, status: &Status, elapsed: Duration) {
+fn print_scorecard(
+    config: &Arc<Config>,
+    store_path: &Path,
+    status: &RuntimeStatus,
+    elapsed: Duration,
+) -> Result<(), ServiceError> {
     let today = now_micros().div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
-    println!(
+    say!(
         "\n--- {:>4}s: records {} counted {} duplicates {} rejected {} checkpoints {} ---",
         elapsed.as_secs(),
         status.records.load(Ordering::Relaxed),
@@ -145,16 +201,17 @@ fn print_scorecard(config: &Arc<Config>, store_path: &Path, status: &Status, ela
         status.rejected.load(Ordering::Relaxed),
         status.commits.load(Ordering::Relaxed),
     );
-    match Store::open(store_path).and_then(|s| {
+    match SqliteStore::open_read_only(store_path).and_then(|s| {
         crate::scorecard::build(&s, config.clone(), "globex", today, today + MICROS_PER_DAY)
     }) {
         Ok(sc) => {
             let md = crate::scorecard::markdown::render(&sc);
             // The live view: the status table and the headline figures.
             for line in md.lines().take_while(|l| !l.starts_with("### Weekly")) {
-                println!("{line}");
+                say!("{line}");
             }
         }
-        Err(e) => println!("(scorecard not available yet: {e})"),
+        Err(e) => say!("(scorecard not available yet: {e})"),
     }
+    Ok(())
 }

@@ -1,13 +1,32 @@
-//! A minimal HTTP/1.1 listener for `/metrics`, `/healthz` and `/readyz`: three GET paths
-//! on one port, answered from memory, so a hand-written responder beats pulling an HTTP
-//! framework into the binary. One thread; each request is read with a 2 s timeout and
-//! answered with `Connection: close`.
+//! The metrics and health listener: `GET /metrics`, `/healthz`, `/readyz` over HTTP/1.1,
+//! served by hyper on a tokio runtime of its own (one thread, every connection a task).
+//!
+//! A slow or idle client costs a task and a socket, never another request's turn: a
+//! kubelet probe answers while hundreds of connections sit open. Bounds: at most
+//! [`MAX_CONNECTIONS`] at once (past that, new ones are closed at once), request headers
+//! within [`HEADER_TIMEOUT`] and [`MAX_HEADER_BYTES`], and no connection lives longer than
+//! [`CONNECTION_LIFETIME`] (which also bounds a reader that stops reading the answer).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Connections served at once; more are accepted and closed at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Time a client has to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of one connection, keep-alive included.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Largest request head read (hyper's smallest buffer).
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// What the listener answers from.
 pub trait Endpoints: Send + Sync + 'static {
     fn metrics(&self) -> String;
     fn ready(&self) -> Result<(), String>;
@@ -16,53 +35,91 @@ pub trait Endpoints: Send + Sync + 'static {
 /// Binds `addr` and serves until the process exits. Returns the bound address (port 0
 /// picks a free port).
 pub fn serve(addr: &str, endpoints: Arc<dyn Endpoints>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
     std::thread::Builder::new()
         .name("slatrack-http".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &*endpoints) {
-                    tracing::debug!(error = %e, "http request failed");
-                }
-            }
-        })?;
+        .spawn(move || runtime.block_on(accept(listener, endpoints)))?;
     Ok(local)
 }
 
-fn answer(stream: TcpStream, e: &dyn Endpoints) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    // Drain the headers (ignore them).
-    let mut h = String::new();
-    while reader.read_line(&mut h)? > 2 {
-        h.clear();
-    }
-    let (status, ctype, body) = match path.split('?').next().unwrap_or("") {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", e.metrics()),
-        "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-        "/readyz" => match e.ready() {
-            Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),
-            Err(why) => (
-                "503 Service Unavailable",
-                "text/plain",
-                format!("not ready: {why}\n"),
-            ),
-        },
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "paths: /metrics /healthz /readyz\n".to_string(),
-        ),
+async fn accept(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoints>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics listener cannot start; /metrics, /healthz and /readyz are not served");
+            return;
+        }
     };
-    let mut s = stream;
-    write!(
-        s,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    s.flush()
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait for connections to close.
+                tracing::warn!(error = %e, "metrics listener cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("metrics listener at {MAX_CONNECTIONS} connections: closing a new one");
+            continue;
+        };
+        let endpoints = endpoints.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let endpoints = endpoints.clone();
+                async move { Ok::<_, Infallible>(answer(&*endpoints, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            // Past its lifetime a connection is dropped, whatever it was doing.
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+}
+
+fn answer(e: &dyn Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, body, ctype) = if req.method() != Method::GET && req.method() != Method::HEAD {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET only\n".to_string(),
+            "text/plain",
+        )
+    } else {
+        match req.uri().path() {
+            "/metrics" => (StatusCode::OK, e.metrics(), "text/plain; version=0.0.4"),
+            "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
+            "/readyz" => match e.ready() {
+                Ok(()) => (StatusCode::OK, "ready\n".to_string(), "text/plain"),
+                Err(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                    "text/plain",
+                ),
+            },
+            _ => (
+                StatusCode::NOT_FOUND,
+                "paths: /metrics /healthz /readyz\n".to_string(),
+                "text/plain",
+            ),
+        }
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
 }

@@ -1,12 +1,12 @@
 //! Prometheus export. The hot path never touches `metrics`: the consumer thread hands
 //! over closed buckets and key freshness at each checkpoint (once a second, not per
 //! event), and gauges are set from the rolling windows on scrape and on a publish tick.
-//! Metric names, labels and meanings: README "Metrics".
+//! Metric names, labels and meanings: README.md, "Metrics".
 
 use crate::config::Config;
 use crate::engine::{ClosedBucket, WindowSet};
 use crate::event::RejectReason;
-use crate::service::Status;
+use crate::runtime::RuntimeStatus;
 use crate::sla;
 use crate::time::{format_duration, Micros};
 use metrics::{counter, gauge};
@@ -45,7 +45,7 @@ struct Inner {
     /// Closed buckets exported under tenant `__overflow__` because the series cap was hit.
     folded_buckets: u64,
     /// Registered counter handles per exported (tenant label, platform): a `counter!` call
-    /// with labels looks the series up each time (8 % of the apply thread on a backfill).
+    /// with labels looks the series up each time, which a backfill would pay per bucket.
     handles: HashMap<(Arc<str>, Arc<str>), KeyCounters>,
     /// The two fixed tenant labels, allocated once.
     all: Arc<str>,
@@ -79,12 +79,12 @@ impl KeyCounters {
 
 pub struct Telemetry {
     config: Arc<Config>,
-    status: Arc<Status>,
+    status: Arc<RuntimeStatus>,
     inner: Mutex<Inner>,
 }
 
 impl Telemetry {
-    pub fn new(config: Arc<Config>, status: Arc<Status>) -> Arc<Self> {
+    pub fn new(config: Arc<Config>, status: Arc<RuntimeStatus>) -> Arc<Self> {
         let _ = handle();
         let lengths: Vec<Micros> = config.engine.windows.iter().map(|s| s.0).collect();
         Arc::new(Self {

@@ -1,17 +1,15 @@
 //! The quarantine topic: every rejected record's original bytes, with headers saying why
 //! and where it came from (`reason`, `explanation`, `source.topic`, `source.partition`,
 //! `source.offset`). It holds raw payloads: restrict who can read it and give it a
-//! retention that matches the input topic's (see README "Quarantine").
+//! retention that matches the input topic's (docs/exactly-once.md).
 //!
 //! At-least-once: after a crash the records since the last checkpoint are processed
 //! again and their rejections produced again; consumers of the quarantine dedupe on
 //! (source.topic, source.partition, source.offset).
 
 use crate::event::RejectReason;
-use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use crate::kafka::producer::{Outgoing, ProduceError, Producer};
+use crate::kafka::ClientConfig;
 use std::time::Duration;
 
 /// Payloads are quarantined up to this size; a larger one (a `too_large` record) keeps its
@@ -19,9 +17,13 @@ use std::time::Duration;
 /// data to replay, and Kafka's default message size (1 MB) must not drop it.
 pub const MAX_QUARANTINED_BYTES: usize = 512 * 1024;
 
+/// How long a send waits for room in librdkafka's queue before the record counts as
+/// dropped.
+const SEND_PATIENCE: Duration = Duration::from_secs(5);
+
 pub struct Quarantine {
     topic: String,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: Producer,
     pub produced: u64,
     pub dropped: u64,
     /// `produced` at the last flush that completed.
@@ -29,10 +31,10 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
-    pub fn new(topic: &str, client: &ClientConfig) -> Result<Self, KafkaError> {
+    pub fn new(topic: &str, client: &ClientConfig) -> Result<Self, ProduceError> {
         Ok(Self {
             topic: topic.to_string(),
-            producer: client.create()?,
+            producer: Producer::new(client)?,
             produced: 0,
             settled: 0,
             dropped: 0,
@@ -51,62 +53,34 @@ impl Quarantine {
         let size = payload.len().to_string();
         let truncated = payload.len() > MAX_QUARANTINED_BYTES;
         let payload = &payload[..payload.len().min(MAX_QUARANTINED_BYTES)];
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "reason",
-                value: Some(reason.code()),
-            })
-            .insert(Header {
-                key: "explanation",
-                value: Some(reason.explain()),
-            })
-            .insert(Header {
-                key: "source.topic",
-                value: Some(topic),
-            })
-            .insert(Header {
-                key: "source.partition",
-                value: Some(&p),
-            })
-            .insert(Header {
-                key: "source.offset",
-                value: Some(&o),
-            });
+        let mut headers = vec![
+            ("reason", reason.code()),
+            ("explanation", reason.explain()),
+            ("source.topic", topic),
+            ("source.partition", p.as_str()),
+            ("source.offset", o.as_str()),
+        ];
         if truncated {
-            headers = headers
-                .insert(Header {
-                    key: "truncated",
-                    value: Some("true"),
-                })
-                .insert(Header {
-                    key: "original.size",
-                    value: Some(&size),
-                });
+            headers.push(("truncated", "true"));
+            headers.push(("original.size", size.as_str()));
         }
         let key = format!("{topic}/{partition}/{offset}");
-        let mut record = BaseRecord::to(&self.topic)
-            .payload(payload)
-            .key(&key)
-            .headers(headers);
-        // A full local queue is a transient condition: wait for deliveries, then retry,
-        // for at most ~5 s; past that the record is counted as dropped, never blocks forever.
-        for _ in 0..50 {
-            match self.producer.send(record) {
-                Ok(()) => {
-                    self.produced += 1;
-                    return;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err((e, _)) => {
-                    tracing::error!(error = %e, "cannot produce to the quarantine topic; record counted as dropped");
-                    break;
-                }
+        let record = Outgoing {
+            topic: &self.topic,
+            key: key.as_bytes(),
+            payload: Some(payload),
+            partition: None,
+            headers: &headers,
+        };
+        // A full local queue is transient; past `SEND_PATIENCE` the record is counted as
+        // dropped: a stalled quarantine never stalls the partition.
+        match self.producer.send(&record, SEND_PATIENCE) {
+            Ok(()) => self.produced += 1,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot produce to the quarantine topic; record counted as dropped");
+                self.dropped += 1;
             }
         }
-        self.dropped += 1;
     }
 
     /// Waits until every record produced so far has left librdkafka's queue (delivered, or
@@ -132,10 +106,8 @@ impl Quarantine {
 
     /// Everything produced so far delivered or failed, within 10 s. (The producer's own
     /// thread serves delivery reports, so waiting between checks is a sleep.)
-    fn drain(&self) -> rdkafka::error::KafkaResult<()> {
-        crate::source::kafka::flush(&self.producer, Duration::from_secs(10), || {
-            std::thread::sleep(Duration::from_millis(1))
-        })
+    fn drain(&self) -> Result<(), ProduceError> {
+        self.producer.flush(Duration::from_secs(10))
     }
 
     pub fn flush(&self) {

@@ -1,6 +1,5 @@
-//! Where records come from: files for `replay`, the synthetic generator, and (live) Kafka.
-//! Every source yields raw record bytes; decoding is shared (`codec`).
+//! Event-log files for `slatrack replay`: raw record bytes, one frame at a time, with the
+//! same size cap as live records. Live records come from Kafka (`crate::kafka`); decoding
+//! is shared (`crate::codec`).
 
 pub mod file;
-pub mod generator;
-pub mod kafka;

@@ -9,7 +9,7 @@
 //! | `s ␟ source ␟ segment` | `RejectSegment`: a sealed segment's rejections |
 //! | `c ␟ source` | `PartitionCheckpoint`, with the open segment's rejections |
 //! | `m ␟ token` | end-of-log marker (empty, then tombstoned) |
-//! | `r ␟ source ␟ from_offset` | `RejectCounts`: read only, written by releases before segments |
+//! | `r ␟ source ␟ from_offset` | `RejectCounts`: read only, the layout before segments |
 //!
 //! Exactly-once effect without transactions: a partition's windows and sealed segments
 //! are produced and acknowledged *before* its checkpoint. Whoever writes a key again — the
@@ -23,25 +23,19 @@
 //! to every partition and reads until it has seen all of them.
 
 use super::{
-    segment_of, Checkpoint, PartitionCommit, PartitionStore, RejectRow, Store, StoreError,
+    segment_of, Checkpoint, PartitionCommit, PartitionStore, RejectRow, SqliteStore, StoreError,
     StoredReject,
 };
 use crate::config::KafkaConfig;
 use crate::engine::{ClosedBucket, Counters, KeyInfo, Stats};
 use crate::event::{Direction, RejectReason};
+use crate::kafka::log::TopicLog;
+use crate::kafka::producer::{Outgoing, Producer};
+use crate::kafka::ClientConfig;
 use crate::proto;
 use crate::time::{Micros, MICROS_PER_MILLI};
 use prost::Message as _;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SEP: u8 = 0x1f;
@@ -57,29 +51,11 @@ pub enum Mode {
     Everything,
 }
 
-#[derive(Default)]
-struct DeliveryCtx {
-    failed: Mutex<Option<String>>,
-}
-
-impl ClientContext for DeliveryCtx {}
-
-impl ProducerContext for DeliveryCtx {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            if let Ok(mut f) = self.failed.lock() {
-                f.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-}
-
 pub struct KafkaStore {
     topic: String,
     mode: Mode,
-    producer: BaseProducer<DeliveryCtx>,
-    tail: BaseConsumer,
+    producer: Producer,
+    log: TopicLog,
     partitions: i32,
     /// Latest value per key, as read from the log (tombstones remove).
     values: HashMap<Vec<u8>, Vec<u8>>,
@@ -128,7 +104,7 @@ impl KafkaStore {
             why,
         };
         let mut base = match kafka {
-            Some(k) => crate::source::kafka::client_config(k).map_err(|e| err(e.to_string()))?,
+            Some(k) => crate::kafka::client_config(k).map_err(|e| err(e.to_string()))?,
             None => ClientConfig::new(),
         };
         base.set("bootstrap.servers", brokers);
@@ -139,31 +115,9 @@ impl KafkaStore {
         if pc.get("message.timeout.ms").is_none() {
             pc.set("message.timeout.ms", "20000");
         }
-        let producer: BaseProducer<DeliveryCtx> = pc
-            .create_with_context(DeliveryCtx::default())
-            .map_err(|e| {
-                err(format!(
-                    "cannot create the producer: {}",
-                    crate::source::kafka::redact(&e)
-                ))
-            })?;
-        let mut cc = base.clone();
-        cc.set("group.id", "slatrack-store-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
-        let tail: BaseConsumer = cc.create().map_err(|e| {
-            err(format!(
-                "cannot create the reader: {}",
-                crate::source::kafka::redact(&e)
-            ))
-        })?;
-        let partitions = ensure_topic(&base, &tail, topic).map_err(err)?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(|e| err(e.to_string()))?;
-        }
-        tail.assign(&tpl).map_err(|e| err(e.to_string()))?;
+        let producer = Producer::new(&pc).map_err(|e| err(e.to_string()))?;
+        let log = TopicLog::open(&base, topic).map_err(err)?;
+        let partitions = log.partitions();
         let marker_prefix = format!(
             "{}-{}-{:x}",
             hostname(),
@@ -174,7 +128,7 @@ impl KafkaStore {
             topic: topic.to_string(),
             mode,
             producer,
-            tail,
+            log,
             partitions,
             values: HashMap::new(),
             marker_prefix,
@@ -195,41 +149,24 @@ impl KafkaStore {
         payload: Option<&[u8]>,
         partition: Option<i32>,
     ) -> Result<(), StoreError> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let mut rec = BaseRecord::<[u8], [u8]>::to(&self.topic).key(key);
-            if let Some(p) = payload {
-                rec = rec.payload(p);
-            }
-            if let Some(p) = partition {
-                rec = rec.partition(p);
-            }
-            match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
-                    if Instant::now() < deadline =>
-                {
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => return Err(self.err(format!("produce failed: {e}"))),
-            }
-        }
+        let rec = Outgoing {
+            topic: &self.topic,
+            key,
+            payload,
+            partition,
+            headers: &[],
+        };
+        self.producer
+            .send(&rec, TIMEOUT)
+            .map_err(|e| self.err(e.to_string()))
     }
 
     /// Waits until everything produced so far is acknowledged (or failed).
     fn deliver(&self) -> Result<(), StoreError> {
-        crate::source::kafka::flush(&self.producer, TIMEOUT, || {
-            self.producer.poll(Duration::from_millis(1))
-        })
-        .map_err(|e| self.err(format!("writes not acknowledged within 30 s: {e}")))?;
-        let failed = self
-            .producer
-            .context()
-            .failed
-            .lock()
-            .ok()
-            .and_then(|mut f| f.take());
-        match failed {
+        self.producer
+            .flush(TIMEOUT)
+            .map_err(|e| self.err(e.to_string()))?;
+        match self.producer.take_failure() {
             Some(e) => Err(self.err(format!("write failed: {e}"))),
             None => Ok(()),
         }
@@ -255,16 +192,16 @@ impl KafkaStore {
                     self.partitions
                 )));
             }
-            let Some(r) = self.tail.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let m = r.map_err(|e| self.err(format!("read failed: {e}")))?;
-            let Some(k) = m.key() else { continue };
-            if k == mk.as_slice() {
-                seen.insert(m.partition());
-                continue;
-            }
-            apply(&mut self.values, self.mode, k, m.payload());
+            let (values, mode) = (&mut self.values, self.mode);
+            let polled = self.log.poll(Duration::from_millis(200), |r| {
+                let Some(k) = r.key else { return };
+                if k == mk.as_slice() {
+                    seen.insert(r.partition);
+                } else {
+                    apply(values, mode, k, r.payload);
+                }
+            });
+            polled.map_err(|e| self.err(e))?;
         }
         for p in 0..self.partitions {
             self.produce(&mk, None, Some(p))?;
@@ -278,7 +215,7 @@ impl KafkaStore {
     /// open one from the checkpoint itself (segments at or past it belong to an owner
     /// that got further; they are counted once a checkpoint passes them), and what older
     /// releases wrote per commit.
-    pub fn load_into(&self, store: &mut Store) -> Result<(), StoreError> {
+    pub fn load_into(&self, store: &mut SqliteStore) -> Result<(), StoreError> {
         let w = store.writer()?;
         let mut open: HashMap<String, (i64, Vec<proto::RejectCount>)> = HashMap::new();
         let mut sealed: Vec<proto::RejectSegment> = Vec::new();
@@ -418,7 +355,7 @@ impl PartitionStore for KafkaStore {
         self.deliver()?;
         let cp = proto::PartitionCheckpoint {
             source: c.source.to_string(),
-            version: crate::engine::checkpoint::INLINE_CHECKPOINT_VERSION,
+            version: super::checkpoint::CheckpointFormat::DedupInline.version(),
             next_offset: c.next_offset,
             state: c.state.to_vec(),
             updated_ms: crate::time::now_micros() / 1000,
@@ -481,77 +418,8 @@ pub fn closed_bucket(ws: &proto::WindowSummary) -> Result<ClosedBucket, String> 
     })
 }
 
-/// The topic's partition count, creating it (compacted) if it does not exist.
-fn ensure_topic(base: &ClientConfig, probe: &BaseConsumer, topic: &str) -> Result<i32, String> {
-    let count = |probe: &BaseConsumer| -> Result<Option<i32>, String> {
-        let md = probe
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| format!("broker unreachable: {e}"))?;
-        Ok(md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-            .map(|t| t.partitions().len() as i32))
-    };
-    if let Some(n) = count(probe)? {
-        return Ok(n);
-    }
-    tracing::info!(%topic, "creating the scorecard store topic (1 partition, cleanup.policy=compact)");
-    let admin: AdminClient<DefaultClientContext> = base.create().map_err(|e| {
-        format!(
-            "cannot create an admin client: {}",
-            crate::source::kafka::redact(&e)
-        )
-    })?;
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = block_on(admin.create_topics([&new], &opts))
-        .map_err(|e| format!("cannot create the topic: {e}"))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => {
-                return Err(format!(
-                    "cannot create the topic ({code}); create it yourself, compacted"
-                ))
-            }
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(n) = count(probe)? {
-            return Ok(n);
-        }
-        if Instant::now() > deadline {
-            return Err("created, but its metadata did not appear within 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "slatrack".into())
-}
-
-/// Drives one future on this thread. rdkafka's admin futures are completed by
-/// librdkafka's own thread, so no async runtime is needed (and this also works from
-/// inside one, where a nested runtime would panic).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
 }

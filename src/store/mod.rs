@@ -1,17 +1,18 @@
 //! The scorecard store: durable closed buckets, rejection counts and (for the live
 //! path) partition checkpoints. SQLite is the single-machine default; its schema is
-//! documented in README "Store schema" so a scorecard job in any language can read it.
+//! documented in docs/stores.md so a scorecard job in any language can read it.
 
+pub mod checkpoint;
 pub mod kafka;
 pub mod sqlite;
 
 pub use kafka::KafkaStore;
-pub use sqlite::{Store, StoreWriter};
+pub use sqlite::{Coverage, SqliteStore, StoreWriter};
 
-use crate::engine::checkpoint::{DedupRows, StoredKeys};
 use crate::engine::ClosedBucket;
 use crate::event::{Direction, RejectReason};
 use crate::time::Micros;
+use checkpoint::{CheckpointFormat, DedupRows, StoredKeys};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,8 @@ pub enum StoreError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("no scorecard store at {path}: run `slatrack replay` or `slatrack run` first, or pass --store")]
+    Missing { path: String },
     #[error("scorecard store {path} has schema version {found}, this slatrack understands {expected}: use a matching slatrack release or a new store file")]
     SchemaVersion {
         path: String,
@@ -150,8 +153,8 @@ pub struct StoredReject {
 /// every owner of a partition — a resumed one, or two at once while a rebalance overlaps
 /// them (tansu does; a consumer stalled past its session does with any broker) — counts
 /// the same rejections in a segment. Keyed by segment, their writes replace each other
-/// with equal values. Keyed by where a commit started, as before, two owners' commits
-/// from one checkpoint replaced each other's *different* ranges, and a count was lost.
+/// with equal values (keyed by where a commit started, two owners' commits from one
+/// checkpoint would replace each other's *different* ranges, and lose a count).
 /// 2¹⁶ offsets: a sealed segment is at most one store record per 65 536 records, and the
 /// open one, carried in every checkpoint, has at most a row per (tenant, platform, bucket,
 /// reason) among 65 536 records — a malformed flood is one row (no tenant, no bucket);
@@ -209,11 +212,11 @@ pub trait PartitionStore: Send {
     }
 }
 
-impl PartitionStore for Store {
+impl PartitionStore for SqliteStore {
     /// The checkpoint and its dedup rows in one read transaction: a writer committing
     /// meanwhile (another owner) cannot pair one checkpoint with another's rows.
     fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
-        Store::checkpoint_with_dedup(self, source)
+        SqliteStore::checkpoint_with_dedup(self, source)
     }
 
     fn keeps_dedup(&self) -> bool {
@@ -243,13 +246,13 @@ impl PartitionStore for Store {
         let version = match c.dedup {
             Some(d) => {
                 w.put_dedup(c.source, d)?;
-                crate::engine::checkpoint::CHECKPOINT_VERSION
+                CheckpointFormat::DedupInStore
             }
-            None => crate::engine::checkpoint::INLINE_CHECKPOINT_VERSION,
+            None => CheckpointFormat::DedupInline,
         };
         w.put_checkpoint(
             c.source,
-            i64::from(version),
+            i64::from(version.version()),
             c.next_offset,
             c.state,
             crate::time::now_micros() / 1000,
@@ -261,22 +264,22 @@ impl PartitionStore for Store {
 /// The rows one SQLite commit writes: its closed buckets merged per key and UTC day.
 ///
 /// Why: a backfill consumed at full speed closes about one bucket per record (one attempt
-/// per key-minute), and one row per bucket made SQLite most of the apply thread
-/// (BENCHMARKS.md "Peer"). A commit that closes several minutes of one key in one day —
+/// per key-minute), and one row per bucket would make SQLite most of the apply thread.
+/// A commit that closes several minutes of one key in one day —
 /// only a backfill does; live traffic closes about one minute per key per commit —
 /// writes them as one row from its first bucket's start, `bucket_secs` spanning them.
 /// Exactness holds: each bucket closes once per source and the transaction is atomic with
 /// the checkpoint, so the rows of a source stay disjoint; a row never spans a UTC day,
 /// and scorecards select whole UTC days, so every scorecard sums the same counters and
-/// merges the same latencies. (An hour was tried first: a partition's share of a key is
-/// about one record per hour in a backfill, so it merged almost nothing.)
+/// merges the same latencies. (A day rather than an hour: a partition's share of a key
+/// is about one record per hour in a backfill, so hours would merge almost nothing.)
 /// (The Kafka store keeps one record per bucket: without transactions its records must
 /// be keyed by something a resumed partition reproduces, and commit boundaries are not.)
 pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucket]> {
     // Group by index first: a live commit has nothing to merge and must not pay for
     // copying its buckets (a dense one holds a 26 KB histogram). A shard hands out one
-    // `Arc<KeyInfo>` per key, so buckets group by that pointer (comparing strings per bucket was
-    // ≈ 5 % of a backfill's apply thread); groups are then ordered by content, which also
+    // `Arc<KeyInfo>` per key, so buckets group by that pointer rather than by comparing
+    // strings per bucket; groups are then ordered by content, which also
     // joins groups of equal keys, and rows go to the store in key order. (Buckets of one
     // key under different `Arc`s in a commit with nothing else to merge are written one
     // row each: still exact, only not smaller.)
@@ -345,7 +348,7 @@ pub fn open_partition_store(
     kafka: Option<&crate::config::KafkaConfig>,
 ) -> Result<Box<dyn PartitionStore>, StoreError> {
     Ok(match location {
-        Location::Sqlite(p) => Box::new(Store::open(p)?),
+        Location::Sqlite(p) => Box::new(SqliteStore::open(p)?),
         Location::Kafka { brokers, topic } => Box::new(KafkaStore::open(
             brokers,
             topic,
@@ -360,13 +363,13 @@ pub fn open_partition_store(
 pub fn open_for_reading(
     location: &Location,
     kafka: Option<&crate::config::KafkaConfig>,
-) -> Result<Store, StoreError> {
+) -> Result<SqliteStore, StoreError> {
     match location {
-        Location::Sqlite(p) => Store::open(p),
+        Location::Sqlite(p) => SqliteStore::open_read_only(p),
         Location::Kafka { brokers, topic } => {
             let mut ks = KafkaStore::open(brokers, topic, kafka, kafka::Mode::Everything)?;
             ks.sync()?;
-            let mut mem = Store::open(std::path::Path::new(":memory:"))?;
+            let mut mem = SqliteStore::open(std::path::Path::new(":memory:"))?;
             ks.load_into(&mut mem)?;
             Ok(mem)
         }

@@ -2,15 +2,25 @@
 //! (source, tenant, platform, bucket_start_ms), so re-applying the same closed bucket
 //! (a replay run again, a partition re-processed after a crash) rewrites the same row.
 
+use super::checkpoint::{DedupRows, StoredKeys};
 use super::{Checkpoint, StoreError, StoredBucket};
-use crate::engine::checkpoint::{DedupRows, StoredKeys};
 use crate::engine::{ClosedBucket, Counters, Stats};
 use crate::event::{Direction, RejectReason};
 use crate::time::{Micros, MICROS_PER_MILLI};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
 
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema this build writes, kept in `PRAGMA user_version` (and, for readers of
+/// the documented schema, in `meta.schema_version`). Versions:
+///
+/// 1. `buckets`, `rejects`, `meta`, and `checkpoints` as a `WITHOUT ROWID` table.
+/// 2. `checkpoints` as a rowid table (its key in a small index, so a fence read or an
+///    upsert never reads the whole state blob) and `dedup_keys` beside it.
+///
+/// Files written before the version moved to `user_version` have `user_version` 0 and a
+/// `meta` row saying 1; whatever their `checkpoints` table looks like, the steps of
+/// [`migrate`] bring them to the current version.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,44 +69,101 @@ CREATE TABLE IF NOT EXISTS dedup_keys (
 CREATE INDEX IF NOT EXISTS dedup_keys_by_bucket ON dedup_keys (source, bucket_start_us);
 ";
 
-/// Rebuilds a `checkpoints` table made before session 10 (`WITHOUT ROWID`) as a rowid
-/// table. In a `WITHOUT ROWID` table the row is the primary key's B-tree entry, and a
-/// seek compares whole records, overflow pages included: each fence read and each upsert
-/// of a partition's checkpoint read its whole blob (12 MB per partition at 20,000
-/// events/s, where the dedup keys of three minutes dominate), which took the apply thread
-/// (freshness bench). In a rowid table the key sits in a small index and the blob is read
-/// only when selected. Same columns and SQL, so older builds still read the store.
-fn migrate_checkpoints(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let old = || -> Result<bool, rusqlite::Error> {
-        let sql: String = conn.query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'",
+/// The schema version of an open file: `user_version`, or for a file from before that
+/// was kept there, 1 if it has the `meta` row, 0 if it is new (no tables).
+fn schema_version(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if v > 0 {
+        return Ok(v);
+    }
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        return Ok(0);
+    }
+    let legacy: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
             [],
             |r| r.get(0),
-        )?;
-        Ok(sql.to_ascii_uppercase().contains("WITHOUT ROWID"))
+        )
+        .optional()?;
+    Ok(legacy.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+fn cannot_create_shm(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi::ErrorCode;
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+    )
+}
+
+fn wal_of(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    p.into()
+}
+
+/// `path` for a `file:` URI: the characters a URI gives meaning to, percent-encoded.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Brings the file to [`SCHEMA_VERSION`], one step at a time, in one transaction.
+/// Reads first: a store already current takes no write lock here, so opening it never
+/// waits on a running writer.
+fn migrate(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_string(),
+        source,
     };
-    // Read first: a store already migrated (or new) takes no write lock here, so opening
-    // it to read a scorecard never waits on a running writer.
-    if !old()? {
+    let too_new = |found| StoreError::SchemaVersion {
+        path: path.to_string(),
+        found,
+        expected: SCHEMA_VERSION,
+    };
+    let found = schema_version(conn).map_err(open_err)?;
+    if found == SCHEMA_VERSION {
         return Ok(());
     }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let run = || -> Result<(), rusqlite::Error> {
+    if found > SCHEMA_VERSION {
+        return Err(too_new(found));
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(open_err)?;
+    let steps = || -> Result<(), StoreError> {
         // Again under the lock: another process may have migrated it meanwhile.
-        if old()? {
-            // The new table comes from `SCHEMA` itself (its other tables exist, so only
-            // `checkpoints` is created), so the two definitions cannot drift apart.
-            conn.execute_batch("ALTER TABLE checkpoints RENAME TO checkpoints_old")?;
-            conn.execute_batch(SCHEMA)?;
-            conn.execute_batch(
-                "INSERT INTO checkpoints SELECT * FROM checkpoints_old;
-                 DROP TABLE checkpoints_old;",
-            )?;
+        let found = schema_version(conn)?;
+        if found > SCHEMA_VERSION {
+            return Err(too_new(found));
         }
+        if found == 1 {
+            rebuild_checkpoints(conn)?;
+        }
+        // New tables and indexes of every version (all `IF NOT EXISTS`).
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![SCHEMA_VERSION.to_string()],
+        )?;
         Ok(())
     };
-    match run() {
-        Ok(()) => conn.execute_batch("COMMIT"),
+    match steps() {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(open_err),
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)
@@ -104,7 +171,41 @@ fn migrate_checkpoints(conn: &Connection) -> Result<(), rusqlite::Error> {
     }
 }
 
-pub struct Store {
+/// Version 1 → 2: a `WITHOUT ROWID` `checkpoints` table rebuilt as a rowid table with the
+/// same columns and rows. In a `WITHOUT ROWID` table the row is the primary key's B-tree
+/// entry, so each fence read and each upsert of a checkpoint read its whole blob; in a
+/// rowid table the key sits in a small index and the blob is read only when selected.
+fn rebuild_checkpoints(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if !sql.is_some_and(|s| s.to_ascii_uppercase().contains("WITHOUT ROWID")) {
+        return Ok(());
+    }
+    // The new table comes from `SCHEMA` itself (its other tables exist, so only
+    // `checkpoints` is created), so the two definitions cannot drift apart.
+    conn.execute_batch("ALTER TABLE checkpoints RENAME TO checkpoints_old")?;
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(
+        "INSERT INTO checkpoints SELECT * FROM checkpoints_old;
+         DROP TABLE checkpoints_old;",
+    )
+}
+
+/// One tenant's data in a store: buckets from `from` to `to` (µs), `events` in them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Coverage {
+    pub tenant: String,
+    pub from: Micros,
+    pub to: Micros,
+    pub events: u64,
+}
+
+pub struct SqliteStore {
     conn: Connection,
     path: String,
 }
@@ -114,7 +215,7 @@ pub struct StoreWriter<'a> {
     tx: Transaction<'a>,
 }
 
-impl Store {
+impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let p = path.display().to_string();
         let open_err = |source| StoreError::Open {
@@ -135,30 +236,51 @@ impl Store {
         // the apply thread in `benches/peers/compare.py`).
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        migrate_checkpoints(&conn).map_err(open_err)?;
-        let found: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match found {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    params![SCHEMA_VERSION.to_string()],
-                )?;
+        migrate(&conn, &p)?;
+        Ok(Self { conn, path: p })
+    }
+
+    /// Opens an existing store for reading only (`scorecard`): nothing is created or
+    /// written, so a user who may only read the file can read it. Any schema version up to
+    /// this build's is read as it is.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let p = path.display().to_string();
+        let open_err = |source| StoreError::Open {
+            path: p.clone(),
+            source,
+        };
+        if !path.exists() {
+            return Err(StoreError::Missing { path: p });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        let (conn, found) = match schema_version(&conn) {
+            Ok(v) => (conn, v),
+            // A WAL file needs its `-shm` beside it; a reader who may not create one in
+            // the directory reads the file as immutable, which is exact while no writer
+            // has a `-wal` open (none exists).
+            Err(e) if cannot_create_shm(&e) && !wal_of(path).exists() => {
+                drop(conn);
+                let uri = format!("file:{}?immutable=1", uri_path(path));
+                let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                    .map_err(open_err)?;
+                let v = schema_version(&conn).map_err(open_err)?;
+                (conn, v)
             }
-            Some(v) if v.parse::<i64>().ok() == Some(SCHEMA_VERSION) => {}
-            Some(v) => {
-                return Err(StoreError::SchemaVersion {
-                    path: p,
-                    found: v.parse().unwrap_or(-1),
-                    expected: SCHEMA_VERSION,
-                })
-            }
+            Err(e) => return Err(open_err(e)),
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaVersion {
+                path: p,
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        if found == 0 {
+            return Err(StoreError::Missing { path: p });
         }
         Ok(Self { conn, path: p })
     }
@@ -182,6 +304,24 @@ impl Store {
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
         })
+    }
+
+    /// What the store holds per tenant (of one source, or all): the span of its buckets
+    /// and its events. For messages that tell a user which tenants and dates to ask for.
+    pub fn coverage(&self, source: Option<&str>) -> Result<Vec<Coverage>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT tenant, MIN(bucket_start_ms), MAX(bucket_start_ms + bucket_secs * 1000), SUM(events)
+             FROM buckets WHERE ?1 IS NULL OR source = ?1 GROUP BY tenant ORDER BY tenant",
+        )?;
+        let rows = stmt.query_map(params![source], |r| {
+            Ok(Coverage {
+                tenant: r.get(0)?,
+                from: r.get::<_, i64>(1)? * MICROS_PER_MILLI,
+                to: r.get::<_, i64>(2)? * MICROS_PER_MILLI,
+                events: r.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Closed buckets of one tenant with `from <= start < to`, all sources.
@@ -453,48 +593,116 @@ impl StoreWriter<'_> {
 mod tests {
     use super::*;
 
-    /// A store written before session 10 (`checkpoints` as `WITHOUT ROWID`) opens with its
-    /// checkpoints intact in the rowid form, and opening it again changes nothing.
-    #[test]
-    fn an_old_checkpoints_table_is_rebuilt_with_its_rows() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("old.db");
-        let old = SCHEMA.replace(
+    /// Version 1 as it was first written: `checkpoints` without rowid, no `dedup_keys`,
+    /// the version in `meta` only.
+    fn version_1_schema() -> String {
+        let without_dedup = &SCHEMA[..SCHEMA
+            .find("CREATE TABLE IF NOT EXISTS dedup_keys")
+            .unwrap_or(SCHEMA.len())];
+        without_dedup.replace(
             "    updated_ms INTEGER NOT NULL\n);\n",
             "    updated_ms INTEGER NOT NULL\n) WITHOUT ROWID;\n",
-        );
-        assert_ne!(old, SCHEMA);
-        let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        )
+    }
+
+    /// Version 1 files as later releases left them: `checkpoints` already a rowid table
+    /// and `dedup_keys` present, the version still 1 in `meta`.
+    fn version_1_late_schema() -> String {
+        SCHEMA.to_string()
+    }
+
+    fn table_sql(s: &SqliteStore, name: &str) -> Option<String> {
+        s.conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .expect("schema row")
+    }
+
+    /// A store of every earlier schema opens with its rows intact at the current version,
+    /// and opening it again changes nothing.
+    #[test]
+    fn stores_of_every_earlier_schema_open_at_the_current_version() {
+        for (name, schema) in [
+            ("v1", version_1_schema()),
+            ("v1-late", version_1_late_schema()),
+        ] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("old.db");
+            let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            {
+                let c = Connection::open(&path).expect("open");
+                c.execute_batch(&schema).expect("old schema");
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', '1')",
+                    [],
+                )
+                .expect("meta");
+                c.execute(
+                    "INSERT INTO checkpoints VALUES ('kafka:t/0', 1, 42, ?1, 7)",
+                    params![blob],
+                )
+                .expect("row");
+            }
+            // Read-only: read as it is, nothing written.
+            let before = std::fs::read(&path).expect("bytes");
+            let r = SqliteStore::open_read_only(&path).expect("read-only open");
+            assert_eq!(schema_version(&r.conn).expect("version"), 1, "{name}");
+            drop(r);
+            assert_eq!(std::fs::read(&path).expect("bytes"), before, "{name}");
+            for _ in 0..2 {
+                let s = SqliteStore::open(&path).expect("open old store");
+                let v: i64 = s
+                    .conn
+                    .pragma_query_value(None, "user_version", |r| r.get(0))
+                    .expect("user_version");
+                assert_eq!(v, SCHEMA_VERSION, "{name}");
+                let cp = table_sql(&s, "checkpoints").expect("checkpoints table");
+                assert!(!cp.to_uppercase().contains("WITHOUT ROWID"), "{name}: {cp}");
+                assert!(table_sql(&s, "dedup_keys").is_some(), "{name}");
+                assert_eq!(
+                    s.checkpoint("kafka:t/0").expect("read"),
+                    Some((1, 42, blob.clone())),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    /// A store written by a newer release is refused with its version, read or write.
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("new.db");
+        drop(SqliteStore::open(&path).expect("create"));
         {
             let c = Connection::open(&path).expect("open");
-            c.execute_batch(&old).expect("old schema");
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                params![SCHEMA_VERSION.to_string()],
-            )
-            .expect("meta");
-            c.execute(
-                "INSERT INTO checkpoints VALUES ('kafka:t/0', 3, 42, ?1, 7)",
-                params![blob],
-            )
-            .expect("row");
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .expect("bump");
         }
-        let table_sql = |s: &Store| -> String {
-            s.conn
-                .query_row(
-                    "SELECT sql FROM sqlite_master WHERE name = 'checkpoints'",
-                    [],
-                    |r| r.get(0),
-                )
-                .expect("schema row")
-        };
-        for _ in 0..2 {
-            let s = Store::open(&path).expect("open old store");
-            assert!(!table_sql(&s).to_uppercase().contains("WITHOUT ROWID"));
-            assert_eq!(
-                s.checkpoint("kafka:t/0").expect("read"),
-                Some((3, 42, blob.clone()))
-            );
+        for r in [SqliteStore::open(&path), SqliteStore::open_read_only(&path)] {
+            match r {
+                Err(StoreError::SchemaVersion { found, .. }) => {
+                    assert_eq!(found, SCHEMA_VERSION + 1)
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+                Ok(_) => panic!("a newer schema opened"),
+            }
         }
+    }
+
+    /// Opening for reading never creates a file.
+    #[test]
+    fn read_only_open_of_a_missing_store_creates_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("none.db");
+        assert!(matches!(
+            SqliteStore::open_read_only(&path),
+            Err(StoreError::Missing { .. })
+        ));
+        assert!(!path.exists());
     }
 }

@@ -1,5 +1,5 @@
 //! A deliberately naive, exact reference computation of the SLA definitions, written
-//! straight from the README without sharing code with the engine.
+//! straight from docs/engine.md without sharing code with the engine.
 #![allow(dead_code)]
 
 use slatrack::config::Config;

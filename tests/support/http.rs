@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.0 GET against slatrack's metrics listener: the whole response (status
-//! line, headers, body), or "" when nothing answers (callers poll or assert on it).
+//! A minimal HTTP/1.1 GET (`Connection: close`) against slatrack's metrics listener: the
+//! whole response (status line, headers, body), or "" when nothing answers (callers poll
+//! or assert on it).
 #![allow(dead_code)]
 
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
@@ -7,7 +8,10 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return String::new();
     };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: slatrack\r\nConnection: close\r\n\r\n"
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out

@@ -23,7 +23,7 @@ pub fn replay<'a>(
     }
     drop(w);
     let store = dir.join("replay.db");
-    let mut s = slatrack::store::Store::open(&store).unwrap();
+    let mut s = slatrack::store::SqliteStore::open(&store).unwrap();
     let opts = slatrack::replay::ReplayOptions {
         inputs: vec![file],
         format: None,

@@ -74,8 +74,7 @@ impl<'a> Wire<'a> {
 }
 
 /// Decodes into `out`, copying the strings into its buffers, which keep their capacity:
-/// a steady stream decodes without allocating (four `String`s per record before; malloc
-/// and free were ≈ 8 % of the service's time on the JSON peer bench). Records of the
+/// a steady stream decodes without allocating. Records of the
 /// simple shape are read by [`scan`]; serde_json reads the rest.
 pub fn decode_into(bytes: &[u8], out: &mut DeliveryEvent) -> Result<(), Rejected> {
     if let Some(f) = scan::scan(bytes) {
@@ -88,6 +87,7 @@ pub fn decode_into(bytes: &[u8], out: &mut DeliveryEvent) -> Result<(), Rejected
 
 /// Whether the scanner read `bytes` (`Ok(true)`), left them to serde_json (`Ok(false)`),
 /// or read them differently from serde_json (`Err`, our bug).
+#[cfg(any(test, fuzzing))]
 fn scanner_agrees(bytes: &[u8]) -> Result<bool, String> {
     let Some(ours) = scan::scan(bytes) else {
         return Ok(false);
@@ -99,9 +99,9 @@ fn scanner_agrees(bytes: &[u8]) -> Result<bool, String> {
     }
 }
 
-/// Panics if the scanner reads `bytes` differently from serde_json (the `decode_json`
-/// fuzz target calls this on every input).
-#[doc(hidden)]
+/// Panics if the scanner reads `bytes` differently from serde_json: the `decode_json`
+/// fuzz target's oracle, built only under `cargo fuzz` (`--cfg fuzzing`).
+#[cfg(fuzzing)]
 pub fn check_scanner(bytes: &[u8]) {
     if let Err(e) = scanner_agrees(bytes) {
         panic!("{e}");

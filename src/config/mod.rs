@@ -4,6 +4,8 @@
 //! operator can fix the file without reading code. Defaults reproduce the Globex pilot's
 //! SLA targets; `config/slatrack.toml` spells them out.
 
+mod validate;
+
 use crate::event::Direction;
 use crate::time::{self, Micros};
 use serde::{Deserialize, Deserializer};
@@ -29,7 +31,11 @@ pub enum ConfigError {
 /// Upper bound of `limits.max_keys`.
 pub const MAX_KEYS_LIMIT: usize = 1_000_000;
 
-fn invalid(key: impl Into<String>, value: impl std::fmt::Display, why: &str) -> ConfigError {
+pub(crate) fn invalid(
+    key: impl Into<String>,
+    value: impl std::fmt::Display,
+    why: &str,
+) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         value: value.to_string(),
@@ -39,12 +45,12 @@ fn invalid(key: impl Into<String>, value: impl std::fmt::Display, why: &str) -> 
 
 /// A duration written as `"500ms"`, `"2m"`, `"7d"` in the TOML file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub Micros);
+pub struct ConfigDuration(pub Micros);
 
-impl<'de> Deserialize<'de> for Span {
+impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        time::parse_duration(&s).map(Span).ok_or_else(|| {
+        time::parse_duration(&s).map(ConfigDuration).ok_or_else(|| {
             serde::de::Error::custom(format!(
                 "invalid duration {s:?}: write a whole number and a unit (us, ms, s, m, h, d), e.g. \"2m\""
             ))
@@ -52,7 +58,7 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
-impl std::fmt::Display for Span {
+impl std::fmt::Display for ConfigDuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "\"{}\"", time::format_duration(self.0))
     }
@@ -90,13 +96,13 @@ pub struct Config {
 pub struct AlertsConfig {
     /// How long the 1h on-time ratio must stay below target before `SlatrackSLADrift`
     /// fires. 10 minutes by default; the end-to-end test shortens it.
-    pub drift_for: Span,
+    pub drift_for: ConfigDuration,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
         Self {
-            drift_for: Span(10 * time::MICROS_PER_MIN),
+            drift_for: ConfigDuration(10 * time::MICROS_PER_MIN),
         }
     }
 }
@@ -109,8 +115,10 @@ pub struct MetricsConfig {
     pub listen: String,
     /// `false` drops the tenant label: series aggregate over tenants (tenant="all").
     pub tenant_label: bool,
-    /// How often gauges are refreshed from the engine's windows.
-    pub publish_interval: Span,
+    /// How often the live service refreshes the freshness gauges
+    /// (`slatrack_last_event_timestamp_seconds`) from its partitions; they lag the input
+    /// by the fetch plus at most this.
+    pub publish_interval: ConfigDuration,
     /// (tenant, platform) keys with their own series; further keys are exported as
     /// tenant `__overflow__` (per platform), so the scrape stays bounded (≈6 KB per key).
     pub max_series_keys: usize,
@@ -121,7 +129,7 @@ impl Default for MetricsConfig {
         Self {
             listen: "127.0.0.1:9898".into(),
             tenant_label: true,
-            publish_interval: Span(time::MICROS_PER_SEC),
+            publish_interval: ConfigDuration(100 * time::MICROS_PER_MILLI),
             max_series_keys: 1_000,
         }
     }
@@ -169,17 +177,17 @@ fn default_format() -> crate::codec::Format {
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     /// How often each partition writes its closed buckets and checkpoint.
-    pub checkpoint_interval: Span,
+    pub checkpoint_interval: ConfigDuration,
     /// A partition with no record for this long advances its watermark with the wall
     /// clock, so its open buckets still close.
-    pub idle_timeout: Span,
+    pub idle_timeout: ConfigDuration,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
-            checkpoint_interval: Span(time::MICROS_PER_SEC),
-            idle_timeout: Span(30 * time::MICROS_PER_SEC),
+            checkpoint_interval: ConfigDuration(time::MICROS_PER_SEC),
+            idle_timeout: ConfigDuration(30 * time::MICROS_PER_SEC),
         }
     }
 }
@@ -223,23 +231,23 @@ impl KafkaConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
     /// Width of the event-time tumbling buckets.
-    pub bucket: Span,
+    pub bucket: ConfigDuration,
     /// How far behind the newest event time a bucket stays open for late records.
-    pub allowed_lateness: Span,
+    pub allowed_lateness: ConfigDuration,
     /// Rolling windows published from closed buckets.
-    pub windows: Vec<Span>,
+    pub windows: Vec<ConfigDuration>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            bucket: Span(time::MICROS_PER_MIN),
-            allowed_lateness: Span(2 * time::MICROS_PER_MIN),
+            bucket: ConfigDuration(time::MICROS_PER_MIN),
+            allowed_lateness: ConfigDuration(2 * time::MICROS_PER_MIN),
             windows: vec![
-                Span(5 * time::MICROS_PER_MIN),
-                Span(time::MICROS_PER_HOUR),
-                Span(time::MICROS_PER_DAY),
-                Span(7 * time::MICROS_PER_DAY),
+                ConfigDuration(5 * time::MICROS_PER_MIN),
+                ConfigDuration(time::MICROS_PER_HOUR),
+                ConfigDuration(time::MICROS_PER_DAY),
+                ConfigDuration(7 * time::MICROS_PER_DAY),
             ],
         }
     }
@@ -250,13 +258,13 @@ impl Default for EngineConfig {
 pub struct ValidationConfig {
     /// Timestamps further than this ahead of the wall clock are rejected as
     /// `timestamp_out_of_range`, so one absurd clock cannot drag the watermark forward.
-    pub max_future_skew: Span,
+    pub max_future_skew: ConfigDuration,
 }
 
 impl Default for ValidationConfig {
     fn default() -> Self {
         Self {
-            max_future_skew: Span(10 * time::MICROS_PER_MIN),
+            max_future_skew: ConfigDuration(10 * time::MICROS_PER_MIN),
         }
     }
 }
@@ -301,7 +309,7 @@ pub struct SlaConfig {
     /// Fraction of events delivered within `latency_target` (green at or above).
     pub on_time_target: f64,
     /// End-to-end (`completed_at − enqueued_at`) bound for an event to count as on time.
-    pub latency_target: Span,
+    pub latency_target: ConfigDuration,
     /// On-time ratio within this many points (fraction) below target is yellow, else red.
     pub yellow_margin: f64,
     pub failed_target: f64,
@@ -311,26 +319,26 @@ pub struct SlaConfig {
     /// A rate up to `rate_yellow_factor ×` its target is yellow, above is red.
     pub rate_yellow_factor: f64,
     /// Soft latency targets: missing them is yellow.
-    pub p50_target: Span,
-    pub p95_target: Span,
+    pub p50_target: ConfigDuration,
+    pub p95_target: ConfigDuration,
     /// Hard latency threshold: exceeding it is red.
-    pub p99_threshold: Span,
+    pub p99_threshold: ConfigDuration,
 }
 
 impl Default for SlaConfig {
     fn default() -> Self {
         Self {
             on_time_target: 0.95,
-            latency_target: Span(500 * time::MICROS_PER_MILLI),
+            latency_target: ConfigDuration(500 * time::MICROS_PER_MILLI),
             yellow_margin: 0.05,
             failed_target: 0.02,
             retry_target: 0.05,
             max_retries_target: 0.005,
             dlq_target: 0.001,
             rate_yellow_factor: 2.0,
-            p50_target: Span(300 * time::MICROS_PER_MILLI),
-            p95_target: Span(500 * time::MICROS_PER_MILLI),
-            p99_threshold: Span(1000 * time::MICROS_PER_MILLI),
+            p50_target: ConfigDuration(300 * time::MICROS_PER_MILLI),
+            p95_target: ConfigDuration(500 * time::MICROS_PER_MILLI),
+            p99_threshold: ConfigDuration(1000 * time::MICROS_PER_MILLI),
         }
     }
 }
@@ -345,7 +353,7 @@ pub struct PlatformConfig {
     #[serde(deserialize_with = "de_direction")]
     pub direction: Direction,
     pub on_time_target: Option<f64>,
-    pub latency_target: Option<Span>,
+    pub latency_target: Option<ConfigDuration>,
 }
 
 fn de_direction<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
@@ -364,7 +372,7 @@ fn default_platforms() -> Vec<PlatformConfig> {
             name: name.into(),
             direction,
             on_time_target: target,
-            latency_target: latency_ms.map(|ms| Span(ms * time::MICROS_PER_MILLI)),
+            latency_target: latency_ms.map(|ms| ConfigDuration(ms * time::MICROS_PER_MILLI)),
         }
     };
     vec![
@@ -461,207 +469,6 @@ impl Config {
         cfg.validate()?;
         Ok(cfg)
     }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.alerts.drift_for.0 < time::MICROS_PER_SEC
-            || self.alerts.drift_for.0 % time::MICROS_PER_SEC != 0
-        {
-            return Err(invalid(
-                "alerts.drift_for",
-                self.alerts.drift_for,
-                "must be a whole number of seconds, at least 1s",
-            ));
-        }
-        let e = &self.engine;
-        if e.bucket.0 < time::MICROS_PER_SEC || time::MICROS_PER_DAY % e.bucket.0 != 0 {
-            return Err(invalid(
-                "engine.bucket",
-                e.bucket,
-                "must be at least 1s and divide a day evenly (e.g. \"10s\", \"1m\", \"5m\")",
-            ));
-        }
-        if e.allowed_lateness.0 < 0 {
-            return Err(invalid(
-                "engine.allowed_lateness",
-                e.allowed_lateness,
-                "must not be negative",
-            ));
-        }
-        if e.windows.is_empty() {
-            return Err(invalid(
-                "engine.windows",
-                "[]",
-                "list at least one window, e.g. [\"5m\", \"1h\"]",
-            ));
-        }
-        for (i, w) in e.windows.iter().enumerate() {
-            if w.0 < e.bucket.0 || w.0 % e.bucket.0 != 0 {
-                return Err(invalid(
-                    format!("engine.windows[{i}]"),
-                    w,
-                    "must be a whole multiple of engine.bucket",
-                ));
-            }
-            if w.0 > time::MICROS_PER_HOUR && w.0 % time::MICROS_PER_HOUR != 0 {
-                return Err(invalid(
-                    format!("engine.windows[{i}]"),
-                    w,
-                    "windows longer than 1h advance by whole hours and must be a whole number of hours",
-                ));
-            }
-        }
-        if self.validation.max_future_skew.0 <= 0 {
-            return Err(invalid(
-                "validation.max_future_skew",
-                self.validation.max_future_skew,
-                "must be positive",
-            ));
-        }
-        if self.limits.max_keys == 0 {
-            return Err(invalid("limits.max_keys", 0, "must be at least 1"));
-        }
-        if self.limits.max_keys > MAX_KEYS_LIMIT {
-            // Far past what memory allows anyway (≈ 47 KB a key, BENCHMARKS.md), and what
-            // keeps the key table's name buffer addressable with 32-bit offsets.
-            return Err(invalid(
-                "limits.max_keys",
-                self.limits.max_keys,
-                "must be at most 1000000 per shard",
-            ));
-        }
-        if self.limits.max_record_bytes < 64 {
-            return Err(invalid(
-                "limits.max_record_bytes",
-                self.limits.max_record_bytes,
-                "must be at least 64",
-            ));
-        }
-        let s = &self.sla;
-        check_fraction("sla.on_time_target", s.on_time_target)?;
-        check_fraction("sla.yellow_margin", s.yellow_margin)?;
-        check_fraction("sla.failed_target", s.failed_target)?;
-        check_fraction("sla.retry_target", s.retry_target)?;
-        check_fraction("sla.max_retries_target", s.max_retries_target)?;
-        check_fraction("sla.dlq_target", s.dlq_target)?;
-        if s.rate_yellow_factor.is_nan() || s.rate_yellow_factor < 1.0 {
-            return Err(invalid(
-                "sla.rate_yellow_factor",
-                s.rate_yellow_factor,
-                "must be at least 1.0",
-            ));
-        }
-        for (key, v) in [
-            ("sla.latency_target", s.latency_target),
-            ("sla.p50_target", s.p50_target),
-            ("sla.p95_target", s.p95_target),
-            ("sla.p99_threshold", s.p99_threshold),
-        ] {
-            if v.0 <= 0 {
-                return Err(invalid(key, v, "must be positive"));
-            }
-        }
-        if self.service.checkpoint_interval.0 <= 0 {
-            return Err(invalid(
-                "service.checkpoint_interval",
-                self.service.checkpoint_interval,
-                "must be positive",
-            ));
-        }
-        if self.service.idle_timeout.0 <= 0 {
-            return Err(invalid(
-                "service.idle_timeout",
-                self.service.idle_timeout,
-                "must be positive",
-            ));
-        }
-        if !self.metrics.listen.is_empty()
-            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(invalid(
-                "metrics.listen",
-                format!("{:?}", self.metrics.listen),
-                "write host:port with a numeric address, e.g. \"127.0.0.1:9898\" or \"0.0.0.0:9898\"; \"\" disables",
-            ));
-        }
-        if self.metrics.max_series_keys == 0 {
-            return Err(invalid(
-                "metrics.max_series_keys",
-                0,
-                "must be at least 1 (set metrics.tenant_label = false to drop tenants)",
-            ));
-        }
-        if self.metrics.publish_interval.0 <= 0 {
-            return Err(invalid(
-                "metrics.publish_interval",
-                self.metrics.publish_interval,
-                "must be positive",
-            ));
-        }
-        if let Some(k) = &self.kafka {
-            if k.brokers.trim().is_empty() {
-                return Err(invalid(
-                    "kafka.brokers",
-                    "\"\"",
-                    "list at least one host:port",
-                ));
-            }
-            if k.topics.is_empty() {
-                return Err(invalid(
-                    "kafka.topics",
-                    "[]",
-                    "list at least one topic to consume",
-                ));
-            }
-            for key in k.properties.keys() {
-                if matches!(
-                    key.as_str(),
-                    "group.id" | "bootstrap.servers" | "enable.auto.commit"
-                ) {
-                    return Err(invalid(
-                        format!("kafka.properties.{key:?}"),
-                        "(set)",
-                        "is managed by slatrack: use kafka.group_id / kafka.brokers; offsets are committed by slatrack after each checkpoint",
-                    ));
-                }
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, p) in self.platforms.iter().enumerate() {
-            if p.id.is_empty()
-                || !p
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                return Err(invalid(
-                    format!("platforms[{i}].id"),
-                    format!("{:?}", p.id),
-                    "use lowercase letters, digits, '_' or '-' as in the events' platform field",
-                ));
-            }
-            if !seen.insert(p.id.as_str()) {
-                return Err(invalid(
-                    format!("platforms[{i}].id"),
-                    format!("{:?}", p.id),
-                    "is listed twice",
-                ));
-            }
-            if let Some(t) = p.on_time_target {
-                check_fraction(&format!("platforms[{i}].on_time_target"), t)?;
-            }
-            if let Some(l) = p.latency_target {
-                if l.0 <= 0 {
-                    return Err(invalid(
-                        format!("platforms[{i}].latency_target"),
-                        l,
-                        "must be positive",
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
     pub fn platform(&self, id: &str) -> Option<&PlatformConfig> {
         self.platforms.iter().find(|p| p.id == id)
     }
@@ -681,7 +488,7 @@ impl Config {
     }
 }
 
-fn check_fraction(key: &str, v: f64) -> Result<(), ConfigError> {
+pub(crate) fn check_fraction(key: &str, v: f64) -> Result<(), ConfigError> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
     } else {
@@ -699,7 +506,7 @@ mod tests {
 
     #[test]
     fn shipped_config_parses_and_matches_defaults() {
-        let text = include_str!("../config/slatrack.toml");
+        let text = include_str!("../../config/slatrack.toml");
         let cfg = Config::from_toml(text).expect("config/slatrack.toml is valid");
         let d = Config::default();
         assert_eq!(cfg.platforms.len(), 5);

@@ -1,9 +1,40 @@
-//! librdkafka client settings shared by the consumer, the quarantine producer and the
-//! generator. Secrets come from `kafka.properties` (resolved `env:`/`file:` references)
-//! and are never logged.
+//! Every use of the Kafka client (librdkafka through `rdkafka`) lives here:
+//!
+//! - this file: client settings from `[kafka]` (secrets resolved from `env:`/`file:`
+//!   references, never logged) and redaction of client errors;
+//! - [`consumer`]: the service's consumer: its librdkafka context (rebalances, broker
+//!   health, high watermarks), polling into batches, fetch moves and group commits;
+//! - [`producer`]: the one producer (quarantine, Kafka store, traffic generator);
+//! - [`log`]: reading a compacted topic from its start (the Kafka store's view);
+//! - [`mock`]: librdkafka's in-process mock cluster (the demo).
+//!
+//! The rest of slatrack sees plain Rust: partitions as `(topic, partition)`, offsets as
+//! `i64`, errors as text safe to log.
+
+pub mod consumer;
+pub mod log;
+pub mod mock;
+pub mod producer;
 
 use crate::config::{ConfigError, KafkaConfig};
-use rdkafka::config::ClientConfig;
+pub use rdkafka::config::ClientConfig;
+
+/// A Kafka client could not be set up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Redacted text, not the `KafkaError`: its `Display` (and so any error chain that
+    /// keeps it as a source) can include a configuration value, i.e. a password.
+    #[error("Kafka client error: {0} (check kafka.brokers and kafka.properties; the broker may be unreachable)")]
+    Client(String),
+}
+
+impl From<rdkafka::error::KafkaError> for ClientError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        ClientError::Client(redact(&e))
+    }
+}
 
 /// Base settings for any client of this cluster.
 pub fn client_config(k: &KafkaConfig) -> Result<ClientConfig, ConfigError> {
@@ -29,13 +60,13 @@ pub fn consumer_config(k: &KafkaConfig) -> Result<ClientConfig, ConfigError> {
         ("partition.assignment.strategy", "range,roundrobin"),
         // High watermarks for the lag metric come from the statistics callback.
         ("statistics.interval.ms", "1000"),
-        // librdkafka's default (1 s) idles the fetcher each time its local queue is full;
-        // catching up a backlog then runs in 1 s bursts (measured: 0.29M vs 1.4M msg/s).
+        // librdkafka's default (1 s) idles the fetcher each time its local queue is full,
+        // so catching up a backlog would run in 1 s bursts.
         ("fetch.queue.backoff.ms", "10"),
         // How long the broker may hold a fetch that has less than fetch.min.bytes. Kafka
-        // answers as soon as data exists; tansu holds it to the limit, and librdkafka's
-        // 500 ms default made the probe latency p99 1.1–1.4 s at 50k events/s (100 ms:
-        // BENCHMARKS.md "Freshness"). Idle partitions cost ten fetches a second.
+        // answers as soon as data exists; tansu holds it to the limit, so this bounds the
+        // delay an event adds on its way to the gauges. Idle partitions cost ten fetches
+        // a second.
         ("fetch.wait.max.ms", "100"),
     ] {
         if !k.properties.contains_key(key) {
@@ -64,39 +95,6 @@ pub fn redact(e: &rdkafka::error::KafkaError) -> String {
             format!("client configuration rejected: {desc} (property {key}; value not shown)")
         }
         other => other.to_string(),
-    }
-}
-
-/// Waits until everything `producer` queued is acknowledged or failed, checking every
-/// millisecond; `poll` serves its delivery reports (a `BaseProducer` must be polled; a
-/// `ThreadedProducer`'s own thread does it, so `poll` may just sleep).
-///
-/// Why not `Producer::flush`: rust-rdkafka's polls in 100 ms slices that each run to their
-/// end, so any flush took ≥ 100 ms however fast the broker acknowledged. A Kafka-store
-/// checkpoint flushes twice: 200 ms per partition of the apply thread's time, and a
-/// revocation of 6 partitions took 1.2 s (the tansu suite's logs), while the group waited.
-pub fn flush<C, P>(
-    producer: &P,
-    timeout: std::time::Duration,
-    poll: impl Fn(),
-) -> rdkafka::error::KafkaResult<()>
-where
-    C: rdkafka::producer::ProducerContext + 'static,
-    P: rdkafka::producer::Producer<C>,
-{
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        // A zero timeout: librdkafka sends what lingers, and answers at once.
-        match producer.flush(std::time::Duration::ZERO) {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
-                if std::time::Instant::now() < deadline =>
-            {
-                poll()
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
 

@@ -6,6 +6,11 @@
 //! then failed or dead-lettered. Profiles per platform are tuned so the seed report's
 //! statuses come out (Benevity green, Goodera yellow, Workday red, Impact-In green,
 //! SAP SuccessFactors silent); Workday's first three weeks have the firewall incident.
+//!
+//! [`globex_fixture`] is the 10-week file fixture; [`live`] produces the same shape in real
+//! time to a Kafka topic (`slatrack generate --brokers`, the demo).
+
+pub mod live;
 
 use crate::event::{DeliveryEvent, Direction, Outcome};
 use crate::time::{Micros, MICROS_PER_DAY, MICROS_PER_MILLI, MICROS_PER_SEC};

@@ -5,7 +5,8 @@
 
 use crate::codec::Format;
 use crate::event::DeliveryEvent;
-use crate::source::generator::{attempts, globex_profiles, Profile, Rng};
+use crate::kafka::producer::{Outgoing, ProduceError, Producer};
+use crate::synthetic::{attempts, globex_profiles, Profile, Rng};
 use crate::time::{Micros, MICROS_PER_MIN, MICROS_PER_SEC};
 use std::collections::BTreeMap;
 
@@ -32,7 +33,7 @@ impl Scenario {
 }
 
 /// One record to publish: key (the event id) and encoded value.
-pub struct Outgoing {
+pub struct Generated {
     pub key: String,
     pub value: Vec<u8>,
 }
@@ -76,7 +77,7 @@ impl LiveGenerator {
 
     /// Starts `rate × elapsed` new logical events at `now` and returns every record whose
     /// time has come.
-    pub fn tick(&mut self, now: Micros, rate: f64, elapsed_s: f64, out: &mut Vec<Outgoing>) {
+    pub fn tick(&mut self, now: Micros, rate: f64, elapsed_s: f64, out: &mut Vec<Generated>) {
         self.carry += rate * elapsed_s;
         let n = self.carry.floor() as u64;
         self.carry -= n as f64;
@@ -112,7 +113,7 @@ impl LiveGenerator {
             let value = self.encode(&ev);
             match self.scenario {
                 Scenario::Malformed if self.rng.below(50) == 0 => {
-                    out.push(Outgoing {
+                    out.push(Generated {
                         key: ev.event_id.clone(),
                         value: value[..value.len() / 2].to_vec(),
                     });
@@ -127,14 +128,14 @@ impl LiveGenerator {
                     continue;
                 }
                 Scenario::LateAndDuplicates if self.rng.below(20) == 0 => {
-                    out.push(Outgoing {
+                    out.push(Generated {
                         key: ev.event_id.clone(),
                         value: value.clone(),
                     });
                 }
                 _ => {}
             }
-            out.push(Outgoing {
+            out.push(Generated {
                 key: ev.event_id,
                 value,
             });
@@ -146,16 +147,15 @@ impl LiveGenerator {
 /// Produces live traffic to `topic` at `rate` logical events/s until `duration` passes or
 /// `stop` is set. Returns the number of records produced.
 pub fn produce(
-    client: &rdkafka::ClientConfig,
+    client: &crate::kafka::ClientConfig,
     topic: &str,
     mut generator: LiveGenerator,
     rate: f64,
     duration: Option<std::time::Duration>,
     stop: &std::sync::atomic::AtomicBool,
-) -> Result<u64, rdkafka::error::KafkaError> {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+) -> Result<u64, ProduceError> {
     use std::time::{Duration, Instant};
-    let producer: ThreadedProducer<DefaultProducerContext> = client.create()?;
+    let producer = Producer::new(client)?;
     let start = Instant::now();
     let mut last = Instant::now();
     let mut out = Vec::new();
@@ -168,22 +168,14 @@ pub fn produce(
         out.clear();
         generator.tick(crate::time::now_micros(), rate, dt, &mut out);
         for o in &out {
-            let mut rec = BaseRecord::to(topic).key(&o.key).payload(&o.value);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        r,
-                    )) => {
-                        rec = r;
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => return Err(e),
-                }
-            }
+            let rec = Outgoing {
+                topic,
+                key: o.key.as_bytes(),
+                payload: Some(&o.value),
+                partition: None,
+                headers: &[],
+            };
+            producer.send(&rec, Duration::from_secs(30))?;
         }
     }
     producer.flush(Duration::from_secs(10))?;

@@ -1,0 +1,141 @@
+//! The one producer slatrack writes to Kafka with: the quarantine topic, the Kafka
+//! scorecard store and the traffic generator all send through [`Producer`].
+//!
+//! librdkafka's own thread serves delivery reports (a `ThreadedProducer`); the first
+//! failed delivery since the last [`Producer::take_failure`] is kept, so a caller that must
+//! know its writes landed (the store, before it writes a checkpoint) can ask.
+
+use super::redact;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
+use rdkafka::ClientContext;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Why a record was not handed to librdkafka, or a flush did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(String),
+    #[error("librdkafka's queue stayed full for {0:?} (the broker is slow or unreachable)")]
+    QueueFull(Duration),
+    #[error("produce failed: {0}")]
+    Send(String),
+    #[error("writes not acknowledged within {timeout:?}: {why}")]
+    Flush { timeout: Duration, why: String },
+}
+
+/// Keeps the first delivery failure reported by librdkafka's thread.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failed: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            if let Ok(mut f) = self.failed.lock() {
+                f.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// One record to send. `payload: None` is a tombstone; `partition: None` lets the
+/// partitioner choose by key.
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub key: &'a [u8],
+    pub payload: Option<&'a [u8]>,
+    pub partition: Option<i32>,
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+pub struct Producer {
+    inner: ThreadedProducer<DeliveryTracker>,
+}
+
+impl Producer {
+    pub fn new(client: &ClientConfig) -> Result<Self, ProduceError> {
+        let inner = client
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| ProduceError::Create(redact(&e)))?;
+        Ok(Self { inner })
+    }
+
+    /// Hands one record to librdkafka. A full local queue is transient: it waits for
+    /// deliveries and retries until `patience` has passed, never forever.
+    pub fn send(&self, rec: &Outgoing<'_>, patience: Duration) -> Result<(), ProduceError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let mut r = BaseRecord::<[u8], [u8]>::to(rec.topic).key(rec.key);
+            if let Some(p) = rec.payload {
+                r = r.payload(p);
+            }
+            if let Some(p) = rec.partition {
+                r = r.partition(p);
+            }
+            if !rec.headers.is_empty() {
+                let mut h = OwnedHeaders::new_with_capacity(rec.headers.len());
+                for (key, value) in rec.headers {
+                    h = h.insert(Header {
+                        key,
+                        value: Some(*value),
+                    });
+                }
+                r = r.headers(h);
+            }
+            match self.inner.send(r) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if Instant::now() >= deadline {
+                        return Err(ProduceError::QueueFull(patience));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(ProduceError::Send(redact(&e))),
+            }
+        }
+    }
+
+    /// Waits until everything sent so far is acknowledged or failed, checking every
+    /// millisecond. (`rdkafka`'s own `flush` waits in 100 ms slices that each run to
+    /// their end, which would put a 100 ms floor under every store checkpoint.)
+    pub fn flush(&self, timeout: Duration) -> Result<(), ProduceError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // A zero timeout: librdkafka sends what lingers, and answers at once.
+            match self.inner.flush(Duration::ZERO) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => {
+                    return Err(ProduceError::Flush {
+                        timeout,
+                        why: redact(&e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The first delivery that failed since the last call, if any.
+    pub fn take_failure(&self) -> Option<String> {
+        self.inner
+            .context()
+            .failed
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take())
+    }
+}

@@ -1,0 +1,147 @@
+//! Checkpoint scheduling: when each partition commits, how commits are paced against
+//! the apply thread, how idle partitions' watermarks advance, and what a store failure
+//! does (fetching pauses until the store accepts writes again).
+
+use super::partitions::PartitionSet;
+use crate::store::StoreError;
+use crate::time::Micros;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Checkpoints take at most about one part in this many of the apply thread: a
+/// partition's next commit waits at least this many times its last commit's duration,
+/// times the partitions owned, when that is longer than `service.checkpoint_interval`.
+///
+/// Why: a commit's cost grows with what it writes (with the Kafka store, every dedup key
+/// of the lateness horizon; with SQLite, the keys and buckets since the last commit), so
+/// at high input rates commits on a fixed interval would take the apply thread over and
+/// the lag would run away. Spaced out, buckets become durable later (the counters move
+/// later) and a crash re-reads more, but freshness holds.
+pub(super) const COMMIT_SHARE: u32 = 10;
+
+/// The least time between two commits of one partition (see [`COMMIT_SHARE`]).
+pub(super) fn commit_spacing(interval: Duration, last_cost: Duration, owned: u32) -> Duration {
+    interval.max(last_cost.saturating_mul(COMMIT_SHARE.saturating_mul(owned)))
+}
+
+impl PartitionSet {
+    /// Advances idle partitions' watermarks with the wall clock, then checkpoints the
+    /// partitions that are due (`force`: all). Returns false while the store refuses
+    /// writes: from a failed attempt until the next successful one (a round with nothing
+    /// due keeps the previous state, so fetching does not flap).
+    pub(super) fn checkpoint_due(&mut self, force: bool) -> bool {
+        let interval = Duration::from_micros(self.config.service.checkpoint_interval.0 as u64);
+        let idle = Duration::from_micros(self.config.service.idle_timeout.0 as u64);
+        let lateness = self.config.engine.allowed_lateness.0;
+        let owned = self.parts.len() as u32;
+        let mut ok = true;
+        let mut committed = false;
+        let mut settled = false;
+        let mut done = Vec::new();
+        let mut superseded = Vec::new();
+        // Quiet is idle only while we fetch: paused for the store or cut off from every
+        // broker, a partition delivers nothing though records wait, and advancing its
+        // watermark by the wall clock would turn them into `late` ones once they arrive.
+        // The idle clock restarts when fetching does.
+        let fetching =
+            !self.status.store_failing() && !self.status.brokers_down.load(Ordering::Relaxed);
+        for (&(ti, partition), p) in self.parts.iter_mut() {
+            if !fetching {
+                p.last_record = Instant::now();
+                p.idle_base = None;
+            }
+            let quiet = p.last_record.elapsed();
+            if quiet >= idle {
+                let base = *p.idle_base.get_or_insert_with(|| {
+                    p.pipeline.shard.max_event_time().unwrap_or(Micros::MIN)
+                });
+                if base != Micros::MIN {
+                    p.pipeline
+                        .shard
+                        .advance_watermark(base - lateness + quiet.as_micros() as Micros);
+                }
+            }
+            let spacing = commit_spacing(interval, p.commit_cost, owned);
+            if !force && p.last_commit.elapsed() < spacing {
+                continue;
+            }
+            p.last_commit = Instant::now();
+            if !force
+                && p.next_offset == p.checkpointed_offset
+                && p.pipeline.shard.open_buckets() == 0
+            {
+                continue;
+            }
+            // Quarantined records up to here must be on the broker before a checkpoint
+            // moves past their offsets (see `Quarantine::settle`); paid once per round,
+            // and only when something was quarantined since the last one.
+            if !settled {
+                if let Some(q) = self.quarantine.as_mut() {
+                    if !q.settle() {
+                        ok = false;
+                        break;
+                    }
+                }
+                settled = true;
+            }
+            let t = Instant::now();
+            match p
+                .pipeline
+                .commit(self.store.as_mut(), &p.source, p.next_offset)
+            {
+                Ok(buckets) => {
+                    p.commit_cost = t.elapsed();
+                    self.status
+                        .last_checkpoint_us
+                        .store(p.commit_cost.as_micros() as u64, Ordering::Relaxed);
+                    self.telemetry.absorb(&buckets);
+                    let keys = p.pipeline.shard.keys();
+                    let overflowed = keys.overflowed;
+                    self.status.keys_overflowed.fetch_add(
+                        overflowed.saturating_sub(p.overflow_reported),
+                        Ordering::Relaxed,
+                    );
+                    p.overflow_reported = overflowed;
+                    if let (Some(wm), Ok(mut m)) =
+                        (p.pipeline.shard.watermark(), self.status.watermark.lock())
+                    {
+                        m.insert((self.topics[ti].0.clone(), partition), wm);
+                    }
+                    p.checkpointed_offset = p.next_offset;
+                    done.push((ti, partition, p.next_offset));
+                    committed = true;
+                }
+                Err(e @ StoreError::Superseded { .. }) => {
+                    tracing::warn!(source = %p.source, error = %e, "partition committed by another owner");
+                    superseded.push((ti, partition));
+                }
+                Err(e) => {
+                    self.status.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(source = %p.source, error = %e, "checkpoint failed; fetching pauses until the store accepts writes (nothing is dropped: the partition's buckets stay pending)");
+                    if let Ok(mut f) = self.status.store_failure.lock() {
+                        *f = Some(e.to_string());
+                    }
+                    ok = false;
+                    // The store is shared by every partition: one refusal per round is
+                    // enough (each attempt can block for the store's timeout).
+                    break;
+                }
+            }
+        }
+        if ok && committed {
+            if let Ok(mut f) = self.status.store_failure.lock() {
+                if f.take().is_some() {
+                    tracing::info!("the scorecard store accepts writes again; fetching resumes");
+                }
+            }
+        }
+        for (ti, partition, next) in done {
+            let topic = self.topics[ti].0.clone();
+            self.note_checkpoint(&topic, partition, next);
+        }
+        for (ti, partition) in superseded {
+            self.resume_superseded(ti, partition);
+        }
+        ok && !self.status.store_failing()
+    }
+}

@@ -1,0 +1,306 @@
+//! The partition set: one single-writer [`Pipeline`] per assigned partition, owned by
+//! the apply thread. Records are applied under the set's mutex, taken once per batch: the
+//! only other taker is the rebalance callback, which librdkafka runs inside `poll` on the
+//! poll thread, so the lock is never on the per-record path.
+
+use crate::codec::Format;
+use crate::config::Config;
+use crate::event::RejectReason;
+use crate::kafka::consumer::{Batch, FetchMove, Rebalance, TopicPartition};
+use crate::pipeline::{Pipeline, Verdict};
+use crate::runtime::RuntimeStatus;
+use crate::sink::prometheus::Telemetry;
+use crate::sink::quarantine::Quarantine;
+use crate::store::{PartitionStore, StoreError};
+use crate::time::Micros;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub(super) struct Partition {
+    pub(super) pipeline: Pipeline,
+    pub(super) source: String,
+    pub(super) next_offset: i64,
+    pub(super) checkpointed_offset: i64,
+    pub(super) last_commit: Instant,
+    /// How long the partition's last commit took (see `checkpoints::COMMIT_SHARE`).
+    pub(super) commit_cost: Duration,
+    pub(super) last_record: Instant,
+    /// Newest event time when the partition went idle (for the idle-timeout watermark).
+    pub(super) idle_base: Option<Micros>,
+    /// The shard's overflow count already reported to `RuntimeStatus::keys_overflowed`.
+    pub(super) overflow_reported: u64,
+    /// Newest event time per key id as last handed to the exporter (only changes are).
+    pub(super) seen_published: Vec<Micros>,
+    /// Assignment generation that assigned it: records polled earlier are stale.
+    /// `takeover::AWAITING_SEEK` while fetching is being moved to a new checkpoint.
+    pub(super) generation: u64,
+    /// Id of its latest resumption from another owner's checkpoint (`resume_superseded`);
+    /// 0 if none.
+    pub(super) resumed: u64,
+}
+
+pub(super) struct PartitionSet {
+    pub(super) config: Arc<Config>,
+    pub(super) store: Box<dyn PartitionStore>,
+    pub(super) topics: Vec<(String, Format)>,
+    pub(super) parts: BTreeMap<(usize, i32), Partition>,
+    pub(super) quarantine: Option<Quarantine>,
+    pub(super) status: Arc<RuntimeStatus>,
+    pub(super) telemetry: Arc<Telemetry>,
+    pub(super) fatal: Option<String>,
+    /// (topic, partition, next offset) checkpointed since the last group commit.
+    pub(super) to_commit: Vec<(String, i32, i64)>,
+    /// Assignments so far (see the module doc); the poll thread tags records with it.
+    pub(super) generation: Arc<AtomicU64>,
+    /// Fetch positions the poll thread is to move.
+    pub(super) seeks: Vec<FetchMove>,
+    /// Resumptions from another owner's checkpoint so far (ids for `Partition::resumed`).
+    pub(super) resumptions: u64,
+}
+
+pub(super) fn lock(set: &Mutex<PartitionSet>) -> MutexGuard<'_, PartitionSet> {
+    // A panic while holding the lock is our bug; the state is still consistent enough to
+    // checkpoint-or-not, and the next checkpoint decides what is durable.
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PartitionSet {
+    pub(super) fn topic_index(&self, name: &str) -> Option<usize> {
+        self.topics.iter().position(|(t, _)| t == name)
+    }
+
+    /// Restores the partition's checkpoint. Returns the offset to fetch from: the
+    /// checkpoint's, or `None` without one (then the group offset or
+    /// `auto.offset.reset` decides, and the partition counts from there).
+    pub(super) fn assign(&mut self, topic: &str, partition: i32) -> Option<i64> {
+        self.restore(topic, partition, false)
+    }
+
+    /// [`PartitionSet::assign`], or (`superseded`) the same after another owner's commit.
+    pub(super) fn restore(&mut self, topic: &str, partition: i32, superseded: bool) -> Option<i64> {
+        let ti = self.topic_index(topic)?;
+        let source = format!("kafka:{topic}/{partition}");
+        let bounds = Pipeline::bounds(&self.config);
+        match Pipeline::resume(
+            self.config.clone(),
+            self.topics[ti].1,
+            bounds,
+            self.store.as_mut(),
+            &source,
+        ) {
+            Ok((pipeline, restored)) => {
+                let next = restored.unwrap_or(0);
+                // Overflow before this assignment was reported by whoever counted it.
+                let overflow_reported = pipeline.shard.keys().overflowed;
+                if superseded {
+                    tracing::info!(%source, next_offset = next, "partition resumed from its other owner's checkpoint");
+                } else {
+                    tracing::info!(%source, next_offset = next, "partition assigned, checkpoint restored");
+                }
+                let now = Instant::now();
+                self.parts.insert(
+                    (ti, partition),
+                    Partition {
+                        pipeline,
+                        source,
+                        next_offset: next,
+                        checkpointed_offset: next,
+                        last_commit: now,
+                        commit_cost: Duration::ZERO,
+                        last_record: now,
+                        idle_base: None,
+                        overflow_reported,
+                        seen_published: Vec::new(),
+                        generation: self.generation.load(Ordering::Relaxed),
+                        resumed: 0,
+                    },
+                );
+                restored
+            }
+            Err(e) => {
+                tracing::error!(%source, error = %e, "cannot restore the partition's checkpoint");
+                self.fatal = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    pub(super) fn revoke(&mut self, topic: &str, partition: i32) {
+        let Some(ti) = self.topic_index(topic) else {
+            return;
+        };
+        if let Ok(mut m) = self.status.watermark.lock() {
+            m.remove(&(topic.to_string(), partition));
+        }
+        if let Some(mut p) = self.parts.remove(&(ti, partition)) {
+            // As before a periodic checkpoint: quarantined copies first (`Quarantine::settle`).
+            if self.quarantine.as_mut().is_some_and(|q| !q.settle()) {
+                tracing::warn!(source = %p.source, "partition revoked without a final checkpoint: its quarantined records are not yet on the broker; its next owner re-reads since the last checkpoint");
+                return;
+            }
+            match p
+                .pipeline
+                .commit(self.store.as_mut(), &p.source, p.next_offset)
+            {
+                Ok(buckets) => {
+                    self.telemetry.absorb(&buckets);
+                    self.note_checkpoint(topic, partition, p.next_offset);
+                    tracing::info!(source = %p.source, next_offset = p.next_offset, "partition revoked after its checkpoint");
+                }
+                Err(e @ StoreError::Superseded { .. }) => {
+                    tracing::info!(source = %p.source, error = %e, "partition revoked; its other owner's checkpoint stands");
+                }
+                Err(e) => {
+                    // Nothing is lost: the next owner resumes from the previous checkpoint.
+                    self.status.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(source = %p.source, error = %e, "partition revoked without a final checkpoint; its next owner re-reads since the last one");
+                }
+            }
+        }
+    }
+
+    pub(super) fn note_checkpoint(&mut self, topic: &str, partition: i32, next: i64) {
+        self.status.commits.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.status.checkpointed.lock() {
+            m.insert((topic.to_string(), partition), next);
+        }
+        self.to_commit.push((topic.to_string(), partition, next));
+    }
+
+    pub(super) fn apply(&mut self, batch: &Batch, now: Micros) {
+        // One clock read per batch, not per record, and the status counters added once
+        // per batch: an atomic add per record and counter
+        // is a locked instruction on a line the exporter reads.
+        let arrived = Instant::now();
+        let (mut records, mut counted, mut duplicates, mut skipped) = (0u64, 0u64, 0u64, 0u64);
+        for it in &batch.items {
+            let Some(p) = self.parts.get_mut(&(it.topic, it.partition)) else {
+                continue; // revoked while the batch was being polled
+            };
+            if it.offset < p.next_offset || it.generation < p.generation {
+                skipped += 1;
+                continue;
+            }
+            let bytes = batch.payload(it);
+            records += 1;
+            p.pipeline.rejects.at_offset(it.offset);
+            match p.pipeline.process(bytes, now) {
+                Verdict::Counted => counted += 1,
+                Verdict::Duplicate => duplicates += 1,
+                Verdict::Rejected(reason) => {
+                    self.status.rejected.fetch_add(1, Ordering::Relaxed);
+                    if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
+                        self.status.rejected_by_reason[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(q) = self.quarantine.as_mut() {
+                        q.send(
+                            bytes,
+                            reason,
+                            &self.topics[it.topic].0,
+                            it.partition,
+                            it.offset,
+                        );
+                        self.status.quarantined.store(q.produced, Ordering::Relaxed);
+                    }
+                }
+            }
+            p.next_offset = it.offset + 1;
+            p.last_record = arrived;
+            p.idle_base = None;
+        }
+        // `records` last, with release: a reader that loads it with acquire also sees the
+        // verdicts of those records.
+        let s = &self.status;
+        s.counted.fetch_add(counted, Ordering::Relaxed);
+        s.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        s.skipped_below_checkpoint
+            .fetch_add(skipped, Ordering::Relaxed);
+        s.records.fetch_add(records, Ordering::Release);
+    }
+
+    /// Newest event time per key, for `slatrack_last_event_timestamp_seconds`: what an
+    /// operator reads to know an event reached slatrack (applied, deduplicated, in an open
+    /// bucket). Published on its own cadence rather than with checkpoints, so that it lags
+    /// the input by the fetch and this interval, not the checkpoint interval.
+    pub(super) fn publish_freshness(&mut self) {
+        for p in self.parts.values_mut() {
+            let keys = p.pipeline.shard.keys();
+            let infos = keys.infos();
+            p.seen_published.resize(infos.len(), Micros::MIN);
+            let changed = infos.iter().enumerate().filter_map(|(i, k)| {
+                let at = keys.last_seen(i as u32);
+                (at > p.seen_published[i]).then(|| {
+                    p.seen_published[i] = at;
+                    (k.tenant.to_string(), k.platform.to_string(), at)
+                })
+            });
+            self.telemetry.freshness(changed);
+        }
+    }
+
+    /// Lag = high watermark (from librdkafka's statistics, no extra broker round trip)
+    /// minus the next offset to apply. Only owned partitions are reported, so revoked ones
+    /// disappear.
+    pub(super) fn update_lag(&self, high: &BTreeMap<TopicPartition, i64>) {
+        let mut lag = BTreeMap::new();
+        for (&(ti, partition), p) in &self.parts {
+            let key = (self.topics[ti].0.clone(), partition);
+            if let Some(&h) = high.get(&key) {
+                lag.insert(key, (h - p.next_offset).max(0));
+            }
+        }
+        if let Ok(mut m) = self.status.lag.lock() {
+            *m = lag;
+        }
+    }
+}
+
+/// The partition set as the consumer's rebalance handler (callbacks run inside `poll` on
+/// the poll thread; each takes the set's lock once).
+pub(super) struct RebalanceHandler(pub(super) Arc<Mutex<PartitionSet>>);
+
+impl Rebalance for RebalanceHandler {
+    /// Restores each assigned partition; its checkpoint's offset is where fetching starts.
+    fn assigned(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>> {
+        let mut set = lock(&self.0);
+        set.generation.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = set.store.refresh() {
+            // Restoring from a stale view of a shared store could double count.
+            tracing::error!(error = %e, "cannot read the scorecard store before restoring checkpoints");
+            set.fatal = Some(e.to_string());
+            set.status.ready.store(false, Ordering::Relaxed);
+            return vec![None; partitions.len()];
+        }
+        let offsets = partitions
+            .iter()
+            .map(|(topic, partition)| set.assign(topic, *partition))
+            .collect();
+        let ready = set.fatal.is_none();
+        set.status.ready.store(ready, Ordering::Relaxed);
+        offsets
+    }
+
+    fn revoked(&self, partitions: &[TopicPartition]) {
+        let mut set = lock(&self.0);
+        for (topic, partition) in partitions {
+            set.revoke(topic, *partition);
+        }
+        set.status.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// Gives every partition up as on a revoke.
+    fn lost(&self) {
+        let mut set = lock(&self.0);
+        let owned: Vec<TopicPartition> = set
+            .parts
+            .keys()
+            .map(|&(ti, p)| (set.topics[ti].0.clone(), p))
+            .collect();
+        for (t, p) in owned {
+            set.revoke(&t, p);
+        }
+        set.status.ready.store(false, Ordering::Relaxed);
+    }
+}

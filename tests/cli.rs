@@ -1,0 +1,320 @@
+//! The command line as a new user meets it: each finding a whole-program run of the
+//! binary, asserting what the user sees (exit status, stdout, stderr, files left behind).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn slatrack() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_slatrack"));
+    c.env("SLATRACK_LOG", "warn");
+    for k in [
+        "SLATRACK_BROKERS",
+        "SLATRACK_STORE",
+        "SLATRACK_METRICS_LISTEN",
+    ] {
+        c.env_remove(k);
+    }
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("the slatrack binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A JSON-lines file of one tenant's events over three days from 2025-10-06.
+fn events_file(dir: &Path, tenant: &str) -> PathBuf {
+    let start = slatrack::time::parse_date("2025-10-06").expect("date");
+    let events = slatrack::synthetic::pilot(7, tenant, start, 3 * 86_400_000_000, 300);
+    let path = dir.join(format!("{tenant}.jsonl"));
+    let mut f = std::fs::File::create(&path).expect("create");
+    for e in &events {
+        writeln!(f, "{}", slatrack::codec::json::encode(e)).expect("write");
+    }
+    path
+}
+
+fn replay(store: &Path, input: &Path) -> Output {
+    run(slatrack()
+        .arg("replay")
+        .arg("--store")
+        .arg(store)
+        .arg("--input")
+        .arg(input))
+}
+
+#[test]
+fn a_replay_summary_names_the_tenants_and_dates_it_covers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = events_file(dir.path(), "globex");
+    let out = replay(&dir.path().join("s.db"), &input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("tenant \"globex\"") && stdout.contains("--from 2025-10-06"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(
+        &run(slatrack()
+            .args(["replay", "--json", "--store"])
+            .arg(dir.path().join("s.db"))
+            .arg("--input")
+            .arg(&input))
+        .stdout,
+    )
+    .expect("JSON summary");
+    assert_eq!(summary["coverage"][0]["tenant"], "globex", "{summary}");
+}
+
+#[test]
+fn a_scorecard_without_data_names_what_the_store_holds_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("s.db");
+    assert!(replay(&store, &events_file(dir.path(), "globex"))
+        .status
+        .success());
+    for (tenant, from, to) in [
+        ("Globex", "2025-10-06", "2025-10-09"),
+        ("globex", "2024-01-01", "2024-02-01"),
+    ] {
+        let out = run(slatrack()
+            .args([
+                "scorecard",
+                "--tenant",
+                tenant,
+                "--from",
+                from,
+                "--to",
+                to,
+                "--store",
+            ])
+            .arg(&store));
+        assert!(!out.status.success(), "{tenant} {from}: exit 0");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("no data for tenant")
+                && err.contains("tenant \"globex\"")
+                && err.contains("--from 2025-10-06"),
+            "{err}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "no all-N/A report: {}",
+            text(&out.stdout)
+        );
+    }
+    let ok = run(slatrack()
+        .args([
+            "scorecard",
+            "--tenant",
+            "globex",
+            "--from",
+            "2025-10-06",
+            "--to",
+            "2025-10-09",
+            "--store",
+        ])
+        .arg(&store));
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+}
+
+#[test]
+fn a_replay_that_counts_nothing_fails_and_leaves_no_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = dir.path().join("garbage.jsonl");
+    std::fs::write(
+        &binary,
+        (0..4096u32)
+            .map(|i| (i * 7 % 256) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .expect("write");
+    let store = dir.path().join("s.db");
+    let out = replay(&store, &binary);
+    assert!(
+        !out.status.success(),
+        "exit 0 for a replay that counted nothing"
+    );
+    assert!(
+        text(&out.stderr).contains("no record of the input was counted"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!store.exists(), "a failed replay left a store behind");
+}
+
+#[test]
+fn a_missing_input_says_its_cause_once_and_creates_no_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("s.db");
+    let out = replay(&store, &dir.path().join("missing.jsonl"));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("missing.jsonl"), "{err}");
+    assert!(
+        !store.exists(),
+        "a failed replay created {}",
+        store.display()
+    );
+    let out = run(slatrack().args(["rules", "--config", "/nonexistent/slatrack.toml"]));
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
+fn every_command_takes_the_config_the_same_way() {
+    // `run` without --config reads the defaults (no [kafka]) and says what is missing.
+    let out = run(slatrack().arg("run"));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("[kafka]") && !err.contains("required"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = events_file(dir.path(), "globex");
+    let store = dir.path().join("s.db");
+    assert!(replay(&store, &input).status.success());
+    for args in [
+        vec!["rules"],
+        vec![
+            "scorecard",
+            "--tenant",
+            "globex",
+            "--from",
+            "2025-10-06",
+            "--to",
+            "2025-10-09",
+        ],
+    ] {
+        // The read end is closed before the child starts: its first write fails.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut c = slatrack();
+        c.args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped());
+        if args[0] == "scorecard" {
+            c.arg("--store").arg(&store);
+        }
+        let out = c.spawn().expect("spawn").wait_with_output().expect("wait");
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_scorecard_reads_a_store_its_user_may_not_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("s.db");
+    assert!(replay(&store, &events_file(dir.path(), "globex"))
+        .status
+        .success());
+    let mut c = slatrack();
+    // As root, permissions do not stop writes: read as the unprivileged `nobody` instead.
+    let root = text(&run(Command::new("id").arg("-u")).stdout).trim() == "0";
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    if root {
+        set(dir.path(), 0o755);
+        set(&store, 0o644);
+        c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_slatrack"))
+            .env("SLATRACK_LOG", "warn");
+    } else {
+        set(&store, 0o444);
+        set(dir.path(), 0o555);
+    }
+    let before = std::fs::read(&store).expect("bytes");
+    let out = run(c
+        .args([
+            "scorecard",
+            "--tenant",
+            "globex",
+            "--from",
+            "2025-10-06",
+            "--to",
+            "2025-10-09",
+            "--store",
+        ])
+        .arg(&store));
+    set(dir.path(), 0o755);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Delivery SLA"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(&store).expect("bytes"),
+        before,
+        "reading changed the store"
+    );
+}
+
+#[test]
+fn durations_on_the_command_line_take_units() {
+    let out = run(slatrack().args(["demo", "--duration", "1x"]));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is not a duration") && err.contains("5m"),
+        "{err}"
+    );
+}
+
+/// The demo serves metrics where asked, falls back to a free port when the default one is
+/// taken, and starts clean when run again in the same directory.
+#[test]
+fn the_demo_listens_where_asked_and_survives_a_busy_default_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Hold the default port (if another process already does, the demo must cope too).
+    let _held = std::net::TcpListener::bind("127.0.0.1:9898");
+    for listen in [None, Some("127.0.0.1:0")] {
+        let mut c = slatrack();
+        c.args(["demo", "--duration", "2s", "--rate", "200", "--dir"])
+            .arg(dir.path().join("demo"));
+        if let Some(l) = listen {
+            c.args(["--listen", l]);
+        }
+        let out = run(&mut c);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{listen:?}: {}\n{stdout}",
+            text(&out.stderr)
+        );
+        assert!(
+            stdout.contains("Prometheus metrics at http://127.0.0.1:"),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("127.0.0.1:9898/metrics"), "{stdout}");
+        if listen.is_none() {
+            assert!(stdout.contains("9898 is taken"), "{stdout}");
+        }
+        let last = stdout
+            .lines()
+            .rev()
+            .find(|l| l.contains("records "))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !last.contains("records 0 "),
+            "{listen:?}: the final line counts nothing: {last}"
+        );
+    }
+}
