@@ -38,6 +38,18 @@ fn events_file(dir: &Path, tenant: &str) -> PathBuf {
     path
 }
 
+/// `scorecard` over the days of [`events_file`], before `--store`'s value.
+const GLOBEX_SCORECARD: [&str; 8] = [
+    "scorecard",
+    "--tenant",
+    "globex",
+    "--from",
+    "2025-10-06",
+    "--to",
+    "2025-10-09",
+    "--store",
+];
+
 fn replay(store: &Path, input: &Path) -> Output {
     run(slatrack()
         .arg("replay")
@@ -107,18 +119,7 @@ fn a_scorecard_without_data_names_what_the_store_holds_and_fails() {
             text(&out.stdout)
         );
     }
-    let ok = run(slatrack()
-        .args([
-            "scorecard",
-            "--tenant",
-            "globex",
-            "--from",
-            "2025-10-06",
-            "--to",
-            "2025-10-09",
-            "--store",
-        ])
-        .arg(&store));
+    let ok = run(slatrack().args(GLOBEX_SCORECARD).arg(&store));
     assert!(ok.status.success(), "{}", text(&ok.stderr));
 }
 
@@ -185,18 +186,7 @@ fn a_closed_stdout_is_not_a_panic() {
     let input = events_file(dir.path(), "globex");
     let store = dir.path().join("s.db");
     assert!(replay(&store, &input).status.success());
-    for args in [
-        vec!["rules"],
-        vec![
-            "scorecard",
-            "--tenant",
-            "globex",
-            "--from",
-            "2025-10-06",
-            "--to",
-            "2025-10-09",
-        ],
-    ] {
+    for args in [vec!["rules"], GLOBEX_SCORECARD.to_vec()] {
         // The read end is closed before the child starts: its first write fails.
         let (reader, writer) = std::io::pipe().expect("pipe");
         drop(reader);
@@ -240,18 +230,7 @@ fn a_scorecard_reads_a_store_its_user_may_not_write() {
         set(dir.path(), 0o555);
     }
     let before = std::fs::read(&store).expect("bytes");
-    let out = run(c
-        .args([
-            "scorecard",
-            "--tenant",
-            "globex",
-            "--from",
-            "2025-10-06",
-            "--to",
-            "2025-10-09",
-            "--store",
-        ])
-        .arg(&store));
+    let out = run(c.args(GLOBEX_SCORECARD).arg(&store));
     set(dir.path(), 0o755);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(

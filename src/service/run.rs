@@ -156,7 +156,7 @@ fn serve_metrics(
 ) -> Result<(), ServiceError> {
     let addr = crate::sink::http::serve(listen, telemetry.clone()).map_err(|e| {
         ServiceError::Fatal(format!(
-            "cannot listen on metrics.listen = {listen:?}: {e} (port in use? set another, or \"\" to disable)"
+            "cannot listen on {listen:?} for /metrics: {e} (port in use? set metrics.listen, or --listen for the demo, to another address, or \"\" to disable)"
         ))
     })?;
     tracing::info!(url = %format!("http://{addr}/metrics"), "metrics endpoint up (/healthz, /readyz too)");
