@@ -195,7 +195,7 @@ fn a_closed_stdout_is_not_a_panic() {
             .stdout(writer)
             .stderr(std::process::Stdio::piped());
         if args[0] == "scorecard" {
-            c.arg("--store").arg(&store);
+            c.arg(&store);
         }
         let out = c.spawn().expect("spawn").wait_with_output().expect("wait");
         let err = text(&out.stderr);

@@ -6,9 +6,9 @@
 //!
 //! Most one-minute buckets of one key hold a handful of attempts, so a bucket keeps its
 //! first [`FEW`] latencies as exact values and only switches to a full HDR histogram past
-//! that, rather than allocate and zero 26 KB per bucket. Quantiles are reported identically in both forms (the
-//! top of the HDR bucket holding the nearest-rank value), so the representation never
-//! shows in a number.
+//! that, rather than allocate and zero 26 KB per bucket. Quantiles are reported
+//! identically in both forms (the top of the HDR bucket holding the nearest-rank value),
+//! so the representation never shows in a number.
 
 use super::few::FewVec;
 use crate::event::{DeliveryEvent, Outcome};

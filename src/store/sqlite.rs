@@ -232,8 +232,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         // 64 MiB of page cache (default 2 MiB): with a million bucket rows the primary-key
-        // B-tree no longer fits, and every upsert re-read pages from disk (pread dominated
-        // the apply thread in `benches/peers/compare.py`).
+        // B-tree would no longer fit, and every upsert would re-read pages from disk.
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(open_err)?;
         migrate(&conn, &p)?;
