@@ -94,6 +94,21 @@ fn schema_version(conn: &Connection) -> Result<i64, rusqlite::Error> {
     Ok(legacy.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
+/// How long [`SqliteStore::open`] retries an open that another process's open refused.
+const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn is_busy(e: &StoreError) -> bool {
+    let sql = match e {
+        StoreError::Open { source, .. } => source,
+        StoreError::Sql(e) => e,
+        _ => return false,
+    };
+    matches!(
+        sql.sqlite_error_code(),
+        Some(rusqlite::ffi::ErrorCode::DatabaseBusy | rusqlite::ffi::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn cannot_create_shm(e: &rusqlite::Error) -> bool {
     use rusqlite::ffi::ErrorCode;
     matches!(
@@ -216,7 +231,23 @@ pub struct StoreWriter<'a> {
 }
 
 impl SqliteStore {
+    /// Opens (creating or upgrading) a store for writing. Several processes may open one
+    /// new store at once: SQLite then refuses one of them at once rather than let two
+    /// lock upgrades wait on each other (a busy error the busy timeout does not cover),
+    /// so a refused open is retried for up to [`OPEN_PATIENCE`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + OPEN_PATIENCE;
+        loop {
+            match Self::open_once(path) {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self, StoreError> {
         let p = path.display().to_string();
         let open_err = |source| StoreError::Open {
             path: p.clone(),
@@ -689,6 +720,25 @@ mod tests {
                 }
                 Err(e) => panic!("unexpected error: {e}"),
                 Ok(_) => panic!("a newer schema opened"),
+            }
+        }
+    }
+
+    /// Instances started together open one new store at once: every open succeeds.
+    #[test]
+    fn many_writers_may_open_one_new_store_at_once() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("shared.db");
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || SqliteStore::open(&path).map(|_| ()))
+                })
+                .collect();
+            for o in opens {
+                let r = o.join().expect("thread");
+                assert!(r.is_ok(), "{r:?}");
             }
         }
     }
