@@ -5,7 +5,6 @@
 use libfuzzer_sys::fuzz_target;
 use slatrack::codec::Format;
 use slatrack::config::Config;
-use slatrack::engine::Shard;
 use slatrack::pipeline::Pipeline;
 use std::sync::Arc;
 
@@ -20,8 +19,9 @@ fuzz_target!(|data: &[u8]| {
         p.process(&tail[..n], 1_760_000_000_000_000);
         rest = &tail[n..];
     }
-    let state = p.slatrack::store::checkpoint::encode_inline(&shard, 42);
-    let (restored, next) = slatrack::store::checkpoint::decode(config, &state).expect("own checkpoint restores");
+    let state = slatrack::store::checkpoint::encode_inline(&p.shard, 42);
+    let (restored, next) =
+        slatrack::store::checkpoint::decode(config, &state).expect("own checkpoint restores");
     assert_eq!(next, 42);
     assert_eq!(restored.watermark(), p.shard.watermark());
     assert_eq!(restored.open_buckets(), p.shard.open_buckets());
