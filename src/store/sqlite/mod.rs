@@ -1,0 +1,339 @@
+//! SQLite scorecard store. Writes are idempotent upserts keyed by
+//! (source, tenant, platform, bucket_start_ms), so re-applying the same closed bucket
+//! (a replay run again, a partition re-processed after a crash) rewrites the same row.
+//! Opening a store (connection settings, the schema and its versions) is in [`open`].
+
+mod open;
+
+pub use open::SCHEMA_VERSION;
+
+use super::checkpoint::{DedupRows, StoredKeys};
+use super::{Checkpoint, StoreError, StoredBucket};
+use crate::engine::{ClosedBucket, Counters, Stats};
+use crate::event::{Direction, RejectReason};
+use crate::time::{Micros, MICROS_PER_MILLI};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// One tenant's data in a store: buckets from `from` to `to` (µs), `events` in them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Coverage {
+    pub tenant: String,
+    pub from: Micros,
+    pub to: Micros,
+    pub events: u64,
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: String,
+}
+
+/// One atomic unit of writes: everything a replay run or a checkpoint produced.
+pub struct StoreWriter<'a> {
+    tx: Transaction<'a>,
+}
+
+impl SqliteStore {
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Makes every write fail as on a read-only file (SQLite `query_only`), so tests can
+    /// exercise the store-unavailable path without root or a full disk.
+    pub fn set_read_only_for_tests(&self, on: bool) {
+        let _ = self.conn.pragma_update(None, "query_only", on);
+    }
+
+    /// A write transaction, holding the write lock from its start: what it reads (the
+    /// commit fence's checkpoint) cannot change before it commits, and a second writer
+    /// waits for the lock (`busy_timeout`) instead of failing at its first write.
+    pub fn writer(&mut self) -> Result<StoreWriter<'_>, StoreError> {
+        Ok(StoreWriter {
+            tx: self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
+        })
+    }
+
+    /// What the store holds per tenant (of one source, or all): the span of its buckets
+    /// and its events. For messages that tell a user which tenants and dates to ask for.
+    pub fn coverage(&self, source: Option<&str>) -> Result<Vec<Coverage>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT tenant, MIN(bucket_start_ms), MAX(bucket_start_ms + bucket_secs * 1000), SUM(events)
+             FROM buckets WHERE ?1 IS NULL OR source = ?1 GROUP BY tenant ORDER BY tenant",
+        )?;
+        let rows = stmt.query_map(params![source], |r| {
+            Ok(Coverage {
+                tenant: r.get(0)?,
+                from: r.get::<_, i64>(1)? * MICROS_PER_MILLI,
+                to: r.get::<_, i64>(2)? * MICROS_PER_MILLI,
+                events: r.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Closed buckets of one tenant with `from <= start < to`, all sources.
+    pub fn buckets(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<StoredBucket>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT source, platform, direction, bucket_start_ms, attempts, events, delivered, failed,
+                    dead_lettered, on_time, retried, max_retries, latency_sum_us, latency_hist
+             FROM buckets WHERE tenant = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3
+             ORDER BY bucket_start_ms, platform, source",
+        )?;
+        let rows = stmt.query_map(
+            params![tenant, from / MICROS_PER_MILLI, to / MICROS_PER_MILLI],
+            |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    Counters {
+                        attempts: n(4)?,
+                        events: n(5)?,
+                        delivered: n(6)?,
+                        failed: n(7)?,
+                        dead_lettered: n(8)?,
+                        on_time: n(9)?,
+                        retried: n(10)?,
+                        max_retries: n(11)?,
+                        latency_sum_us: n(12)?,
+                    },
+                    r.get::<_, Vec<u8>>(13)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (source, platform, direction, start_ms, counters, hist) = row?;
+            let what = || format!("({source}, {tenant}, {platform}, {start_ms})");
+            let latency = Stats::latencies_from_bytes(&hist)
+                .map_err(|why| StoreError::Corrupt { what: what(), why })?;
+            let direction = Direction::parse(&direction).ok_or_else(|| StoreError::Corrupt {
+                what: what(),
+                why: format!("direction {direction:?}"),
+            })?;
+            out.push(StoredBucket {
+                source,
+                tenant: tenant.to_string(),
+                platform,
+                direction,
+                start: start_ms * MICROS_PER_MILLI,
+                stats: Stats { counters, latency },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rejected records attributed to `tenant` with completed_at in `[from, to)`, by reason.
+    pub fn rejects(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<(RejectReason, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT reason, SUM(count) FROM rejects
+             WHERE tenant = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3
+             GROUP BY reason ORDER BY reason",
+        )?;
+        let rows = stmt.query_map(
+            params![tenant, from / MICROS_PER_MILLI, to / MICROS_PER_MILLI],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (code, n) = row?;
+            let reason = RejectReason::from_code(&code).ok_or_else(|| StoreError::Corrupt {
+                what: "rejects.reason".into(),
+                why: format!("unknown reason {code:?}"),
+            })?;
+            out.push((reason, n as u64));
+        }
+        Ok(out)
+    }
+
+    /// Number of bucket rows (all sources); for tests and the replay summary.
+    pub fn bucket_rows(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM buckets", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// The source's checkpoint with the dedup rows beside it, read in one transaction
+    /// (a snapshot: WAL readers do not see a commit that lands meanwhile).
+    pub fn checkpoint_with_dedup(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let Some((version, next_offset, state)) = self.checkpoint(source)? else {
+            return Ok(None);
+        };
+        let mut stmt = tx.prepare_cached(
+            "SELECT bucket_start_us, keys FROM dedup_keys WHERE source = ?1 ORDER BY bucket_start_us",
+        )?;
+        let dedup = stmt
+            .query_map(params![source], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<StoredKeys>, _>>()?;
+        drop(stmt);
+        tx.finish()?;
+        Ok(Some(Checkpoint {
+            version,
+            next_offset,
+            state,
+            open_rejects: Vec::new(),
+            dedup,
+        }))
+    }
+
+    pub fn checkpoint(&self, source: &str) -> Result<Option<(i64, i64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT version, next_offset, state FROM checkpoints WHERE source = ?1",
+                params![source],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+}
+
+impl StoreWriter<'_> {
+    /// Deletes every row a source wrote (a replay run re-executed replaces its output).
+    pub fn clear_source(&self, source: &str) -> Result<(), StoreError> {
+        self.tx
+            .execute("DELETE FROM buckets WHERE source = ?1", params![source])?;
+        self.tx
+            .execute("DELETE FROM rejects WHERE source = ?1", params![source])?;
+        Ok(())
+    }
+
+    pub fn put_bucket(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError> {
+        let c = &b.stats.counters;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO buckets (source, tenant, platform, direction, bucket_start_ms, bucket_secs,
+                attempts, events, delivered, failed, dead_lettered, on_time, retried, max_retries,
+                latency_sum_us, target_latency_ms, latency_hist)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (source, tenant, platform, bucket_start_ms) DO UPDATE SET
+                direction = excluded.direction, bucket_secs = excluded.bucket_secs,
+                attempts = excluded.attempts, events = excluded.events,
+                delivered = excluded.delivered, failed = excluded.failed,
+                dead_lettered = excluded.dead_lettered, on_time = excluded.on_time,
+                retried = excluded.retried, max_retries = excluded.max_retries,
+                latency_sum_us = excluded.latency_sum_us,
+                target_latency_ms = excluded.target_latency_ms,
+                latency_hist = excluded.latency_hist",
+        )?;
+        stmt.execute(params![
+            source,
+            &*b.key.tenant,
+            &*b.key.platform,
+            b.key.direction.as_str(),
+            b.start / MICROS_PER_MILLI,
+            b.width_us / 1_000_000,
+            c.attempts as i64,
+            c.events as i64,
+            c.delivered as i64,
+            c.failed as i64,
+            c.dead_lettered as i64,
+            c.on_time as i64,
+            c.retried as i64,
+            c.max_retries as i64,
+            c.latency_sum_us as i64,
+            (b.key.target_latency_us / 1000) as i64,
+            b.stats.histogram_bytes(),
+        ])?;
+        Ok(())
+    }
+
+    /// Adds rejection counts. Exactly-once because the caller commits them in the same
+    /// transaction as the checkpoint (live) or after `clear_source` (replay).
+    pub fn add_rejects(
+        &self,
+        source: &str,
+        tenant: &str,
+        platform: &str,
+        bucket: Micros,
+        reason: RejectReason,
+        n: u64,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO rejects (source, tenant, platform, bucket_start_ms, reason, count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (source, tenant, platform, bucket_start_ms, reason)
+             DO UPDATE SET count = count + excluded.count",
+        )?;
+        stmt.execute(params![
+            source,
+            tenant,
+            platform,
+            bucket / MICROS_PER_MILLI,
+            reason.code(),
+            n as i64
+        ])?;
+        Ok(())
+    }
+
+    /// The next offset of the source's stored checkpoint, read inside this transaction.
+    pub fn checkpoint_offset(&self, source: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT next_offset FROM checkpoints WHERE source = ?1",
+                params![source],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Applies a commit's dedup rows (see [`DedupRows`]): one row per bucket per commit,
+    /// so a commit writes the keys of its interval and closing a bucket deletes its rows.
+    pub fn put_dedup(&self, source: &str, d: &DedupRows) -> Result<(), StoreError> {
+        if d.replace {
+            self.tx
+                .execute("DELETE FROM dedup_keys WHERE source = ?1", params![source])?;
+        } else {
+            self.tx
+                .prepare_cached(
+                    "DELETE FROM dedup_keys WHERE source = ?1 AND bucket_start_us < ?2",
+                )?
+                .execute(params![source, d.before])?;
+        }
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO dedup_keys (source, bucket_start_us, keys) VALUES (?1, ?2, ?3)",
+        )?;
+        for (start, keys) in &d.buckets {
+            stmt.execute(params![source, start, keys])?;
+        }
+        Ok(())
+    }
+
+    pub fn put_checkpoint(
+        &self,
+        source: &str,
+        version: i64,
+        next_offset: i64,
+        state: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO checkpoints (source, version, next_offset, state, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (source) DO UPDATE SET version = excluded.version,
+                next_offset = excluded.next_offset, state = excluded.state, updated_ms = excluded.updated_ms",
+            params![source, version, next_offset, state, now_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}
