@@ -357,7 +357,6 @@ fn run(cli: Cli) -> Result<()> {
 /// Why a scorecard has nothing to show, and what the store does hold.
 fn no_data(store: &SqliteStore, tenant: &str, from: i64, to: i64) -> Result<String> {
     use slatrack::time::format_date;
-    let day = slatrack::time::MICROS_PER_DAY;
     let coverage = store.coverage(None)?;
     let mut msg = format!(
         "the store holds no data for tenant {tenant:?} from {} to {} (exclusive)",
@@ -370,19 +369,25 @@ fn no_data(store: &SqliteStore, tenant: &str, from: i64, to: i64) -> Result<Stri
     }
     msg.push_str("; it holds:");
     for c in &coverage {
-        // `to` is exclusive; the last day with data is the day before it ends.
-        let last = (c.to - 1).div_euclid(day) * day;
-        msg.push_str(&format!(
-            "\n  tenant {:?}: {} events, {} to {} (use --from {} --to {})",
-            c.tenant,
-            c.events,
-            format_date(c.from),
-            format_date(last),
-            format_date(c.from),
-            format_date(last + day),
-        ));
+        msg.push_str("\n  ");
+        msg.push_str(&coverage_line(c));
     }
     Ok(msg)
+}
+
+/// One tenant's data in a store, with the scorecard flags that cover it.
+fn coverage_line(c: &slatrack::store::Coverage) -> String {
+    use slatrack::time::{format_date, MICROS_PER_DAY};
+    // `to` is exclusive; the last day with data is the day before it ends.
+    let last = (c.to - 1).div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
+    let (first, after) = (format_date(c.from), format_date(last + MICROS_PER_DAY));
+    format!(
+        "tenant {:?}: {} events, {first} to {} (scorecard: --tenant {} --from {first} --to {after})",
+        c.tenant,
+        c.events,
+        format_date(last),
+        c.tenant,
+    )
 }
 
 /// A flag set by SIGINT or SIGTERM: the service then stops fetching, checkpoints and exits 0.
@@ -449,11 +454,7 @@ fn replay(
     inputs: Vec<PathBuf>,
     format: Option<Format>,
 ) -> Result<slatrack::replay::ReplaySummary> {
-    // Every input readable before the store is touched: a typo must not leave a store.
-    for input in &inputs {
-        std::fs::File::open(input)
-            .with_context(|| format!("cannot read input {}", input.display()))?;
-    }
+    // A replay that fails or counts nothing leaves no store it created behind.
     let created = !store_path.exists();
     let result = replay_into(cfg, store_path, inputs, format);
     let failed = match &result {
@@ -461,10 +462,8 @@ fn replay(
         Err(_) => true,
     };
     if created && failed {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = store_path.as_os_str().to_owned();
-            p.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(p));
+        if let Err(e) = SqliteStore::remove(store_path) {
+            tracing::warn!(store = %store_path.display(), error = %e, "cannot remove the store this failed replay created");
         }
     }
     result
@@ -497,7 +496,6 @@ fn replay_into(
 }
 
 fn summary_text(s: &slatrack::replay::ReplaySummary, store: &Path) -> String {
-    use slatrack::time::{format_date, MICROS_PER_DAY};
     use std::fmt::Write as _;
     let mut o = String::new();
     let _ = writeln!(
@@ -518,18 +516,7 @@ fn summary_text(s: &slatrack::replay::ReplaySummary, store: &Path) -> String {
     }
     let _ = writeln!(o, "  buckets     {:>10}", s.buckets_written);
     for c in &s.coverage {
-        let last = (c.to - 1).div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
-        let _ = writeln!(
-            o,
-            "  tenant {:?}: {} events, {} to {} (scorecard: --tenant {} --from {} --to {})",
-            c.tenant,
-            c.events,
-            format_date(c.from),
-            format_date(last),
-            c.tenant,
-            format_date(c.from),
-            format_date(last + MICROS_PER_DAY)
-        );
+        let _ = writeln!(o, "  {}", coverage_line(c));
     }
     o
 }

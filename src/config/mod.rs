@@ -107,6 +107,9 @@ impl Default for AlertsConfig {
     }
 }
 
+/// `metrics.listen`'s default: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9898";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -127,7 +130,7 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:9898".into(),
+            listen: DEFAULT_METRICS_LISTEN.into(),
             tenant_label: true,
             publish_interval: ConfigDuration(100 * time::MICROS_PER_MILLI),
             max_series_keys: 1_000,

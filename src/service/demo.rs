@@ -6,7 +6,7 @@
 
 use super::{run, ServiceError};
 use crate::codec::Format;
-use crate::config::{Config, ConfigDuration, KafkaConfig, TopicConfig};
+use crate::config::{Config, ConfigDuration, KafkaConfig, TopicConfig, DEFAULT_METRICS_LISTEN};
 use crate::kafka::mock::MockKafka;
 use crate::runtime::RuntimeStatus;
 use crate::store::SqliteStore;
@@ -48,9 +48,6 @@ pub fn demo_config(brokers: String, store: &Path) -> Config {
     c
 }
 
-/// Where the demo serves `/metrics` unless told otherwise (`metrics.listen`'s default).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
-
 /// The demo's options.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -58,7 +55,7 @@ pub struct DemoOptions {
     pub duration: Option<Duration>,
     /// Logical events per second.
     pub rate: f64,
-    /// Where to serve `/metrics`, `/healthz`, `/readyz`. `None`: [`DEFAULT_LISTEN`], or a
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`. `None`: `metrics.listen`'s default, or a
     /// free port when another process holds it; `Some("")`: no listener.
     pub listen: Option<String>,
 }
@@ -69,10 +66,10 @@ fn listen_address(asked: Option<&str>) -> Result<String, ServiceError> {
     if let Some(a) = asked {
         return Ok(a.to_string());
     }
-    Ok(match std::net::TcpListener::bind(DEFAULT_LISTEN) {
-        Ok(_) => DEFAULT_LISTEN.to_string(),
+    Ok(match std::net::TcpListener::bind(DEFAULT_METRICS_LISTEN) {
+        Ok(_) => DEFAULT_METRICS_LISTEN.to_string(),
         Err(e) => {
-            say!("demo: {DEFAULT_LISTEN} is taken ({e}); serving metrics on a free port instead (choose one with --listen)");
+            say!("demo: {DEFAULT_METRICS_LISTEN} is taken ({e}); serving metrics on a free port instead (choose one with --listen)");
             "127.0.0.1:0".to_string()
         }
     })
@@ -86,19 +83,12 @@ pub fn demo(dir: &Path, opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result
     std::fs::create_dir_all(dir)
         .map_err(|e| ServiceError::Fatal(format!("cannot create {}: {e}", dir.display())))?;
     let store_path = dir.join("slatrack.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let p = dir.join(format!("slatrack.db{suffix}"));
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ServiceError::Fatal(format!(
-                    "cannot remove the previous demo store {}: {e}",
-                    p.display()
-                )))
-            }
-        }
-    }
+    SqliteStore::remove(&store_path).map_err(|e| {
+        ServiceError::Fatal(format!(
+            "cannot remove the previous demo store {}: {e}",
+            store_path.display()
+        ))
+    })?;
     let mock = MockKafka::start(&[(TOPIC, 4), ("slatrack-quarantine", 1)])?;
     let mut config = demo_config(mock.brokers(), &store_path);
     config.metrics.listen = listen_address(opts.listen.as_deref())?;

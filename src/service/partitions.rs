@@ -292,15 +292,13 @@ impl Rebalance for RebalanceHandler {
 
     /// Gives every partition up as on a revoke.
     fn lost(&self) {
-        let mut set = lock(&self.0);
-        let owned: Vec<TopicPartition> = set
-            .parts
-            .keys()
-            .map(|&(ti, p)| (set.topics[ti].0.clone(), p))
-            .collect();
-        for (t, p) in owned {
-            set.revoke(&t, p);
-        }
-        set.status.ready.store(false, Ordering::Relaxed);
+        let owned: Vec<TopicPartition> = {
+            let set = lock(&self.0);
+            set.parts
+                .keys()
+                .map(|&(ti, p)| (set.topics[ti].0.clone(), p))
+                .collect()
+        };
+        self.revoked(&owned);
     }
 }

@@ -113,9 +113,10 @@ fn cannot_create_shm(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn wal_of(path: &Path) -> std::path::PathBuf {
+/// A store file's companion: `-wal` or `-shm` beside it.
+fn companion(path: &Path, suffix: &str) -> std::path::PathBuf {
     let mut p = path.as_os_str().to_owned();
-    p.push("-wal");
+    p.push(suffix);
     p.into()
 }
 
@@ -208,6 +209,22 @@ fn rebuild_checkpoints(conn: &Connection) -> Result<(), rusqlite::Error> {
 }
 
 impl SqliteStore {
+    /// Removes a store file with its `-wal` and `-shm` companions; those already absent
+    /// are fine. Only for a store no process has open.
+    pub fn remove(path: &Path) -> std::io::Result<()> {
+        for p in [
+            path.to_path_buf(),
+            companion(path, "-wal"),
+            companion(path, "-shm"),
+        ] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Opens (creating or upgrading) a store for writing. Several processes may open one
     /// new store at once: SQLite then refuses one of them at once rather than let two
     /// lock upgrades wait on each other (a busy error the busy timeout does not cover),
@@ -269,7 +286,7 @@ impl SqliteStore {
             // A WAL file needs its `-shm` beside it; a reader who may not create one in
             // the directory reads the file as immutable, which is exact while no writer
             // has a `-wal` open (none exists).
-            Err(e) if cannot_create_shm(&e) && !wal_of(path).exists() => {
+            Err(e) if cannot_create_shm(&e) && !companion(path, "-wal").exists() => {
                 drop(conn);
                 let uri = format!("file:{}?immutable=1", uri_path(path));
                 let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
