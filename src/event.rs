@@ -114,8 +114,8 @@ pub enum RejectReason {
     AttemptExceedsMax,
     StartedBeforeEnqueued,
     CompletedBeforeStarted,
-    /// Its bucket was already closed by the watermark.
-    Late,
+    /// Its bucket closed longer ago than `engine.correction_horizon`.
+    TooLate,
     /// An id longer than [`MAX_ID_BYTES`]: would make every key it creates huge.
     IdTooLong,
 }
@@ -140,7 +140,7 @@ impl RejectReason {
         Self::AttemptExceedsMax,
         Self::StartedBeforeEnqueued,
         Self::CompletedBeforeStarted,
-        Self::Late,
+        Self::TooLate,
         Self::IdTooLong,
     ];
 
@@ -160,12 +160,17 @@ impl RejectReason {
             Self::AttemptExceedsMax => "attempt_exceeds_max",
             Self::StartedBeforeEnqueued => "started_before_enqueued",
             Self::CompletedBeforeStarted => "completed_before_started",
-            Self::Late => "late",
+            Self::TooLate => "too_late",
             Self::IdTooLong => "id_too_long",
         }
     }
 
+    /// The reason of a code; `late`, what stores written before the correction horizon
+    /// called it, reads as `too_late`.
     pub fn from_code(code: &str) -> Option<Self> {
+        if code == "late" {
+            return Some(Self::TooLate);
+        }
         Self::ALL.into_iter().find(|r| r.code() == code)
     }
 
@@ -187,7 +192,7 @@ impl RejectReason {
             Self::StartedBeforeEnqueued => "producer clock: started_at is before enqueued_at",
             Self::CompletedBeforeStarted => "producer clock: completed_at is before started_at",
             Self::IdTooLong => "producer bug: event_id, tenant or platform is longer than 256 bytes",
-            Self::Late => "arrived after its bucket closed (older than engine.allowed_lateness behind the newest event); raise allowed_lateness or replay the period",
+            Self::TooLate => "arrived after its bucket had closed longer ago than engine.correction_horizon; raise correction_horizon, or replay the period into a new store",
         }
     }
 }

@@ -508,7 +508,8 @@ fn summary_text(s: &slatrack::replay::ReplaySummary, store: &Path) -> String {
     let _ = writeln!(o, "  counted     {:>10}  (attempts)", s.counted);
     let _ = writeln!(o, "  events      {:>10}  (terminal records)", s.events);
     let _ = writeln!(o, "  duplicates  {:>10}", s.duplicates);
-    let _ = writeln!(o, "  late        {:>10}", s.late);
+    let _ = writeln!(o, "  corrected   {:>10}", s.corrected);
+    let _ = writeln!(o, "  too late    {:>10}", s.too_late);
     let rejected: u64 = s.rejected.values().sum();
     let _ = writeln!(o, "  rejected    {:>10}", rejected);
     for (reason, n) in &s.rejected {

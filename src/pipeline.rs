@@ -3,11 +3,13 @@
 
 use crate::codec::{Decoder, Format};
 use crate::config::Config;
-use crate::engine::{Ingest, Shard};
+use crate::engine::correction::{resolve, KeyCache, Resolution, Staged};
+use crate::engine::dedup::DedupKey;
+use crate::engine::{ClosedBucket, Ingest, Shard};
 use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
 use crate::store::checkpoint::CheckpointError;
 use crate::store::{
-    segment_of, PartitionCommit, PartitionStore, RejectRow, SegmentRejects, StoreError,
+    segment_of, ClosedKeys, PartitionCommit, PartitionStore, RejectRow, SegmentRejects, StoreError,
     StoreWriter, StoredReject,
 };
 use crate::time::Micros;
@@ -19,6 +21,9 @@ use std::sync::Arc;
 pub enum Verdict {
     Counted,
     Duplicate,
+    /// For a closed bucket within the correction horizon: counted or found a duplicate
+    /// at the next commit (see [`crate::engine::correction`]).
+    Staged,
     /// Not counted; the caller quarantines the original bytes with this reason.
     Rejected(RejectReason),
 }
@@ -77,6 +82,11 @@ impl RejectTally {
     #[inline]
     pub fn at_offset(&mut self, offset: i64) {
         self.segment = Some(segment_of(offset));
+    }
+
+    /// The offset segment of the record being applied, once offsets are tracked.
+    pub fn segment(&self) -> Option<i64> {
+        self.segment
     }
 
     pub fn total(&self) -> u64 {
@@ -142,13 +152,32 @@ pub enum ResumeError {
     },
 }
 
+/// What a commit made durable, for telemetry.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Buckets closed since the previous commit.
+    pub buckets: Vec<ClosedBucket>,
+    /// Corrections of closed buckets: partial buckets to add to what was published.
+    pub corrections: Vec<ClosedBucket>,
+    /// Ages (µs behind the newest event) of the records the corrections counted.
+    pub correction_ages_us: Vec<Micros>,
+    /// Late records found to be duplicates.
+    pub correction_duplicates: u64,
+}
+
 pub struct Pipeline {
     pub decoder: Decoder,
     pub shard: Shard,
     pub rejects: RejectTally,
     pub records: u64,
     /// Closed buckets not yet committed to the store (kept across a failed commit).
-    unwritten: Vec<crate::engine::ClosedBucket>,
+    unwritten: Vec<ClosedBucket>,
+    /// Key sets of closed buckets not yet committed (kept across a failed commit).
+    unwritten_keys: Vec<(i64, Vec<DedupKey>)>,
+    /// Late records staged for correction, not yet committed (kept across a failed commit).
+    staged: Vec<Staged>,
+    /// Closed buckets' key sets read from the store.
+    key_cache: KeyCache,
     /// Offset of the checkpoint this pipeline restored or last wrote (the commit fence).
     checkpoint_offset: Option<i64>,
 }
@@ -157,10 +186,13 @@ impl Pipeline {
     pub fn new(config: Arc<Config>, format: Format, bounds: TimeBounds) -> Self {
         Self {
             decoder: Decoder::new(format, bounds, config.limits.max_record_bytes),
+            key_cache: KeyCache::new(config.limits.correction_cache_keys),
             shard: Shard::new(config),
             rejects: RejectTally::default(),
             records: 0,
             unwritten: Vec::new(),
+            unwritten_keys: Vec::new(),
+            staged: Vec::new(),
             checkpoint_offset: None,
         }
     }
@@ -183,6 +215,10 @@ impl Pipeline {
         source: &str,
     ) -> Result<(Self, Option<i64>), ResumeError> {
         let mut p = Self::new(config.clone(), format, bounds);
+        let corrections = store.takes_corrections();
+        if !corrections {
+            p.shard.disable_corrections();
+        }
         let Some(cp) = store.checkpoint(source)? else {
             return Ok((p, None));
         };
@@ -194,23 +230,91 @@ impl Pipeline {
             error,
         })?;
         p.shard = shard;
+        if !corrections {
+            p.shard.disable_corrections();
+        }
         p.checkpoint_offset = Some(next);
         p.rejects.restore_open(next, &cp.open_rejects);
         Ok((p, Some(next)))
     }
 
-    /// Writes the buckets closed since the last commit, the pending rejections and the
-    /// checkpoint (`next_offset` = first record not applied) in one transaction: after a
-    /// crash, either all of it is there or none, and `resume` continues from the same state.
-    /// Returns the buckets written (for telemetry). On error nothing is lost: the buckets
-    /// and rejections stay pending for the next attempt.
+    /// Writes the buckets closed since the last commit, the corrections resolved from the
+    /// records staged since, the pending rejections and the checkpoint (`next_offset` =
+    /// first record not applied) in one transaction: after a crash, either all of it is
+    /// there or none, and `resume` continues from the same state. On error nothing is
+    /// lost: buckets, staged records and rejections stay pending for the next attempt.
     pub fn commit(
         &mut self,
         store: &mut dyn PartitionStore,
         source: &str,
         next_offset: i64,
-    ) -> Result<Vec<crate::engine::ClosedBucket>, StoreError> {
+    ) -> Result<Committed, StoreError> {
         self.unwritten.extend(self.shard.take_closed());
+        self.unwritten_keys.extend(self.shard.take_closed_keys());
+        self.staged.extend(self.shard.take_staged());
+        let width = self.shard.bucket_width();
+        let resolution = self.resolve(|o| store.closed_keys(source, o * width))?;
+        // The tally the checkpoint carries includes this commit's corrections; taken
+        // back if the commit fails (the staged records are resolved again).
+        let tally = self.shard.tally;
+        self.shard.tally.counted += resolution.counted;
+        self.shard.tally.corrected += resolution.counted;
+        self.shard.tally.duplicates += resolution.duplicates;
+        let result = self.write(store, source, next_offset, &resolution);
+        if let Err(e) = result {
+            self.shard.tally = tally;
+            return Err(e);
+        }
+        self.key_cache.absorb(&resolution.keys);
+        self.key_cache.evict_before(self.shard.correction_floor());
+        self.unwritten_keys.clear();
+        self.staged.clear();
+        Ok(Committed {
+            buckets: std::mem::take(&mut self.unwritten),
+            corrections: resolution
+                .corrections
+                .into_iter()
+                .map(|c| c.bucket)
+                .collect(),
+            correction_ages_us: resolution.ages_us,
+            correction_duplicates: resolution.duplicates,
+        })
+    }
+
+    /// Resolves the staged records against the closed buckets' keys: the cache's, else
+    /// `stored(ordinal)` plus those of buckets closed since the last commit.
+    fn resolve(
+        &mut self,
+        mut stored: impl FnMut(i64) -> Result<Vec<DedupKey>, StoreError>,
+    ) -> Result<Resolution, StoreError> {
+        if self.staged.is_empty() {
+            return Ok(Resolution::default());
+        }
+        let unwritten = &self.unwritten_keys;
+        resolve(
+            &self.staged,
+            self.shard.keys(),
+            self.shard.bucket_width(),
+            &mut self.key_cache,
+            |ordinal| {
+                let mut keys = stored(ordinal)?;
+                for (o, ks) in unwritten {
+                    if *o == ordinal {
+                        keys.extend_from_slice(ks);
+                    }
+                }
+                Ok(keys)
+            },
+        )
+    }
+
+    fn write(
+        &mut self,
+        store: &mut dyn PartitionStore,
+        source: &str,
+        next_offset: i64,
+        resolution: &Resolution,
+    ) -> Result<(), StoreError> {
         let (state, dedup) = if store.keeps_dedup() {
             let (state, rows) = crate::store::checkpoint::encode_apart(&self.shard, next_offset);
             (state, Some(rows))
@@ -220,34 +324,122 @@ impl Pipeline {
                 None,
             )
         };
-        {
-            let rejects = self.rejects.pending_rows();
-            let sealed_rows = self.rejects.sealed_rows(next_offset);
-            let sealed: Vec<SegmentRejects<'_>> = sealed_rows
-                .iter()
-                .map(|(segment, rows)| SegmentRejects {
-                    segment: *segment,
-                    rows,
-                })
-                .collect();
-            store.commit(&PartitionCommit {
-                source,
-                expected: self.checkpoint_offset,
-                next_offset,
-                state: &state,
-                buckets: &self.unwritten,
-                rejects: &rejects,
-                sealed: &sealed,
-                open: &self.rejects.open_rows(next_offset),
-                dedup: dedup.as_ref(),
-            })?;
-        }
+        let width = self.shard.bucket_width();
+        let mut closed_keys: Vec<ClosedKeys> = self
+            .unwritten_keys
+            .iter()
+            .map(|(o, keys)| ClosedKeys {
+                start: o * width,
+                segment: None,
+                keys: crate::store::checkpoint::pack(keys),
+            })
+            .collect();
+        closed_keys.extend(resolution.keys.iter().map(|(o, seg, keys)| ClosedKeys {
+            start: o * width,
+            segment: Some(*seg),
+            keys: crate::store::checkpoint::pack(keys),
+        }));
+        let rejects = self.rejects.pending_rows();
+        let sealed_rows = self.rejects.sealed_rows(next_offset);
+        let sealed: Vec<SegmentRejects<'_>> = sealed_rows
+            .iter()
+            .map(|(segment, rows)| SegmentRejects {
+                segment: *segment,
+                rows,
+            })
+            .collect();
+        store.commit(&PartitionCommit {
+            source,
+            expected: self.checkpoint_offset,
+            next_offset,
+            state: &state,
+            buckets: &self.unwritten,
+            corrections: &resolution.corrections,
+            closed_keys: &closed_keys,
+            keys_before: self.shard.correction_floor().saturating_mul(width),
+            rejects: &rejects,
+            sealed: &sealed,
+            open: &self.rejects.open_rows(next_offset),
+            dedup: dedup.as_ref(),
+        })?;
         if dedup.is_some() {
             self.shard.dedup_written();
         }
         self.rejects.written(next_offset);
         self.checkpoint_offset = Some(next_offset);
-        Ok(std::mem::take(&mut self.unwritten))
+        Ok(())
+    }
+
+    /// A replay's output so far, into its transaction: closed buckets, closed buckets'
+    /// key sets and (with `resolve`, or once many are staged) corrections, resolved
+    /// against the keys the transaction holds. Returns the buckets and corrections
+    /// written.
+    pub fn write_replay_output(
+        &mut self,
+        w: &StoreWriter<'_>,
+        source: &str,
+        resolve_all: bool,
+    ) -> Result<(Vec<ClosedBucket>, Vec<ClosedBucket>), StoreError> {
+        /// Staged records a replay resolves at once (bounded memory, few store reads).
+        const REPLAY_STAGED: usize = 1 << 16;
+        let buckets: Vec<ClosedBucket> = self.shard.take_closed().collect();
+        for b in &buckets {
+            w.put_bucket(source, b)?;
+        }
+        let width = self.shard.bucket_width();
+        let floor = self.shard.correction_floor().saturating_mul(width);
+        let keys = self.shard.take_closed_keys();
+        if !keys.is_empty() {
+            let rows: Vec<ClosedKeys> = keys
+                .iter()
+                .map(|(o, k)| ClosedKeys {
+                    start: o * width,
+                    segment: None,
+                    keys: crate::store::checkpoint::pack(k),
+                })
+                .collect();
+            w.put_closed_keys(source, &rows, floor)?;
+        }
+        if self.shard.staged_len() == 0
+            || !(resolve_all || self.shard.staged_len() >= REPLAY_STAGED)
+        {
+            return Ok((buckets, Vec::new()));
+        }
+        self.staged = self.shard.take_staged();
+        let resolution = self.resolve(|o| {
+            crate::store::checkpoint::unpack_keys(&w.closed_keys(source, o * width)?, source)
+        })?;
+        self.staged.clear();
+        for c in &resolution.corrections {
+            w.add_correction(source, &c.bucket)?;
+        }
+        let rows: Vec<ClosedKeys> = resolution
+            .keys
+            .iter()
+            .map(|(o, seg, k)| ClosedKeys {
+                start: o * width,
+                segment: Some(*seg),
+                keys: crate::store::checkpoint::pack(k),
+            })
+            .collect();
+        w.put_closed_keys(source, &rows, floor)?;
+        self.key_cache.absorb(&resolution.keys);
+        self.shard.tally.counted += resolution.counted;
+        self.shard.tally.corrected += resolution.counted;
+        self.shard.tally.duplicates += resolution.duplicates;
+        Ok((
+            buckets,
+            resolution
+                .corrections
+                .into_iter()
+                .map(|c| c.bucket)
+                .collect(),
+        ))
+    }
+
+    /// Closed buckets' keys held in the correction cache.
+    pub fn key_cache_len(&self) -> usize {
+        self.key_cache.len()
     }
 
     /// Switches the wire format (a replay may mix JSON and protobuf files) keeping state.
@@ -277,10 +469,16 @@ impl Pipeline {
         match shard.ingest(ev) {
             Ingest::Counted => Verdict::Counted,
             Ingest::Duplicate => Verdict::Duplicate,
-            Ingest::Late => {
-                let r = crate::codec::attributed(RejectReason::Late, ev);
+            Ingest::Staged => {
+                if let Some(seg) = rejects.segment() {
+                    shard.tag_last_staged(seg);
+                }
+                Verdict::Staged
+            }
+            Ingest::TooLate => {
+                let r = crate::codec::attributed(RejectReason::TooLate, ev);
                 rejects.add(&r, Some(shard.bucket_start(ev.completed_at)));
-                Verdict::Rejected(RejectReason::Late)
+                Verdict::Rejected(RejectReason::TooLate)
             }
         }
     }

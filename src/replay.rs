@@ -34,7 +34,10 @@ pub struct ReplaySummary {
     /// Terminal records counted (logical events).
     pub events: u64,
     pub duplicates: u64,
-    pub late: u64,
+    /// Records counted as corrections of closed buckets (part of `counted`).
+    pub corrected: u64,
+    /// Rejected as older than the correction horizon.
+    pub too_late: u64,
     pub rejected: BTreeMap<String, u64>,
     pub buckets_written: u64,
     /// The tenants this replay's data covers, with the span of their buckets.
@@ -68,6 +71,22 @@ fn source_id(inputs: &[PathBuf]) -> Result<String, FileError> {
         h.update(b"\x00slatrack-file-boundary\x00");
     }
     Ok(format!("replay:{:016x}", h.digest()))
+}
+
+/// Adds what a write of replay output holds to the summary.
+fn tally_output(
+    summary: &mut ReplaySummary,
+    buckets: &[crate::engine::ClosedBucket],
+    corrections: &[crate::engine::ClosedBucket],
+) {
+    for b in buckets.iter().chain(corrections) {
+        summary.events += b.stats.counters.events;
+    }
+    summary.counted += corrections
+        .iter()
+        .map(|b| b.stats.counters.attempts)
+        .sum::<u64>();
+    summary.buckets_written += buckets.len() as u64;
 }
 
 pub fn run(
@@ -114,11 +133,8 @@ pub fn run(
             if verdict == Verdict::Counted {
                 summary.counted += 1;
             }
-            for b in p.shard.take_closed() {
-                writer.put_bucket(&source, &b)?;
-                summary.events += b.stats.counters.events;
-                summary.buckets_written += 1;
-            }
+            let (buckets, corrections) = p.write_replay_output(&writer, &source, false)?;
+            tally_output(&mut summary, &buckets, &corrections);
             if p.records.is_multiple_of(65_536) {
                 progress(p.records);
             }
@@ -126,16 +142,14 @@ pub fn run(
     }
     if let Some(p) = pipeline.as_mut() {
         p.shard.flush();
-        for b in p.shard.take_closed() {
-            writer.put_bucket(&source, &b)?;
-            summary.events += b.stats.counters.events;
-            summary.buckets_written += 1;
-        }
+        let (buckets, corrections) = p.write_replay_output(&writer, &source, true)?;
+        tally_output(&mut summary, &buckets, &corrections);
         p.rejects.write(&writer, &source)?;
         p.rejects.written(i64::MAX); // a replay tracks no offsets: everything is written
         summary.records = p.records;
         summary.duplicates = p.shard.tally.duplicates;
-        summary.late = p.shard.tally.late;
+        summary.too_late = p.shard.tally.too_late;
+        summary.corrected = p.shard.tally.corrected;
         summary.rejected = p
             .rejects
             .totals

@@ -13,6 +13,8 @@ use std::sync::Mutex;
 pub struct RuntimeStatus {
     pub records: AtomicU64,
     pub counted: AtomicU64,
+    /// Records counted as corrections of closed buckets (part of `counted`).
+    pub corrected: AtomicU64,
     pub duplicates: AtomicU64,
     pub rejected: AtomicU64,
     /// By `RejectReason::ALL` index.

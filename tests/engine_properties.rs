@@ -169,7 +169,7 @@ proptest! {
         let input = arrival(&all, &jitter, &dups, config.engine.allowed_lateness.0);
         let (got, verdicts) = run_engine(config.clone(), &input);
         let want = oracle(&input, &config);
-        prop_assert!(!verdicts.contains(&Ingest::Late), "disorder stays within the lateness");
+        prop_assert!(!verdicts.contains(&Ingest::Staged), "disorder stays within the lateness");
         prop_assert_eq!(
             verdicts.iter().filter(|v| **v == Ingest::Duplicate).count(),
             input.len() - all.len()
@@ -186,11 +186,13 @@ proptest! {
     }
 
     #[test]
-    fn records_beyond_the_lateness_are_late_and_never_counted(
+    fn records_beyond_the_lateness_without_a_horizon_are_too_late_and_never_counted(
         specs in prop::collection::vec(spec(), 2..60),
         late_by_min in 3i64..60,
     ) {
-        let config = Arc::new(Config::default());
+        let mut c = Config::default();
+        c.engine.correction_horizon = slatrack::config::ConfigDuration(0);
+        let config = Arc::new(c);
         let mut all: Vec<DeliveryEvent> = specs.iter().enumerate().flat_map(|(i, s)| records(i, s)).collect();
         all.sort_by_key(|r| r.completed_at);
         let newest = all.last().map(|r| r.completed_at).unwrap_or(T0);
@@ -203,7 +205,7 @@ proptest! {
         let mut input = all.clone();
         input.push(straggler);
         let (got, verdicts) = run_engine(config.clone(), &input);
-        prop_assert_eq!(verdicts.last(), Some(&Ingest::Late));
+        prop_assert_eq!(verdicts.last(), Some(&Ingest::TooLate));
         let want = oracle(&all, &config);
         for (key, w) in &want {
             check(key, &got[key], w);

@@ -52,7 +52,7 @@ fn late(n: u64) -> RejectRow<'static> {
         tenant: "globex",
         platform: "workday",
         bucket: 1_700_000_040_000_000,
-        reason: RejectReason::Late,
+        reason: RejectReason::TooLate,
         count: n,
     }
 }
@@ -72,6 +72,9 @@ fn commit<'a>(
         next_offset,
         state,
         buckets,
+        corrections: &[],
+        closed_keys: &[],
+        keys_before: i64::MIN,
         rejects: &[],
         sealed,
         open,
@@ -151,7 +154,7 @@ fn a_recommit_from_the_same_checkpoint_replaces_and_partitions_merge() {
     assert_eq!(on_time, 2 + 1, "the 700 ms event of partition 1 is late");
     assert_eq!(
         s.rejects("globex", t0, t0 + 120_000_000).unwrap(),
-        vec![(RejectReason::Late, 1 + 2 + 2)],
+        vec![(RejectReason::TooLate, 1 + 2 + 2)],
         "partition 0: sealed segment 0 and open segment 1; partition 1: its open segment"
     );
 }
@@ -304,7 +307,7 @@ fn overlapping_owners_of_a_partition_count_every_rejection_once() {
     let expected = read("reference");
     assert_eq!(
         expected.rejects,
-        vec![(RejectReason::Late, late)],
+        vec![(RejectReason::TooLate, late)],
         "the planted late records"
     );
     assert_eq!(

@@ -82,7 +82,11 @@ fn a_million_tenants_stay_bounded_in_memory_and_in_the_scrape() {
     // Export: at most max_series_keys tenants get their own series.
     let status = Arc::new(RuntimeStatus::default());
     let telemetry = Telemetry::new(config.clone(), status);
-    telemetry.absorb(&closed);
+    let committed = slatrack::pipeline::Committed {
+        buckets: closed,
+        ..Default::default()
+    };
+    telemetry.absorb(&committed);
     let scrape = telemetry.metrics();
     let tenants: BTreeSet<&str> = scrape
         .lines()

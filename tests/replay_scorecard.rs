@@ -114,7 +114,7 @@ fn globex_fixture_replays_to_exact_scorecard_idempotently() {
     let first = replay_files(&store, std::slice::from_ref(&input));
     assert_eq!(first.records, events.len() as u64);
     assert_eq!(first.events, 28_947);
-    assert!(first.rejected.is_empty() && first.late == 0 && first.duplicates == 0);
+    assert!(first.rejected.is_empty() && first.too_late == 0 && first.duplicates == 0);
     let json_once = scorecard(&store, "json");
     let rows_once = SqliteStore::open(&store).unwrap().bucket_rows().unwrap();
 

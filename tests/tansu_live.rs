@@ -80,11 +80,12 @@ fn fixture(events: u64, partitions: u32, keying: Keying) -> Fixture {
         let p = part(&e.event_id);
         records.push((p, slatrack::codec::protobuf::encode(e)));
         if i % 1999 == 1998 {
-            // A day behind the stream: late for the live shard and for the replay alike.
+            // Eight days behind the stream: past the 7-day correction horizon, too late for
+            // the live shard and for the replay alike.
             let mut l = e.clone();
             l.event_id = format!("late-{i}");
             for t in [&mut l.enqueued_at, &mut l.started_at, &mut l.completed_at] {
-                *t -= slatrack::time::MICROS_PER_DAY;
+                *t -= 8 * slatrack::time::MICROS_PER_DAY;
             }
             records.push((p, slatrack::codec::protobuf::encode(&l)));
             late += 1;
@@ -308,13 +309,14 @@ fn next_offset(s: &mut dyn PartitionStore, source: &str) -> i64 {
 
 fn scorecard(location: &str) -> serde_json::Value {
     let s = slatrack::store::open_for_reading(&Location::parse(location).unwrap(), None).unwrap();
-    let from = slatrack::time::parse_date("2025-09-29").unwrap();
+    // From a week before the events: the planted too-late records are eight days behind.
+    let from = slatrack::time::parse_date("2025-09-22").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     let sc =
         slatrack::scorecard::build(&s, Arc::new(Config::default()), "globex", from, to).unwrap();
     let v = slatrack::scorecard::json::render(&sc);
     assert!(
-        v["rejected_by_reason"]["late"].as_u64() > Some(0),
+        v["rejected_by_reason"]["too_late"].as_u64() > Some(0),
         "late records are part of the tenant's scorecard: {v}"
     );
     v
@@ -358,7 +360,7 @@ fn quarantined(brokers: &str, expected: usize) -> BTreeMap<String, BTreeSet<(Str
                 "malformed_protobuf" => {
                     assert_eq!(m.payload(), Some(&b"\x0a\x50truncated"[..]))
                 }
-                "late" => {
+                "too_late" => {
                     let ev = slatrack::proto::DeliveryEvent::decode(m.payload().unwrap()).unwrap();
                     assert!(
                         ev.event_id.starts_with("late-"),
@@ -435,7 +437,7 @@ fn assert_quarantine(brokers: &str, f: &Fixture) {
         q.get("malformed_protobuf").map_or(0, BTreeSet::len),
         f.malformed
     );
-    assert_eq!(q.get("late").map_or(0, BTreeSet::len), f.late);
+    assert_eq!(q.get("too_late").map_or(0, BTreeSet::len), f.late);
 }
 
 fn sigkill_at_several_points_then_sigterm(kind: StoreKind) {

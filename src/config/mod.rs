@@ -237,6 +237,10 @@ pub struct EngineConfig {
     pub bucket: ConfigDuration,
     /// How far behind the newest event time a bucket stays open for late records.
     pub allowed_lateness: ConfigDuration,
+    /// How long after its bucket closed a record is still counted, as a correction of
+    /// that bucket (deduplicated against everything it counted); older ones are
+    /// rejected as `too_late`. `"0s"`: every record for a closed bucket is `too_late`.
+    pub correction_horizon: ConfigDuration,
     /// Rolling windows published from closed buckets.
     pub windows: Vec<ConfigDuration>,
 }
@@ -246,6 +250,7 @@ impl Default for EngineConfig {
         Self {
             bucket: ConfigDuration(time::MICROS_PER_MIN),
             allowed_lateness: ConfigDuration(2 * time::MICROS_PER_MIN),
+            correction_horizon: ConfigDuration(7 * time::MICROS_PER_DAY),
             windows: vec![
                 ConfigDuration(5 * time::MICROS_PER_MIN),
                 ConfigDuration(time::MICROS_PER_HOUR),
@@ -279,6 +284,9 @@ pub struct LimitsConfig {
     pub max_keys: usize,
     /// Records larger than this are rejected as `too_large` before decoding.
     pub max_record_bytes: usize,
+    /// Dedup keys of closed buckets a partition keeps in memory to resolve corrections
+    /// (≈ 20 bytes each); the rest are read from the store when needed.
+    pub correction_cache_keys: usize,
 }
 
 impl Default for LimitsConfig {
@@ -286,6 +294,7 @@ impl Default for LimitsConfig {
         Self {
             max_keys: 10_000,
             max_record_bytes: 1 << 20,
+            correction_cache_keys: 1_000_000,
         }
     }
 }

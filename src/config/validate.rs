@@ -30,6 +30,13 @@ impl Config {
                 "must not be negative",
             ));
         }
+        if e.correction_horizon.0 < 0 || e.correction_horizon.0 % e.bucket.0 != 0 {
+            return Err(invalid(
+                "engine.correction_horizon",
+                e.correction_horizon,
+                "must be \"0s\" or a whole multiple of engine.bucket (e.g. \"7d\")",
+            ));
+        }
         if e.windows.is_empty() {
             return Err(invalid(
                 "engine.windows",

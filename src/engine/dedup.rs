@@ -270,9 +270,24 @@ impl Dedup {
 
     /// Forgets keys of buckets before this ordinal (never moves backwards).
     pub fn evict_before(&mut self, ordinal: i64) {
+        self.evict(ordinal, None);
+    }
+
+    /// [`Dedup::evict_before`], handing each evicted bucket's keys to `out` as
+    /// (ordinal, keys): the key sets of closed buckets that a store keeps for corrections.
+    pub fn evict_before_into(&mut self, ordinal: i64, out: &mut Vec<(i64, Vec<DedupKey>)>) {
+        self.evict(ordinal, Some(out));
+    }
+
+    fn evict(&mut self, ordinal: i64, mut out: Option<&mut Vec<(i64, Vec<DedupKey>)>>) {
         self.horizon = self.horizon.max(ordinal);
         let n = self.tables.partition_point(|(o, _)| *o < self.horizon);
-        for (_, mut t) in self.tables.drain(..n) {
+        for (o, mut t) in self.tables.drain(..n) {
+            if let Some(out) = out.as_deref_mut() {
+                if t.used > 0 {
+                    out.push((o, t.keys().collect()));
+                }
+            }
             // A table far larger than its bucket needed is one a burst grew (or reused
             // after a burst): freed, so memory does not stay at a burst's peak.
             let oversized = t.slots.len() > 8 * MIN_SLOTS && 8 * t.used < t.slots.len();

@@ -3,6 +3,7 @@
 //! plain state ([`state::ShardState`]) that the store edge encodes.
 
 pub mod bucket;
+pub mod correction;
 pub mod dedup;
 pub mod few;
 pub mod hdr;

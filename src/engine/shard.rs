@@ -3,7 +3,8 @@
 //! record on memory only this shard touches.
 
 use super::bucket::OpenBuckets;
-use super::dedup::{dedup_key, Dedup};
+use super::correction::Staged;
+use super::dedup::{dedup_key, Dedup, DedupKey};
 use super::keys::KeyTable;
 use super::ClosedBucket;
 use crate::config::Config;
@@ -17,21 +18,30 @@ pub enum Ingest {
     Counted,
     /// Same `(event_id, attempt)` already counted.
     Duplicate,
-    /// Its bucket was already closed by the watermark; quarantine it.
-    Late,
+    /// Its bucket is closed but within the correction horizon: staged, and counted (or
+    /// found a duplicate) when the pipeline resolves corrections at its next commit.
+    Staged,
+    /// Its bucket closed longer ago than the correction horizon; quarantine it.
+    TooLate,
 }
 
 /// Running totals a shard keeps about itself (exported as self-metrics).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ShardTally {
+    /// Records counted, on time or as corrections.
     pub counted: u64,
     pub duplicates: u64,
-    pub late: u64,
+    /// Rejected as older than the correction horizon.
+    pub too_late: u64,
+    /// Records counted into corrections of closed buckets (part of `counted`).
+    pub corrected: u64,
 }
 
 pub struct Shard {
     pub(super) bucket_us: Micros,
     pub(super) lateness_us: Micros,
+    /// How long after it closed a bucket still takes corrections (0: never).
+    pub(super) horizon_us: Micros,
     pub(super) keys: KeyTable,
     pub(super) open: OpenBuckets,
     pub(super) max_event_time: Option<Micros>,
@@ -39,6 +49,11 @@ pub struct Shard {
     pub(super) closed_before: Micros,
     pub(super) dedup: Dedup,
     pub(super) closed: Vec<ClosedBucket>,
+    /// Key sets of the buckets closed since the last [`Shard::take_closed_keys`] (kept
+    /// only with a correction horizon: the store keeps them until it passes).
+    pub(super) closed_keys: Vec<(i64, Vec<DedupKey>)>,
+    /// Late records within the horizon, waiting for [`Shard::take_staged`].
+    pub(super) staged: Vec<Staged>,
     pub tally: ShardTally,
 }
 
@@ -47,12 +62,15 @@ impl Shard {
         Self {
             bucket_us: config.engine.bucket.0,
             lateness_us: config.engine.allowed_lateness.0,
+            horizon_us: config.engine.correction_horizon.0,
             open: OpenBuckets::new(config.engine.bucket.0, config.engine.allowed_lateness.0),
             keys: KeyTable::new(config),
             max_event_time: None,
             closed_before: Micros::MIN,
             dedup: Dedup::default(),
             closed: Vec::new(),
+            closed_keys: Vec::new(),
+            staged: Vec::new(),
             tally: ShardTally::default(),
         }
     }
@@ -108,8 +126,7 @@ impl Shard {
         self.dedup.prefetch(dkey, ordinal);
         let bucket = ordinal * self.bucket_us;
         if bucket < self.closed_before {
-            self.tally.late += 1;
-            return Ingest::Late;
+            return self.stage(ev, dkey, ordinal);
         }
         // Only looked up here: a new key is interned (and an overflow counted) once the
         // record is known not to be a duplicate.
@@ -138,6 +155,70 @@ impl Shard {
         self.open.stats_at(ordinal, key).record(ev, target);
         self.tally.counted += 1;
         Ingest::Counted
+    }
+
+    /// A record for a closed bucket: staged if the bucket closed within the correction
+    /// horizon, else too late. Out of line: the on-time path stays tight.
+    #[cold]
+    #[inline(never)]
+    fn stage(&mut self, ev: &DeliveryEvent, dkey: DedupKey, ordinal: i64) -> Ingest {
+        if ordinal < self.correction_floor() {
+            self.tally.too_late += 1;
+            return Ingest::TooLate;
+        }
+        let key = match self.keys.find(&ev.tenant, &ev.platform) {
+            Some(id) => id,
+            None => self.keys.resolve(&ev.tenant, &ev.platform, ev.direction),
+        };
+        let age = self.max_event_time.unwrap_or(ev.completed_at) - ev.completed_at;
+        self.staged
+            .push(Staged::of(ev, dkey, ordinal, key, age.max(0)));
+        Ingest::Staged
+    }
+
+    /// Ordinal of the oldest bucket that still takes corrections: buckets that closed
+    /// (ended at or before the close boundary) less than the horizon ago. Equal to the
+    /// close boundary's ordinal without a horizon, so nothing closed takes any.
+    pub fn correction_floor(&self) -> i64 {
+        if self.closed_before == Micros::MIN {
+            return i64::MIN;
+        }
+        self.closed_before
+            .saturating_sub(self.horizon_us)
+            .div_euclid(self.bucket_us)
+    }
+
+    /// Turns corrections off (a store that cannot keep closed buckets' keys): every
+    /// record for a closed bucket is then too late.
+    pub fn disable_corrections(&mut self) {
+        self.horizon_us = 0;
+    }
+
+    /// The correction horizon (0: corrections are off).
+    pub fn correction_horizon(&self) -> Micros {
+        self.horizon_us
+    }
+
+    /// Late records staged since the last call, in arrival order.
+    pub fn take_staged(&mut self) -> Vec<Staged> {
+        std::mem::take(&mut self.staged)
+    }
+
+    /// Tags the record staged last with the offset segment it was read in.
+    pub fn tag_last_staged(&mut self, segment: i64) {
+        if let Some(s) = self.staged.last_mut() {
+            s.segment = segment;
+        }
+    }
+
+    /// Staged records not yet taken.
+    pub fn staged_len(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Key sets of the buckets closed since the last call: (ordinal, keys).
+    pub fn take_closed_keys(&mut self) -> Vec<(i64, Vec<DedupKey>)> {
+        std::mem::take(&mut self.closed_keys)
     }
 
     /// Closes every bucket that ends at or before `watermark` (idle partitions are
@@ -174,7 +255,12 @@ impl Shard {
             });
         });
         // `before` is a bucket start: a whole number of buckets.
-        self.dedup.evict_before(before.div_euclid(self.bucket_us));
+        let ordinal = before.div_euclid(self.bucket_us);
+        if self.horizon_us > 0 {
+            self.dedup.evict_before_into(ordinal, &mut self.closed_keys);
+        } else {
+            self.dedup.evict_before(ordinal);
+        }
     }
 
     /// Buckets closed since the last call, oldest first. A drain, so the buffer keeps

@@ -49,6 +49,25 @@ struct KeyWindows {
     hour: Option<(Micros, Stats)>,
 }
 
+impl KeyWindows {
+    fn new(lengths: &[Micros], first: &ClosedBucket) -> Self {
+        KeyWindows {
+            direction: first.key.direction,
+            target_latency_us: first.key.target_latency_us,
+            windows: lengths
+                .iter()
+                .map(|&len| Window {
+                    len,
+                    coarse: len > MICROS_PER_HOUR,
+                    running: Stats::sparse(),
+                    queue: VecDeque::new(),
+                })
+                .collect(),
+            hour: None,
+        }
+    }
+}
+
 pub struct WindowSet {
     lengths: Vec<Micros>,
     keys: BTreeMap<(Arc<str>, Arc<str>), KeyWindows>,
@@ -100,20 +119,7 @@ impl WindowSet {
         let kw = self
             .keys
             .entry((tenant.clone(), platform.clone()))
-            .or_insert_with(|| KeyWindows {
-                direction: first.key.direction,
-                target_latency_us: first.key.target_latency_us,
-                windows: lengths
-                    .iter()
-                    .map(|&len| Window {
-                        len,
-                        coarse: len > MICROS_PER_HOUR,
-                        running: Stats::sparse(),
-                        queue: VecDeque::new(),
-                    })
-                    .collect(),
-                hour: None,
-            });
+            .or_insert_with(|| KeyWindows::new(lengths, first));
         let any_coarse = kw.windows.iter().any(|w| w.coarse);
         let mut frontier = since;
         // This commit's buckets of one hour, merged: (hour start, stats, the frontier
@@ -150,6 +156,69 @@ impl WindowSet {
         }
         evict_key(kw, frontier);
         self.frontier = self.frontier.max(frontier);
+    }
+
+    /// Adds a correction — records counted for a bucket after it closed — to every window
+    /// of its key that still covers the bucket, and to the queue entry holding the bucket
+    /// (so the correction leaves the window with it). A window the bucket has already
+    /// slid out of is unchanged.
+    pub fn correct(&mut self, tenant: &Arc<str>, platform: &Arc<str>, b: &ClosedBucket) {
+        let frontier = self.frontier;
+        if b.start + b.width_us > frontier {
+            // Not yet behind the frontier: an ordinary push keeps the order.
+            self.push_key_batch(tenant, platform, [b], frontier, Micros::MIN);
+            return;
+        }
+        let lengths = &self.lengths;
+        let kw = self
+            .keys
+            .entry((tenant.clone(), platform.clone()))
+            .or_insert_with(|| KeyWindows::new(lengths, b));
+        let hour = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
+        let in_open_hour = matches!(&kw.hour, Some((h, _)) if *h == hour);
+        if let Some((h, acc)) = &mut kw.hour {
+            if *h == hour {
+                acc.merge(&b.stats);
+            }
+        }
+        for w in &mut kw.windows {
+            let from = frontier.saturating_sub(w.len);
+            if w.coarse {
+                if in_open_hour {
+                    w.running.merge(&b.stats);
+                    continue;
+                }
+                if hour + MICROS_PER_HOUR <= from {
+                    continue;
+                }
+                let at = w
+                    .queue
+                    .iter()
+                    .rposition(|(s, wd, _)| *s <= b.start && b.start < s + wd);
+                match at {
+                    Some(i) => Arc::make_mut(&mut w.queue[i].2).merge(&b.stats),
+                    None => {
+                        let i = w.queue.partition_point(|(s, _, _)| *s < hour);
+                        w.queue
+                            .insert(i, (hour, MICROS_PER_HOUR, Arc::new(b.stats.compacted())));
+                    }
+                }
+                w.running.merge(&b.stats);
+            } else {
+                if b.start < from {
+                    continue;
+                }
+                match w.queue.iter().rposition(|(s, _, _)| *s == b.start) {
+                    Some(i) => Arc::make_mut(&mut w.queue[i].2).merge(&b.stats),
+                    None => {
+                        let i = w.queue.partition_point(|(s, _, _)| *s < b.start);
+                        w.queue
+                            .insert(i, (b.start, b.width_us, Arc::new(b.stats.compacted())));
+                    }
+                }
+                w.running.merge(&b.stats);
+            }
+        }
     }
 
     /// Slides every window to end at `frontier` (e.g. when time passes with no traffic).

@@ -3,6 +3,9 @@
 //! does (fetching pauses until the store accepts writes again).
 
 use super::partitions::PartitionSet;
+use crate::pipeline::Committed;
+use crate::runtime::RuntimeStatus;
+use crate::sink::prometheus::Telemetry;
 use crate::store::StoreError;
 use crate::time::Micros;
 use std::sync::atomic::Ordering;
@@ -89,12 +92,12 @@ impl PartitionSet {
                 .pipeline
                 .commit(self.store.as_mut(), &p.source, p.next_offset)
             {
-                Ok(buckets) => {
+                Ok(made) => {
                     p.commit_cost = t.elapsed();
                     self.status
                         .last_checkpoint_us
                         .store(p.commit_cost.as_micros() as u64, Ordering::Relaxed);
-                    self.telemetry.absorb(&buckets);
+                    absorb(&self.telemetry, &self.status, &made);
                     let keys = p.pipeline.shard.keys();
                     let overflowed = keys.overflowed;
                     self.status.keys_overflowed.fetch_add(
@@ -143,5 +146,23 @@ impl PartitionSet {
             self.resume_superseded(ti, partition);
         }
         ok && !self.status.store_failing()
+    }
+}
+
+/// What a commit made durable, into the exporter and the self-metrics: corrections are
+/// counted (or found duplicates) only when they are committed.
+pub(super) fn absorb(telemetry: &Telemetry, status: &RuntimeStatus, committed: &Committed) {
+    telemetry.absorb(committed);
+    let corrected: u64 = committed
+        .corrections
+        .iter()
+        .map(|b| b.stats.counters.attempts)
+        .sum();
+    if corrected > 0 || committed.correction_duplicates > 0 {
+        status.counted.fetch_add(corrected, Ordering::Relaxed);
+        status.corrected.fetch_add(corrected, Ordering::Relaxed);
+        status
+            .duplicates
+            .fetch_add(committed.correction_duplicates, Ordering::Relaxed);
     }
 }

@@ -144,8 +144,8 @@ impl PartitionSet {
                 .pipeline
                 .commit(self.store.as_mut(), &p.source, p.next_offset)
             {
-                Ok(buckets) => {
-                    self.telemetry.absorb(&buckets);
+                Ok(committed) => {
+                    super::checkpoints::absorb(&self.telemetry, &self.status, &committed);
                     self.note_checkpoint(topic, partition, p.next_offset);
                     tracing::info!(source = %p.source, next_offset = p.next_offset, "partition revoked after its checkpoint");
                 }
@@ -189,6 +189,8 @@ impl PartitionSet {
             match p.pipeline.process(bytes, now) {
                 Verdict::Counted => counted += 1,
                 Verdict::Duplicate => duplicates += 1,
+                // Counted (or found a duplicate) when its correction is committed.
+                Verdict::Staged => {}
                 Verdict::Rejected(reason) => {
                     self.status.rejected.fetch_add(1, Ordering::Relaxed);
                     if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {

@@ -78,6 +78,12 @@ pub fn run(
     let kafka = config.kafka.clone().ok_or(ServiceError::NoKafka)?;
     tracing::info!(kafka = %crate::kafka::describe(&kafka), store = %store, "starting");
     let store = crate::store::open_partition_store(&store, Some(&kafka))?;
+    if !store.takes_corrections() && config.engine.correction_horizon.0 > 0 {
+        tracing::warn!(
+            correction_horizon = %config.engine.correction_horizon,
+            "this store takes no corrections: records for closed buckets are rejected as too_late, as with engine.correction_horizon = \"0s\"; use a SQLite store for corrections"
+        );
+    }
     let quarantine = if kafka.quarantine_topic.is_empty() {
         None
     } else {

@@ -6,10 +6,11 @@
 use crate::config::Config;
 use crate::engine::{ClosedBucket, WindowSet};
 use crate::event::RejectReason;
+use crate::pipeline::Committed;
 use crate::runtime::RuntimeStatus;
 use crate::sla;
 use crate::time::{format_duration, Micros};
-use metrics::{counter, gauge};
+use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,15 +20,33 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// How long a gauge survives without being set (see [`handle`]).
 pub const GAUGE_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Bucket bounds of `slatrack_correction_age_seconds`: how far behind the newest event a
+/// corrected record arrived, from just past the lateness allowance to the 7-day horizon.
+const CORRECTION_AGE_BUCKETS: [f64; 10] = [
+    180.0,
+    300.0,
+    900.0,
+    1800.0,
+    3600.0,
+    3.0 * 3600.0,
+    6.0 * 3600.0,
+    86400.0,
+    3.0 * 86400.0,
+    7.0 * 86400.0,
+];
+
 /// The process-wide recorder (a process has one; tests may start the service twice).
 fn handle() -> Option<&'static PrometheusHandle> {
     static H: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     // Gauges not set for GAUGE_IDLE disappear from the scrape: every live gauge is set on
     // each publish, so these are the series of keys and partitions that went away.
-    H.get_or_init(|| match PrometheusBuilder::new()
+    let recorder = PrometheusBuilder::new()
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
-        .install_recorder()
-    {
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("slatrack_correction_age_seconds".into()),
+            &CORRECTION_AGE_BUCKETS,
+        );
+    H.get_or_init(|| match recorder.and_then(|r| r.install_recorder()) {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!(error = %e, "Prometheus recorder not installed; /metrics will be empty");
@@ -130,7 +149,44 @@ impl Telemetry {
     /// The commit is taken key by key (one label, one set of counter increments and one
     /// window push per key, not per bucket): a backfill commit holds thousands of
     /// one-attempt buckets of the same few keys.
-    pub fn absorb(&self, buckets: &[ClosedBucket]) {
+    pub fn absorb(&self, committed: &Committed) {
+        self.absorb_buckets(&committed.buckets);
+        if !committed.corrections.is_empty() || committed.correction_duplicates > 0 {
+            self.absorb_corrections(committed);
+        }
+    }
+
+    /// Corrections just made durable: the event counters move by what they add, windows
+    /// still covering their buckets take them in, and the correction counters and the
+    /// age histogram show a backlog draining.
+    fn absorb_corrections(&self, committed: &Committed) {
+        let mut inner = self.lock();
+        for b in &committed.corrections {
+            let t = self.tenant(&mut inner, &b.key.tenant, &b.key.platform);
+            let c = &b.stats.counters;
+            let h = inner
+                .handles
+                .entry((t.clone(), b.key.platform.clone()))
+                .or_insert_with(|| KeyCounters::register(&t, &b.key.platform));
+            h.delivered.increment(c.delivered);
+            h.failed.increment(c.failed);
+            h.dead_lettered.increment(c.dead_lettered);
+            h.on_time.increment(c.on_time);
+            h.attempts.increment(c.attempts);
+            h.retried.increment(c.retried);
+            counter!("slatrack_corrections_total", "platform" => b.key.platform.to_string())
+                .increment(c.attempts);
+            inner.windows.correct(&t, &b.key.platform, b);
+        }
+        drop(inner);
+        counter!("slatrack_correction_duplicates_total").increment(committed.correction_duplicates);
+        let ages = histogram!("slatrack_correction_age_seconds");
+        for age in &committed.correction_ages_us {
+            ages.record(*age as f64 / 1e6);
+        }
+    }
+
+    fn absorb_buckets(&self, buckets: &[ClosedBucket]) {
         let mut inner = self.lock();
         let end = buckets
             .iter()
@@ -276,6 +332,13 @@ impl Telemetry {
                 .absolute(st.rejected_by_reason[i].load(Ordering::Relaxed));
         }
         counter!("slatrack_quarantined_total").absolute(st.quarantined.load(Ordering::Relaxed));
+        // The correction series exist from the start (at 0 for each configured platform),
+        // so a dashboard shows "no backlog" rather than "no data".
+        for p in &self.config.platforms {
+            counter!("slatrack_corrections_total", "platform" => p.id.clone()).increment(0);
+        }
+        counter!("slatrack_correction_duplicates_total").increment(0);
+        let _ = histogram!("slatrack_correction_age_seconds");
         counter!("slatrack_keys_overflowed_total")
             .absolute(st.keys_overflowed.load(Ordering::Relaxed));
         counter!("slatrack_checkpoints_total").absolute(st.commits.load(Ordering::Relaxed));

@@ -68,7 +68,8 @@ pub struct DedupRows {
     pub buckets: Vec<StoredKeys>,
 }
 
-fn pack(keys: &[DedupKey]) -> Vec<u8> {
+/// Dedup keys as a store keeps them: [`STORED_KEY_BYTES`] each.
+pub fn pack(keys: &[DedupKey]) -> Vec<u8> {
     let mut out = Vec::with_capacity(keys.len() * STORED_KEY_BYTES);
     for k in keys {
         out.extend_from_slice(&((*k >> 64) as u64).to_le_bytes());
@@ -96,6 +97,14 @@ fn unpack(bytes: &[u8]) -> Result<Vec<DedupKey>, CheckpointError> {
             )
         })
         .collect())
+}
+
+/// Packed keys read back from `source`'s rows in a store.
+pub fn unpack_keys(bytes: &[u8], source: &str) -> Result<Vec<DedupKey>, crate::store::StoreError> {
+    unpack(bytes).map_err(|e| crate::store::StoreError::Corrupt {
+        what: format!("closed_keys of {source}"),
+        why: e.to_string(),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +207,8 @@ fn encode_state(
         dedup: Vec::new(),
         counted: shard.tally.counted,
         duplicates: shard.tally.duplicates,
-        late: shard.tally.late,
+        late: shard.tally.too_late,
+        corrected: shard.tally.corrected,
         dedup_in_store: false,
     }
 }
@@ -306,7 +316,8 @@ fn decode_from(
         tally: ShardTally {
             counted: cp.counted,
             duplicates: cp.duplicates,
-            late: cp.late,
+            too_late: cp.late,
+            corrected: cp.corrected,
         },
     };
     Ok((Shard::from_state(config, state)?, cp.next_offset))

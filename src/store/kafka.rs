@@ -302,6 +302,19 @@ fn reject_counts(rows: &[RejectRow<'_>]) -> Vec<proto::RejectCount> {
 }
 
 impl PartitionStore for KafkaStore {
+    /// Keeps no closed buckets' keys: the service runs it without corrections.
+    fn closed_keys(
+        &mut self,
+        _source: &str,
+        _start: Micros,
+    ) -> Result<Vec<crate::engine::dedup::DedupKey>, StoreError> {
+        Err(self.err("this store keeps no closed buckets' keys (corrections are off with it)"))
+    }
+
+    fn takes_corrections(&self) -> bool {
+        false
+    }
+
     fn refresh(&mut self) -> Result<(), StoreError> {
         self.sync()
     }

@@ -9,6 +9,8 @@ pub mod sqlite;
 pub use kafka::KafkaStore;
 pub use sqlite::{Coverage, SqliteStore, StoreWriter};
 
+use crate::engine::correction::Correction;
+use crate::engine::dedup::DedupKey;
 use crate::engine::ClosedBucket;
 use crate::event::{Direction, RejectReason};
 use crate::time::Micros;
@@ -185,6 +187,14 @@ pub struct PartitionCommit<'a> {
     pub next_offset: i64,
     pub state: &'a [u8],
     pub buckets: &'a [ClosedBucket],
+    /// Partial buckets to add to stored ones: records counted for buckets that had
+    /// closed (see [`crate::engine::correction`]).
+    pub corrections: &'a [Correction],
+    /// Dedup keys of closed buckets to keep until the correction horizon passes: each
+    /// closed bucket's set, and the keys each correction counted.
+    pub closed_keys: &'a [ClosedKeys],
+    /// Closed buckets' keys starting before this are past the horizon: drop them.
+    pub keys_before: Micros,
     /// Counted since the previous commit (what a transactional store adds).
     pub rejects: &'a [RejectRow<'a>],
     /// Segments below `segment_of(next_offset)` with rejections not yet written.
@@ -196,6 +206,16 @@ pub struct PartitionCommit<'a> {
     pub dedup: Option<&'a DedupRows>,
 }
 
+/// Dedup keys of one closed bucket, packed ([`checkpoint::pack`]): the bucket's set as it
+/// closed (`segment` `None`), or the keys corrections counted in it from records of one
+/// offset segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedKeys {
+    pub start: Micros,
+    pub segment: Option<i64>,
+    pub keys: Vec<u8>,
+}
+
 /// What the live path needs from a store.
 pub trait PartitionStore: Send {
     /// Called once per assignment before checkpoints are read: a shared store catches up
@@ -205,6 +225,15 @@ pub trait PartitionStore: Send {
     }
     fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError>;
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError>;
+    /// Every dedup key stored for the closed bucket with this ordinal (bucket start /
+    /// width) of `source`: what a correction is deduplicated against.
+    fn closed_keys(&mut self, source: &str, start: Micros) -> Result<Vec<DedupKey>, StoreError>;
+    /// True if the store keeps closed buckets' keys ([`PartitionStore::closed_keys`]) and
+    /// adds corrections to its buckets; without, the service runs with
+    /// `engine.correction_horizon = "0s"`.
+    fn takes_corrections(&self) -> bool {
+        true
+    }
     /// True if the store keeps a partition's dedup keys in rows beside its checkpoint and
     /// applies [`PartitionCommit::dedup`] atomically with it (so commits write deltas).
     fn keeps_dedup(&self) -> bool {
@@ -221,6 +250,10 @@ impl PartitionStore for SqliteStore {
 
     fn keeps_dedup(&self) -> bool {
         true
+    }
+
+    fn closed_keys(&mut self, source: &str, start: Micros) -> Result<Vec<DedupKey>, StoreError> {
+        checkpoint::unpack_keys(&SqliteStore::closed_keys(self, source, start)?, source)
     }
 
     /// Fenced on the stored checkpoint: with two owners of a partition at once (a
@@ -240,6 +273,10 @@ impl PartitionStore for SqliteStore {
         for b in daily_rows(c.buckets).iter() {
             w.put_bucket(c.source, b)?;
         }
+        for b in c.corrections {
+            w.add_correction(c.source, &b.bucket)?;
+        }
+        w.put_closed_keys(c.source, c.closed_keys, c.keys_before)?;
         for r in c.rejects {
             w.add_rejects(c.source, r.tenant, r.platform, r.bucket, r.reason, r.count)?;
         }

@@ -160,6 +160,15 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Bytes of closed buckets' dedup keys held (all sources), for measurements.
+    pub fn closed_key_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(LENGTH(keys)), 0) FROM closed_keys",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
     /// Number of bucket rows (all sources); for tests and the replay summary.
     pub fn bucket_rows(&self) -> Result<u64, StoreError> {
         Ok(self
@@ -201,6 +210,28 @@ impl SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?)
+    }
+}
+
+/// The packed dedup keys stored for a closed bucket: its key set at close and every
+/// correction's keys since.
+fn read_closed_keys(conn: &Connection, source: &str, start: Micros) -> Result<Vec<u8>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT keys FROM closed_keys WHERE source = ?1 AND bucket_start_us = ?2",
+    )?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query(params![source, start])?;
+    while let Some(r) = rows.next()? {
+        let blob: Vec<u8> = r.get(0)?;
+        out.extend_from_slice(&blob);
+    }
+    Ok(out)
+}
+
+impl SqliteStore {
+    /// The packed dedup keys stored for a closed bucket of `source` starting at `start`.
+    pub fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError> {
+        read_closed_keys(&self.conn, source, start)
     }
 }
 
@@ -313,6 +344,86 @@ impl StoreWriter<'_> {
             stmt.execute(params![source, start, keys])?;
         }
         Ok(())
+    }
+
+    /// [`SqliteStore::closed_keys`], inside this transaction (a replay's own writes).
+    pub fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError> {
+        read_closed_keys(&self.tx, source, start)
+    }
+
+    /// Adds closed buckets' key rows and drops those of buckets starting before `before`
+    /// (past the correction horizon).
+    pub fn put_closed_keys(
+        &self,
+        source: &str,
+        rows: &[crate::store::ClosedKeys],
+        before: Micros,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("DELETE FROM closed_keys WHERE source = ?1 AND bucket_start_us < ?2")?
+            .execute(params![source, before])?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO closed_keys (source, bucket_start_us, segment, keys) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for r in rows {
+            stmt.execute(params![source, r.start, r.segment, r.keys])?;
+        }
+        Ok(())
+    }
+
+    /// Adds a correction to the stored bucket row it belongs to: counters summed,
+    /// latencies merged (a new row if the source has none starting there).
+    pub fn add_correction(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError> {
+        let existing = self
+            .tx
+            .prepare_cached(
+                "SELECT attempts, events, delivered, failed, dead_lettered, on_time, retried,
+                        max_retries, latency_sum_us, latency_hist, bucket_secs
+                 FROM buckets WHERE source = ?1 AND tenant = ?2 AND platform = ?3 AND bucket_start_ms = ?4",
+            )?
+            .query_row(
+                params![source, &*b.key.tenant, &*b.key.platform, b.start / MICROS_PER_MILLI],
+                |r| {
+                    let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+                    Ok((
+                        Counters {
+                            attempts: n(0)?,
+                            events: n(1)?,
+                            delivered: n(2)?,
+                            failed: n(3)?,
+                            dead_lettered: n(4)?,
+                            on_time: n(5)?,
+                            retried: n(6)?,
+                            max_retries: n(7)?,
+                            latency_sum_us: n(8)?,
+                        },
+                        r.get::<_, Vec<u8>>(9)?,
+                        r.get::<_, i64>(10)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((counters, hist, secs)) = existing else {
+            return self.put_bucket(source, b);
+        };
+        let latency = Stats::latencies_from_bytes(&hist).map_err(|why| StoreError::Corrupt {
+            what: format!(
+                "{source} {} {} bucket at {} ms",
+                b.key.tenant,
+                b.key.platform,
+                b.start / MICROS_PER_MILLI
+            ),
+            why,
+        })?;
+        let mut merged = Stats { counters, latency };
+        merged.merge(&b.stats);
+        let row = ClosedBucket {
+            key: b.key.clone(),
+            start: b.start,
+            width_us: (secs * 1_000_000).max(b.width_us),
+            stats: merged,
+        };
+        self.put_bucket(source, &row)
     }
 
     pub fn put_checkpoint(

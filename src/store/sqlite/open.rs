@@ -12,11 +12,12 @@ use std::path::Path;
 /// 1. `buckets`, `rejects`, `meta`, and `checkpoints` as a `WITHOUT ROWID` table.
 /// 2. `checkpoints` as a rowid table (its key in a small index, so a fence read or an
 ///    upsert never reads the whole state blob) and `dedup_keys` beside it.
+/// 3. `closed_keys`: the dedup keys of closed buckets within the correction horizon.
 ///
 /// Files written before the version moved to `user_version` have `user_version` 0 and a
 /// `meta` row saying 1; whatever their `checkpoints` table looks like, the steps of
 /// [`migrate`] bring them to the current version.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,6 +64,13 @@ CREATE TABLE IF NOT EXISTS dedup_keys (
     keys            BLOB    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dedup_keys_by_bucket ON dedup_keys (source, bucket_start_us);
+CREATE TABLE IF NOT EXISTS closed_keys (
+    source          TEXT    NOT NULL,
+    bucket_start_us INTEGER NOT NULL,
+    segment         INTEGER,
+    keys            BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS closed_keys_by_bucket ON closed_keys (source, bucket_start_us);
 ";
 
 /// The schema version of an open file: `user_version`, or for a file from before that
@@ -329,7 +337,10 @@ mod tests {
     /// Version 1 files as later releases left them: `checkpoints` already a rowid table
     /// and `dedup_keys` present, the version still 1 in `meta`.
     fn version_1_late_schema() -> String {
-        SCHEMA.to_string()
+        SCHEMA[..SCHEMA
+            .find("CREATE TABLE IF NOT EXISTS closed_keys")
+            .unwrap_or(SCHEMA.len())]
+            .to_string()
     }
 
     fn table_sql(s: &SqliteStore, name: &str) -> Option<String> {
@@ -347,9 +358,10 @@ mod tests {
     /// and opening it again changes nothing.
     #[test]
     fn stores_of_every_earlier_schema_open_at_the_current_version() {
-        for (name, schema) in [
-            ("v1", version_1_schema()),
-            ("v1-late", version_1_late_schema()),
+        for (name, schema, version) in [
+            ("v1", version_1_schema(), 1),
+            ("v1-late", version_1_late_schema(), 1),
+            ("v2", version_1_late_schema(), 2),
         ] {
             let dir = tempfile::tempdir().expect("temp dir");
             let path = dir.path().join("old.db");
@@ -358,10 +370,14 @@ mod tests {
                 let c = Connection::open(&path).expect("open");
                 c.execute_batch(&schema).expect("old schema");
                 c.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', '1')",
-                    [],
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    params![version.to_string()],
                 )
                 .expect("meta");
+                if version > 1 {
+                    c.pragma_update(None, "user_version", version)
+                        .expect("user_version");
+                }
                 c.execute(
                     "INSERT INTO checkpoints VALUES ('kafka:t/0', 1, 42, ?1, 7)",
                     params![blob],
@@ -371,7 +387,7 @@ mod tests {
             // Read-only: read as it is, nothing written.
             let before = std::fs::read(&path).expect("bytes");
             let r = SqliteStore::open_read_only(&path).expect("read-only open");
-            assert_eq!(schema_version(&r.conn).expect("version"), 1, "{name}");
+            assert_eq!(schema_version(&r.conn).expect("version"), version, "{name}");
             drop(r);
             assert_eq!(std::fs::read(&path).expect("bytes"), before, "{name}");
             for _ in 0..2 {
@@ -384,6 +400,7 @@ mod tests {
                 let cp = table_sql(&s, "checkpoints").expect("checkpoints table");
                 assert!(!cp.to_uppercase().contains("WITHOUT ROWID"), "{name}: {cp}");
                 assert!(table_sql(&s, "dedup_keys").is_some(), "{name}");
+                assert!(table_sql(&s, "closed_keys").is_some(), "{name}");
                 assert_eq!(
                     s.checkpoint("kafka:t/0").expect("read"),
                     Some((1, 42, blob.clone())),
