@@ -86,6 +86,21 @@ enum Command {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+    /// Accept a partition's new log (its topic was recreated, or the brokers are a new
+    /// cluster): the next `slatrack run` reads the new log from offset 0, with what the old
+    /// log counted kept, so records the new log repeats are duplicates. Run it while no
+    /// slatrack writes the store. SQLite stores only.
+    AcceptNewLog {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// SQLite store (overrides store.path).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+    },
     /// Print the Prometheus rule file (recording rules, burn-rate and drift alerts)
     /// generated from the SLA config.
     Rules {
@@ -237,7 +252,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 emit(&summary_text(&summary, &store_path))?;
             }
-            if summary.counted == 0 {
+            if summary.counted == 0 && summary.already_counted == 0 {
                 bail!("no record of the input was counted ({} read, {} rejected): check that the file holds delivery events and that --format (or the file's extension) says how they are encoded", summary.records, summary.rejected.values().sum::<u64>());
             }
         }
@@ -268,6 +283,24 @@ fn run(cli: Cli) -> Result<()> {
                     serde_json::to_string_pretty(&slatrack::scorecard::json::render(&sc))?
                 ))?,
             }
+        }
+        Command::AcceptNewLog {
+            config,
+            store,
+            topic,
+            partition,
+        } => {
+            let mut cfg = load_config(config.as_deref())?;
+            if let Some(s) = store {
+                cfg.store.path = s;
+            }
+            let location = Location::of_path(&cfg.store.path)?;
+            let accepted =
+                slatrack::service::accept_new_log(Arc::new(cfg), &location, &topic, partition)?;
+            println!(
+                "{topic}/{partition}: the next `slatrack run` reads the new log from offset 0 (the old log's checkpoint stood at {}); what the old log counted stays, and records the new log repeats are duplicates",
+                accepted.old_next_offset
+            );
         }
         Command::Rules { config, k8s } => {
             let cfg = load_config(config.as_deref())?;
@@ -458,7 +491,7 @@ fn replay(
     let created = !store_path.exists();
     let result = replay_into(cfg, store_path, inputs, format);
     let failed = match &result {
-        Ok(s) => s.counted == 0,
+        Ok(s) => s.counted == 0 && s.already_counted == 0,
         Err(_) => true,
     };
     if created && failed {
@@ -508,6 +541,11 @@ fn summary_text(s: &slatrack::replay::ReplaySummary, store: &Path) -> String {
     let _ = writeln!(o, "  counted     {:>10}  (attempts)", s.counted);
     let _ = writeln!(o, "  events      {:>10}  (terminal records)", s.events);
     let _ = writeln!(o, "  duplicates  {:>10}", s.duplicates);
+    let _ = writeln!(
+        o,
+        "  already     {:>10}  (counted or rejected by an earlier replay)",
+        s.already_counted
+    );
     let _ = writeln!(o, "  corrected   {:>10}", s.corrected);
     let _ = writeln!(o, "  too late    {:>10}", s.too_late);
     let rejected: u64 = s.rejected.values().sum();

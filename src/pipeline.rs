@@ -4,13 +4,13 @@
 use crate::codec::{Decoder, Format};
 use crate::config::Config;
 use crate::engine::correction::{resolve, KeyCache, Resolution, Staged};
-use crate::engine::dedup::DedupKey;
+use crate::engine::dedup::{dedup_key, DedupKey};
 use crate::engine::{ClosedBucket, Ingest, Shard};
 use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
 use crate::store::checkpoint::CheckpointError;
 use crate::store::{
     segment_of, ClosedKeys, PartitionCommit, PartitionStore, RejectRow, SegmentRejects, StoreError,
-    StoreWriter, StoredReject,
+    StoreWriter, StoredReject, Unread,
 };
 use crate::time::Micros;
 use std::collections::{BTreeMap, HashMap};
@@ -178,6 +178,8 @@ pub struct Pipeline {
     staged: Vec<Staged>,
     /// Closed buckets' key sets read from the store.
     key_cache: KeyCache,
+    /// Records the log lost before they were read, to write with the next commit.
+    unread: Option<Unread>,
     /// Offset of the checkpoint this pipeline restored or last wrote (the commit fence).
     checkpoint_offset: Option<i64>,
 }
@@ -193,6 +195,7 @@ impl Pipeline {
             unwritten: Vec::new(),
             unwritten_keys: Vec::new(),
             staged: Vec::new(),
+            unread: None,
             checkpoint_offset: None,
         }
     }
@@ -357,6 +360,7 @@ impl Pipeline {
             corrections: &resolution.corrections,
             closed_keys: &closed_keys,
             keys_before: self.shard.correction_floor().saturating_mul(width),
+            unread: self.unread,
             rejects: &rejects,
             sealed: &sealed,
             open: &self.rejects.open_rows(next_offset),
@@ -367,13 +371,15 @@ impl Pipeline {
         }
         self.rejects.written(next_offset);
         self.checkpoint_offset = Some(next_offset);
+        self.unread = None;
         Ok(())
     }
 
     /// A replay's output so far, into its transaction: closed buckets, closed buckets'
     /// key sets and (with `resolve`, or once many are staged) corrections, resolved
     /// against the keys the transaction holds. Returns the buckets and corrections
-    /// written.
+    /// written. A replay's key sets are kept whatever their age: they are what later
+    /// replays are deduplicated against (`crate::replay`).
     pub fn write_replay_output(
         &mut self,
         w: &StoreWriter<'_>,
@@ -387,7 +393,7 @@ impl Pipeline {
             w.put_bucket(source, b)?;
         }
         let width = self.shard.bucket_width();
-        let floor = self.shard.correction_floor().saturating_mul(width);
+        let floor = Micros::MIN;
         let keys = self.shard.take_closed_keys();
         if !keys.is_empty() {
             let rows: Vec<ClosedKeys> = keys
@@ -437,6 +443,16 @@ impl Pipeline {
         ))
     }
 
+    /// Offsets `from..to` of this source were deleted from the log before they were
+    /// read: the next commit records it (with the time it was noticed) for the scorecard.
+    pub fn note_unread(&mut self, from: i64, to: i64) {
+        self.unread = Some(Unread {
+            from,
+            to,
+            noticed_ms: crate::time::now_micros() / 1000,
+        });
+    }
+
     /// Closed buckets' keys held in the correction cache.
     pub fn key_cache_len(&self) -> usize {
         self.key_cache.len()
@@ -457,6 +473,38 @@ impl Pipeline {
                 let bucket = r.completed_at.map(|t| self.shard.bucket_start(t));
                 self.rejects.add(&r, bucket);
                 Verdict::Rejected(r.reason)
+            }
+        }
+    }
+
+    /// [`process`](Self::process), but a record `counted_elsewhere` (its bucket start and
+    /// dedup key) says is counted already, or a rejected one `rejected_elsewhere` (its
+    /// bytes) says is rejected already, is neither counted nor rejected again: `None`.
+    pub fn process_unless<E>(
+        &mut self,
+        bytes: &[u8],
+        now: Micros,
+        counted_elsewhere: impl FnOnce(Micros, DedupKey) -> Result<bool, E>,
+        rejected_elsewhere: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<Option<Verdict>, E> {
+        self.records += 1;
+        match self.decoder.decode(bytes, now) {
+            Ok(ev) => {
+                let start = self.shard.bucket_start(ev.completed_at);
+                if counted_elsewhere(start, dedup_key(&ev.event_id, ev.attempt))? {
+                    return Ok(None);
+                }
+                Ok(Some(Self::ingest_into(
+                    &mut self.shard,
+                    &mut self.rejects,
+                    ev,
+                )))
+            }
+            Err(_) if rejected_elsewhere(bytes) => Ok(None),
+            Err(r) => {
+                let bucket = r.completed_at.map(|t| self.shard.bucket_start(t));
+                self.rejects.add(&r, bucket);
+                Ok(Some(Verdict::Rejected(r.reason)))
             }
         }
     }

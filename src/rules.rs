@@ -135,7 +135,7 @@ pub fn render(config: &Config) -> String {
     let dlq = num(s.dlq_target);
     let _ = writeln!(w, "  - name: slatrack-health");
     let _ = writeln!(w, "    rules:");
-    let alerts: [(&str, String, &str, &str, String); 7] = [
+    let alerts: [(&str, String, &str, &str, String); 8] = [
         (
             "SlatrackP99OverThreshold",
             format!("max by (tenant, platform) (slatrack_window_latency_seconds{{quantile=\"0.99\",window=\"1h\"}}) > {p99}"),
@@ -177,6 +177,13 @@ pub fn render(config: &Config) -> String {
             "5m",
             "page",
             "slatrack on {{ $labels.instance }} cannot write its scorecard store: checkpoints and fetching are paused, live SLA metrics are going stale (nothing is lost; it catches up once the store accepts writes)".to_string(),
+        ),
+        (
+            "SlatrackPartitionStopped",
+            "max by (instance) (slatrack_partitions_stopped) > 0".to_string(),
+            "1m",
+            "page",
+            "slatrack on {{ $labels.instance }} stopped {{ $value }} partition(s) whose log is not the one their checkpoint was taken on (recreated topic or new cluster): nothing of those partitions is counted until the new log is accepted".to_string(),
         ),
         (
             "SlatrackDown",

@@ -44,6 +44,11 @@ pub struct RuntimeStatus {
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Next offset covered by the latest checkpoint, per (topic, partition).
     pub checkpointed: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Partitions stopped because their log is not the one their checkpoint was taken on
+    /// (recreated topic, new cluster), with what to do; `/readyz` fails while any is.
+    pub stopped: Mutex<BTreeMap<(String, i32), String>>,
+    /// Records deleted from a log (retention) before they were read, since start.
+    pub records_unread: AtomicU64,
     /// Where /metrics is served, once it is.
     pub metrics_addr: Mutex<Option<std::net::SocketAddr>>,
 }

@@ -75,6 +75,7 @@ fn commit<'a>(
         corrections: &[],
         closed_keys: &[],
         keys_before: i64::MIN,
+        unread: None,
         rejects: &[],
         sealed,
         open,

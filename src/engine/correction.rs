@@ -189,6 +189,26 @@ impl KeyCache {
         }
     }
 
+    /// Whether the set of `ordinal` holds `key`; a set not held is read by `load` and kept
+    /// (most recently used first, within the budget).
+    pub fn contains<E>(
+        &mut self,
+        ordinal: i64,
+        key: DedupKey,
+        load: impl FnOnce(i64) -> Result<Vec<DedupKey>, E>,
+    ) -> Result<bool, E> {
+        if let Some(set) = self.sets.get(&ordinal) {
+            let hit = set.contains(&key);
+            self.touch(ordinal);
+            return Ok(hit);
+        }
+        self.loads += 1;
+        let set: HashSet<DedupKey> = load(ordinal)?.into_iter().collect();
+        let hit = set.contains(&key);
+        self.insert(ordinal, set);
+        Ok(hit)
+    }
+
     /// Adds keys that are now durable to the sets held (a set not held is read whole from
     /// the store next time, with them).
     pub fn absorb(&mut self, keys: &[(i64, i64, Vec<DedupKey>)]) {

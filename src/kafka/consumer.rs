@@ -25,17 +25,72 @@ pub trait Rebalance: Send + Sync + 'static {
     /// Partitions given to this instance: restore them and return each one's offset to
     /// fetch from (`None`: the group offset or `auto.offset.reset` decides).
     fn assigned(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>>;
+    /// The log of an assigned partition starts at offset `low`; its checkpoint says
+    /// fetching continues at `next`. Returns where to fetch from.
+    fn log_start(&self, partition: &TopicPartition, next: i64, low: i64) -> i64;
+    /// The log of an assigned partition ends (at `end`) before its checkpoint's last
+    /// record (`next - 1`): it is not the log the checkpoint was taken on. Fetching is
+    /// left at `next`; the owner stops the partition.
+    fn log_ended(&self, partition: &TopicPartition, next: i64, end: i64);
     /// Partitions taken away: checkpoint and drop them.
     fn revoked(&self, partitions: &[TopicPartition]);
     /// librdkafka dropped the whole assignment after a rebalance error.
     fn lost(&self);
 }
 
+/// How long an assignment waits for where a partition's log starts.
+const WATERMARK_PATIENCE: Duration = Duration::from_secs(10);
+
 /// librdkafka context of the service's consumer.
 pub struct ConsumerCtx {
     handler: Arc<dyn Rebalance>,
     status: Arc<RuntimeStatus>,
     high: HighWatermarks,
+    /// Client settings for a log probe ([`holds_offset`]).
+    probe: rdkafka::ClientConfig,
+}
+
+/// How long a probe waits for the record it asks for.
+const PROBE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether the partition's log still holds `offset` (or a later record): read with a
+/// short-lived consumer of its own, outside the group. Asked when the broker's high
+/// watermark says a checkpoint lies beyond the log's end, because some brokers' high
+/// watermarks lag (tansu's does) and a broker that is right makes the probe rare. An
+/// offset out of range, or no record within [`PROBE_PATIENCE`], is a log that ends before
+/// it.
+fn holds_offset(config: &rdkafka::ClientConfig, topic: &str, partition: i32, offset: i64) -> bool {
+    let mut c = config.clone();
+    c.set("auto.offset.reset", "error")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let probe = match c.create::<BaseConsumer>() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%topic, partition, error = %e, "cannot probe the partition's log: trusting the checkpoint");
+            return true;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    if tpl
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .is_err()
+        || probe.assign(&tpl).is_err()
+    {
+        tracing::warn!(%topic, partition, "cannot probe the partition's log: trusting the checkpoint");
+        return true;
+    }
+    let deadline = std::time::Instant::now() + PROBE_PATIENCE;
+    while std::time::Instant::now() < deadline {
+        match probe.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.partition() == partition => return m.offset() >= offset,
+            Some(Err(KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange,
+            ))) => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// High watermark per (topic, partition) from librdkafka's statistics, shared with
@@ -100,6 +155,29 @@ impl ConsumerContext for ConsumerCtx {
                 let offsets = self.handler.assigned(&partitions);
                 for ((topic, partition), next) in partitions.iter().zip(offsets) {
                     let Some(next) = next else { continue };
+                    let next = match consumer.fetch_watermarks(
+                        topic,
+                        *partition,
+                        WATERMARK_PATIENCE,
+                    ) {
+                        Ok((_, high))
+                            if next > high
+                                && next > 0
+                                && !holds_offset(&self.probe, topic, *partition, next - 1) =>
+                        {
+                            self.handler
+                                .log_ended(&(topic.clone(), *partition), next, high);
+                            next
+                        }
+                        Ok((low, _)) => {
+                            self.handler
+                                .log_start(&(topic.clone(), *partition), next, low)
+                        }
+                        Err(e) => {
+                            tracing::warn!(%topic, partition, error = %e, "cannot read where the partition's log starts: fetching from the checkpoint unchecked");
+                            next
+                        }
+                    };
                     if let Err(e) =
                         tpl.set_partition_offset(topic, *partition, Offset::Offset(next))
                     {
@@ -223,14 +301,20 @@ impl Consumer {
         status: Arc<RuntimeStatus>,
         generation: Arc<AtomicU64>,
     ) -> Result<Self, ClientError> {
+        let config = consumer_config(kafka)?;
+        let mut probe = config.clone();
+        // librdkafka assigns only with a group id; a probe never joins or commits to it.
+        probe
+            .set("group.id", format!("{}.log-probe", kafka.group_id))
+            .set("statistics.interval.ms", "0");
         let ctx = ConsumerCtx {
             handler,
             status,
             high: HighWatermarks::default(),
+            probe,
         };
-        let inner: BaseConsumer<ConsumerCtx> = consumer_config(kafka)?
-            .create_with_context(ctx)
-            .map_err(ClientError::from)?;
+        let inner: BaseConsumer<ConsumerCtx> =
+            config.create_with_context(ctx).map_err(ClientError::from)?;
         let topics: Vec<String> = kafka.topics.iter().map(|t| t.name.clone()).collect();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         inner.subscribe(&names).map_err(ClientError::from)?;

@@ -98,6 +98,11 @@ pub fn redact(e: &rdkafka::error::KafkaError) -> String {
     }
 }
 
+/// The store source of a Kafka partition: `kafka:TOPIC/PARTITION`.
+pub fn source_id(topic: &str, partition: i32) -> String {
+    format!("kafka:{topic}/{partition}")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -81,5 +81,12 @@ pub fn render(sc: &Scorecard) -> Value {
         "weekly": weekly,
         "rejected": sc.rejected_total(),
         "rejected_by_reason": by_reason,
+        "unread": sc.unread.iter().map(|(source, u)| json!({
+            "source": source,
+            "records": u.to - u.from,
+            "from_offset": u.from,
+            "to_offset": u.to,
+            "noticed": crate::time::format_rfc3339(u.noticed_ms * 1000),
+        })).collect::<Vec<_>>(),
     })
 }

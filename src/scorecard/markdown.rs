@@ -211,6 +211,16 @@ pub fn render(sc: &Scorecard) -> String {
             reasons.join(", ")
         );
     }
+    for (source, u) in &sc.unread {
+        let _ = writeln!(
+            o,
+            "\n**Records never read:** {} records of `{source}` (offsets {} to {}) were deleted from the log before slatrack read them (noticed {}); every figure above is missing them.",
+            count((u.to - u.from) as u64),
+            u.from,
+            u.to - 1,
+            crate::time::format_rfc3339(u.noticed_ms * 1000),
+        );
+    }
     o
 }
 

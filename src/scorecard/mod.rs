@@ -54,6 +54,9 @@ pub struct Scorecard {
     pub status: Status,
     pub weekly: Vec<WeekReport>,
     pub rejected: Vec<(RejectReason, u64)>,
+    /// Offsets of any source that its log lost before slatrack read them: records missing
+    /// from every figure, whatever tenant they were for (their content was never seen).
+    pub unread: Vec<(String, crate::store::Unread)>,
     pub config: std::sync::Arc<Config>,
 }
 
@@ -151,6 +154,7 @@ pub fn build(
         overall,
         weekly,
         rejected: store.rejects(tenant, from, to)?,
+        unread: store.unread()?,
         config,
     })
 }

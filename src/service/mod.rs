@@ -24,10 +24,12 @@
 
 mod checkpoints;
 pub mod demo;
+pub mod new_log;
 mod partitions;
 pub mod run;
 mod takeover;
 
+pub use new_log::accept_new_log;
 pub use run::run;
 
 use crate::config::ConfigError;

@@ -39,6 +39,9 @@ pub(super) struct Partition {
     /// Id of its latest resumption from another owner's checkpoint (`resume_superseded`);
     /// 0 if none.
     pub(super) resumed: u64,
+    /// A record has been applied since it was restored (the first one tells whether
+    /// fetching continued at the checkpoint).
+    pub(super) fetched: bool,
 }
 
 pub(super) struct PartitionSet {
@@ -58,6 +61,8 @@ pub(super) struct PartitionSet {
     pub(super) seeks: Vec<FetchMove>,
     /// Resumptions from another owner's checkpoint so far (ids for `Partition::resumed`).
     pub(super) resumptions: u64,
+    /// Where the store is (for messages).
+    pub(super) store_location: crate::store::Location,
 }
 
 pub(super) fn lock(set: &Mutex<PartitionSet>) -> MutexGuard<'_, PartitionSet> {
@@ -81,7 +86,7 @@ impl PartitionSet {
     /// [`PartitionSet::assign`], or (`superseded`) the same after another owner's commit.
     pub(super) fn restore(&mut self, topic: &str, partition: i32, superseded: bool) -> Option<i64> {
         let ti = self.topic_index(topic)?;
-        let source = format!("kafka:{topic}/{partition}");
+        let source = crate::kafka::source_id(topic, partition);
         let bounds = Pipeline::bounds(&self.config);
         match Pipeline::resume(
             self.config.clone(),
@@ -99,6 +104,10 @@ impl PartitionSet {
                 } else {
                     tracing::info!(%source, next_offset = next, "partition assigned, checkpoint restored");
                 }
+                // A new assignment checks the log again (see `stop_on_new_log`).
+                if let Ok(mut m) = self.status.stopped.lock() {
+                    m.remove(&(topic.to_string(), partition));
+                }
                 let now = Instant::now();
                 self.parts.insert(
                     (ti, partition),
@@ -115,6 +124,7 @@ impl PartitionSet {
                         seen_published: Vec::new(),
                         generation: self.generation.load(Ordering::Relaxed),
                         resumed: 0,
+                        fetched: false,
                     },
                 );
                 restored
@@ -127,10 +137,73 @@ impl PartitionSet {
         }
     }
 
+    /// Checks a restored partition's checkpoint against where its log starts: below it,
+    /// retention deleted records before they were read. They are counted, logged and
+    /// written with the next checkpoint for the scorecard to report, and fetching starts
+    /// at the log's start. Returns where to fetch from.
+    pub(super) fn check_log_start(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        next: i64,
+        low: i64,
+    ) -> i64 {
+        let Some(p) = self
+            .topic_index(topic)
+            .and_then(|ti| self.parts.get_mut(&(ti, partition)))
+        else {
+            return next;
+        };
+        if next >= low {
+            return next;
+        }
+        let lost = (low - next) as u64;
+        tracing::warn!(source = %p.source, checkpoint = next, log_start = low, records = lost, "records were deleted from the log (retention) before slatrack read them: they are missing from every figure; the scorecard reports them");
+        self.status
+            .records_unread
+            .fetch_add(lost, Ordering::Relaxed);
+        p.pipeline.note_unread(next, low);
+        p.next_offset = low;
+        low
+    }
+
+    /// A restored partition's log ends below its checkpoint (`offset`: where the log ends,
+    /// or the first record fetched, below the checkpoint, after librdkafka reset fetching
+    /// because the checkpoint's offset is out of range): the topic was recreated, or the
+    /// brokers are a new cluster. The partition stops
+    /// (its records are not applied; its checkpoint stays) with an error saying how to
+    /// accept the new log; never skipped through silently.
+    pub(super) fn stop_on_new_log(&mut self, ti: usize, partition: i32, offset: i64) {
+        let Some(p) = self.parts.remove(&(ti, partition)) else {
+            return;
+        };
+        let topic = self.topics[ti].0.clone();
+        let next = p.next_offset;
+        let what_to_do = match &self.store_location {
+            crate::store::Location::Sqlite(path) => format!(
+                "stop slatrack, check that this is the log you mean to read, run `slatrack accept-new-log --store {} --topic {topic} --partition {partition}` (it keeps what the old log counted and reads the new one from offset 0, repeated records as duplicates), and start slatrack again",
+                path.display()
+            ),
+            kafka => format!(
+                "the Kafka store ({kafka}) cannot move a checkpoint to a new log: point store.path at a new store topic for the new log and keep {kafka} for the old log's scorecards"
+            ),
+        };
+        let why = format!(
+            "partition {topic}/{partition}: its checkpoint continues at offset {next} but its log ends below it (at offset {offset}): the topic was recreated or the brokers are a new cluster. Nothing of the new log is counted until you accept it: {what_to_do}"
+        );
+        tracing::error!(source = %p.source, checkpoint = p.next_offset, fetched = offset, "{why}");
+        if let Ok(mut m) = self.status.stopped.lock() {
+            m.insert((topic, partition), why);
+        }
+    }
+
     pub(super) fn revoke(&mut self, topic: &str, partition: i32) {
         let Some(ti) = self.topic_index(topic) else {
             return;
         };
+        if let Ok(mut m) = self.status.stopped.lock() {
+            m.remove(&(topic.to_string(), partition));
+        }
         if let Ok(mut m) = self.status.watermark.lock() {
             m.remove(&(topic.to_string(), partition));
         }
@@ -177,8 +250,12 @@ impl PartitionSet {
         let (mut records, mut counted, mut duplicates, mut skipped) = (0u64, 0u64, 0u64, 0u64);
         for it in &batch.items {
             let Some(p) = self.parts.get_mut(&(it.topic, it.partition)) else {
-                continue; // revoked while the batch was being polled
+                continue; // revoked while the batch was being polled, or stopped
             };
+            if !p.fetched && it.generation >= p.generation && it.offset < p.next_offset {
+                self.stop_on_new_log(it.topic, it.partition, it.offset);
+                continue;
+            }
             if it.offset < p.next_offset || it.generation < p.generation {
                 skipped += 1;
                 continue;
@@ -209,6 +286,7 @@ impl PartitionSet {
                 }
             }
             p.next_offset = it.offset + 1;
+            p.fetched = true;
             p.last_record = arrived;
             p.idle_base = None;
         }
@@ -282,6 +360,18 @@ impl Rebalance for RebalanceHandler {
         let ready = set.fatal.is_none();
         set.status.ready.store(ready, Ordering::Relaxed);
         offsets
+    }
+
+    fn log_ended(&self, (topic, partition): &TopicPartition, next: i64, end: i64) {
+        let mut set = lock(&self.0);
+        if let Some(ti) = set.topic_index(topic) {
+            set.stop_on_new_log(ti, *partition, end);
+        }
+        let _ = next;
+    }
+
+    fn log_start(&self, (topic, partition): &TopicPartition, next: i64, low: i64) -> i64 {
+        lock(&self.0).check_log_start(topic, *partition, next, low)
     }
 
     fn revoked(&self, partitions: &[TopicPartition]) {

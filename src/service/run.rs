@@ -77,6 +77,7 @@ pub fn run(
 ) -> Result<(), ServiceError> {
     let kafka = config.kafka.clone().ok_or(ServiceError::NoKafka)?;
     tracing::info!(kafka = %crate::kafka::describe(&kafka), store = %store, "starting");
+    let store_location = store.clone();
     let store = crate::store::open_partition_store(&store, Some(&kafka))?;
     if !store.takes_corrections() && config.engine.correction_horizon.0 > 0 {
         tracing::warn!(
@@ -113,6 +114,7 @@ pub fn run(
         generation: generation.clone(),
         seeks: Vec::new(),
         resumptions: 0,
+        store_location,
     }));
     let handler = Arc::new(RebalanceHandler(set.clone()));
     let mut consumer = Consumer::subscribe(&kafka, handler, status, generation)?;

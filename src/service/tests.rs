@@ -29,6 +29,7 @@ fn set_on(generation: u64, store: crate::store::SqliteStore) -> PartitionSet {
         generation: Arc::new(AtomicU64::new(generation)),
         seeks: Vec::new(),
         resumptions: 0,
+        store_location: crate::store::Location::Sqlite("test.db".into()),
     }
 }
 
@@ -200,4 +201,120 @@ fn records_polled_before_the_latest_assignment_are_not_applied() {
         s.status.skipped_below_checkpoint.load(Ordering::Relaxed),
         15
     );
+}
+
+/// A checkpoint beyond its log's end (a recreated topic, a new cluster): librdkafka resets
+/// fetching below the checkpoint; the first such record stops the partition with an error
+/// naming the command that accepts the new log, and nothing is applied.
+#[test]
+fn a_checkpoint_beyond_the_log_end_stops_the_partition() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let mut s = set_on(1, crate::store::SqliteStore::open(&path).expect("store"));
+    s.assign("deliveries", 0);
+    let recs = records();
+    let n = recs.len() as i64;
+    let now = crate::time::now_micros();
+    s.apply(&batch_of(&recs, 0, recs.len(), 1), now);
+    s.checkpoint_due(true);
+    let (events_before, _) = stored(&path);
+    assert!(events_before > 0);
+    let mut s = set_on(2, crate::store::SqliteStore::open(&path).expect("store"));
+    assert_eq!(s.assign("deliveries", 0), Some(n));
+    // The new log, from offset 0.
+    s.apply(&batch(0, 2), now);
+    assert!(s.parts.is_empty(), "the partition stopped");
+    assert_eq!(
+        s.status.records.load(Ordering::Relaxed),
+        0,
+        "nothing applied"
+    );
+    let why = s
+        .status
+        .stopped
+        .lock()
+        .expect("lock")
+        .values()
+        .next()
+        .cloned();
+    let why = why.expect("the stop is reported");
+    assert!(
+        why.contains(&format!("offset {n}")) && why.contains("slatrack accept-new-log"),
+        "{why}"
+    );
+    s.checkpoint_due(true);
+    assert_eq!(stored(&path).0, events_before);
+    // Accepted: the checkpoint moves to the new log's start, with the engine state kept.
+    let accepted = crate::service::accept_new_log(
+        Arc::new(Config::default()),
+        &crate::store::Location::Sqlite(path.clone()),
+        "deliveries",
+        0,
+    )
+    .expect("accepted");
+    assert_eq!(accepted.old_next_offset, n);
+    let mut s = set_on(3, crate::store::SqliteStore::open(&path).expect("store"));
+    assert_eq!(
+        s.assign("deliveries", 0),
+        Some(0),
+        "reads the new log from 0"
+    );
+    assert!(s.status.stopped.lock().expect("lock").is_empty());
+    // The new log repeats the old one's first records (a mirrored cluster): applied, and
+    // duplicates of what the old log counted.
+    s.apply(&batch_of(&recs, 0, recs.len(), 3), now);
+    assert_eq!(
+        s.status.records.load(Ordering::Relaxed),
+        n as u64,
+        "the new log is applied"
+    );
+    s.checkpoint_due(true);
+    assert_eq!(
+        stored(&path).0,
+        events_before,
+        "the old log's figures stay, its repeated records are not counted twice"
+    );
+}
+
+/// A checkpoint below its log's start (retention deleted records before they were read):
+/// fetching starts at the log's start, and the lost offsets are counted and stored with
+/// the next checkpoint, once.
+#[test]
+fn a_checkpoint_below_the_log_start_counts_and_stores_what_was_lost() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let mut s = set_on(1, crate::store::SqliteStore::open(&path).expect("store"));
+    s.assign("deliveries", 0);
+    s.apply(&batch(0, 1), crate::time::now_micros());
+    s.checkpoint_due(true);
+    for generation in [2, 3] {
+        let mut s = set_on(
+            generation,
+            crate::store::SqliteStore::open(&path).expect("store"),
+        );
+        assert_eq!(s.assign("deliveries", 0), Some(10));
+        assert_eq!(s.check_log_start("deliveries", 0, 10, 25), 25);
+        assert_eq!(s.status.records_unread.load(Ordering::Relaxed), 15);
+        assert_eq!(s.parts[&(0, 0)].next_offset, 25);
+        // Crashed before a checkpoint the first time: noticed again, stored once.
+        if generation == 3 {
+            s.apply(&batch(25, 3), crate::time::now_micros());
+            assert!(
+                !s.parts.is_empty(),
+                "records from the log's start are applied"
+            );
+            s.checkpoint_due(true);
+        }
+    }
+    let store = crate::store::SqliteStore::open(&path).expect("store");
+    let unread = store.unread().expect("unread");
+    assert_eq!(unread.len(), 1);
+    assert_eq!((unread[0].1.from, unread[0].1.to), (10, 25));
+    let mut s = set_on(4, crate::store::SqliteStore::open(&path).expect("store"));
+    assert_eq!(
+        s.assign("deliveries", 0),
+        Some(35),
+        "the checkpoint moved past the gap"
+    );
+    assert_eq!(s.check_log_start("deliveries", 0, 35, 25), 35);
 }

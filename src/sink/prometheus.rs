@@ -343,6 +343,9 @@ impl Telemetry {
             .absolute(st.keys_overflowed.load(Ordering::Relaxed));
         counter!("slatrack_checkpoints_total").absolute(st.commits.load(Ordering::Relaxed));
         counter!("slatrack_store_errors_total").absolute(st.store_errors.load(Ordering::Relaxed));
+        counter!("slatrack_records_unread_total")
+            .absolute(st.records_unread.load(Ordering::Relaxed));
+        gauge!("slatrack_partitions_stopped").set(st.stopped.lock().map_or(0, |m| m.len()) as f64);
         counter!("slatrack_partitions_superseded_total")
             .absolute(st.superseded.load(Ordering::Relaxed));
         gauge!("slatrack_checkpoint_duration_seconds")
@@ -384,6 +387,15 @@ impl crate::sink::http::Endpoints for Telemetry {
             return Err(format!(
                 "the scorecard store refuses writes, fetching paused until it accepts them: {why}"
             ));
+        }
+        if let Some(why) = self
+            .status
+            .stopped
+            .lock()
+            .ok()
+            .and_then(|m| m.values().next().cloned())
+        {
+            return Err(why);
         }
         if self.status.ready.load(Ordering::Relaxed) {
             Ok(())

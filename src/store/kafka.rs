@@ -8,6 +8,7 @@
 //! | `w ␟ source ␟ tenant ␟ platform ␟ bucket_ms` | `WindowSummary` |
 //! | `s ␟ source ␟ segment` | `RejectSegment`: a sealed segment's rejections |
 //! | `c ␟ source` | `PartitionCheckpoint`, with the open segment's rejections |
+//! | `u ␟ source ␟ from_offset` | offsets the log lost before they were read: `to_offset` and `noticed_ms`, 8 bytes each, little-endian |
 //! | `m ␟ token` | end-of-log marker (empty, then tombstoned) |
 //! | `r ␟ source ␟ from_offset` | `RejectCounts`: read only, the layout before segments |
 //!
@@ -67,7 +68,7 @@ pub struct KafkaStore {
 fn apply(values: &mut HashMap<Vec<u8>, Vec<u8>>, mode: Mode, k: &[u8], v: Option<&[u8]>) {
     let keep = match k.first() {
         Some(b'c') => true,
-        Some(b'w' | b's' | b'r') => mode == Mode::Everything,
+        Some(b'w' | b's' | b'r' | b'u') => mode == Mode::Everything,
         _ => false,
     };
     if !keep {
@@ -243,6 +244,29 @@ impl KafkaStore {
                         .map_err(|e| corrupt(e.to_string()))?;
                     add_counts(&w, &rc.source, &rc.counts, &what())?;
                 }
+                Some(b'u') => {
+                    let parts: Vec<&[u8]> = k.split(|b| *b == SEP).collect();
+                    let (Some(source), Some(from), Ok(v)) = (
+                        parts.get(1),
+                        parts
+                            .get(2)
+                            .and_then(|f| std::str::from_utf8(f).ok()?.parse().ok()),
+                        <[u8; 16]>::try_from(v.as_slice()),
+                    ) else {
+                        return Err(corrupt("not an unread-range record".into()));
+                    };
+                    let half = |i: usize| {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&v[i..i + 8]);
+                        i64::from_le_bytes(b)
+                    };
+                    let u = super::Unread {
+                        from,
+                        to: half(0),
+                        noticed_ms: half(8),
+                    };
+                    w.put_unread(&String::from_utf8_lossy(source), &u)?;
+                }
                 _ => {}
             }
         }
@@ -355,6 +379,12 @@ impl PartitionStore for KafkaStore {
             let start_ms = (b.start / MICROS_PER_MILLI).to_string();
             let k = key(b'w', &[c.source, &b.key.tenant, &b.key.platform, &start_ms]);
             self.produce(&k, Some(&ws.encode_to_vec()), None)?;
+        }
+        if let Some(u) = c.unread {
+            let mut v = u.to.to_le_bytes().to_vec();
+            v.extend_from_slice(&u.noticed_ms.to_le_bytes());
+            let k = key(b'u', &[c.source, &u.from.to_string()]);
+            self.produce(&k, Some(&v), None)?;
         }
         for seg in c.sealed {
             let rs = proto::RejectSegment {

@@ -195,6 +195,8 @@ pub struct PartitionCommit<'a> {
     pub closed_keys: &'a [ClosedKeys],
     /// Closed buckets' keys starting before this are past the horizon: drop them.
     pub keys_before: Micros,
+    /// Offsets of this source deleted from the log before they were read.
+    pub unread: Option<Unread>,
     /// Counted since the previous commit (what a transactional store adds).
     pub rejects: &'a [RejectRow<'a>],
     /// Segments below `segment_of(next_offset)` with rejections not yet written.
@@ -214,6 +216,15 @@ pub struct ClosedKeys {
     pub start: Micros,
     pub segment: Option<i64>,
     pub keys: Vec<u8>,
+}
+
+/// Offsets `from..to` of a source that its log no longer held when slatrack came to read
+/// them (retention deleted them), noticed at `noticed_ms` (epoch ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Unread {
+    pub from: i64,
+    pub to: i64,
+    pub noticed_ms: i64,
 }
 
 /// What the live path needs from a store.
@@ -277,6 +288,9 @@ impl PartitionStore for SqliteStore {
             w.add_correction(c.source, &b.bucket)?;
         }
         w.put_closed_keys(c.source, c.closed_keys, c.keys_before)?;
+        if let Some(u) = c.unread {
+            w.put_unread(c.source, &u)?;
+        }
         for r in c.rejects {
             w.add_rejects(c.source, r.tenant, r.platform, r.bucket, r.reason, r.count)?;
         }

@@ -169,6 +169,33 @@ impl SqliteStore {
         )? as u64)
     }
 
+    /// Offsets every source's log lost before they were read, by source.
+    pub fn unread(&self) -> Result<Vec<(String, crate::store::Unread)>, StoreError> {
+        // A store of an earlier schema read as it is (read-only) has no such table.
+        let has: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unread')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT source, from_offset, to_offset, noticed_ms FROM unread ORDER BY source, from_offset",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                crate::store::Unread {
+                    from: r.get(1)?,
+                    to: r.get(2)?,
+                    noticed_ms: r.get(3)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Number of bucket rows (all sources); for tests and the replay summary.
     pub fn bucket_rows(&self) -> Result<u64, StoreError> {
         Ok(self
@@ -238,10 +265,53 @@ impl SqliteStore {
 impl StoreWriter<'_> {
     /// Deletes every row a source wrote (a replay run re-executed replaces its output).
     pub fn clear_source(&self, source: &str) -> Result<(), StoreError> {
-        self.tx
-            .execute("DELETE FROM buckets WHERE source = ?1", params![source])?;
-        self.tx
-            .execute("DELETE FROM rejects WHERE source = ?1", params![source])?;
+        for table in ["buckets", "rejects", "closed_keys", "replay_rejects"] {
+            self.tx.execute(
+                &format!("DELETE FROM {table} WHERE source = ?1"),
+                params![source],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The packed keys other replays (sources `replay:…` but `except`) counted in the
+    /// bucket starting at `start`.
+    pub fn replayed_keys(&self, start: Micros, except: &str) -> Result<Vec<u8>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT keys FROM closed_keys INDEXED BY closed_keys_by_start
+             WHERE bucket_start_us = ?1 AND source >= 'replay:' AND source < 'replay;'
+               AND source != ?2",
+        )?;
+        let mut out = Vec::new();
+        let mut rows = stmt.query(params![start, except])?;
+        while let Some(r) = rows.next()? {
+            let blob: Vec<u8> = r.get(0)?;
+            out.extend_from_slice(&blob);
+        }
+        Ok(out)
+    }
+
+    /// Hashes of the records other replays rejected.
+    pub fn replayed_rejects(&self, except: &str) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT record_hash FROM replay_rejects WHERE source != ?1")?;
+        let rows = stmt.query_map(params![except], |r| r.get::<_, i64>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r? as u64);
+        }
+        Ok(out)
+    }
+
+    /// Records the hashes of the records a replay rejected.
+    pub fn put_replay_rejects(&self, source: &str, hashes: &[u64]) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO replay_rejects (source, record_hash) VALUES (?1, ?2)",
+        )?;
+        for h in hashes {
+            stmt.execute(params![source, *h as i64])?;
+        }
         Ok(())
     }
 
@@ -424,6 +494,18 @@ impl StoreWriter<'_> {
             stats: merged,
         };
         self.put_bucket(source, &row)
+    }
+
+    /// Records offsets a source's log lost before they were read (once per range start:
+    /// a crash that notices it again changes nothing).
+    pub fn put_unread(&self, source: &str, u: &crate::store::Unread) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO unread (source, from_offset, to_offset, noticed_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source, from_offset) DO NOTHING",
+            )?
+            .execute(params![source, u.from, u.to, u.noticed_ms])?;
+        Ok(())
     }
 
     pub fn put_checkpoint(

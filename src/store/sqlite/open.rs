@@ -12,7 +12,8 @@ use std::path::Path;
 /// 1. `buckets`, `rejects`, `meta`, and `checkpoints` as a `WITHOUT ROWID` table.
 /// 2. `checkpoints` as a rowid table (its key in a small index, so a fence read or an
 ///    upsert never reads the whole state blob) and `dedup_keys` beside it.
-/// 3. `closed_keys`: the dedup keys of closed buckets within the correction horizon.
+/// 3. `closed_keys`: the dedup keys of closed buckets within the correction horizon;
+///    `unread`: offsets a log lost before they were read.
 ///
 /// Files written before the version moved to `user_version` have `user_version` 0 and a
 /// `meta` row saying 1; whatever their `checkpoints` table looks like, the steps of
@@ -71,6 +72,19 @@ CREATE TABLE IF NOT EXISTS closed_keys (
     keys            BLOB    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS closed_keys_by_bucket ON closed_keys (source, bucket_start_us);
+CREATE INDEX IF NOT EXISTS closed_keys_by_start ON closed_keys (bucket_start_us);
+CREATE TABLE IF NOT EXISTS replay_rejects (
+    source      TEXT    NOT NULL,
+    record_hash INTEGER NOT NULL,
+    PRIMARY KEY (source, record_hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unread (
+    source      TEXT    NOT NULL,
+    from_offset INTEGER NOT NULL,
+    to_offset   INTEGER NOT NULL,
+    noticed_ms  INTEGER NOT NULL,
+    PRIMARY KEY (source, from_offset)
+);
 ";
 
 /// The schema version of an open file: `user_version`, or for a file from before that

@@ -1,9 +1,13 @@
 //! `slatrack replay`: event-log files through the same pipeline as the live service,
 //! into the store, in one transaction.
 //!
-//! A replay run is one store *source*, named after a hash of its inputs' contents. Running
-//! the same inputs again replaces that source's rows instead of adding to them, so a
-//! replay is idempotent; different inputs are different sources and add up.
+//! A replay run is one store *source*, named after a hash of its inputs' contents and
+//! formats. Running the same inputs again replaces that source's rows instead of adding
+//! to them. Different inputs are different sources and add up, but a record another
+//! replay counted (or rejected) is not counted again ([`ledger`]): replays are idempotent
+//! by the events they contain, not by their bytes.
+
+mod ledger;
 
 use crate::codec::Format;
 use crate::config::Config;
@@ -23,6 +27,8 @@ pub enum ReplayError {
     Input(#[from] FileError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("none of the {records} records decodes as {formats}: is the input's format right (--format, or the file extension)? Nothing was written")]
+    NothingDecodes { records: u64, formats: String },
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -34,6 +40,8 @@ pub struct ReplaySummary {
     /// Terminal records counted (logical events).
     pub events: u64,
     pub duplicates: u64,
+    /// Records an earlier replay counted or rejected: not counted again.
+    pub already_counted: u64,
     /// Records counted as corrections of closed buckets (part of `counted`).
     pub corrected: u64,
     /// Rejected as older than the correction horizon.
@@ -51,11 +59,15 @@ pub struct ReplayOptions {
     pub bounds: Option<crate::event::TimeBounds>,
 }
 
-/// Hash of the inputs' bytes: the replay's source id.
-fn source_id(inputs: &[PathBuf]) -> Result<String, FileError> {
+/// Hash of the inputs' bytes and formats: the replay's source id.
+fn source_id(inputs: &[(PathBuf, Format)]) -> Result<String, FileError> {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 16];
-    for path in inputs {
+    for (path, format) in inputs {
+        h.update(match format {
+            Format::Json => b"json\x00",
+            Format::Protobuf => b"pb\x00\x00\x00",
+        });
         let io = |source| FileError::Io {
             path: path.clone(),
             source,
@@ -95,32 +107,45 @@ pub fn run(
     opts: &ReplayOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError> {
-    let source = source_id(&opts.inputs)?;
+    let inputs = opts
+        .inputs
+        .iter()
+        .map(|path| {
+            Ok((
+                path.clone(),
+                opts.format.map_or_else(|| format_of(path), Ok)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, FileError>>()?;
+    let source = source_id(&inputs)?;
     let bounds = opts.bounds.unwrap_or_else(|| Pipeline::bounds(&config));
     let writer = store.writer()?;
     writer.clear_source(&source)?;
+    let mut ledger = ledger::Ledger::open(
+        &writer,
+        &source,
+        config.engine.bucket.0,
+        config.limits.correction_cache_keys,
+    )?;
     let mut summary = ReplaySummary {
         source: source.clone(),
         ..Default::default()
     };
     let now = now_micros();
     let mut pipeline: Option<Pipeline> = None;
-    for path in &opts.inputs {
-        let format = match opts.format {
-            Some(f) => f,
-            None => format_of(path)?,
-        };
+    for (path, format) in &inputs {
+        let format = *format;
         // One pipeline (one shard) across all files: dedup and the watermark span inputs.
         let p = pipeline.get_or_insert_with(|| Pipeline::new(config.clone(), format, bounds));
         p.set_format(format);
         let mut reader = RecordReader::open(path, format, config.limits.max_record_bytes)?;
         while let Some(frame) = reader.next_frame()? {
             let verdict = match frame {
-                Frame::Record(bytes) => p.process(bytes, now),
+                Frame::Record(bytes) => ledger.process(p, &writer, bytes, now)?,
                 Frame::Oversized => {
                     p.records += 1;
                     p.rejects.add(&Rejected::bare(RejectReason::TooLarge), None);
-                    Verdict::Rejected(RejectReason::TooLarge)
+                    Some(Verdict::Rejected(RejectReason::TooLarge))
                 }
                 Frame::Truncated => {
                     p.records += 1;
@@ -130,7 +155,7 @@ pub fn run(
                     break;
                 }
             };
-            if verdict == Verdict::Counted {
+            if verdict == Some(Verdict::Counted) {
                 summary.counted += 1;
             }
             let (buckets, corrections) = p.write_replay_output(&writer, &source, false)?;
@@ -145,6 +170,7 @@ pub fn run(
         let (buckets, corrections) = p.write_replay_output(&writer, &source, true)?;
         tally_output(&mut summary, &buckets, &corrections);
         p.rejects.write(&writer, &source)?;
+        ledger.write(&writer)?;
         p.rejects.written(i64::MAX); // a replay tracks no offsets: everything is written
         summary.records = p.records;
         summary.duplicates = p.shard.tally.duplicates;
@@ -157,6 +183,29 @@ pub fn run(
             .map(|(r, n)| (r.code().to_string(), *n))
             .collect();
         progress(p.records);
+        summary.already_counted = ledger.already;
+        let malformed = |r: &str| {
+            r == RejectReason::MalformedJson.code() || r == RejectReason::MalformedProtobuf.code()
+        };
+        if p.records > 0
+            && p.shard.tally.counted + p.shard.tally.duplicates + p.shard.tally.corrected == 0
+            && ledger.already == 0
+            && p.shard.staged_len() == 0
+            && summary.rejected.keys().all(|r| malformed(r))
+        {
+            let mut formats: Vec<&str> = inputs
+                .iter()
+                .map(|(_, f)| match f {
+                    Format::Json => "JSON",
+                    Format::Protobuf => "protobuf",
+                })
+                .collect();
+            formats.dedup();
+            return Err(ReplayError::NothingDecodes {
+                records: p.records,
+                formats: formats.join(" or "),
+            });
+        }
     }
     writer.commit()?;
     summary.coverage = store.coverage(Some(&source))?;
