@@ -132,7 +132,8 @@ fn main() {
 }
 
 /// One pass of the JSON path over `lines`: decode, validate, aggregate, closed buckets
-/// drained after every record (as `replay` and the service do). Returns records counted.
+/// and their key sets drained after every record (as `replay` and the service do).
+/// Returns records counted.
 fn json_pass<'a>(
     config: &Arc<Config>,
     bounds: slatrack::event::TimeBounds,
@@ -146,6 +147,7 @@ fn json_pass<'a>(
             counted += 1;
         }
         black_box(p.shard.take_closed());
+        black_box(p.shard.take_closed_keys());
     }
     p.shard.flush();
     black_box(p.shard.take_closed());
@@ -235,6 +237,8 @@ fn bench_case(start: i64, span: i64) {
                         counted += 1;
                     }
                     closed += p.shard.take_closed().len();
+                    // The live path hands these to the store at its next commit.
+                    black_box(p.shard.take_closed_keys());
                 }
                 assert_eq!(counted, chunk.len(), "every record counted");
                 black_box(closed);
@@ -262,6 +266,7 @@ fn bench_case(start: i64, span: i64) {
                 c += 1;
             }
             black_box(shard.take_closed());
+            black_box(shard.take_closed_keys());
         }
         shard.flush();
         shard_only = Some(shard.take_closed().len());
@@ -294,6 +299,7 @@ fn bench_case(start: i64, span: i64) {
                                 counted += 1;
                             }
                             black_box(p.shard.take_closed());
+                            black_box(p.shard.take_closed_keys());
                         }
                         counted
                     })

@@ -285,7 +285,10 @@ impl Dedup {
         for (o, mut t) in self.tables.drain(..n) {
             if let Some(out) = out.as_deref_mut() {
                 if t.used > 0 {
-                    out.push((o, t.keys().collect()));
+                    // Sized once: a bucket's set is built in one allocation.
+                    let mut keys = Vec::with_capacity(t.used);
+                    keys.extend(t.keys());
+                    out.push((o, keys));
                 }
             }
             // A table far larger than its bucket needed is one a burst grew (or reused
