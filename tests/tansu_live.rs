@@ -480,11 +480,8 @@ struct Setup {
 }
 
 /// `upfront`: how much of the fixture is produced before the test starts (the rest is the
-/// test's to produce, `f.records[upfront..]`).
-fn setup(kind: StoreKind, upfront: fn(usize) -> usize) -> Setup {
-    setup_with(kind, upfront, PARTITIONS, Keying::EventId, false)
-}
-
+/// test's to produce, `f.records[upfront..]`); `workday_stalls`: see
+/// [`Fixture::stall_workday`].
 fn setup_with(
     kind: StoreKind,
     upfront: fn(usize) -> usize,
@@ -531,6 +528,25 @@ fn assert_quarantine(brokers: &str, f: &Fixture) {
         f.malformed
     );
     assert_eq!(q.get("too_late").map_or(0, BTreeSet::len), f.late);
+}
+
+/// The live scorecard of a stalled-then-flushed run equals the replay of the records sorted
+/// by completion time, and the live run counted the backlog as corrections.
+fn assert_backlog_counted(dir: &Path, f: &Fixture, store: &str, live: &serde_json::Value) {
+    let sorted_dir = dir.join("sorted");
+    std::fs::create_dir_all(&sorted_dir).unwrap();
+    let (sorted, summary) = replay::replay(&sorted_dir, Arc::new(Config::default()), f.sorted());
+    assert_eq!(summary.corrected, 0, "sorted: nothing is late");
+    assert_eq!(live, &scorecard(&sorted.display().to_string()));
+    let corrections: i64 = rusqlite::Connection::open(store)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM closed_keys WHERE segment IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(corrections > 0, "the backlog went through corrections");
 }
 
 /// What the producers do besides the fixture's own disorder.
@@ -615,22 +631,7 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind, producers: Producers)
     let live = scorecard(&store);
     assert_eq!(live, replay_scorecard(dir.path(), &f));
     if producers == Producers::WorkdayStallsThenFlushes {
-        let sorted_dir = dir.path().join("sorted");
-        std::fs::create_dir_all(&sorted_dir).unwrap();
-        let (sorted, summary) =
-            replay::replay(&sorted_dir, Arc::new(Config::default()), f.sorted());
-        assert_eq!(summary.corrected, 0, "sorted: nothing is late");
-        assert_eq!(live, scorecard(&sorted.display().to_string()));
-        // The live run counted the backlog as corrections of closed buckets.
-        let corrections: i64 = rusqlite::Connection::open(&store)
-            .unwrap()
-            .query_row(
-                "SELECT COUNT(*) FROM closed_keys WHERE segment IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(corrections > 0, "the backlog went through corrections");
+        assert_backlog_counted(dir.path(), &f, &store, &live);
     }
     assert_quarantine(&broker.brokers(), &f);
 }
@@ -654,7 +655,7 @@ fn a_backlog_flushed_through_five_sigkills_equals_the_sorted_replay() {
     sigkill_at_several_points_then_sigterm(StoreKind::Sqlite, Producers::WorkdayStallsThenFlushes);
 }
 
-fn two_instances_rebalance_mid_stream(kind: StoreKind) {
+fn two_instances_rebalance_mid_stream(kind: StoreKind, producers: Producers) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Setup {
         dir,
@@ -663,7 +664,13 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind) {
         total,
         store,
         config,
-    } = setup(kind, |n| n / 2);
+    } = setup_with(
+        kind,
+        |n| n / 2,
+        PARTITIONS,
+        Keying::EventId,
+        producers == Producers::WorkdayStallsThenFlushes,
+    );
     let mut watch = Watch::new(&store, PARTITIONS);
     // A starts alone and owns every partition; B joins mid-stream (scale-out), then A
     // leaves mid-stream (scale-in) and B takes its partitions over.
@@ -696,18 +703,29 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind) {
         "B took over A's partitions:\n{b_log}"
     );
 
-    assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
+    let live = scorecard(&store);
+    assert_eq!(live, replay_scorecard(dir.path(), &f));
+    if producers == Producers::WorkdayStallsThenFlushes {
+        assert_backlog_counted(dir.path(), &f, &store, &live);
+    }
     assert_quarantine(&broker.brokers(), &f);
 }
 
 #[test]
 fn two_instances_rebalance_mid_stream_equals_replay() {
-    two_instances_rebalance_mid_stream(StoreKind::Sqlite);
+    two_instances_rebalance_mid_stream(StoreKind::Sqlite, Producers::Steady);
 }
 
 #[test]
 fn kafka_store_two_instances_rebalance_mid_stream_equals_replay() {
-    two_instances_rebalance_mid_stream(StoreKind::Kafka);
+    two_instances_rebalance_mid_stream(StoreKind::Kafka, Producers::Steady);
+}
+
+/// The stalled producer's backlog flushed while partitions move from one instance to
+/// another: the scorecard equals the replay of the sorted records (SQLite store).
+#[test]
+fn a_backlog_flushed_across_a_rebalance_equals_the_sorted_replay() {
+    two_instances_rebalance_mid_stream(StoreKind::Sqlite, Producers::WorkdayStallsThenFlushes);
 }
 
 /// Scale-out: three instances in one group on a 6-partition topic keyed round robin (every
