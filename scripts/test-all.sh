@@ -22,6 +22,14 @@ fi
 promtool --version | head -1
 prometheus --version | head -1
 
+step "OpenSSL headers (TLS to Kafka) and socat (the TLS endpoint the tests put in front of tansu)"
+if ! pkg-config --exists openssl 2>/dev/null || ! command -v socat >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libssl-dev pkg-config socat >/dev/null
+fi
+pkg-config --modversion openssl
+socat -V | grep -m1 'socat version'
+
 step "format check (cargo fmt --check)"
 cargo fmt --all -- --check
 

@@ -14,6 +14,12 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start(log: &std::path::Path) -> Tansu {
+        Self::start_advertising(log, None)
+    }
+
+    /// A broker that tells clients (in metadata) to connect to `advertised` instead of
+    /// its own port: a TLS endpoint in front of it.
+    pub fn start_advertising(log: &std::path::Path, advertised: Option<u16>) -> Tansu {
         let bin = std::env::var("SLATRACK_TANSU").expect(
             "SLATRACK_TANSU must name the tansu binary: run the suite via scripts/test-all.sh",
         );
@@ -23,6 +29,7 @@ impl Tansu {
             .unwrap()
             .port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
         let out = std::fs::File::create(log).unwrap();
         let child = Command::new(&bin)
             .args([
@@ -30,7 +37,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::from(out.try_clone().unwrap()))
