@@ -304,12 +304,15 @@ impl Default for LimitsConfig {
 pub struct StoreConfig {
     /// SQLite scorecard store.
     pub path: PathBuf,
+    /// Bucket rows older than this are folded into hourly rows, exactly ("0s": never).
+    pub minute_retention: ConfigDuration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("slatrack.db"),
+            minute_retention: ConfigDuration(35 * time::MICROS_PER_DAY),
         }
     }
 }
@@ -548,6 +551,14 @@ mod tests {
             ),
             ("[engine]\nbukket = \"1m\"\n", &["bukket"]),
             (
+                "[store]\nminute_retention = \"90m\"\n",
+                &["store.minute_retention", "90m"],
+            ),
+            (
+                "[store]\nminute_retention = \"2d\"\n",
+                &["store.minute_retention", "correction_horizon"],
+            ),
+            (
                 "[[platforms]]\nid = \"a\"\nname = \"A\"\ndirection = \"sideways\"\n",
                 &["sideways"],
             ),
@@ -557,6 +568,7 @@ mod tests {
             assert!(names.iter().all(|n| err.contains(n)), "{text}: {err}");
         }
         assert!(Config::from_toml("[limits]\nmax_keys = 1000000\n").is_ok());
+        assert!(Config::from_toml("[store]\nminute_retention = \"0s\"\n").is_ok());
     }
 
     #[test]

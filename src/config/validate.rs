@@ -37,6 +37,16 @@ impl Config {
                 "must be \"0s\" or a whole multiple of engine.bucket (e.g. \"7d\")",
             ));
         }
+        let retention = self.store.minute_retention;
+        if retention.0 != 0
+            && (retention.0 % time::MICROS_PER_HOUR != 0 || retention.0 < e.correction_horizon.0)
+        {
+            return Err(invalid(
+                "store.minute_retention",
+                retention,
+                "must be \"0s\" (never fold) or whole hours, at least engine.correction_horizon (e.g. \"35d\")",
+            ));
+        }
         if e.windows.is_empty() {
             return Err(invalid(
                 "engine.windows",

@@ -1,6 +1,7 @@
 //! Checkpoint scheduling: when each partition commits, how commits are paced against
 //! the apply thread, how idle partitions' watermarks advance, and what a store failure
-//! does (fetching pauses until the store accepts writes again).
+//! does (fetching pauses until the store accepts writes again). Also the store's
+//! upkeep between commits: folding rows past `store.minute_retention`.
 
 use super::partitions::PartitionSet;
 use crate::pipeline::Committed;
@@ -146,6 +147,40 @@ impl PartitionSet {
             self.resume_superseded(ti, partition);
         }
         ok && !self.status.store_failing()
+    }
+}
+
+/// How often the service looks for bucket rows to fold once none are left.
+pub(super) const FOLD_INTERVAL: Duration = Duration::from_secs(3600);
+
+impl PartitionSet {
+    /// Folds one day of bucket rows older than `store.minute_retention` into hourly rows,
+    /// on the apply thread between commits (the store's one writer), a short transaction
+    /// at a time. Returns whether days remain to fold.
+    pub(super) fn fold_old_rows(&mut self) -> bool {
+        let retention = self.config.store.minute_retention.0;
+        if retention == 0 {
+            return false;
+        }
+        match self
+            .store
+            .fold_before(crate::time::now_micros() - retention, 1)
+        {
+            Ok(f) => {
+                if f.rows > 0 {
+                    tracing::info!(
+                        rows = f.rows,
+                        "folded bucket rows past store.minute_retention into hourly rows"
+                    );
+                }
+                f.more
+            }
+            Err(e) => {
+                self.status.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cannot fold bucket rows past store.minute_retention; trying again in an hour");
+                false
+            }
+        }
     }
 }
 

@@ -230,6 +230,8 @@ fn apply_loop(
 ) {
     let mut last_lag = Instant::now();
     let mut last_freshness = Instant::now();
+    // Folding starts a minute after start-up, then goes a day per loop while days remain.
+    let mut next_fold = Instant::now() + Duration::from_secs(60);
     loop {
         let batch = match full.recv_timeout(Duration::from_millis(100)) {
             Ok(b) => Some(b),
@@ -260,6 +262,13 @@ fn apply_loop(
             last_lag = Instant::now();
             let high = high.lock().map(|h| h.clone()).unwrap_or_default();
             s.update_lag(&high);
+        }
+        if Instant::now() >= next_fold && !s.status.store_failing() {
+            next_fold = if s.fold_old_rows() {
+                Instant::now()
+            } else {
+                Instant::now() + super::checkpoints::FOLD_INTERVAL
+            };
         }
         drop(s);
         extend(&shared.commits, commits);

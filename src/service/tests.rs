@@ -318,3 +318,34 @@ fn a_checkpoint_below_the_log_start_counts_and_stores_what_was_lost() {
     );
     assert_eq!(s.check_log_start("deliveries", 0, 35, 25), 35);
 }
+
+/// The service folds bucket rows past `store.minute_retention` into hourly rows, a day per
+/// call, without changing what the store sums to.
+#[test]
+fn rows_past_the_retention_are_folded_a_day_at_a_time() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let mut s = set_on(1, crate::store::SqliteStore::open(&path).expect("store"));
+    s.assign("deliveries", 0);
+    let recs = records();
+    let now = crate::time::now_micros();
+    s.apply(&batch_of(&recs, 0, recs.len(), 1), now);
+    s.checkpoint_due(true);
+    let before = stored(&path);
+    let minute_rows = || {
+        rusqlite::Connection::open(&path)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM buckets WHERE bucket_secs < 3600",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .expect("count")
+    };
+    assert!(minute_rows() > 0);
+    // The records are from 2025: past the default 35 days. One day of them per call.
+    assert!(!s.fold_old_rows(), "all within one day");
+    assert_eq!(minute_rows(), 0);
+    assert_eq!(stored(&path), before);
+}

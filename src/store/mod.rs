@@ -228,6 +228,13 @@ pub struct Unread {
 }
 
 /// What the live path needs from a store.
+/// What a fold did: rows folded, and whether days remain to fold before the same bound.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Folded {
+    pub rows: u64,
+    pub more: bool,
+}
+
 pub trait PartitionStore: Send {
     /// Called once per assignment before checkpoints are read: a shared store catches up
     /// with what other instances wrote (their revocation checkpoints).
@@ -236,6 +243,11 @@ pub trait PartitionStore: Send {
     }
     fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError>;
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError>;
+    /// Folds bucket rows starting before `before` into hourly rows (docs/stores.md,
+    /// "Growth"), at most `max_days` days of them. A store without folding folds none.
+    fn fold_before(&mut self, _before: Micros, _max_days: usize) -> Result<Folded, StoreError> {
+        Ok(Folded::default())
+    }
     /// Every dedup key stored for the closed bucket with this ordinal (bucket start /
     /// width) of `source`: what a correction is deduplicated against.
     fn closed_keys(&mut self, source: &str, start: Micros) -> Result<Vec<DedupKey>, StoreError>;
@@ -253,6 +265,10 @@ pub trait PartitionStore: Send {
 }
 
 impl PartitionStore for SqliteStore {
+    fn fold_before(&mut self, before: Micros, max_days: usize) -> Result<Folded, StoreError> {
+        SqliteStore::fold_before(self, before, max_days)
+    }
+
     /// The checkpoint and its dedup rows in one read transaction: a writer committing
     /// meanwhile (another owner) cannot pair one checkpoint with another's rows.
     fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError> {

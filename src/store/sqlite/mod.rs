@@ -3,6 +3,7 @@
 //! (a replay run again, a partition re-processed after a crash) rewrites the same row.
 //! Opening a store (connection settings, the schema and its versions) is in [`open`].
 
+mod fold;
 mod open;
 
 pub use open::SCHEMA_VERSION;

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS closed_keys (
 );
 CREATE INDEX IF NOT EXISTS closed_keys_by_bucket ON closed_keys (source, bucket_start_us);
 CREATE INDEX IF NOT EXISTS closed_keys_by_start ON closed_keys (bucket_start_us);
+CREATE INDEX IF NOT EXISTS buckets_to_fold ON buckets (bucket_start_ms) WHERE bucket_secs < 3600;
 CREATE TABLE IF NOT EXISTS replay_rejects (
     source      TEXT    NOT NULL,
     record_hash INTEGER NOT NULL,
