@@ -67,11 +67,15 @@ enum Command {
         #[arg(long)]
         tenant: String,
         /// First day, YYYY-MM-DD (UTC), inclusive.
-        #[arg(long)]
-        from: String,
+        #[arg(long, requires = "to", conflicts_with = "period")]
+        from: Option<String>,
         /// Last day, YYYY-MM-DD (UTC), exclusive.
-        #[arg(long)]
-        to: String,
+        #[arg(long, requires = "from", conflicts_with = "period")]
+        to: Option<String>,
+        /// A calendar month (`2025-10`) or an ISO week (`2025-W41`), UTC, instead of
+        /// --from/--to. A period that has not ended is marked partial.
+        #[arg(long, required_unless_present = "from")]
+        period: Option<String>,
         #[arg(long, value_enum, default_value = "markdown")]
         format: ReportFormat,
         /// SQLite file or kafka://BROKERS/TOPIC (overrides store.path).
@@ -261,11 +265,18 @@ fn run(cli: Cli) -> Result<()> {
             tenant,
             from,
             to,
+            period,
             format,
             store,
         } => {
             let cfg = Arc::new(load_config(config.as_deref())?);
-            let (from, to) = (parse_day("from", &from)?, parse_day("to", &to)?);
+            let (from, to) = match (period, from, to) {
+                (Some(p), _, _) => slatrack::time::parse_period(&p).with_context(|| {
+                    format!("--period {p:?} is not a period: write YYYY-MM (a month) or YYYY-Www (an ISO week, e.g. 2025-W41)")
+                })?,
+                (None, Some(f), Some(t)) => (parse_day("from", &f)?, parse_day("to", &t)?),
+                _ => bail!("give --period, or --from and --to"),
+            };
             if to <= from {
                 bail!("--to must be after --from (the range is half-open: [from, to))");
             }

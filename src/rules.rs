@@ -22,7 +22,14 @@ const BURNS: [(&str, f64, &str, &str, &str); 3] = [
     ("ticket", 1.0, "3d", "6h", "1h"),
 ];
 
-pub const RUNBOOK: &str = "https://github.com/slatrack/slatrack/blob/main/docs/operations.md";
+/// The `runbook_url` annotation of an alert (its section in docs/operations.md, under
+/// `alerts.runbook_url`), or nothing when no runbook location is configured.
+fn runbook(w: &mut String, config: &Config, anchor: &str) {
+    let base = config.alerts.runbook_url.trim_end_matches('#');
+    if !base.is_empty() {
+        let _ = writeln!(w, "          runbook_url: {base}#{anchor}");
+    }
+}
 
 fn num(v: f64) -> String {
     let s = format!("{v:.6}");
@@ -102,10 +109,7 @@ pub fn render(config: &Config) -> String {
                 num(factor),
                 num(target * 100.0)
             );
-            let _ = writeln!(
-                w,
-                "          runbook_url: {RUNBOOK}#slatrackerrorbudgetburn"
-            );
+            runbook(w, config, "slatrackerrorbudgetburn");
         }
         let _ = writeln!(w, "      - alert: SlatrackSLADrift");
         let _ = writeln!(
@@ -128,7 +132,7 @@ pub fn render(config: &Config) -> String {
             "          summary: \"{{{{ $labels.platform }}}} ({{{{ $labels.tenant }}}}) on-time delivery over the last hour is {{{{ $value | humanizePercentage }}}}, below its {}% SLA\"",
             num(target * 100.0)
         );
-        let _ = writeln!(w, "          runbook_url: {RUNBOOK}#slatracksladrift");
+        runbook(w, config, "slatracksladrift");
     }
     let s = &config.sla;
     let p99 = num(s.p99_threshold.0 as f64 / 1e6);
@@ -201,11 +205,7 @@ pub fn render(config: &Config) -> String {
         let _ = writeln!(w, "          severity: {severity}");
         let _ = writeln!(w, "        annotations:");
         let _ = writeln!(w, "          summary: \"{}\"", summary.replace('"', "\\\""));
-        let _ = writeln!(
-            w,
-            "          runbook_url: {RUNBOOK}#{}",
-            name.to_lowercase()
-        );
+        runbook(w, config, &name.to_lowercase());
     }
     o
 }
@@ -292,10 +292,19 @@ mod tests {
             .filter_map(|l| l.strip_prefix("### "))
             .map(|h| h.trim().to_lowercase())
             .collect();
-        let rules = render(&Config::default());
+        let mut config = Config::default();
+        assert!(
+            !render(&config).contains("runbook_url"),
+            "no links without a runbook location"
+        );
+        config.alerts.runbook_url = "https://docs.example.com/slatrack/operations".into();
+        let rules = render(&config);
         let links: Vec<&str> = rules
             .lines()
-            .filter_map(|l| l.split(&format!("{RUNBOOK}#")).nth(1))
+            .filter_map(|l| {
+                l.split("runbook_url: https://docs.example.com/slatrack/operations#")
+                    .nth(1)
+            })
             .collect();
         assert!(links.len() > 10);
         for a in links {

@@ -186,6 +186,40 @@ pub fn parse_date(s: &str) -> Option<Micros> {
     Some(days_from_civil(y, m, d) * MICROS_PER_DAY)
 }
 
+/// Parses a reporting period as `[start, end)` at midnight UTC: a calendar month
+/// `YYYY-MM`, or an ISO 8601 week `YYYY-Www` (Monday to Sunday; week 1 holds January 4th).
+pub fn parse_period(s: &str) -> Option<(Micros, Micros)> {
+    let b = s.as_bytes();
+    match b.len() {
+        7 if b[4] == b'-' => {
+            let y = digits(&b[0..4])? as i64;
+            let m = digits(&b[5..7])?;
+            if !(1..=12).contains(&m) {
+                return None;
+            }
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            Some((
+                days_from_civil(y, m, 1) * MICROS_PER_DAY,
+                days_from_civil(ny, nm, 1) * MICROS_PER_DAY,
+            ))
+        }
+        8 if b[4] == b'-' && (b[5] == b'W' || b[5] == b'w') => {
+            let y = digits(&b[0..4])? as i64;
+            let w = i64::from(digits(&b[6..8])?);
+            let jan4 = days_from_civil(y, 1, 4);
+            // 1970-01-01 was a Thursday: Monday is 0.
+            let monday1 = jan4 - (jan4 + 3).rem_euclid(7);
+            let start = monday1 + (w - 1) * 7;
+            // A week belongs to the year its Thursday is in (52 or 53 weeks).
+            if w < 1 || civil_from_days(start + 3).0 != y {
+                return None;
+            }
+            Some((start * MICROS_PER_DAY, (start + 7) * MICROS_PER_DAY))
+        }
+        _ => None,
+    }
+}
+
 /// Formats the UTC date of `t` as `YYYY-MM-DD`.
 pub fn format_date(t: Micros) -> String {
     let (y, m, d) = civil_from_days(t.div_euclid(MICROS_PER_DAY));
@@ -298,6 +332,48 @@ mod tests {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?} must be rejected");
         }
         assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_some());
+    }
+
+    #[test]
+    fn periods_are_calendar_months_and_iso_weeks() {
+        let d = |s| parse_date(s).unwrap_or_default();
+        assert_eq!(
+            parse_period("2025-10"),
+            Some((d("2025-10-01"), d("2025-11-01")))
+        );
+        assert_eq!(
+            parse_period("2025-12"),
+            Some((d("2025-12-01"), d("2026-01-01")))
+        );
+        assert_eq!(
+            parse_period("2024-02").map(|(a, b)| (b - a) / MICROS_PER_DAY),
+            Some(29)
+        );
+        // ISO weeks: 2025-W41 is Monday 6 to Sunday 12 October 2025.
+        assert_eq!(
+            parse_period("2025-W41"),
+            Some((d("2025-10-06"), d("2025-10-13")))
+        );
+        // Week 1 of 2026 starts in 2025 (29 December); 2026 has 53 weeks, 2025 has 52.
+        assert_eq!(
+            parse_period("2026-W01"),
+            Some((d("2025-12-29"), d("2026-01-05")))
+        );
+        assert_eq!(
+            parse_period("2026-W53"),
+            Some((d("2026-12-28"), d("2027-01-04")))
+        );
+        assert_eq!(parse_period("2025-W53"), None);
+        for bad in [
+            "2025-13",
+            "2025-W00",
+            "2025",
+            "2025-10-01",
+            "25-W41",
+            "2025-X1",
+        ] {
+            assert_eq!(parse_period(bad), None, "{bad}");
+        }
     }
 
     #[test]

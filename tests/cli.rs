@@ -298,3 +298,113 @@ fn the_demo_listens_where_asked_and_survives_a_busy_default_port() {
         );
     }
 }
+
+/// `--period` is a calendar month or an ISO week: the same report as the equal
+/// `--from`/`--to`; a period that has not ended is marked partial; a bad one is explained.
+#[test]
+fn periods_are_months_and_iso_weeks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("s.db");
+    let input = events_file(dir.path(), "globex");
+    assert!(replay(&store, &input).status.success());
+    let card = |args: &[&str]| {
+        let out = run(slatrack()
+            .args(["scorecard", "--tenant", "globex", "--format", "json"])
+            .args(args)
+            .arg("--store")
+            .arg(&store));
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    // The events: 6 to 9 October 2025, all inside ISO week 41 and October.
+    let month = card(&["--period", "2025-10"]);
+    assert_eq!(month, card(&["--from", "2025-10-01", "--to", "2025-11-01"]));
+    assert_eq!(
+        (&month["from"], &month["to"]),
+        (&"2025-10-01".into(), &"2025-11-01".into())
+    );
+    assert_eq!(month["partial"], false);
+    let week = card(&["--period", "2025-W41"]);
+    assert_eq!(week, card(&["--from", "2025-10-06", "--to", "2025-10-13"]));
+    assert_eq!(week["overall"]["events"], month["overall"]["events"]);
+    // The current month has not ended (no data there: the error names the range).
+    let now = slatrack::time::format_date(slatrack::time::now_micros());
+    let out = run(slatrack()
+        .args([
+            "scorecard",
+            "--tenant",
+            "globex",
+            "--period",
+            &now[..7],
+            "--store",
+        ])
+        .arg(&store));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no data for tenant"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A range that has not ended, with data in it: marked partial.
+    let now_us = slatrack::time::now_micros();
+    let recent = slatrack::synthetic::pilot(9, "globex", now_us - 7_200_000_000, 3_600_000_000, 50);
+    let recent_file = dir.path().join("recent.jsonl");
+    std::fs::write(
+        &recent_file,
+        recent
+            .iter()
+            .map(|e| slatrack::codec::json::encode(e) + "\n")
+            .collect::<String>(),
+    )
+    .expect("write");
+    assert!(replay(&store, &recent_file).status.success());
+    let day = slatrack::time::MICROS_PER_DAY;
+    let (yesterday, tomorrow) = (
+        slatrack::time::format_date(now_us - day),
+        slatrack::time::format_date(now_us + day),
+    );
+    let open = card(&["--from", &yesterday, "--to", &tomorrow]);
+    assert_eq!(open["partial"], true);
+    let out = run(slatrack()
+        .args([
+            "scorecard",
+            "--tenant",
+            "globex",
+            "--from",
+            &yesterday,
+            "--to",
+            &tomorrow,
+        ])
+        .arg("--store")
+        .arg(&store));
+    assert!(text(&out.stdout).contains("partial: the period has not ended"));
+    for bad in ["2025-13", "2025-W54", "October"] {
+        let out = run(slatrack()
+            .args([
+                "scorecard",
+                "--tenant",
+                "globex",
+                "--period",
+                bad,
+                "--store",
+            ])
+            .arg(&store));
+        assert!(!out.status.success(), "{bad}");
+        assert!(
+            text(&out.stderr).contains("YYYY-Www"),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = run(slatrack()
+        .args([
+            "scorecard",
+            "--tenant",
+            "globex",
+            "--from",
+            "2025-10-06",
+            "--store",
+        ])
+        .arg(&store));
+    assert!(!out.status.success(), "--from without --to");
+}

@@ -97,12 +97,16 @@ pub struct AlertsConfig {
     /// How long the 1h on-time ratio must stay below target before `SlatrackSLADrift`
     /// fires. 10 minutes by default; the end-to-end test shortens it.
     pub drift_for: ConfigDuration,
+    /// Where the runbook (docs/operations.md, as the operator publishes it) lives: each
+    /// generated alert links to `RUNBOOK_URL#<alert name in lower case>`. Empty: no links.
+    pub runbook_url: String,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
         Self {
             drift_for: ConfigDuration(10 * time::MICROS_PER_MIN),
+            runbook_url: String::new(),
         }
     }
 }

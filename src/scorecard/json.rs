@@ -76,6 +76,7 @@ pub fn render(sc: &Scorecard) -> Value {
         "tenant": sc.tenant,
         "from": format_date(sc.from),
         "to": format_date(sc.to),
+        "partial": sc.partial,
         "platforms": platforms,
         "overall": overall,
         "weekly": weekly,

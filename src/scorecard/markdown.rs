@@ -65,10 +65,15 @@ pub fn render(sc: &Scorecard) -> String {
     let _ = writeln!(o, "## Delivery SLA Performance\n");
     let _ = writeln!(
         o,
-        "_Tenant `{}`, {} to {} inclusive (UTC days). Computed by slatrack from event-time buckets._\n",
+        "_Tenant `{}`, {} to {} inclusive (UTC days){}. Computed by slatrack from event-time buckets._\n",
         sc.tenant,
         format_date(sc.from),
-        format_date(sc.to - MICROS_PER_DAY)
+        format_date(sc.to - MICROS_PER_DAY),
+        if sc.partial {
+            "; **partial: the period has not ended**"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(o, "### Platform Integration Status\n");
     let _ = writeln!(

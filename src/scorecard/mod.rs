@@ -57,6 +57,8 @@ pub struct Scorecard {
     /// Offsets of any source that its log lost before slatrack read them: records missing
     /// from every figure, whatever tenant they were for (their content was never seen).
     pub unread: Vec<(String, crate::store::Unread)>,
+    /// The period has not ended yet (`to` is after the time the scorecard was built).
+    pub partial: bool,
     pub config: std::sync::Arc<Config>,
 }
 
@@ -155,6 +157,7 @@ pub fn build(
         weekly,
         rejected: store.rejects(tenant, from, to)?,
         unread: store.unread()?,
+        partial: to > crate::time::now_micros(),
         config,
     })
 }
