@@ -389,3 +389,66 @@ fn config_errors_reach_the_user_with_key_and_value() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sla.dlq_target") && err.contains('3'), "{err}");
 }
+
+/// Each platform's weekly figures add up to its period figures and, across platforms, to
+/// the overall week; each week's on-time ratio equals the naive computation of that
+/// platform's events in that week; the seed's exit criterion is judged.
+#[test]
+fn per_platform_weeks_add_up_and_match_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = slatrack::synthetic::globex_fixture();
+    let input = dir.path().join("globex.jsonl");
+    write_jsonl(&input, &events);
+    let store = dir.path().join("s.db");
+    replay_files(&store, &[input]);
+    let v: Value = serde_json::from_str(&scorecard(&store, "json")).unwrap();
+    let from = slatrack::time::parse_date("2025-09-08").unwrap();
+    let week_ms = 7 * slatrack::time::MICROS_PER_DAY;
+    let mut per_week = [0u64; 10];
+    for p in v["platforms"].as_array().unwrap() {
+        let weekly = p["weekly"].as_array().unwrap();
+        assert_eq!(weekly.len(), 10, "{}", p["platform"]);
+        let sum: u64 = weekly.iter().map(|w| w["events"].as_u64().unwrap()).sum();
+        assert_eq!(sum, p["events"].as_u64().unwrap(), "{}", p["platform"]);
+        for (i, w) in weekly.iter().enumerate() {
+            per_week[i] += w["events"].as_u64().unwrap();
+            // Terminal records of this platform completed in week i, on time or not.
+            let (n, on_time) = events
+                .iter()
+                .filter(|e| {
+                    e.is_terminal()
+                        && e.platform == p["platform"].as_str().unwrap()
+                        && (e.completed_at - from).div_euclid(week_ms) == i as i64
+                })
+                .fold((0u64, 0u64), |(n, ok), e| {
+                    let target = Config::default().targets(&e.platform).latency_target_us;
+                    let on_time = e.outcome == slatrack::event::Outcome::Delivered
+                        && e.end_to_end_us() as i64 <= target;
+                    (n + 1, ok + u64::from(on_time))
+                });
+            assert_eq!(w["events"].as_u64().unwrap(), n);
+            if n > 0 {
+                let want = on_time as f64 / n as f64;
+                let got = w["on_time_ratio"].as_f64().unwrap();
+                assert!(
+                    (got - want).abs() < 1e-12,
+                    "{} week {i}: {got} {want}",
+                    p["platform"]
+                );
+            }
+        }
+    }
+    let overall: Vec<u64> = v["weekly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["events"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_week.to_vec(), overall);
+    let c = &v["criteria"][0];
+    assert_eq!(c["platform"], "workday");
+    assert_eq!(
+        (c["met"].as_bool(), c["streak"].as_u64()),
+        (Some(false), Some(0))
+    );
+}

@@ -88,6 +88,28 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Exit criteria judged week by week in scorecards (`[[criteria]]`).
+    #[serde(default = "default_criteria")]
+    pub criteria: Vec<ExitCriterion>,
+}
+
+/// "Platform on-time ≥ `on_time` for `consecutive_weeks` weeks in a row", as a pilot's
+/// GA exit criterion reads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitCriterion {
+    pub platform: String,
+    pub on_time: f64,
+    pub consecutive_weeks: u32,
+}
+
+/// The pilot seed's criterion: Workday SLA ≥ 94% for 2 consecutive weeks.
+fn default_criteria() -> Vec<ExitCriterion> {
+    vec![ExitCriterion {
+        platform: "workday".into(),
+        on_time: 0.94,
+        consecutive_weeks: 2,
+    }]
 }
 
 /// Knobs of the generated Prometheus rules (`slatrack rules`).
@@ -435,6 +457,7 @@ impl Default for Config {
             service: ServiceConfig::default(),
             metrics: MetricsConfig::default(),
             alerts: AlertsConfig::default(),
+            criteria: default_criteria(),
         }
     }
 }
@@ -534,6 +557,7 @@ mod tests {
         assert_eq!(cfg.targets("benevity").on_time_target, 0.95);
         assert_eq!(cfg.targets("unknown-platform"), d.targets("workday"));
         assert_eq!(cfg.engine.windows, d.engine.windows);
+        assert_eq!(cfg.criteria, d.criteria);
     }
 
     #[test]

@@ -37,6 +37,22 @@ impl Config {
                 "must be \"0s\" or a whole multiple of engine.bucket (e.g. \"7d\")",
             ));
         }
+        for (i, c) in self.criteria.iter().enumerate() {
+            if !(c.on_time > 0.0 && c.on_time <= 1.0) {
+                return Err(invalid(
+                    format!("criteria[{i}].on_time"),
+                    c.on_time,
+                    "must be a fraction in (0, 1], e.g. 0.94",
+                ));
+            }
+            if c.consecutive_weeks == 0 {
+                return Err(invalid(
+                    format!("criteria[{i}].consecutive_weeks"),
+                    c.consecutive_weeks,
+                    "must be at least 1",
+                ));
+            }
+        }
         let retention = self.store.minute_retention;
         if retention.0 != 0
             && (retention.0 % time::MICROS_PER_HOUR != 0 || retention.0 < e.correction_horizon.0)

@@ -40,6 +40,26 @@ pub fn render(sc: &Scorecard) -> Value {
             m.insert("target_on_time_ratio".into(), json!(p.target_on_time));
             m.insert("target_latency_ms".into(), json!(p.target_latency_ms));
             m.insert("status".into(), json!(p.status));
+            let weekly: Vec<Value> = p
+                .weekly
+                .iter()
+                .map(|w| {
+                    let c = &w.stats.counters;
+                    json!({
+                        "week_start": format_date(w.start),
+                        "events": c.events,
+                        "on_time_ratio": c.on_time_ratio(),
+                        "p95_ms": w.stats.quantile_ms(950),
+                        "failed_ratio": c.failed_ratio(),
+                        "retry_ratio": c.retry_ratio(),
+                        "statuses": {
+                            "on_time": w.on_time, "p95": w.p95,
+                            "failed": w.failed, "retry": w.retry,
+                        },
+                    })
+                })
+                .collect();
+            m.insert("weekly".into(), json!(weekly));
             Value::Object(m)
         })
         .collect();
@@ -77,6 +97,15 @@ pub fn render(sc: &Scorecard) -> Value {
         "from": format_date(sc.from),
         "to": format_date(sc.to),
         "partial": sc.partial,
+        "criteria": sc.criteria.iter().map(|c| json!({
+            "platform": c.criterion.platform,
+            "name": c.name,
+            "on_time": c.criterion.on_time,
+            "consecutive_weeks": c.criterion.consecutive_weeks,
+            "met": c.met,
+            "weeks": c.weeks.iter().map(|w| format_date(*w)).collect::<Vec<_>>(),
+            "streak": c.streak,
+        })).collect::<Vec<_>>(),
         "platforms": platforms,
         "overall": overall,
         "weekly": weekly,

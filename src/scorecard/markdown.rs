@@ -202,6 +202,8 @@ pub fn render(sc: &Scorecard) -> String {
             }
         );
     }
+    platform_trends(&mut o, sc);
+    criteria(&mut o, sc);
     let rejected = sc.rejected_total();
     if rejected > 0 {
         let reasons: Vec<String> = sc
@@ -227,6 +229,92 @@ pub fn render(sc: &Scorecard) -> String {
         );
     }
     o
+}
+
+/// A figure with its status, or `-` for a week without events.
+fn cell(value: Option<String>, status: Status) -> String {
+    match value {
+        Some(v) if status != Status::NotApplicable => format!("{v} {}", status.emoji()),
+        Some(v) => v,
+        None => "-".into(),
+    }
+}
+
+/// Week by week per platform that had events: events, on-time %, P95, failed %, retry %.
+fn platform_trends(o: &mut String, sc: &Scorecard) {
+    let active: Vec<_> = sc
+        .platforms
+        .iter()
+        .filter(|p| p.stats.counters.events > 0)
+        .collect();
+    if active.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\n### Weekly Trend by Platform");
+    for p in active {
+        let _ = writeln!(o, "\n#### {}\n", p.name);
+        let _ = writeln!(
+            o,
+            "| Week | Starting | Events | On-Time % | P95 | Failed % | Retry % |"
+        );
+        let _ = writeln!(
+            o,
+            "|------|----------|--------|-----------|-----|----------|---------|"
+        );
+        for (i, w) in p.weekly.iter().enumerate() {
+            let c = &w.stats.counters;
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                i + 1,
+                format_date(w.start),
+                count(c.events),
+                cell(c.on_time_ratio().map(pct), w.on_time),
+                cell(w.stats.quantile_ms(950).map(ms), w.p95),
+                cell(c.failed_ratio().map(pct), w.failed),
+                cell(c.retry_ratio().map(pct), w.retry),
+            );
+        }
+    }
+}
+
+/// The configured exit criteria: met or not, the weeks that count, the current streak.
+fn criteria(o: &mut String, sc: &Scorecard) {
+    if sc.criteria.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\n### Exit Criteria\n");
+    let _ = writeln!(
+        o,
+        "| Criterion | Status | Weeks that count | Current streak |"
+    );
+    let _ = writeln!(
+        o,
+        "|-----------|--------|------------------|----------------|"
+    );
+    for c in &sc.criteria {
+        let weeks: Vec<String> = c.weeks.iter().map(|w| format_date(*w)).collect();
+        let _ = writeln!(
+            o,
+            "| {} on-time ≥ {} for {} consecutive week{} | {} | {} | {} week{} |",
+            c.name,
+            target_pct(c.criterion.on_time),
+            c.criterion.consecutive_weeks,
+            if c.criterion.consecutive_weeks == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if c.met { "✅ Met" } else { "❌ Not met" },
+            if weeks.is_empty() {
+                "-".to_string()
+            } else {
+                weeks.join(", ")
+            },
+            c.streak,
+            if c.streak == 1 { "" } else { "s" },
+        );
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod json;
 pub mod markdown;
+pub mod trends;
 
 use crate::config::Config;
 use crate::engine::Stats;
@@ -21,6 +22,8 @@ pub struct PlatformReport {
     pub target_latency_ms: f64,
     pub stats: Stats,
     pub status: Status,
+    /// Week by week over the report (one entry per week, with or without events).
+    pub weekly: Vec<trends::PlatformWeek>,
 }
 
 pub struct WeekReport {
@@ -59,6 +62,8 @@ pub struct Scorecard {
     pub unread: Vec<(String, crate::store::Unread)>,
     /// The period has not ended yet (`to` is after the time the scorecard was built).
     pub partial: bool,
+    /// The configured exit criteria, judged week by week.
+    pub criteria: Vec<trends::CriterionReport>,
     pub config: std::sync::Arc<Config>,
 }
 
@@ -80,6 +85,7 @@ pub fn build(
     let rows = store.buckets(tenant, from, to)?;
     let mut per_platform: BTreeMap<String, (Direction, Stats)> = BTreeMap::new();
     let mut weeks: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    let mut platform_weeks: BTreeMap<(String, i64), Stats> = BTreeMap::new();
     let mut overall = Stats::default();
     for b in &rows {
         let (_, s) = per_platform
@@ -87,18 +93,33 @@ pub fn build(
             .or_insert_with(|| (b.direction, Stats::default()));
         s.merge(&b.stats);
         overall.merge(&b.stats);
-        let w = weeks
-            .entry((b.start - from).div_euclid(7 * MICROS_PER_DAY))
-            .or_default();
+        let week = (b.start - from).div_euclid(7 * MICROS_PER_DAY);
+        let w = weeks.entry(week).or_default();
         w.0 += b.stats.counters.events;
         w.1 += b.stats.counters.on_time;
+        platform_weeks
+            .entry((b.platform.clone(), week))
+            .or_default()
+            .merge(&b.stats);
     }
+    let n_weeks = (to - from + 7 * MICROS_PER_DAY - 1)
+        .div_euclid(7 * MICROS_PER_DAY)
+        .max(0);
     let sla_cfg = &config.sla;
     let mut platforms = Vec::new();
     let mut report = |id: &str, name: &str, direction: Direction, stats: Stats| {
         let t = config.targets(id);
         let status = sla::on_time(stats.counters.on_time_ratio(), t.on_time_target, sla_cfg);
+        let weekly = (0..n_weeks)
+            .map(|i| {
+                let s = platform_weeks
+                    .remove(&(id.to_string(), i))
+                    .unwrap_or_default();
+                trends::PlatformWeek::new(&config, id, from + i * 7 * MICROS_PER_DAY, s)
+            })
+            .collect();
         platforms.push(PlatformReport {
+            weekly,
             platform: id.to_string(),
             name: name.to_string(),
             direction,
@@ -130,9 +151,6 @@ pub fn build(
         p95: sla::soft_latency(overall.quantile_ms(950), ms(sla_cfg.p95_target)),
         p99: sla::hard_latency(overall.quantile_ms(990), ms(sla_cfg.p99_threshold)),
     };
-    let n_weeks = (to - from + 7 * MICROS_PER_DAY - 1)
-        .div_euclid(7 * MICROS_PER_DAY)
-        .max(0);
     let weekly = (0..n_weeks)
         .map(|i| {
             let (events, on_time) = weeks.get(&i).copied().unwrap_or_default();
@@ -143,6 +161,18 @@ pub fn build(
                 on_time,
                 status: sla::on_time(ratio, sla_cfg.on_time_target, sla_cfg),
             }
+        })
+        .collect();
+    let criteria = config
+        .criteria
+        .iter()
+        .map(|c| {
+            let p = platforms.iter().find(|p| p.platform == c.platform);
+            trends::judge(
+                c,
+                p.map_or(c.platform.as_str(), |p| p.name.as_str()),
+                p.map_or(&[][..], |p| p.weekly.as_slice()),
+            )
         })
         .collect();
     Ok(Scorecard {
@@ -158,6 +188,7 @@ pub fn build(
         rejected: store.rejects(tenant, from, to)?,
         unread: store.unread()?,
         partial: to > crate::time::now_micros(),
+        criteria,
         config,
     })
 }
