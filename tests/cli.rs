@@ -365,6 +365,14 @@ fn periods_are_months_and_iso_weeks() {
     );
     let open = card(&["--from", &yesterday, "--to", &tomorrow]);
     assert_eq!(open["partial"], true);
+    let overall = open["error_budgets"]
+        .as_array()
+        .and_then(|b| b.last())
+        .cloned();
+    assert!(
+        overall.is_some_and(|b| b["projected_remaining"].is_number()),
+        "a period that has not ended projects its budget: {open}"
+    );
     let out = run(slatrack()
         .args([
             "scorecard",

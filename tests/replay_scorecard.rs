@@ -451,4 +451,31 @@ fn per_platform_weeks_add_up_and_match_the_events() {
         (c["met"].as_bool(), c["streak"].as_u64()),
         (Some(false), Some(0))
     );
+    // Error budgets: per platform with events, then overall, from the same figures.
+    let budgets = v["error_budgets"].as_array().unwrap();
+    let active: Vec<&Value> = v["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["events"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(budgets.len(), active.len() + 1);
+    for (b, p) in budgets
+        .iter()
+        .zip(active.iter().copied().chain([&v["overall"]]))
+    {
+        let events = p["events"].as_u64().unwrap();
+        let target = p["target_on_time_ratio"].as_f64().unwrap();
+        let on_time = (p["on_time_ratio"].as_f64().unwrap() * events as f64).round() as u64;
+        assert_eq!(b["events"].as_u64(), Some(events));
+        assert_eq!(b["missed"].as_u64(), Some(events - on_time));
+        let allowed = (1.0 - target) * events as f64;
+        assert!((b["allowed_misses"].as_f64().unwrap() - allowed).abs() < 1e-6);
+        let remaining = allowed - (events - on_time) as f64;
+        assert!((b["remaining"].as_f64().unwrap() - remaining).abs() < 1e-6);
+        assert!(b["projected_remaining"].is_null(), "the period has ended");
+    }
+    // Workday misses 13 % against a 5 % budget: overspent.
+    let workday = budgets.iter().find(|b| b["platform"] == "workday").unwrap();
+    assert!(workday["remaining"].as_f64() < Some(0.0));
 }

@@ -97,6 +97,17 @@ pub fn render(sc: &Scorecard) -> Value {
         "from": format_date(sc.from),
         "to": format_date(sc.to),
         "partial": sc.partial,
+        "error_budgets": sc.budgets.iter().map(|b| json!({
+            "platform": b.platform,
+            "on_time_target": b.target,
+            "events": b.events,
+            "allowed_misses": b.allowed,
+            "missed": b.bad,
+            "remaining": b.remaining,
+            "remaining_ratio": b.remaining_ratio,
+            "projected_remaining": b.projected_remaining,
+            "projected_status": b.projected_status,
+        })).collect::<Vec<_>>(),
         "criteria": sc.criteria.iter().map(|c| json!({
             "platform": c.criterion.platform,
             "name": c.name,

@@ -204,6 +204,7 @@ pub fn render(sc: &Scorecard) -> String {
     }
     platform_trends(&mut o, sc);
     criteria(&mut o, sc);
+    budgets(&mut o, sc);
     let rejected = sc.rejected_total();
     if rejected > 0 {
         let reasons: Vec<String> = sc
@@ -229,6 +230,60 @@ pub fn render(sc: &Scorecard) -> String {
         );
     }
     o
+}
+
+/// Error budgets: how many events may miss the on-time target over the period, how many
+/// did, what is left; for a period that has not ended, what is left at its end at the
+/// burn so far.
+fn budgets(o: &mut String, sc: &Scorecard) {
+    let _ = writeln!(o, "\n### Error Budgets\n");
+    let _ = writeln!(
+        o,
+        "| Scope | On-Time Target | Events | Allowed Misses | Missed | Remaining | Status |"
+    );
+    let _ = writeln!(
+        o,
+        "|-------|----------------|--------|----------------|--------|-----------|--------|"
+    );
+    for b in &sc.budgets {
+        let name = match &b.platform {
+            Some(id) => sc
+                .platforms
+                .iter()
+                .find(|p| &p.platform == id)
+                .map_or(id.as_str(), |p| p.name.as_str()),
+            None => "**Overall**",
+        };
+        let remaining = match b.remaining_ratio {
+            Some(r) => format!("{} ({})", signed(b.remaining), pct(r)),
+            None => signed(b.remaining),
+        };
+        let projected = match b.projected_remaining {
+            Some(p) => format!(
+                "{} (projected at the end: {} left)",
+                b.projected_status.emoji(),
+                signed(p)
+            ),
+            None => b.projected_status.emoji().to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "| {name} | ≥ {} | {} | {} | {} | {remaining} | {projected} |",
+            target_pct(b.target),
+            count(b.events),
+            count(b.allowed.floor() as u64),
+            count(b.bad),
+        );
+    }
+}
+
+/// `1,234` or `-56` (a budget overspent), whole events rounded down.
+fn signed(v: f64) -> String {
+    if v < 0.0 {
+        format!("-{}", count((-v).ceil() as u64))
+    } else {
+        count(v.floor() as u64)
+    }
 }
 
 /// A figure with its status, or `-` for a week without events.

@@ -2,6 +2,7 @@
 //! per-platform and overall figures (histograms merged, never quantiles averaged) and
 //! render them as the pilot scorecard's "Delivery SLA Performance" section or as JSON.
 
+pub mod budget;
 pub mod json;
 pub mod markdown;
 pub mod trends;
@@ -64,6 +65,8 @@ pub struct Scorecard {
     pub partial: bool,
     /// The configured exit criteria, judged week by week.
     pub criteria: Vec<trends::CriterionReport>,
+    /// Error budgets per platform with events, then overall.
+    pub budgets: Vec<budget::Budget>,
     pub config: std::sync::Arc<Config>,
 }
 
@@ -175,7 +178,8 @@ pub fn build(
             )
         })
         .collect();
-    Ok(Scorecard {
+    let now = crate::time::now_micros();
+    let mut sc = Scorecard {
         tenant: tenant.to_string(),
         from,
         to,
@@ -187,8 +191,11 @@ pub fn build(
         weekly,
         rejected: store.rejects(tenant, from, to)?,
         unread: store.unread()?,
-        partial: to > crate::time::now_micros(),
+        partial: to > now,
         criteria,
+        budgets: Vec::new(),
         config,
-    })
+    };
+    sc.budgets = budget::budgets(&sc, now);
+    Ok(sc)
 }
