@@ -6,6 +6,10 @@ use crate::engine::Stats;
 use crate::time::format_date;
 use serde_json::{json, Map, Value};
 
+/// The contract's version (docs/scorecard-json.md): changes when a field is removed or
+/// changes meaning; fields are only added within a version.
+pub const VERSION: u32 = 1;
+
 fn metrics(s: &Stats) -> Map<String, Value> {
     let c = &s.counters;
     let v = json!({
@@ -93,6 +97,7 @@ pub fn render(sc: &Scorecard) -> Value {
         .map(|(r, n)| (r.code().to_string(), json!(n)))
         .collect();
     json!({
+        "version": VERSION,
         "tenant": sc.tenant,
         "from": format_date(sc.from),
         "to": format_date(sc.to),

@@ -76,14 +76,28 @@ impl Scorecard {
     }
 }
 
-/// Reads and merges. Configured platforms come first in config order (shown `n/a` when
-/// silent), then any other platform seen in the data, by id.
+/// [`build_at`] the current time.
 pub fn build(
     store: &SqliteStore,
     config: std::sync::Arc<Config>,
     tenant: &str,
     from: Micros,
     to: Micros,
+) -> Result<Scorecard, StoreError> {
+    build_at(store, config, tenant, from, to, crate::time::now_micros())
+}
+
+/// Reads and merges. Configured platforms come first in config order (shown `n/a` when
+/// silent), then any other platform seen in the data, by id. `now` decides whether the
+/// period has ended and projects the error budgets of one that has not, so two reports
+/// of the same data at the same `now` are the same.
+pub fn build_at(
+    store: &SqliteStore,
+    config: std::sync::Arc<Config>,
+    tenant: &str,
+    from: Micros,
+    to: Micros,
+    now: Micros,
 ) -> Result<Scorecard, StoreError> {
     let rows = store.buckets(tenant, from, to)?;
     let mut per_platform: BTreeMap<String, (Direction, Stats)> = BTreeMap::new();
@@ -178,7 +192,6 @@ pub fn build(
             )
         })
         .collect();
-    let now = crate::time::now_micros();
     let mut sc = Scorecard {
         tenant: tenant.to_string(),
         from,
