@@ -29,9 +29,9 @@ pub trait Rebalance: Send + Sync + 'static {
     /// fetching continues at `next`. Returns where to fetch from.
     fn log_start(&self, partition: &TopicPartition, next: i64, low: i64) -> i64;
     /// The log of an assigned partition ends (at `end`) before its checkpoint's last
-    /// record (`next - 1`): it is not the log the checkpoint was taken on. Fetching is
-    /// left at `next`; the owner stops the partition.
-    fn log_ended(&self, partition: &TopicPartition, next: i64, end: i64);
+    /// record: it is not the log the checkpoint was taken on. Fetching is left at the
+    /// checkpoint; the owner stops the partition.
+    fn log_ended(&self, partition: &TopicPartition, end: i64);
     /// Partitions taken away: checkpoint and drop them.
     fn revoked(&self, partitions: &[TopicPartition]);
     /// librdkafka dropped the whole assignment after a rebalance error.
@@ -165,8 +165,7 @@ impl ConsumerContext for ConsumerCtx {
                                 && next > 0
                                 && !holds_offset(&self.probe, topic, *partition, next - 1) =>
                         {
-                            self.handler
-                                .log_ended(&(topic.clone(), *partition), next, high);
+                            self.handler.log_ended(&(topic.clone(), *partition), high);
                             next
                         }
                         Ok((low, _)) => {

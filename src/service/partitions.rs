@@ -191,7 +191,7 @@ impl PartitionSet {
         let why = format!(
             "partition {topic}/{partition}: its checkpoint continues at offset {next} but its log ends below it (at offset {offset}): the topic was recreated or the brokers are a new cluster. Nothing of the new log is counted until you accept it: {what_to_do}"
         );
-        tracing::error!(source = %p.source, checkpoint = p.next_offset, fetched = offset, "{why}");
+        tracing::error!(source = %p.source, checkpoint = next, fetched = offset, "{why}");
         if let Ok(mut m) = self.status.stopped.lock() {
             m.insert((topic, partition), why);
         }
@@ -362,12 +362,11 @@ impl Rebalance for RebalanceHandler {
         offsets
     }
 
-    fn log_ended(&self, (topic, partition): &TopicPartition, next: i64, end: i64) {
+    fn log_ended(&self, (topic, partition): &TopicPartition, end: i64) {
         let mut set = lock(&self.0);
         if let Some(ti) = set.topic_index(topic) {
             set.stop_on_new_log(ti, *partition, end);
         }
-        let _ = next;
     }
 
     fn log_start(&self, (topic, partition): &TopicPartition, next: i64, low: i64) -> i64 {

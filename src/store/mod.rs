@@ -227,7 +227,6 @@ pub struct Unread {
     pub noticed_ms: i64,
 }
 
-/// What the live path needs from a store.
 /// What a fold did: rows folded, and whether days remain to fold before the same bound.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Folded {
@@ -235,6 +234,7 @@ pub struct Folded {
     pub more: bool,
 }
 
+/// What the live path needs from a store.
 pub trait PartitionStore: Send {
     /// Called once per assignment before checkpoints are read: a shared store catches up
     /// with what other instances wrote (their revocation checkpoints).

@@ -9,23 +9,16 @@
 //! hourly row already there (rows written into a folded hour later, a correction, a
 //! replay) is added to, never replaced.
 
-use super::{SqliteStore, StoreError, StoreWriter};
+use super::{counters_at, direction_of, SqliteStore, StoreError, StoreWriter};
 use crate::engine::keys::KeyInfo;
-use crate::engine::{ClosedBucket, Counters, Stats};
-use crate::event::Direction;
+use crate::engine::{ClosedBucket, Stats};
 use crate::store::Folded;
 use crate::time::{Micros, MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MILLI};
 use rusqlite::params;
-use std::collections::BTreeMap;
+use std::collections::btree_map::{BTreeMap, Entry};
 use std::sync::Arc;
 
 const HOUR_MS: i64 = MICROS_PER_HOUR / MICROS_PER_MILLI;
-
-/// One row as read for folding.
-struct Row {
-    key: Arc<KeyInfo>,
-    stats: Stats,
-}
 
 impl StoreWriter<'_> {
     /// Folds the rows shorter than an hour that start in `[from_ms, to_ms)` (whole hours)
@@ -39,50 +32,35 @@ impl StoreWriter<'_> {
              WHERE bucket_secs < 3600 AND bucket_start_ms >= ?1 AND bucket_start_ms < ?2",
         )?;
         let mut rows = stmt.query(params![from_ms, to_ms])?;
-        let mut hours: BTreeMap<(String, String, String, i64), Row> = BTreeMap::new();
+        let mut hours: BTreeMap<(String, String, String, i64), ClosedBucket> = BTreeMap::new();
         let mut folded = 0;
         while let Some(r) = rows.next()? {
-            let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
             let (source, tenant, platform): (String, String, String) =
                 (r.get(0)?, r.get(1)?, r.get(2)?);
             let start_ms: i64 = r.get(4)?;
             let hour_ms = start_ms.div_euclid(HOUR_MS) * HOUR_MS;
             folded += 1;
             let what = || format!("({source}, {tenant}, {platform}, {start_ms})");
-            let direction: String = r.get(3)?;
-            let direction = Direction::parse(&direction).ok_or_else(|| StoreError::Corrupt {
-                what: what(),
-                why: format!("direction {direction:?}"),
-            })?;
+            let direction = direction_of(&r.get::<_, String>(3)?, what)?;
             let latency = Stats::latencies_from_bytes(&r.get::<_, Vec<u8>>(15)?)
                 .map_err(|why| StoreError::Corrupt { what: what(), why })?;
             let stats = Stats {
-                counters: Counters {
-                    attempts: n(6)?,
-                    events: n(7)?,
-                    delivered: n(8)?,
-                    failed: n(9)?,
-                    dead_lettered: n(10)?,
-                    on_time: n(11)?,
-                    retried: n(12)?,
-                    max_retries: n(13)?,
-                    latency_sum_us: n(14)?,
-                },
+                counters: counters_at(r, 6)?,
                 latency,
             };
             let target_ms: i64 = r.get(5)?;
             match hours.entry((source, tenant.clone(), platform.clone(), hour_ms)) {
-                std::collections::btree_map::Entry::Occupied(mut e) => {
-                    e.get_mut().stats.merge(&stats)
-                }
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(Row {
+                Entry::Occupied(mut e) => e.get_mut().stats.merge(&stats),
+                Entry::Vacant(e) => {
+                    e.insert(ClosedBucket {
                         key: Arc::new(KeyInfo {
                             tenant: tenant.into(),
                             platform: platform.into(),
                             direction,
                             target_latency_us: (target_ms.max(0) as u64) * 1000,
                         }),
+                        start: hour_ms * MICROS_PER_MILLI,
+                        width_us: MICROS_PER_HOUR,
                         stats,
                     });
                 }
@@ -97,14 +75,8 @@ impl StoreWriter<'_> {
              WHERE bucket_secs < 3600 AND bucket_start_ms >= ?1 AND bucket_start_ms < ?2",
             params![from_ms, to_ms],
         )?;
-        for ((source, _, _, hour_ms), row) in hours {
+        for ((source, ..), hour) in hours {
             // An hourly row already there (folded before) is added to, not replaced.
-            let hour = ClosedBucket {
-                key: row.key,
-                start: hour_ms * MICROS_PER_MILLI,
-                width_us: MICROS_PER_HOUR,
-                stats: row.stats,
-            };
             self.add_correction(&source, &hour)?;
         }
         Ok(folded)

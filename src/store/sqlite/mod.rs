@@ -90,23 +90,12 @@ impl SqliteStore {
         let rows = stmt.query_map(
             params![tenant, from / MICROS_PER_MILLI, to / MICROS_PER_MILLI],
             |r| {
-                let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
-                    Counters {
-                        attempts: n(4)?,
-                        events: n(5)?,
-                        delivered: n(6)?,
-                        failed: n(7)?,
-                        dead_lettered: n(8)?,
-                        on_time: n(9)?,
-                        retried: n(10)?,
-                        max_retries: n(11)?,
-                        latency_sum_us: n(12)?,
-                    },
+                    counters_at(r, 4)?,
                     r.get::<_, Vec<u8>>(13)?,
                 ))
             },
@@ -117,10 +106,7 @@ impl SqliteStore {
             let what = || format!("({source}, {tenant}, {platform}, {start_ms})");
             let latency = Stats::latencies_from_bytes(&hist)
                 .map_err(|why| StoreError::Corrupt { what: what(), why })?;
-            let direction = Direction::parse(&direction).ok_or_else(|| StoreError::Corrupt {
-                what: what(),
-                why: format!("direction {direction:?}"),
-            })?;
+            let direction = direction_of(&direction, what)?;
             out.push(StoredBucket {
                 source,
                 tenant: tenant.to_string(),
@@ -247,13 +233,43 @@ fn read_closed_keys(conn: &Connection, source: &str, start: Micros) -> Result<Ve
     let mut stmt = conn.prepare_cached(
         "SELECT keys FROM closed_keys WHERE source = ?1 AND bucket_start_us = ?2",
     )?;
+    let keys = concat_blobs(stmt.query(params![source, start])?)?;
+    Ok(keys)
+}
+
+/// The first column of every row, blobs of packed keys, one after another.
+fn concat_blobs(mut rows: rusqlite::Rows<'_>) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::new();
-    let mut rows = stmt.query(params![source, start])?;
     while let Some(r) = rows.next()? {
         let blob: Vec<u8> = r.get(0)?;
         out.extend_from_slice(&blob);
     }
     Ok(out)
+}
+
+/// The nine counter columns of a bucket row, `attempts` at column `at` and the rest after
+/// it in table order (`events` … `latency_sum_us`).
+fn counters_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Counters> {
+    let n = |i: usize| r.get::<_, i64>(at + i).map(|v| v as u64);
+    Ok(Counters {
+        attempts: n(0)?,
+        events: n(1)?,
+        delivered: n(2)?,
+        failed: n(3)?,
+        dead_lettered: n(4)?,
+        on_time: n(5)?,
+        retried: n(6)?,
+        max_retries: n(7)?,
+        latency_sum_us: n(8)?,
+    })
+}
+
+/// A stored bucket's direction, or what is wrong with it (`what` names the row).
+fn direction_of(s: &str, what: impl FnOnce() -> String) -> Result<Direction, StoreError> {
+    Direction::parse(s).ok_or_else(|| StoreError::Corrupt {
+        what: what(),
+        why: format!("direction {s:?}"),
+    })
 }
 
 impl SqliteStore {
@@ -283,13 +299,8 @@ impl StoreWriter<'_> {
              WHERE bucket_start_us = ?1 AND source >= 'replay:' AND source < 'replay;'
                AND source != ?2",
         )?;
-        let mut out = Vec::new();
-        let mut rows = stmt.query(params![start, except])?;
-        while let Some(r) = rows.next()? {
-            let blob: Vec<u8> = r.get(0)?;
-            out.extend_from_slice(&blob);
-        }
-        Ok(out)
+        let keys = concat_blobs(stmt.query(params![start, except])?)?;
+        Ok(keys)
     }
 
     /// Hashes of the records other replays rejected.
@@ -455,19 +466,8 @@ impl StoreWriter<'_> {
             .query_row(
                 params![source, &*b.key.tenant, &*b.key.platform, b.start / MICROS_PER_MILLI],
                 |r| {
-                    let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
                     Ok((
-                        Counters {
-                            attempts: n(0)?,
-                            events: n(1)?,
-                            delivered: n(2)?,
-                            failed: n(3)?,
-                            dead_lettered: n(4)?,
-                            on_time: n(5)?,
-                            retried: n(6)?,
-                            max_retries: n(7)?,
-                            latency_sum_us: n(8)?,
-                        },
+                        counters_at(r, 0)?,
                         r.get::<_, Vec<u8>>(9)?,
                         r.get::<_, i64>(10)?,
                     ))
