@@ -307,12 +307,16 @@ fn periods_are_months_and_iso_weeks() {
     let store = dir.path().join("s.db");
     let input = events_file(dir.path(), "globex");
     assert!(replay(&store, &input).status.success());
-    let card = |args: &[&str]| {
-        let out = run(slatrack()
-            .args(["scorecard", "--tenant", "globex", "--format", "json"])
+    // `scorecard --tenant globex ARGS --store STORE`.
+    let scorecard = |args: &[&str]| {
+        run(slatrack()
+            .args(["scorecard", "--tenant", "globex"])
             .args(args)
             .arg("--store")
-            .arg(&store));
+            .arg(&store))
+    };
+    let card = |args: &[&str]| {
+        let out = scorecard(&[args, &["--format", "json"]].concat());
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
     };
@@ -328,17 +332,8 @@ fn periods_are_months_and_iso_weeks() {
     assert_eq!(week, card(&["--from", "2025-10-06", "--to", "2025-10-13"]));
     assert_eq!(week["overall"]["events"], month["overall"]["events"]);
     // The current month has not ended (no data there: the error names the range).
-    let now = slatrack::time::format_date(slatrack::time::now_micros());
-    let out = run(slatrack()
-        .args([
-            "scorecard",
-            "--tenant",
-            "globex",
-            "--period",
-            &now[..7],
-            "--store",
-        ])
-        .arg(&store));
+    let now = slatrack::time::now_micros();
+    let out = scorecard(&["--period", &slatrack::time::format_date(now)[..7]]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("no data for tenant"),
@@ -346,8 +341,7 @@ fn periods_are_months_and_iso_weeks() {
         text(&out.stderr)
     );
     // A range that has not ended, with data in it: marked partial.
-    let now_us = slatrack::time::now_micros();
-    let recent = slatrack::synthetic::pilot(9, "globex", now_us - 7_200_000_000, 3_600_000_000, 50);
+    let recent = slatrack::synthetic::pilot(9, "globex", now - 7_200_000_000, 3_600_000_000, 50);
     let recent_file = dir.path().join("recent.jsonl");
     std::fs::write(
         &recent_file,
@@ -360,8 +354,8 @@ fn periods_are_months_and_iso_weeks() {
     assert!(replay(&store, &recent_file).status.success());
     let day = slatrack::time::MICROS_PER_DAY;
     let (yesterday, tomorrow) = (
-        slatrack::time::format_date(now_us - day),
-        slatrack::time::format_date(now_us + day),
+        slatrack::time::format_date(now - day),
+        slatrack::time::format_date(now + day),
     );
     let open = card(&["--from", &yesterday, "--to", &tomorrow]);
     assert_eq!(open["partial"], true);
@@ -373,30 +367,10 @@ fn periods_are_months_and_iso_weeks() {
         overall.is_some_and(|b| b["projected_remaining"].is_number()),
         "a period that has not ended projects its budget: {open}"
     );
-    let out = run(slatrack()
-        .args([
-            "scorecard",
-            "--tenant",
-            "globex",
-            "--from",
-            &yesterday,
-            "--to",
-            &tomorrow,
-        ])
-        .arg("--store")
-        .arg(&store));
+    let out = scorecard(&["--from", &yesterday, "--to", &tomorrow]);
     assert!(text(&out.stdout).contains("partial: the period has not ended"));
     for bad in ["2025-13", "2025-W54", "October"] {
-        let out = run(slatrack()
-            .args([
-                "scorecard",
-                "--tenant",
-                "globex",
-                "--period",
-                bad,
-                "--store",
-            ])
-            .arg(&store));
+        let out = scorecard(&["--period", bad]);
         assert!(!out.status.success(), "{bad}");
         assert!(
             text(&out.stderr).contains("YYYY-Www"),
@@ -404,15 +378,6 @@ fn periods_are_months_and_iso_weeks() {
             text(&out.stderr)
         );
     }
-    let out = run(slatrack()
-        .args([
-            "scorecard",
-            "--tenant",
-            "globex",
-            "--from",
-            "2025-10-06",
-            "--store",
-        ])
-        .arg(&store));
+    let out = scorecard(&["--from", "2025-10-06"]);
     assert!(!out.status.success(), "--from without --to");
 }

@@ -2,39 +2,16 @@
 //! scorecards (markdown and JSON) of the 10-week Globex fixture are the same before, half
 //! way and after, and folding again changes nothing.
 
+#[path = "support/scorecard.rs"]
+mod scorecard;
+
+use scorecard::cards;
 use slatrack::config::Config;
 use slatrack::replay::{self, ReplayOptions};
 use slatrack::store::SqliteStore;
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-
-fn cards(store: &Path) -> (String, String) {
-    let card = |format: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_slatrack"))
-            .args(["scorecard", "--tenant", "globex"])
-            .args([
-                "--from",
-                "2025-09-08",
-                "--to",
-                "2025-11-17",
-                "--format",
-                format,
-            ])
-            .arg("--store")
-            .arg(store)
-            .output()
-            .expect("scorecard runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
-    (card("markdown"), card("json"))
-}
 
 fn rows(store: &Path) -> (i64, i64) {
     let c = rusqlite::Connection::open(store).expect("open");

@@ -5,15 +5,17 @@
 //! `--features integration`; needs `openssl` and `socat` (scripts/test-all.sh installs them).
 #![cfg(feature = "integration")]
 
+#[path = "support/service.rs"]
+mod service;
 #[path = "support/tansu.rs"]
 mod tansu;
 #[path = "support/wait.rs"]
 mod wait;
 
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
-use slatrack::store::SqliteStore;
+use service::{events, run, Killed};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use tansu::Tansu;
 use wait::wait_until;
@@ -109,15 +111,6 @@ fn server_cert(dir: &Path, ca: &str) -> PathBuf {
     dir.join("server.pem")
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// socat: TLS on `tls_port`, plain TCP to the broker on `broker_port`.
 fn tls_endpoint(cert: &Path, tls_port: u16, broker_port: u16, log: &Path) -> Killed {
     let child = Command::new("socat")
@@ -168,29 +161,6 @@ format = "protobuf"
     )
     .expect("config");
     path
-}
-
-fn run(config: &Path, log: &Path) -> Killed {
-    let out = std::fs::File::create(log).expect("log");
-    Killed(
-        Command::new(env!("CARGO_BIN_EXE_slatrack"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("SLATRACK_LOG", "info")
-            .stdout(Stdio::from(out.try_clone().expect("log")))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("slatrack run starts"),
-    )
-}
-
-fn events(store: &Path) -> u64 {
-    let Ok(s) = SqliteStore::open_read_only(store) else {
-        return 0;
-    };
-    s.buckets("globex", 0, i64::MAX / 2)
-        .map(|b| b.iter().map(|b| b.stats.counters.events).sum())
-        .unwrap_or(0)
 }
 
 #[test]

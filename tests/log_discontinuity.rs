@@ -5,16 +5,19 @@
 //! run counts it, and the old log's figures stay. Built with `--features integration`.
 #![cfg(feature = "integration")]
 
+#[path = "support/service.rs"]
+mod service;
 #[path = "support/tansu.rs"]
 mod tansu;
 #[path = "support/wait.rs"]
 mod wait;
 
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
+use service::{events, run};
 use slatrack::event::DeliveryEvent;
 use slatrack::store::SqliteStore;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use tansu::Tansu;
 use wait::wait_until;
@@ -88,39 +91,9 @@ format = "protobuf"
     path
 }
 
-struct Run(Child);
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(config: &Path, log: &Path) -> Run {
-    let out = std::fs::File::create(log).expect("log");
-    Run(Command::new(env!("CARGO_BIN_EXE_slatrack"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("SLATRACK_LOG", "info")
-        .stdout(Stdio::from(out.try_clone().expect("log")))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("slatrack run starts"))
-}
-
 fn checkpoint(store: &Path, source: &str) -> Option<i64> {
     let s = SqliteStore::open_read_only(store).ok()?;
     s.checkpoint(source).ok().flatten().map(|(_, next, _)| next)
-}
-
-fn events(store: &Path) -> u64 {
-    let s = SqliteStore::open_read_only(store).expect("store");
-    s.buckets("globex", 0, i64::MAX / 2)
-        .expect("buckets")
-        .iter()
-        .map(|b| b.stats.counters.events)
-        .sum()
 }
 
 #[test]

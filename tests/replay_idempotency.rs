@@ -2,6 +2,10 @@
 //! parts, lines shuffled within hours, the same inputs again, in any order — each gives
 //! the scorecard (markdown and JSON) of one replay of the whole sorted log.
 
+#[path = "support/scorecard.rs"]
+mod scorecard;
+
+use scorecard::cards;
 use slatrack::codec::Format;
 use slatrack::config::Config;
 use slatrack::event::DeliveryEvent;
@@ -9,7 +13,6 @@ use slatrack::replay::{self, ReplayError, ReplayOptions, ReplaySummary};
 use slatrack::store::SqliteStore;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 fn write(path: &Path, events: &[DeliveryEvent]) {
@@ -35,33 +38,6 @@ fn replay_with(
 
 fn replay(store: &Path, inputs: &[&Path]) -> ReplaySummary {
     replay_with(store, inputs, None).expect("replay")
-}
-
-/// The scorecard as `slatrack scorecard` prints it, markdown and JSON.
-fn cards(store: &Path) -> (String, String) {
-    let card = |format: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_slatrack"))
-            .args(["scorecard", "--tenant", "globex"])
-            .args([
-                "--from",
-                "2025-09-08",
-                "--to",
-                "2025-11-17",
-                "--format",
-                format,
-            ])
-            .arg("--store")
-            .arg(store)
-            .output()
-            .expect("scorecard runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
-    (card("markdown"), card("json"))
 }
 
 struct Log {

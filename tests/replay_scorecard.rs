@@ -3,7 +3,11 @@
 
 mod common;
 
+#[path = "support/scorecard.rs"]
+mod scorecard;
+
 use common::{assert_quantile, oracle, Expected};
+use scorecard::scorecard;
 use serde_json::Value;
 use slatrack::codec::Format;
 use slatrack::config::Config;
@@ -39,31 +43,6 @@ fn replay_files(store: &Path, inputs: &[PathBuf]) -> ReplaySummary {
         bounds: None,
     };
     replay::run(Arc::new(Config::default()), &mut s, &opts, |_| {}).unwrap()
-}
-
-fn scorecard(store: &Path, format: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_slatrack"))
-        .args([
-            "scorecard",
-            "--tenant",
-            "globex",
-            "--from",
-            "2025-09-08",
-            "--to",
-            "2025-11-17",
-            "--format",
-            format,
-            "--store",
-        ])
-        .arg(store)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scorecard failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn check_metrics(what: &str, got: &Value, want: &Expected) {

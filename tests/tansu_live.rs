@@ -479,15 +479,19 @@ struct Setup {
     config: PathBuf,
 }
 
+/// [`setup_with`] the fixture's usual topic: [`PARTITIONS`] partitions keyed by event id.
+fn setup(kind: StoreKind, upfront: fn(usize) -> usize, producers: Producers) -> Setup {
+    setup_with(kind, upfront, PARTITIONS, Keying::EventId, producers)
+}
+
 /// `upfront`: how much of the fixture is produced before the test starts (the rest is the
-/// test's to produce, `f.records[upfront..]`); `workday_stalls`: see
-/// [`Fixture::stall_workday`].
+/// test's to produce, `f.records[upfront..]`).
 fn setup_with(
     kind: StoreKind,
     upfront: fn(usize) -> usize,
     partitions: u32,
     keying: Keying,
-    workday_stalls: bool,
+    producers: Producers,
 ) -> Setup {
     let mut dir = tempfile::tempdir().unwrap();
     if std::env::var_os("SLATRACK_KEEP_TEST_DIR").is_some() {
@@ -499,7 +503,7 @@ fn setup_with(
     broker.create_topic(TOPIC, partitions);
     broker.create_topic("slatrack-quarantine", 1);
     let mut f = fixture(120_000, partitions, keying);
-    if workday_stalls {
+    if producers == Producers::WorkdayStallsThenFlushes {
         f.stall_workday();
     }
     let total: i64 = f.per_partition.iter().sum();
@@ -567,13 +571,7 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind, producers: Producers)
         total,
         store,
         config,
-    } = setup_with(
-        kind,
-        |n| n / 8,
-        PARTITIONS,
-        Keying::EventId,
-        producers == Producers::WorkdayStallsThenFlushes,
-    );
+    } = setup(kind, |n| n / 8, producers);
     let log = dir.path().join("slatrack.log");
     let mut watch = Watch::new(&store, PARTITIONS);
     let n = f.records.len();
@@ -664,13 +662,7 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind, producers: Producers) {
         total,
         store,
         config,
-    } = setup_with(
-        kind,
-        |n| n / 2,
-        PARTITIONS,
-        Keying::EventId,
-        producers == Producers::WorkdayStallsThenFlushes,
-    );
+    } = setup(kind, |n| n / 2, producers);
     let mut watch = Watch::new(&store, PARTITIONS);
     // A starts alone and owns every partition; B joins mid-stream (scale-out), then A
     // leaves mid-stream (scale-in) and B takes its partitions over.
@@ -741,7 +733,13 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
         total,
         store,
         config,
-    } = setup_with(StoreKind::Kafka, |n| n / 3, 6, Keying::RoundRobin, false);
+    } = setup_with(
+        StoreKind::Kafka,
+        |n| n / 3,
+        6,
+        Keying::RoundRobin,
+        Producers::Steady,
+    );
     let mut watch = Watch::new(&store, 6);
     let n = f.records.len();
     let log = |x: &str| dir.path().join(format!("{x}.log"));

@@ -203,6 +203,20 @@ fn records_polled_before_the_latest_assignment_are_not_applied() {
     );
 }
 
+/// A first owner (generation 1) of partition 0 on a store at `path`: [`records`] applied
+/// and checkpointed.
+fn checkpointed_records(path: &std::path::Path) -> PartitionSet {
+    let mut s = set_on(1, crate::store::SqliteStore::open(path).expect("store"));
+    s.assign("deliveries", 0);
+    let recs = records();
+    s.apply(
+        &batch_of(&recs, 0, recs.len(), 1),
+        crate::time::now_micros(),
+    );
+    s.checkpoint_due(true);
+    s
+}
+
 /// A checkpoint beyond its log's end (a recreated topic, a new cluster): librdkafka resets
 /// fetching below the checkpoint; the first such record stops the partition with an error
 /// naming the command that accepts the new log, and nothing is applied.
@@ -210,13 +224,10 @@ fn records_polled_before_the_latest_assignment_are_not_applied() {
 fn a_checkpoint_beyond_the_log_end_stops_the_partition() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("s.db");
-    let mut s = set_on(1, crate::store::SqliteStore::open(&path).expect("store"));
-    s.assign("deliveries", 0);
+    checkpointed_records(&path);
     let recs = records();
     let n = recs.len() as i64;
     let now = crate::time::now_micros();
-    s.apply(&batch_of(&recs, 0, recs.len(), 1), now);
-    s.checkpoint_due(true);
     let (events_before, _) = stored(&path);
     assert!(events_before > 0);
     let mut s = set_on(2, crate::store::SqliteStore::open(&path).expect("store"));
@@ -325,12 +336,7 @@ fn a_checkpoint_below_the_log_start_counts_and_stores_what_was_lost() {
 fn rows_past_the_retention_are_folded_a_day_at_a_time() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("s.db");
-    let mut s = set_on(1, crate::store::SqliteStore::open(&path).expect("store"));
-    s.assign("deliveries", 0);
-    let recs = records();
-    let now = crate::time::now_micros();
-    s.apply(&batch_of(&recs, 0, recs.len(), 1), now);
-    s.checkpoint_due(true);
+    let mut s = checkpointed_records(&path);
     let before = stored(&path);
     let minute_rows = || {
         rusqlite::Connection::open(&path)
