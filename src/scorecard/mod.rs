@@ -101,7 +101,6 @@ pub fn build_at(
 ) -> Result<Scorecard, StoreError> {
     let rows = store.buckets(tenant, from, to)?;
     let mut per_platform: BTreeMap<String, (Direction, Stats)> = BTreeMap::new();
-    let mut weeks: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     let mut platform_weeks: BTreeMap<(String, i64), Stats> = BTreeMap::new();
     let mut overall = Stats::default();
     for b in &rows {
@@ -111,9 +110,6 @@ pub fn build_at(
         s.merge(&b.stats);
         overall.merge(&b.stats);
         let week = (b.start - from).div_euclid(7 * MICROS_PER_DAY);
-        let w = weeks.entry(week).or_default();
-        w.0 += b.stats.counters.events;
-        w.1 += b.stats.counters.on_time;
         platform_weeks
             .entry((b.platform.clone(), week))
             .or_default()
@@ -168,9 +164,13 @@ pub fn build_at(
         p95: sla::soft_latency(overall.quantile_ms(950), ms(sla_cfg.p95_target)),
         p99: sla::hard_latency(overall.quantile_ms(990), ms(sla_cfg.p99_threshold)),
     };
+    // Every row's platform has a report, so a week overall is the sum of its platforms'.
     let weekly = (0..n_weeks)
         .map(|i| {
-            let (events, on_time) = weeks.get(&i).copied().unwrap_or_default();
+            let (events, on_time) = platforms
+                .iter()
+                .map(|p| &p.weekly[i as usize].stats.counters)
+                .fold((0, 0), |(e, o), c| (e + c.events, o + c.on_time));
             let ratio = (events > 0).then(|| on_time as f64 / events as f64);
             WeekReport {
                 start: from + i * 7 * MICROS_PER_DAY,
