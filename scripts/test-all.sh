@@ -30,6 +30,15 @@ fi
 pkg-config --modversion openssl
 socat -V | grep -m1 'socat version'
 
+step "PostgreSQL server binaries (initdb, pg_ctl) from Debian's postgresql package; the tests start their own servers"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+# No system service: the package may start one; the tests use their own data directories.
+ls -d /usr/lib/postgresql/*/bin | tail -1
+psql --version
+
 step "format check (cargo fmt --check)"
 cargo fmt --all -- --check
 

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use slatrack::codec::Format;
 use slatrack::config::Config;
-use slatrack::store::{Location, SqliteStore};
+use slatrack::store::{Location, SqliteStore, StoreRead};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,12 +249,12 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let cfg = load_config(config.as_deref())?;
-            let store_path = store.unwrap_or_else(|| cfg.store.path.clone());
-            let summary = replay(Arc::new(cfg), &store_path, input, format.map(Into::into))?;
+            let location = Location::of_config(store.as_deref(), &cfg.store)?;
+            let summary = replay(Arc::new(cfg), &location, input, format.map(Into::into))?;
             if json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
             } else {
-                emit(&summary_text(&summary, &store_path))?;
+                emit(&summary_text(&summary, &location))?;
             }
             if summary.counted == 0 && summary.already_counted == 0 {
                 bail!("no record of the input was counted ({} read, {} rejected): check that the file holds delivery events and that --format (or the file's extension) says how they are encoded", summary.records, summary.rejected.values().sum::<u64>());
@@ -280,12 +280,11 @@ fn run(cli: Cli) -> Result<()> {
             if to <= from {
                 bail!("--to must be after --from (the range is half-open: [from, to))");
             }
-            let store_path = store.unwrap_or_else(|| cfg.store.path.clone());
-            let location = Location::of_path(&store_path)?;
+            let location = Location::of_config(store.as_deref(), &cfg.store)?;
             let store = slatrack::store::open_for_reading(&location, cfg.kafka.as_ref())?;
-            let sc = slatrack::scorecard::build(&store, cfg, &tenant, from, to)?;
+            let sc = slatrack::scorecard::build(&*store, cfg, &tenant, from, to)?;
             if sc.overall.counters.attempts == 0 && sc.rejected_total() == 0 {
-                bail!("{}", no_data(&store, &tenant, from, to)?);
+                bail!("{}", no_data(&*store, &tenant, from, to)?);
             }
             match format {
                 ReportFormat::Markdown => emit(&slatrack::scorecard::markdown::render(&sc))?,
@@ -323,10 +322,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Run { config, store } => {
             let mut cfg = load_config(config.as_deref())?;
+            let location = Location::of_config(store.as_deref(), &cfg.store)?;
             if let Some(s) = store {
                 cfg.store.path = s;
             }
-            let location = Location::of_path(&cfg.store.path)?;
             slatrack::service::run(
                 Arc::new(cfg),
                 location,
@@ -399,7 +398,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Why a scorecard has nothing to show, and what the store does hold.
-fn no_data(store: &SqliteStore, tenant: &str, from: i64, to: i64) -> Result<String> {
+fn no_data(store: &dyn StoreRead, tenant: &str, from: i64, to: i64) -> Result<String> {
     use slatrack::time::format_date;
     let coverage = store.coverage(None)?;
     let mut msg = format!(
@@ -494,13 +493,25 @@ fn write_events(
 
 fn replay(
     cfg: Arc<Config>,
-    store_path: &Path,
+    location: &Location,
     inputs: Vec<PathBuf>,
     format: Option<Format>,
 ) -> Result<slatrack::replay::ReplaySummary> {
+    let store_path = match location {
+        Location::Sqlite(p) => p,
+        Location::Postgres(t) => {
+            let mut store = slatrack::store::PgStore::open((**t).clone())?;
+            return replay_into(cfg, &mut store, inputs, format);
+        }
+        Location::Kafka { .. } => bail!(
+            "replay writes a SQLite or PostgreSQL store, not {location}: pass --store FILE or --store postgres://…"
+        ),
+    };
     // A replay that fails or counts nothing leaves no store it created behind.
     let created = !store_path.exists();
-    let result = replay_into(cfg, store_path, inputs, format);
+    let result = SqliteStore::open(store_path)
+        .map_err(Into::into)
+        .and_then(|mut s| replay_into(cfg, &mut s, inputs, format));
     let failed = match &result {
         Ok(s) => s.counted == 0 && s.already_counted == 0,
         Err(_) => true,
@@ -515,11 +526,10 @@ fn replay(
 
 fn replay_into(
     cfg: Arc<Config>,
-    store_path: &Path,
+    store: &mut dyn slatrack::store::ReplayStore,
     inputs: Vec<PathBuf>,
     format: Option<Format>,
 ) -> Result<slatrack::replay::ReplaySummary> {
-    let mut store = SqliteStore::open(store_path)?;
     let tty = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let opts = slatrack::replay::ReplayOptions {
@@ -527,7 +537,7 @@ fn replay_into(
         format,
         bounds: None,
     };
-    let summary = slatrack::replay::run(cfg, &mut store, &opts, |n| {
+    let summary = slatrack::replay::run(cfg, store, &opts, |n| {
         if tty {
             let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
             eprint!("\r{n:>12} records  {rate:>10.0} records/s");
@@ -539,15 +549,10 @@ fn replay_into(
     Ok(summary)
 }
 
-fn summary_text(s: &slatrack::replay::ReplaySummary, store: &Path) -> String {
+fn summary_text(s: &slatrack::replay::ReplaySummary, store: &Location) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "replayed into {} as source {}",
-        store.display(),
-        s.source
-    );
+    let _ = writeln!(o, "replayed into {} as source {}", store, s.source);
     let _ = writeln!(o, "  records     {:>10}", s.records);
     let _ = writeln!(o, "  counted     {:>10}  (attempts)", s.counted);
     let _ = writeln!(o, "  events      {:>10}  (terminal records)", s.events);
@@ -577,9 +582,10 @@ fn demo(dir: &Path) -> Result<()> {
     let events = slatrack::synthetic::globex_fixture();
     write_events(&input, Format::Json, &events)?;
     let store_path = dir.join("slatrack.db");
+    let location = Location::Sqlite(store_path.clone());
     let cfg = Arc::new(Config::default());
-    let summary = replay(cfg.clone(), &store_path, vec![input], None)?;
-    emit(&summary_text(&summary, &store_path))?;
+    let summary = replay(cfg.clone(), &location, vec![input], None)?;
+    emit(&summary_text(&summary, &location))?;
     let store = SqliteStore::open_read_only(&store_path)?;
     let from = parse_day("from", "2025-09-08")?;
     let to = parse_day("to", "2025-11-17")?;

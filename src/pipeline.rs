@@ -10,7 +10,7 @@ use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
 use crate::store::checkpoint::CheckpointError;
 use crate::store::{
     segment_of, ClosedKeys, PartitionCommit, PartitionStore, RejectRow, SegmentRejects, StoreError,
-    StoreWriter, StoredReject, Unread,
+    StoreTx, StoredReject, Unread,
 };
 use crate::time::Micros;
 use std::collections::{BTreeMap, HashMap};
@@ -95,9 +95,9 @@ impl RejectTally {
 
     /// Writes the pending counts inside the caller's transaction. They stay pending until
     /// [`RejectTally::written`]: a transaction that fails must not lose them.
-    pub fn write(&self, w: &StoreWriter<'_>, source: &str) -> Result<(), StoreError> {
-        for ((tenant, platform, bucket, reason), n) in &self.pending {
-            w.add_rejects(source, tenant, platform, *bucket, *reason, *n)?;
+    pub fn write(&self, w: &dyn StoreTx, source: &str) -> Result<(), StoreError> {
+        for row in rows(&self.pending) {
+            w.add_rejects(source, &row)?;
         }
         Ok(())
     }
@@ -382,7 +382,7 @@ impl Pipeline {
     /// replays are deduplicated against (`crate::replay`).
     pub fn write_replay_output(
         &mut self,
-        w: &StoreWriter<'_>,
+        w: &dyn StoreTx,
         source: &str,
         resolve_all: bool,
     ) -> Result<(Vec<ClosedBucket>, Vec<ClosedBucket>), StoreError> {

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use slatrack::config::Config;
 use slatrack::engine::{ClosedBucket, Shard};
 use slatrack::event::DeliveryEvent;
+use slatrack::store::{StoreRead, StoreTx as _};
 use slatrack::synthetic::{pilot, Rng};
 use slatrack::time::{MICROS_PER_HOUR, MICROS_PER_SEC};
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use slatrack::engine::Stats;
 use slatrack::event::{DeliveryEvent, RejectReason};
 use slatrack::pipeline::{Pipeline, Verdict};
 use slatrack::store::SqliteStore;
+use slatrack::store::StoreRead;
 use slatrack::synthetic::{pilot, Rng};
 use slatrack::time::{Micros, MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MIN};
 use std::collections::{BTreeMap, HashSet};

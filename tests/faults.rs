@@ -21,6 +21,7 @@ use slatrack::config::Config;
 use slatrack::event::{DeliveryEvent, RejectReason};
 use slatrack::runtime::RuntimeStatus;
 use slatrack::service::{self, demo::demo_config};
+use slatrack::store::StoreTx as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -345,7 +346,7 @@ fn scorecard(store: &std::path::Path) -> serde_json::Value {
     scorecard_of(&slatrack::store::SqliteStore::open(store).unwrap())
 }
 
-fn scorecard_of(s: &slatrack::store::SqliteStore) -> serde_json::Value {
+fn scorecard_of(s: &dyn slatrack::store::StoreRead) -> serde_json::Value {
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     let sc =
@@ -643,11 +644,13 @@ fn store_outage(fault: StoreFault) {
             let w = other.writer().unwrap();
             w.add_rejects(
                 "lock-holder",
-                "t",
-                "p",
-                0,
-                RejectReason::MalformedProtobuf,
-                1,
+                &slatrack::store::RejectRow {
+                    tenant: "t",
+                    platform: "p",
+                    bucket: 0,
+                    reason: RejectReason::MalformedProtobuf,
+                    count: 1,
+                },
             )
             .unwrap();
             std::mem::forget(w);
@@ -756,7 +759,7 @@ fn store_outage(fault: StoreFault) {
     );
 
     let live = slatrack::store::open_for_reading(&location, None).unwrap();
-    assert_eq!(scorecard_of(&live), replay_scorecard(dir.path(), &records));
+    assert_eq!(scorecard_of(&*live), replay_scorecard(dir.path(), &records));
 }
 
 #[test]

@@ -255,7 +255,7 @@ struct Totals {
     events: u64,
 }
 
-fn totals(s: &slatrack::store::SqliteStore) -> Totals {
+fn totals(s: &dyn slatrack::store::StoreRead) -> Totals {
     let (lo, hi) = (0, i64::MAX / 2);
     Totals {
         rejects: s.rejects("globex", lo, hi).unwrap(),
@@ -303,7 +303,7 @@ fn overlapping_owners_of_a_partition_count_every_rejection_once() {
 
     let read = |topic: &str| {
         let loc = slatrack::store::Location::parse(&format!("kafka://{brokers}/{topic}")).unwrap();
-        totals(&slatrack::store::open_for_reading(&loc, None).unwrap())
+        totals(&*slatrack::store::open_for_reading(&loc, None).unwrap())
     };
     let expected = read("reference");
     assert_eq!(

@@ -5,6 +5,8 @@
 //! `--features integration`; needs `openssl` and `socat` (scripts/test-all.sh installs them).
 #![cfg(feature = "integration")]
 
+#[path = "support/certs.rs"]
+mod certs;
 #[path = "support/service.rs"]
 mod service;
 #[path = "support/tansu.rs"]
@@ -12,6 +14,7 @@ mod tansu;
 #[path = "support/wait.rs"]
 mod wait;
 
+use certs::{ca, server_cert};
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use service::{events, run, Killed};
 use std::path::{Path, PathBuf};
@@ -25,90 +28,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs (Debian's openssl package)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA named `name` in `dir`: `name.pem` (certificate) and `name.key`.
-fn ca(dir: &Path, name: &str) -> PathBuf {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-    dir.join(format!("{name}.pem"))
-}
-
-/// A server certificate for 127.0.0.1 signed by CA `ca`: `server.pem` holds certificate
-/// and key, as socat reads them.
-fn server_cert(dir: &Path, ca: &str) -> PathBuf {
-    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").expect("ext");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.crt",
-        ],
-    );
-    let pem = [
-        std::fs::read(dir.join("server.crt")).expect("crt"),
-        std::fs::read(dir.join("server.key")).expect("key"),
-    ]
-    .concat();
-    std::fs::write(dir.join("server.pem"), pem).expect("pem");
-    dir.join("server.pem")
 }
 
 /// socat: TLS on `tls_port`, plain TCP to the broker on `broker_port`.

@@ -4,6 +4,8 @@
 //! same records. Built with `--features integration` (scripts/test-all.sh).
 #![cfg(feature = "integration")]
 
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/replay.rs"]
 mod replay;
 #[path = "support/tansu.rs"]
@@ -11,6 +13,7 @@ mod tansu;
 #[path = "support/wait.rs"]
 mod wait;
 
+use postgres::Postgres;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -18,7 +21,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Message};
 use slatrack::config::Config;
 use slatrack::store::kafka::Mode;
-use slatrack::store::{Location, PartitionStore, SqliteStore};
+use slatrack::store::{Location, PartitionStore, PgStore, SqliteStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -346,12 +349,14 @@ fn assigned_in(log: &Path) -> Vec<i32> {
 enum StoreKind {
     Sqlite,
     Kafka,
+    Postgres,
 }
 
 /// Reads a store's checkpoints while the service writes it.
 enum Watch {
     Sqlite(PathBuf, u32),
     Kafka(slatrack::store::KafkaStore, u32),
+    Postgres(slatrack::store::PgTarget, u32),
 }
 
 impl Watch {
@@ -363,13 +368,14 @@ impl Watch {
                     .unwrap(),
                 partitions,
             ),
+            Location::Postgres(t) => Watch::Postgres(*t, partitions),
         }
     }
 
     /// Records covered by checkpoints, summed over partitions.
     fn progress(&mut self) -> i64 {
         let n = match self {
-            Watch::Sqlite(_, n) | Watch::Kafka(_, n) => *n,
+            Watch::Sqlite(_, n) | Watch::Kafka(_, n) | Watch::Postgres(_, n) => *n,
         };
         let sources = (0..n).map(|p| format!("kafka:{TOPIC}/{p}"));
         match self {
@@ -384,6 +390,13 @@ impl Watch {
                     return 0;
                 }
                 sources.map(|src| next_offset(k, &src)).sum()
+            }
+            // A connection per look: the server may be down and back meanwhile.
+            Watch::Postgres(t, _) => {
+                let Ok(mut s) = PgStore::open_read_only(t.clone()) else {
+                    return 0;
+                };
+                sources.map(|src| next_offset(&mut s, &src)).sum()
             }
         }
     }
@@ -402,7 +415,7 @@ fn scorecard(location: &str) -> serde_json::Value {
     let from = slatrack::time::parse_date("2025-09-22").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     let sc =
-        slatrack::scorecard::build(&s, Arc::new(Config::default()), "globex", from, to).unwrap();
+        slatrack::scorecard::build(&*s, Arc::new(Config::default()), "globex", from, to).unwrap();
     let v = slatrack::scorecard::json::render(&sc);
     assert!(
         v["rejected_by_reason"]["too_late"].as_u64() > Some(0),
@@ -474,9 +487,11 @@ struct Setup {
     broker: Tansu,
     f: Fixture,
     total: i64,
-    /// `store.path`: a SQLite file or kafka://…/topic.
+    /// `store.path`: a SQLite file, postgres://… or kafka://…/topic.
     store: String,
     config: PathBuf,
+    /// The PostgreSQL server of a [`StoreKind::Postgres`] setup.
+    pg: Option<Postgres>,
 }
 
 /// [`setup_with`] the fixture's usual topic: [`PARTITIONS`] partitions keyed by event id.
@@ -508,8 +523,16 @@ fn setup_with(
     }
     let total: i64 = f.per_partition.iter().sum();
     produce(&broker.brokers(), &f.records[..upfront(f.records.len())]);
+    let mut pg = None;
     let store = match kind {
         StoreKind::Sqlite => dir.path().join("live.db").display().to_string(),
+        StoreKind::Postgres => {
+            let server = Postgres::start();
+            server.create_db("slatrack");
+            let url = server.url("slatrack");
+            pg = Some(server);
+            url
+        }
         // slatrack creates the compacted store topic itself when it is missing.
         StoreKind::Kafka => format!("kafka://{}/slatrack-windows", broker.brokers()),
     };
@@ -521,6 +544,7 @@ fn setup_with(
         total,
         store,
         config,
+        pg,
     }
 }
 
@@ -571,6 +595,7 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind, producers: Producers)
         total,
         store,
         config,
+        pg: _pg,
     } = setup(kind, |n| n / 8, producers);
     let log = dir.path().join("slatrack.log");
     let mut watch = Watch::new(&store, PARTITIONS);
@@ -662,6 +687,7 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind, producers: Producers) {
         total,
         store,
         config,
+        pg: _pg,
     } = setup(kind, |n| n / 2, producers);
     let mut watch = Watch::new(&store, PARTITIONS);
     // A starts alone and owns every partition; B joins mid-stream (scale-out), then A
@@ -733,6 +759,7 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
         total,
         store,
         config,
+        pg: _pg,
     } = setup_with(
         StoreKind::Kafka,
         |n| n / 3,
@@ -799,6 +826,105 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
         "checkpoints end at each partition's end"
     );
 
+    assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
+    assert_quarantine(&broker.brokers(), &f);
+}
+
+/// The PostgreSQL store shared by three instances in one group on a 6-partition topic
+/// keyed round robin: B joins, C joins, A is SIGKILLed mid-stream (a rebalance hands its
+/// partitions over), PostgreSQL crashes (`pg_ctl stop -m immediate`) and comes back while
+/// B and C write, B is SIGKILLed, C finishes. The scorecard equals replay.
+#[test]
+fn postgres_store_three_instances_sigkills_and_a_server_crash_equal_replay() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Setup {
+        dir,
+        broker,
+        f,
+        total,
+        store,
+        config,
+        pg,
+    } = setup_with(
+        StoreKind::Postgres,
+        |n| n / 3,
+        6,
+        Keying::RoundRobin,
+        Producers::Steady,
+    );
+    let pg = pg.expect("a PostgreSQL server");
+    let mut watch = Watch::new(&store, 6);
+    let n = f.records.len();
+    let log = |x: &str| dir.path().join(format!("{x}.log"));
+    let mut a = Instance::spawn(&config, &log("a"));
+    wait_until("A to own partitions", Duration::from_secs(60), || {
+        !a.assigned().is_empty()
+    });
+    let b = Instance::spawn(&config, &log("b"));
+    wait_until("B to own partitions", Duration::from_secs(120), || {
+        !b.assigned().is_empty()
+    });
+    let mut c = Instance::spawn(&config, &log("c"));
+    wait_until("C to own partitions", Duration::from_secs(120), || {
+        !c.assigned().is_empty()
+    });
+    wait_until(
+        "progress into the first third",
+        Duration::from_secs(120),
+        || watch.progress() >= total / 6,
+    );
+    let (seen_b, seen_c) = (b.assigned().len(), c.assigned().len());
+    a.sigkill();
+    wait_until(
+        "B and C to share every partition after A died",
+        Duration::from_secs(120),
+        || {
+            let mut now: BTreeSet<i32> = b.assigned()[seen_b..].iter().copied().collect();
+            now.extend(&c.assigned()[seen_c..]);
+            now.len() == 6
+        },
+    );
+    produce(&broker.brokers(), &f.records[n / 3..2 * n / 3]);
+    wait_until("progress past a third", Duration::from_secs(120), || {
+        watch.progress() >= total / 3
+    });
+
+    // The server crashes mid-stream: commits fail, fetching pauses, nothing is lost.
+    let failed = |l: &Path| {
+        std::fs::read_to_string(l)
+            .unwrap_or_default()
+            .matches("PostgreSQL store")
+            .count()
+    };
+    let before = failed(&log("b")) + failed(&log("c"));
+    pg.stop_immediate();
+    wait_until(
+        "an instance to report the store unreachable",
+        Duration::from_secs(60),
+        || failed(&log("b")) + failed(&log("c")) > before,
+    );
+    pg.start_again();
+    produce(&broker.brokers(), &f.records[2 * n / 3..]);
+    wait_until("progress past two thirds", Duration::from_secs(120), || {
+        watch.progress() >= 2 * total / 3
+    });
+    let mut b = b;
+    let seen_c = c.assigned().len();
+    b.sigkill();
+    wait_until("C to own every partition", Duration::from_secs(120), || {
+        c.assigned()[seen_c..].iter().collect::<BTreeSet<_>>().len() == 6
+    });
+    wait_until(
+        "C to finish every partition",
+        Duration::from_secs(180),
+        || watch.progress() >= total,
+    );
+    assert!(c.sigterm().success());
+    assert_eq!(
+        watch.progress(),
+        total,
+        "checkpoints end at each partition's end"
+    );
     assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
     assert_quarantine(&broker.brokers(), &f);
 }

@@ -9,7 +9,6 @@ use rdkafka::ClientConfig;
 use slatrack::config::Config;
 use slatrack::runtime::RuntimeStatus;
 use slatrack::service::{self, demo::demo_config};
-use slatrack::store::kafka::{KafkaStore, Mode};
 use slatrack::store::{PartitionStore, SqliteStore};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,7 +40,7 @@ fn records() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn scorecard_of(s: &SqliteStore, config: &Arc<Config>) -> serde_json::Value {
+fn scorecard_of(s: &dyn slatrack::store::StoreRead, config: &Arc<Config>) -> serde_json::Value {
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     slatrack::scorecard::json::render(
@@ -131,12 +130,8 @@ fn two_owners_of_every_partition(kafka_store: bool) {
     };
     let a = instance("slatrack-a");
     let b = instance("slatrack-b");
-    let mut reader: Box<dyn PartitionStore> = match &location {
-        slatrack::store::Location::Kafka { brokers, topic } => {
-            Box::new(KafkaStore::open(brokers, topic, None, Mode::Checkpoints).unwrap())
-        }
-        slatrack::store::Location::Sqlite(p) => Box::new(SqliteStore::open(p).unwrap()),
-    };
+    let mut reader: Box<dyn PartitionStore> =
+        slatrack::store::open_partition_store(&location, None).unwrap();
     let mut progress = || -> i64 {
         if reader.refresh().is_err() {
             return 0;
@@ -186,7 +181,7 @@ fn two_owners_of_every_partition(kafka_store: bool) {
         recs.iter().map(|(_, v)| v).chain(&sentinels),
     );
     let live = scorecard_of(
-        &slatrack::store::open_for_reading(&location, None).unwrap(),
+        &*slatrack::store::open_for_reading(&location, None).unwrap(),
         &config,
     );
     let offline = scorecard_of(&SqliteStore::open(&replay_store).unwrap(), &config);

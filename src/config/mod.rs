@@ -228,31 +228,37 @@ impl KafkaConfig {
             .iter()
             .map(|(k, v)| {
                 let key = format!("kafka.properties.{k:?}");
-                let value = if let Some(var) = v.strip_prefix("env:") {
-                    std::env::var(var).map_err(|_| {
-                        invalid(
-                            &key,
-                            format!("\"env:{var}\""),
-                            "the environment variable is not set",
-                        )
-                    })?
-                } else if let Some(path) = v.strip_prefix("file:") {
-                    std::fs::read_to_string(path)
-                        .map_err(|e| {
-                            invalid(
-                                &key,
-                                format!("\"file:{path}\""),
-                                &format!("cannot read the file: {e}"),
-                            )
-                        })?
-                        .trim_end()
-                        .to_string()
-                } else {
-                    v.clone()
-                };
-                Ok((k.clone(), value))
+                Ok((k.clone(), resolve_secret(&key, v)?))
             })
             .collect()
+    }
+}
+
+/// A secret's value: `env:NAME` from the environment variable NAME, `file:PATH` from the
+/// file (trailing newline dropped), anything else as written. `key` names the setting in
+/// errors; the value itself is never shown.
+pub fn resolve_secret(key: &str, v: &str) -> Result<String, ConfigError> {
+    if let Some(var) = v.strip_prefix("env:") {
+        std::env::var(var).map_err(|_| {
+            invalid(
+                key,
+                format!("\"env:{var}\""),
+                "the environment variable is not set",
+            )
+        })
+    } else if let Some(path) = v.strip_prefix("file:") {
+        Ok(std::fs::read_to_string(path)
+            .map_err(|e| {
+                invalid(
+                    key,
+                    format!("\"file:{path}\""),
+                    &format!("cannot read the file: {e}"),
+                )
+            })?
+            .trim_end()
+            .to_string())
+    } else {
+        Ok(v.to_string())
     }
 }
 
@@ -328,10 +334,13 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// SQLite scorecard store.
+    /// A SQLite file, `postgres://USER@HOST:PORT/DB[?sslmode=…&sslrootcert=…]` or
+    /// `kafka://BROKERS/TOPIC`.
     pub path: PathBuf,
     /// Bucket rows older than this are folded into hourly rows, exactly ("0s": never).
     pub minute_retention: ConfigDuration,
+    /// PostgreSQL password: `env:NAME` or `file:PATH` (or, not advised, the password).
+    pub password: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -339,6 +348,7 @@ impl Default for StoreConfig {
         Self {
             path: PathBuf::from("slatrack.db"),
             minute_retention: ConfigDuration(35 * time::MICROS_PER_DAY),
+            password: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::engine::correction::KeyCache;
 use crate::engine::dedup::DedupKey;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::store::checkpoint::unpack_keys;
-use crate::store::{StoreError, StoreWriter};
+use crate::store::{StoreError, StoreTx};
 use crate::time::Micros;
 use std::collections::HashSet;
 
@@ -34,7 +34,7 @@ impl Ledger {
     /// The other replays' rejections are read whole (rejections are few); their keys
     /// bucket by bucket as records need them, at most `budget` keys held.
     pub fn open(
-        w: &StoreWriter<'_>,
+        w: &dyn StoreTx,
         source: &str,
         width: Micros,
         budget: usize,
@@ -53,7 +53,7 @@ impl Ledger {
     pub fn process(
         &mut self,
         p: &mut Pipeline,
-        w: &StoreWriter<'_>,
+        w: &dyn StoreTx,
         bytes: &[u8],
         now: Micros,
     ) -> Result<Option<Verdict>, StoreError> {
@@ -87,7 +87,7 @@ impl Ledger {
 
     /// Records this replay's rejections for later replays (its keys are its
     /// `closed_keys` rows, written with its buckets).
-    pub fn write(&self, w: &StoreWriter<'_>) -> Result<(), StoreError> {
+    pub fn write(&self, w: &dyn StoreTx) -> Result<(), StoreError> {
         let hashes: Vec<u64> = self.rejected_here.iter().copied().collect();
         w.put_replay_rejects(&self.source, &hashes)
     }

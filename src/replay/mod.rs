@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::event::{RejectReason, Rejected};
 use crate::pipeline::{Pipeline, Verdict};
 use crate::source::file::{format_of, FileError, Frame, RecordReader};
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{ReplayStore, StoreError};
 use crate::time::now_micros;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -103,7 +103,7 @@ fn tally_output(
 
 pub fn run(
     config: Arc<Config>,
-    store: &mut SqliteStore,
+    store: &mut dyn ReplayStore,
     opts: &ReplayOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError> {
@@ -119,10 +119,11 @@ pub fn run(
         .collect::<Result<Vec<_>, FileError>>()?;
     let source = source_id(&inputs)?;
     let bounds = opts.bounds.unwrap_or_else(|| Pipeline::bounds(&config));
-    let writer = store.writer()?;
+    let tx = store.begin()?;
+    let writer: &dyn crate::store::StoreTx = &*tx;
     writer.clear_source(&source)?;
     let mut ledger = ledger::Ledger::open(
-        &writer,
+        writer,
         &source,
         config.engine.bucket.0,
         config.limits.correction_cache_keys,
@@ -141,7 +142,7 @@ pub fn run(
         let mut reader = RecordReader::open(path, format, config.limits.max_record_bytes)?;
         while let Some(frame) = reader.next_frame()? {
             let verdict = match frame {
-                Frame::Record(bytes) => ledger.process(p, &writer, bytes, now)?,
+                Frame::Record(bytes) => ledger.process(p, writer, bytes, now)?,
                 Frame::Oversized => {
                     p.records += 1;
                     p.rejects.add(&Rejected::bare(RejectReason::TooLarge), None);
@@ -158,7 +159,7 @@ pub fn run(
             if verdict == Some(Verdict::Counted) {
                 summary.counted += 1;
             }
-            let (buckets, corrections) = p.write_replay_output(&writer, &source, false)?;
+            let (buckets, corrections) = p.write_replay_output(writer, &source, false)?;
             tally_output(&mut summary, &buckets, &corrections);
             if p.records.is_multiple_of(65_536) {
                 progress(p.records);
@@ -167,10 +168,10 @@ pub fn run(
     }
     if let Some(p) = pipeline.as_mut() {
         p.shard.flush();
-        let (buckets, corrections) = p.write_replay_output(&writer, &source, true)?;
+        let (buckets, corrections) = p.write_replay_output(writer, &source, true)?;
         tally_output(&mut summary, &buckets, &corrections);
-        p.rejects.write(&writer, &source)?;
-        ledger.write(&writer)?;
+        p.rejects.write(writer, &source)?;
+        ledger.write(writer)?;
         p.rejects.written(i64::MAX); // a replay tracks no offsets: everything is written
         summary.records = p.records;
         summary.duplicates = p.shard.tally.duplicates;
@@ -207,7 +208,7 @@ pub fn run(
             });
         }
     }
-    writer.commit()?;
+    tx.commit()?;
     summary.coverage = store.coverage(Some(&source))?;
     Ok(summary)
 }

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::engine::Stats;
 use crate::event::{Direction, RejectReason};
 use crate::sla::{self, Status};
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{StoreError, StoreRead};
 use crate::time::{Micros, MICROS_PER_DAY};
 use std::collections::BTreeMap;
 
@@ -78,7 +78,7 @@ impl Scorecard {
 
 /// [`build_at`] the current time.
 pub fn build(
-    store: &SqliteStore,
+    store: &dyn StoreRead,
     config: std::sync::Arc<Config>,
     tenant: &str,
     from: Micros,
@@ -92,7 +92,7 @@ pub fn build(
 /// period has ended and projects the error budgets of one that has not, so two reports
 /// of the same data at the same `now` are the same.
 pub fn build_at(
-    store: &SqliteStore,
+    store: &dyn StoreRead,
     config: std::sync::Arc<Config>,
     tenant: &str,
     from: Micros,

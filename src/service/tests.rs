@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::kafka::consumer::Batch;
 use crate::runtime::RuntimeStatus;
 use crate::sink::prometheus::Telemetry;
+use crate::store::StoreRead;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

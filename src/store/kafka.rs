@@ -25,7 +25,7 @@
 
 use super::{
     segment_of, Checkpoint, PartitionCommit, PartitionStore, RejectRow, SqliteStore, StoreError,
-    StoredReject,
+    StoreTx, StoredReject,
 };
 use crate::config::KafkaConfig;
 use crate::engine::{ClosedBucket, Counters, KeyInfo, Stats};
@@ -301,14 +301,23 @@ fn stored_reject(c: &proto::RejectCount, what: &str) -> Result<StoredReject, Sto
 }
 
 fn add_counts(
-    w: &crate::store::StoreWriter<'_>,
+    w: &dyn crate::store::StoreTx,
     source: &str,
     counts: &[proto::RejectCount],
     what: &str,
 ) -> Result<(), StoreError> {
     for c in counts {
         let r = stored_reject(c, what)?;
-        w.add_rejects(source, &r.tenant, &r.platform, r.bucket, r.reason, r.count)?;
+        w.add_rejects(
+            source,
+            &RejectRow {
+                tenant: &r.tenant,
+                platform: &r.platform,
+                bucket: r.bucket,
+                reason: r.reason,
+                count: r.count,
+            },
+        )?;
     }
     Ok(())
 }

@@ -2,11 +2,17 @@
 //! path) partition checkpoints. SQLite is the single-machine default; its schema is
 //! documented in docs/stores.md so a scorecard job in any language can read it.
 
+pub mod access;
 pub mod checkpoint;
+pub mod fold;
 pub mod kafka;
+pub mod postgres;
 pub mod sqlite;
 
+pub use access::{apply_commit, ReplayStore, StoreRead, StoreTx};
+
 pub use kafka::KafkaStore;
+pub use postgres::{PgStore, PgTarget};
 pub use sqlite::{Coverage, SqliteStore, StoreWriter};
 
 use crate::engine::correction::Correction;
@@ -14,7 +20,7 @@ use crate::engine::dedup::DedupKey;
 use crate::engine::ClosedBucket;
 use crate::event::{Direction, RejectReason};
 use crate::time::Micros;
-use checkpoint::{CheckpointFormat, DedupRows, StoredKeys};
+use checkpoint::{DedupRows, StoredKeys};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +42,17 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("Kafka scorecard store topic {topic}: {why} (check the brokers in the store URL and kafka.properties; checkpoints wait and fetching pauses until the topic accepts writes)")]
     Kafka { topic: String, why: String },
-    #[error("--store / store.path {0:?} is not a store: use a SQLite file path or kafka://HOST:PORT[,HOST:PORT]/TOPIC")]
+    #[error("--store / store.path {0:?} is not a store: use a SQLite file path, postgres://USER@HOST:PORT/DB or kafka://HOST:PORT[,HOST:PORT]/TOPIC")]
     BadLocation(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("PostgreSQL store {location}: {op}: {why} ({hint})")]
+    Postgres {
+        location: String,
+        op: String,
+        why: String,
+        hint: &'static str,
+    },
     #[error(
         "scorecard store row {what} is corrupt: {why} (the file was modified outside slatrack)"
     )]
@@ -78,11 +93,15 @@ fn sql_hint(e: &rusqlite::Error) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Sqlite(PathBuf),
+    Postgres(Box<PgTarget>),
     Kafka { brokers: String, topic: String },
 }
 
 impl Location {
     pub fn parse(s: &str) -> Result<Self, StoreError> {
+        if PgTarget::is_url(s) {
+            return Ok(Location::Postgres(Box::new(PgTarget::parse(s)?)));
+        }
         let Some(rest) = s.strip_prefix("kafka://") else {
             if s.is_empty() {
                 return Err(StoreError::BadLocation(s.to_string()));
@@ -103,12 +122,26 @@ impl Location {
     pub fn of_path(p: &std::path::Path) -> Result<Self, StoreError> {
         Self::parse(&p.to_string_lossy())
     }
+
+    /// The store at `path` (`--store`, else `store.path`), with `store.password` resolved
+    /// for a PostgreSQL store.
+    pub fn of_config(
+        path: Option<&std::path::Path>,
+        cfg: &crate::config::StoreConfig,
+    ) -> Result<Self, StoreError> {
+        let mut location = Self::of_path(path.unwrap_or(&cfg.path))?;
+        if let (Location::Postgres(t), Some(p)) = (&mut location, &cfg.password) {
+            t.set_password(&crate::config::resolve_secret("store.password", p)?);
+        }
+        Ok(location)
+    }
 }
 
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(t) => write!(f, "{t}"),
             Location::Kafka { brokers, topic } => write!(f, "kafka://{brokers}/{topic}"),
         }
     }
@@ -283,47 +316,11 @@ impl PartitionStore for SqliteStore {
         checkpoint::unpack_keys(&SqliteStore::closed_keys(self, source, start)?, source)
     }
 
-    /// Fenced on the stored checkpoint: with two owners of a partition at once (a
-    /// rebalance that overlaps them), only the one whose checkpoint is the stored one
-    /// commits; this store adds rejection counts and merges windows per commit, so the
-    /// other's commit would count records twice.
+    /// Fenced on the stored checkpoint ([`apply_commit`]); the write transaction holds
+    /// SQLite's write lock from its start, so the fence cannot move before it commits.
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError> {
         let w = self.writer()?;
-        let found = w.checkpoint_offset(c.source)?;
-        if found != c.expected {
-            return Err(StoreError::Superseded {
-                source_id: c.source.to_string(),
-                expected: c.expected,
-                found,
-            });
-        }
-        for b in daily_rows(c.buckets).iter() {
-            w.put_bucket(c.source, b)?;
-        }
-        for b in c.corrections {
-            w.add_correction(c.source, &b.bucket)?;
-        }
-        w.put_closed_keys(c.source, c.closed_keys, c.keys_before)?;
-        if let Some(u) = c.unread {
-            w.put_unread(c.source, &u)?;
-        }
-        for r in c.rejects {
-            w.add_rejects(c.source, r.tenant, r.platform, r.bucket, r.reason, r.count)?;
-        }
-        let version = match c.dedup {
-            Some(d) => {
-                w.put_dedup(c.source, d)?;
-                CheckpointFormat::DedupInStore
-            }
-            None => CheckpointFormat::DedupInline,
-        };
-        w.put_checkpoint(
-            c.source,
-            i64::from(version.version()),
-            c.next_offset,
-            c.state,
-            crate::time::now_micros() / 1000,
-        )?;
+        apply_commit(&w, c)?;
         w.commit()
     }
 }
@@ -416,6 +413,7 @@ pub fn open_partition_store(
 ) -> Result<Box<dyn PartitionStore>, StoreError> {
     Ok(match location {
         Location::Sqlite(p) => Box::new(SqliteStore::open(p)?),
+        Location::Postgres(t) => Box::new(PgStore::open((**t).clone())?),
         Location::Kafka { brokers, topic } => Box::new(KafkaStore::open(
             brokers,
             topic,
@@ -430,15 +428,16 @@ pub fn open_partition_store(
 pub fn open_for_reading(
     location: &Location,
     kafka: Option<&crate::config::KafkaConfig>,
-) -> Result<SqliteStore, StoreError> {
+) -> Result<Box<dyn StoreRead>, StoreError> {
     match location {
-        Location::Sqlite(p) => SqliteStore::open_read_only(p),
+        Location::Sqlite(p) => Ok(Box::new(SqliteStore::open_read_only(p)?)),
+        Location::Postgres(t) => Ok(Box::new(PgStore::open_read_only((**t).clone())?)),
         Location::Kafka { brokers, topic } => {
             let mut ks = KafkaStore::open(brokers, topic, kafka, kafka::Mode::Everything)?;
             ks.sync()?;
             let mut mem = SqliteStore::open(std::path::Path::new(":memory:"))?;
             ks.load_into(&mut mem)?;
-            Ok(mem)
+            Ok(Box::new(mem))
         }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use slatrack::store::SqliteStore;
+use slatrack::store::StoreRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 

@@ -1,24 +1,13 @@
-//! Folding: bucket rows older than `store.minute_retention` become one row per (source,
-//! tenant, platform, hour), exactly — counters summed, latency histograms merged — so a
-//! store grows by hours, not minutes, past the retention, and every scorecard (whose
-//! days and weeks are whole hours) reads the same figures from it.
-//!
-//! A day is folded per transaction, oldest first, so the service's commits wait for one
-//! short transaction at a time. Rows shorter than an hour are found through a partial
-//! index (`buckets_to_fold`), so the search costs nothing for what is already folded. An
-//! hourly row already there (rows written into a folded hour later, a correction, a
-//! replay) is added to, never replaced.
+//! Folding a SQLite store (see [`crate::store::fold`]). Rows shorter than an hour are
+//! found through a partial index (`buckets_to_fold`), so the search costs nothing for
+//! what is already folded.
 
 use super::{counters_at, direction_of, SqliteStore, StoreError, StoreWriter};
-use crate::engine::keys::KeyInfo;
-use crate::engine::{ClosedBucket, Stats};
+use crate::engine::Stats;
+use crate::store::fold::{fold_days, HourlyFold, MinuteRow};
 use crate::store::Folded;
-use crate::time::{Micros, MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MILLI};
+use crate::time::Micros;
 use rusqlite::params;
-use std::collections::btree_map::{BTreeMap, Entry};
-use std::sync::Arc;
-
-const HOUR_MS: i64 = MICROS_PER_HOUR / MICROS_PER_MILLI;
 
 impl StoreWriter<'_> {
     /// Folds the rows shorter than an hour that start in `[from_ms, to_ms)` (whole hours)
@@ -32,42 +21,30 @@ impl StoreWriter<'_> {
              WHERE bucket_secs < 3600 AND bucket_start_ms >= ?1 AND bucket_start_ms < ?2",
         )?;
         let mut rows = stmt.query(params![from_ms, to_ms])?;
-        let mut hours: BTreeMap<(String, String, String, i64), ClosedBucket> = BTreeMap::new();
-        let mut folded = 0;
+        let mut fold = HourlyFold::default();
         while let Some(r) = rows.next()? {
             let (source, tenant, platform): (String, String, String) =
                 (r.get(0)?, r.get(1)?, r.get(2)?);
             let start_ms: i64 = r.get(4)?;
-            let hour_ms = start_ms.div_euclid(HOUR_MS) * HOUR_MS;
-            folded += 1;
             let what = || format!("({source}, {tenant}, {platform}, {start_ms})");
             let direction = direction_of(&r.get::<_, String>(3)?, what)?;
             let latency = Stats::latencies_from_bytes(&r.get::<_, Vec<u8>>(15)?)
                 .map_err(|why| StoreError::Corrupt { what: what(), why })?;
-            let stats = Stats {
-                counters: counters_at(r, 6)?,
-                latency,
-            };
-            let target_ms: i64 = r.get(5)?;
-            match hours.entry((source, tenant.clone(), platform.clone(), hour_ms)) {
-                Entry::Occupied(mut e) => e.get_mut().stats.merge(&stats),
-                Entry::Vacant(e) => {
-                    e.insert(ClosedBucket {
-                        key: Arc::new(KeyInfo {
-                            tenant: tenant.into(),
-                            platform: platform.into(),
-                            direction,
-                            target_latency_us: (target_ms.max(0) as u64) * 1000,
-                        }),
-                        start: hour_ms * MICROS_PER_MILLI,
-                        width_us: MICROS_PER_HOUR,
-                        stats,
-                    });
-                }
-            }
+            fold.add(MinuteRow {
+                source,
+                tenant,
+                platform,
+                direction,
+                start_ms,
+                target_latency_ms: r.get(5)?,
+                stats: Stats {
+                    counters: counters_at(r, 6)?,
+                    latency,
+                },
+            });
         }
         drop(rows);
-        if folded == 0 {
+        if fold.rows == 0 {
             return Ok(0);
         }
         self.tx.execute(
@@ -75,11 +52,7 @@ impl StoreWriter<'_> {
              WHERE bucket_secs < 3600 AND bucket_start_ms >= ?1 AND bucket_start_ms < ?2",
             params![from_ms, to_ms],
         )?;
-        for ((source, ..), hour) in hours {
-            // An hourly row already there (folded before) is added to, not replaced.
-            self.add_correction(&source, &hour)?;
-        }
-        Ok(folded)
+        fold.write(self)
     }
 }
 
@@ -97,22 +70,18 @@ impl SqliteStore {
     /// Folds the rows shorter than an hour that start before `before` (rounded down to
     /// the hour), a day per transaction, at most `max_days` days, oldest first.
     pub fn fold_before(&mut self, before: Micros, max_days: usize) -> Result<Folded, StoreError> {
-        let end_ms = before.div_euclid(MICROS_PER_HOUR) * HOUR_MS;
-        let day_ms = MICROS_PER_DAY / MICROS_PER_MILLI;
-        let mut done = Folded::default();
-        let mut next = self.first_minute_row(i64::MIN, end_ms)?;
-        for _ in 0..max_days {
-            let Some(first) = next else {
-                return Ok(done);
-            };
-            let from = first.div_euclid(day_ms) * day_ms;
-            let to = (from + day_ms).min(end_ms);
-            let w = self.writer()?;
-            done.rows += w.fold_hours(from, to)?;
-            w.commit()?;
-            next = self.first_minute_row(to, end_ms)?;
-        }
-        done.more = next.is_some();
-        Ok(done)
+        let this = std::cell::RefCell::new(self);
+        fold_days(
+            before,
+            max_days,
+            |from, end| this.borrow().first_minute_row(from, end),
+            |from, to| {
+                let mut s = this.borrow_mut();
+                let w = s.writer()?;
+                let n = w.fold_hours(from, to)?;
+                w.commit()?;
+                Ok(n)
+            },
+        )
     }
 }

@@ -9,7 +9,7 @@ mod open;
 pub use open::SCHEMA_VERSION;
 
 use super::checkpoint::{DedupRows, StoredKeys};
-use super::{Checkpoint, StoreError, StoredBucket};
+use super::{Checkpoint, RejectRow, StoreError, StoreRead, StoreTx, StoredBucket};
 use crate::engine::{ClosedBucket, Counters, Stats};
 use crate::event::{Direction, RejectReason};
 use crate::time::{Micros, MICROS_PER_MILLI};
@@ -55,10 +55,16 @@ impl SqliteStore {
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
         })
     }
+}
 
-    /// What the store holds per tenant (of one source, or all): the span of its buckets
-    /// and its events. For messages that tell a user which tenants and dates to ask for.
-    pub fn coverage(&self, source: Option<&str>) -> Result<Vec<Coverage>, StoreError> {
+impl super::ReplayStore for SqliteStore {
+    fn begin(&mut self) -> Result<Box<dyn StoreTx + '_>, StoreError> {
+        Ok(Box::new(self.writer()?))
+    }
+}
+
+impl StoreRead for SqliteStore {
+    fn coverage(&self, source: Option<&str>) -> Result<Vec<Coverage>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT tenant, MIN(bucket_start_ms), MAX(bucket_start_ms + bucket_secs * 1000), SUM(events)
              FROM buckets WHERE ?1 IS NULL OR source = ?1 GROUP BY tenant ORDER BY tenant",
@@ -74,8 +80,7 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Closed buckets of one tenant with `from <= start < to`, all sources.
-    pub fn buckets(
+    fn buckets(
         &self,
         tenant: &str,
         from: Micros,
@@ -119,8 +124,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Rejected records attributed to `tenant` with completed_at in `[from, to)`, by reason.
-    pub fn rejects(
+    fn rejects(
         &self,
         tenant: &str,
         from: Micros,
@@ -147,17 +151,8 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Bytes of closed buckets' dedup keys held (all sources), for measurements.
-    pub fn closed_key_bytes(&self) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT COALESCE(SUM(LENGTH(keys)), 0) FROM closed_keys",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
-    }
-
     /// Offsets every source's log lost before they were read, by source.
-    pub fn unread(&self) -> Result<Vec<(String, crate::store::Unread)>, StoreError> {
+    fn unread(&self) -> Result<Vec<(String, crate::store::Unread)>, StoreError> {
         // A store of an earlier schema read as it is (read-only) has no such table.
         let has: bool = self.conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unread')",
@@ -181,6 +176,17 @@ impl SqliteStore {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl SqliteStore {
+    /// Bytes of closed buckets' dedup keys held (all sources), for measurements.
+    pub fn closed_key_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(LENGTH(keys)), 0) FROM closed_keys",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     /// Number of bucket rows (all sources); for tests and the replay summary.
@@ -280,8 +286,18 @@ impl SqliteStore {
 }
 
 impl StoreWriter<'_> {
-    /// Deletes every row a source wrote (a replay run re-executed replaces its output).
-    pub fn clear_source(&self, source: &str) -> Result<(), StoreError> {
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}
+
+impl StoreTx for StoreWriter<'_> {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        StoreWriter::commit(*self)
+    }
+
+    fn clear_source(&self, source: &str) -> Result<(), StoreError> {
         for table in ["buckets", "rejects", "closed_keys", "replay_rejects"] {
             self.tx.execute(
                 &format!("DELETE FROM {table} WHERE source = ?1"),
@@ -291,9 +307,7 @@ impl StoreWriter<'_> {
         Ok(())
     }
 
-    /// The packed keys other replays (sources `replay:…` but `except`) counted in the
-    /// bucket starting at `start`.
-    pub fn replayed_keys(&self, start: Micros, except: &str) -> Result<Vec<u8>, StoreError> {
+    fn replayed_keys(&self, start: Micros, except: &str) -> Result<Vec<u8>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT keys FROM closed_keys INDEXED BY closed_keys_by_start
              WHERE bucket_start_us = ?1 AND source >= 'replay:' AND source < 'replay;'
@@ -303,8 +317,7 @@ impl StoreWriter<'_> {
         Ok(keys)
     }
 
-    /// Hashes of the records other replays rejected.
-    pub fn replayed_rejects(&self, except: &str) -> Result<Vec<u64>, StoreError> {
+    fn replayed_rejects(&self, except: &str) -> Result<Vec<u64>, StoreError> {
         let mut stmt = self
             .tx
             .prepare_cached("SELECT record_hash FROM replay_rejects WHERE source != ?1")?;
@@ -316,8 +329,7 @@ impl StoreWriter<'_> {
         Ok(out)
     }
 
-    /// Records the hashes of the records a replay rejected.
-    pub fn put_replay_rejects(&self, source: &str, hashes: &[u64]) -> Result<(), StoreError> {
+    fn put_replay_rejects(&self, source: &str, hashes: &[u64]) -> Result<(), StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "INSERT OR IGNORE INTO replay_rejects (source, record_hash) VALUES (?1, ?2)",
         )?;
@@ -327,7 +339,7 @@ impl StoreWriter<'_> {
         Ok(())
     }
 
-    pub fn put_bucket(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError> {
+    fn put_bucket(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError> {
         let c = &b.stats.counters;
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO buckets (source, tenant, platform, direction, bucket_start_ms, bucket_secs,
@@ -366,17 +378,7 @@ impl StoreWriter<'_> {
         Ok(())
     }
 
-    /// Adds rejection counts. Exactly-once because the caller commits them in the same
-    /// transaction as the checkpoint (live) or after `clear_source` (replay).
-    pub fn add_rejects(
-        &self,
-        source: &str,
-        tenant: &str,
-        platform: &str,
-        bucket: Micros,
-        reason: RejectReason,
-        n: u64,
-    ) -> Result<(), StoreError> {
+    fn add_rejects(&self, source: &str, r: &RejectRow<'_>) -> Result<(), StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO rejects (source, tenant, platform, bucket_start_ms, reason, count)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -385,17 +387,16 @@ impl StoreWriter<'_> {
         )?;
         stmt.execute(params![
             source,
-            tenant,
-            platform,
-            bucket / MICROS_PER_MILLI,
-            reason.code(),
-            n as i64
+            r.tenant,
+            r.platform,
+            r.bucket / MICROS_PER_MILLI,
+            r.reason.code(),
+            r.count as i64
         ])?;
         Ok(())
     }
 
-    /// The next offset of the source's stored checkpoint, read inside this transaction.
-    pub fn checkpoint_offset(&self, source: &str) -> Result<Option<i64>, StoreError> {
+    fn checkpoint_offset(&self, source: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
             .tx
             .query_row(
@@ -406,9 +407,7 @@ impl StoreWriter<'_> {
             .optional()?)
     }
 
-    /// Applies a commit's dedup rows (see [`DedupRows`]): one row per bucket per commit,
-    /// so a commit writes the keys of its interval and closing a bucket deletes its rows.
-    pub fn put_dedup(&self, source: &str, d: &DedupRows) -> Result<(), StoreError> {
+    fn put_dedup(&self, source: &str, d: &DedupRows) -> Result<(), StoreError> {
         if d.replace {
             self.tx
                 .execute("DELETE FROM dedup_keys WHERE source = ?1", params![source])?;
@@ -428,14 +427,11 @@ impl StoreWriter<'_> {
         Ok(())
     }
 
-    /// [`SqliteStore::closed_keys`], inside this transaction (a replay's own writes).
-    pub fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError> {
+    fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError> {
         read_closed_keys(&self.tx, source, start)
     }
 
-    /// Adds closed buckets' key rows and drops those of buckets starting before `before`
-    /// (past the correction horizon).
-    pub fn put_closed_keys(
+    fn put_closed_keys(
         &self,
         source: &str,
         rows: &[crate::store::ClosedKeys],
@@ -453,9 +449,7 @@ impl StoreWriter<'_> {
         Ok(())
     }
 
-    /// Adds a correction to the stored bucket row it belongs to: counters summed,
-    /// latencies merged (a new row if the source has none starting there).
-    pub fn add_correction(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError> {
+    fn add_correction(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError> {
         let existing = self
             .tx
             .prepare_cached(
@@ -497,9 +491,7 @@ impl StoreWriter<'_> {
         self.put_bucket(source, &row)
     }
 
-    /// Records offsets a source's log lost before they were read (once per range start:
-    /// a crash that notices it again changes nothing).
-    pub fn put_unread(&self, source: &str, u: &crate::store::Unread) -> Result<(), StoreError> {
+    fn put_unread(&self, source: &str, u: &crate::store::Unread) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
                 "INSERT INTO unread (source, from_offset, to_offset, noticed_ms) VALUES (?1, ?2, ?3, ?4)
@@ -509,7 +501,7 @@ impl StoreWriter<'_> {
         Ok(())
     }
 
-    pub fn put_checkpoint(
+    fn put_checkpoint(
         &self,
         source: &str,
         version: i64,
@@ -523,11 +515,6 @@ impl StoreWriter<'_> {
                 next_offset = excluded.next_offset, state = excluded.state, updated_ms = excluded.updated_ms",
             params![source, version, next_offset, state, now_ms],
         )?;
-        Ok(())
-    }
-
-    pub fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit()?;
         Ok(())
     }
 }

@@ -1,0 +1,132 @@
+//! What every transactional store (SQLite, PostgreSQL) offers, as two traits: the reads a
+//! scorecard makes ([`StoreRead`]) and the writes of one transaction ([`StoreTx`]). The
+//! pipeline, the replay ledger and the live path's commit ([`apply_commit`]) are written
+//! once against them, so both stores apply the same rows in the same order.
+
+use super::checkpoint::{CheckpointFormat, DedupRows};
+use super::{daily_rows, ClosedKeys, Coverage, PartitionCommit, StoreError, StoredBucket, Unread};
+use crate::engine::ClosedBucket;
+use crate::event::RejectReason;
+use crate::time::Micros;
+
+/// The read side a scorecard needs.
+pub trait StoreRead {
+    /// What the store holds per tenant (of one source, or all): the span of its buckets
+    /// and its events. For messages that tell a user which tenants and dates to ask for.
+    fn coverage(&self, source: Option<&str>) -> Result<Vec<Coverage>, StoreError>;
+    /// Closed buckets of one tenant with `from <= start < to`, all sources.
+    fn buckets(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<StoredBucket>, StoreError>;
+    /// Rejected records attributed to `tenant` with completed_at in `[from, to)`, by reason.
+    fn rejects(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<(RejectReason, u64)>, StoreError>;
+    /// Offsets every source's log lost before they were read, by source.
+    fn unread(&self) -> Result<Vec<(String, Unread)>, StoreError>;
+}
+
+/// A store that replays write to: reads, and transactions.
+pub trait ReplayStore: StoreRead {
+    fn begin(&mut self) -> Result<Box<dyn StoreTx + '_>, StoreError>;
+}
+
+/// One atomic unit of writes: everything a replay run or a checkpoint produced. Nothing is
+/// visible to readers before [`StoreTx::commit`].
+pub trait StoreTx {
+    /// Deletes every row a source wrote (a replay run re-executed replaces its output).
+    fn clear_source(&self, source: &str) -> Result<(), StoreError>;
+    /// The packed keys other replays (sources `replay:…` but `except`) counted in the
+    /// bucket starting at `start`.
+    fn replayed_keys(&self, start: Micros, except: &str) -> Result<Vec<u8>, StoreError>;
+    /// Hashes of the records other replays rejected.
+    fn replayed_rejects(&self, except: &str) -> Result<Vec<u64>, StoreError>;
+    /// Records the hashes of the records a replay rejected.
+    fn put_replay_rejects(&self, source: &str, hashes: &[u64]) -> Result<(), StoreError>;
+    /// Writes a closed bucket's row, replacing one of the same key.
+    fn put_bucket(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError>;
+    /// Adds rejection counts. Exactly-once because the caller commits them in the same
+    /// transaction as the checkpoint (live) or after `clear_source` (replay).
+    fn add_rejects(&self, source: &str, row: &super::RejectRow<'_>) -> Result<(), StoreError>;
+    /// The next offset of the source's stored checkpoint, read inside this transaction.
+    fn checkpoint_offset(&self, source: &str) -> Result<Option<i64>, StoreError>;
+    /// Applies a commit's dedup rows (see [`DedupRows`]): one row per bucket per commit,
+    /// so a commit writes the keys of its interval and closing a bucket deletes its rows.
+    fn put_dedup(&self, source: &str, d: &DedupRows) -> Result<(), StoreError>;
+    /// The packed dedup keys stored for a closed bucket of `source` starting at `start`:
+    /// its key set at close and every correction's keys since.
+    fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError>;
+    /// Adds closed buckets' key rows and drops those of buckets starting before `before`
+    /// (past the correction horizon).
+    fn put_closed_keys(
+        &self,
+        source: &str,
+        rows: &[ClosedKeys],
+        before: Micros,
+    ) -> Result<(), StoreError>;
+    /// Adds a correction to the stored bucket row it belongs to: counters summed,
+    /// latencies merged (a new row if the source has none starting there).
+    fn add_correction(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError>;
+    /// Records offsets a source's log lost before they were read (once per range start:
+    /// a crash that notices it again changes nothing).
+    fn put_unread(&self, source: &str, u: &Unread) -> Result<(), StoreError>;
+    fn put_checkpoint(
+        &self,
+        source: &str,
+        version: i64,
+        next_offset: i64,
+        state: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Writes a partition's commit into `w`, fenced on the stored checkpoint: with two owners
+/// of a partition at once (a rebalance that overlaps them), only the one whose checkpoint
+/// is the stored one commits; a transactional store adds rejection counts and merges
+/// windows per commit, so the other's commit would count records twice. The caller holds
+/// the partition's write lock for the transaction (so the fence cannot move before the
+/// commit) and commits it.
+pub fn apply_commit(w: &dyn StoreTx, c: &PartitionCommit<'_>) -> Result<(), StoreError> {
+    let found = w.checkpoint_offset(c.source)?;
+    if found != c.expected {
+        return Err(StoreError::Superseded {
+            source_id: c.source.to_string(),
+            expected: c.expected,
+            found,
+        });
+    }
+    for b in daily_rows(c.buckets).iter() {
+        w.put_bucket(c.source, b)?;
+    }
+    for b in c.corrections {
+        w.add_correction(c.source, &b.bucket)?;
+    }
+    w.put_closed_keys(c.source, c.closed_keys, c.keys_before)?;
+    if let Some(u) = c.unread {
+        w.put_unread(c.source, &u)?;
+    }
+    for r in c.rejects {
+        w.add_rejects(c.source, r)?;
+    }
+    let version = match c.dedup {
+        Some(d) => {
+            w.put_dedup(c.source, d)?;
+            CheckpointFormat::DedupInStore
+        }
+        None => CheckpointFormat::DedupInline,
+    };
+    w.put_checkpoint(
+        c.source,
+        i64::from(version.version()),
+        c.next_offset,
+        c.state,
+        crate::time::now_micros() / 1000,
+    )
+}

@@ -1,0 +1,267 @@
+//! The PostgreSQL store on a real server (Debian's PostgreSQL, started per test on
+//! 127.0.0.1 by `support/postgres.rs`): `slatrack replay` and `slatrack scorecard` as a
+//! user runs them give the SQLite store's reports, replays stay idempotent, folding keeps
+//! the reports, the documented views add up, a role without write rights is told which
+//! right on which table it lacks, and TLS verifies the server's certificate. The live path
+//! (`slatrack run` with SIGKILLs, a rebalance and a server crash) is in tansu_live.rs.
+//! Built with `--features integration` (scripts/test-all.sh).
+#![cfg(feature = "integration")]
+
+#[path = "support/certs.rs"]
+mod certs;
+#[path = "support/postgres.rs"]
+mod postgres;
+#[path = "support/scorecard.rs"]
+mod scorecard;
+
+use postgres::Postgres;
+use scorecard::cards;
+use slatrack::store::{Location, PartitionStore, PgStore};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn slatrack(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_slatrack"))
+        .args(args)
+        .output()
+        .expect("slatrack runs")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "slatrack failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Globex fixture as JSON lines; with `first` only that many lines.
+fn globex(dir: &Path, name: &str, first: Option<usize>) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    let events = slatrack::synthetic::globex_fixture();
+    let n = first.unwrap_or(events.len());
+    for e in &events[..n] {
+        writeln!(f, "{}", slatrack::codec::json::encode(e)).expect("write");
+    }
+    path
+}
+
+fn replay(input: &Path, store: &str) -> String {
+    ok(slatrack(&[
+        "replay",
+        "--store",
+        store,
+        "--input",
+        &input.to_string_lossy(),
+    ]))
+}
+
+/// The SQL of every dashboard panel that reads the PostgreSQL data source.
+fn dashboard_sql() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/dashboards/slatrack.json"
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("json");
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        if p["datasource"]["type"] != "grafana-postgresql-datasource" {
+            continue;
+        }
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push(t["rawSql"].as_str().expect("rawSql").to_string());
+        }
+    }
+    assert!(!out.is_empty(), "the dashboard has a PostgreSQL panel");
+    out
+}
+
+#[test]
+fn replays_into_postgres_give_the_sqlite_scorecards_and_fold_exactly() {
+    let pg = Postgres::start();
+    pg.create_db("cards");
+    let url = pg.url("cards");
+    let dir = tempfile::tempdir().expect("dir");
+    let half = globex(dir.path(), "half.jsonl", Some(20_000));
+    let all = globex(dir.path(), "all.jsonl", None);
+
+    let sqlite = dir.path().join("s.db");
+    replay(&all, &sqlite.to_string_lossy());
+    let want = cards(&sqlite);
+
+    // Half the log, then the whole grown log: each attempt counted once.
+    replay(&half, &url);
+    let again = replay(&all, &url);
+    assert!(again.contains("already"), "{again}");
+    assert_eq!(cards(Path::new(&url)), want, "PostgreSQL = SQLite");
+    // The same file again replaces its own rows.
+    replay(&all, &url);
+    assert_eq!(cards(Path::new(&url)), want, "replayed twice");
+
+    // The views add up to the scorecard's events.
+    let events: u64 = pg
+        .psql(
+            "cards",
+            "SELECT SUM(events) FROM sla_daily WHERE tenant = 'globex'",
+        )
+        .trim()
+        .parse()
+        .expect("a number");
+    let json: serde_json::Value =
+        serde_json::from_str(&scorecard::scorecard(Path::new(&url), "json")).expect("json");
+    assert_eq!(Some(events), json["overall"]["events"].as_u64(), "{json}");
+
+    // The dashboard's PostgreSQL panels run on the store, with Grafana's macros as Grafana
+    // expands them, and have a value per day and platform.
+    for sql in dashboard_sql() {
+        let sql = sql
+            .replace(
+                "$__timeFilter(day)",
+                "day BETWEEN '2025-09-08T00:00:00Z' AND '2025-11-17T00:00:00Z'",
+            )
+            .replace("${tenant:regex}", "globex")
+            .replace("${platform:regex}", ".*");
+        let out = pg.psql("cards", &sql);
+        let rows: Vec<&str> = out.lines().collect();
+        assert!(rows.len() >= 70 * 4, "{} rows of {sql}", rows.len());
+        for r in rows {
+            let pct: f64 = r.rsplit('|').next().and_then(|v| v.parse().ok()).expect(r);
+            assert!((0.0..=100.0).contains(&pct), "{r}");
+        }
+    }
+
+    // Folding every row into hours changes no figure.
+    let Location::Postgres(target) = Location::parse(&url).expect("url") else {
+        panic!("not a PostgreSQL location");
+    };
+    let mut s = PgStore::open(*target).expect("open");
+    let minutes = |pg: &Postgres| -> u64 {
+        pg.psql(
+            "cards",
+            "SELECT COUNT(*) FROM buckets WHERE bucket_secs < 3600",
+        )
+        .trim()
+        .parse()
+        .expect("count")
+    };
+    assert!(minutes(&pg) > 20_000);
+    let end = slatrack::time::parse_date("2025-12-01").expect("date");
+    loop {
+        if !s.fold_before(end, 7).expect("fold").more {
+            break;
+        }
+    }
+    assert_eq!(minutes(&pg), 0, "everything folded");
+    assert_eq!(cards(Path::new(&url)), want, "folded");
+    assert_eq!(s.fold_before(end, 7).expect("fold").rows, 0, "nothing left");
+}
+
+#[test]
+fn a_role_without_write_rights_is_told_the_table_and_the_right() {
+    let pg = Postgres::start();
+    pg.create_db("shared");
+    let dir = tempfile::tempdir().expect("dir");
+    let input = globex(dir.path(), "part.jsonl", Some(5_000));
+    replay(&input, &pg.url("shared"));
+    pg.psql(
+        "shared",
+        "CREATE ROLE reader LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader",
+    );
+    let reader = pg.url_as("reader", "shared");
+
+    // Reading is all it may do, and it may.
+    let card = scorecard::scorecard(Path::new(&reader), "json");
+    assert!(card.contains("\"events\""), "{card}");
+
+    let out = slatrack(&[
+        "replay",
+        "--store",
+        &reader,
+        "--input",
+        &globex(dir.path(), "more.jsonl", Some(6_000)).to_string_lossy(),
+    ]);
+    assert!(!out.status.success(), "a read-only role cannot replay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("permission denied for table"),
+        "names the table: {err}"
+    );
+    assert!(err.contains("needs DELETE"), "names the right: {err}");
+    assert!(err.contains("GRANT"), "says what to do: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn tls_verifies_the_server_certificate() {
+    let certs = tempfile::tempdir().expect("dir");
+    let ca = certs::ca(certs.path(), "pg-ca");
+    certs::server_cert(certs.path(), "pg-ca");
+    let other_ca = certs::ca(certs.path(), "other-ca");
+    let pg = Postgres::start_with(|data| {
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(certs.path().join(f), data.join(f)).expect("copy");
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("conf");
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+        )
+        .expect("conf");
+        // TLS only: a plain connection is refused by the server.
+        let mut hba = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(data.join("pg_hba.conf"))
+            .expect("hba");
+        writeln!(
+            hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust"
+        )
+        .expect("hba");
+    });
+    pg.create_db("tls");
+    let dir = tempfile::tempdir().expect("dir");
+    let input = globex(dir.path(), "part.jsonl", Some(5_000));
+    let base = pg.url("tls");
+
+    let good = format!("{base}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let summary = replay(&input, &good);
+    assert!(summary.contains("counted"), "{summary}");
+    let card = scorecard::scorecard(Path::new(&good), "json");
+    assert!(card.contains("\"events\""), "{card}");
+
+    let wrong = format!("{base}?sslmode=require&sslrootcert={}", other_ca.display());
+    let out = slatrack(&[
+        "replay",
+        "--store",
+        &wrong,
+        "--input",
+        &input.to_string_lossy(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a server its CA did not sign is refused"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate verify failed"), "{err}");
+    assert!(err.contains("sslrootcert"), "says what to do: {err}");
+
+    let plain = format!("{base}?sslmode=disable");
+    let out = slatrack(&[
+        "replay",
+        "--store",
+        &plain,
+        "--input",
+        &input.to_string_lossy(),
+    ]);
+    assert!(!out.status.success(), "the server wants TLS");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pg_hba.conf"), "the server's reason: {err}");
+}
