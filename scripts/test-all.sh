@@ -39,6 +39,13 @@ fi
 ls -d /usr/lib/postgresql/*/bin | tail -1
 psql --version
 
+step "Chromium from Debian's chromium package (the HTML scorecard rendered headless)"
+if ! command -v chromium >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+chromium --version 2>/dev/null | head -1
+
 step "format check (cargo fmt --check)"
 cargo fmt --all -- --check
 

@@ -39,6 +39,8 @@ impl From<WireFormat> for Format {
 enum ReportFormat {
     Markdown,
     Json,
+    /// One self-contained page with charts (no script, no external asset).
+    Html,
 }
 
 #[derive(Subcommand)]
@@ -288,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             match format {
                 ReportFormat::Markdown => emit(&slatrack::scorecard::markdown::render(&sc))?,
+                ReportFormat::Html => emit(&slatrack::scorecard::html::render(&sc))?,
                 ReportFormat::Json => emit(&format!(
                     "{}\n",
                     serde_json::to_string_pretty(&slatrack::scorecard::json::render(&sc))?

@@ -15,10 +15,10 @@ mod postgres;
 mod scorecard;
 
 use postgres::Postgres;
-use scorecard::cards;
+use scorecard::{cards, globex_lines as globex, replay};
 use slatrack::store::{Location, PartitionStore, PgStore};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn slatrack(args: &[&str]) -> Output {
@@ -26,37 +26,6 @@ fn slatrack(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("slatrack runs")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "slatrack failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The Globex fixture as JSON lines; with `first` only that many lines.
-fn globex(dir: &Path, name: &str, first: Option<usize>) -> PathBuf {
-    let path = dir.join(name);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-    let events = slatrack::synthetic::globex_fixture();
-    let n = first.unwrap_or(events.len());
-    for e in &events[..n] {
-        writeln!(f, "{}", slatrack::codec::json::encode(e)).expect("write");
-    }
-    path
-}
-
-fn replay(input: &Path, store: &str) -> String {
-    ok(slatrack(&[
-        "replay",
-        "--store",
-        store,
-        "--input",
-        &input.to_string_lossy(),
-    ]))
 }
 
 /// The SQL of every dashboard panel that reads the PostgreSQL data source.

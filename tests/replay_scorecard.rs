@@ -181,6 +181,24 @@ fn globex_fixture_replays_to_exact_scorecard_idempotently() {
         "scorecard markdown differs from {}",
         golden.display()
     );
+
+    // Golden HTML: the page's layout, charts included (tests/report_html.rs renders it
+    // in Chromium).
+    let html = scorecard(&store, "html");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/globex-scorecard.html");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &html).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 to create)");
+    assert!(
+        html == expected,
+        "scorecard HTML differs from {} (UPDATE_GOLDEN=1 to accept)",
+        golden.display()
+    );
+    for external in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(external), "self-contained: {external}");
+    }
 }
 
 #[test]

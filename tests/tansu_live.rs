@@ -4,6 +4,8 @@
 //! same records. Built with `--features integration` (scripts/test-all.sh).
 #![cfg(feature = "integration")]
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/postgres.rs"]
 mod postgres;
 #[path = "support/replay.rs"]
@@ -275,6 +277,11 @@ struct Instance {
 
 impl Instance {
     fn spawn(config: &Path, log: &Path) -> Instance {
+        Self::spawn_env(config, log, &[])
+    }
+
+    /// As [`Instance::spawn`], with environment overrides (`SLATRACK_METRICS_LISTEN`).
+    fn spawn_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Instance {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -287,6 +294,7 @@ impl Instance {
                 "SLATRACK_LOG",
                 std::env::var("SLATRACK_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(out))
             .spawn()
@@ -864,7 +872,17 @@ fn postgres_store_three_instances_sigkills_and_a_server_crash_equal_replay() {
     wait_until("B to own partitions", Duration::from_secs(120), || {
         !b.assigned().is_empty()
     });
-    let mut c = Instance::spawn(&config, &log("c"));
+    // C's listener on a known port: its /readyz during the outage.
+    let c_listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let c_addr = c_listen.to_string();
+    let mut c = Instance::spawn_env(
+        &config,
+        &log("c"),
+        &[("SLATRACK_METRICS_LISTEN", c_addr.as_str())],
+    );
+    let readyz = || http::http_get(c_listen, "/readyz");
     wait_until("C to own partitions", Duration::from_secs(120), || {
         !c.assigned().is_empty()
     });
@@ -897,14 +915,25 @@ fn postgres_store_three_instances_sigkills_and_a_server_crash_equal_replay() {
             .count()
     };
     let before = failed(&log("b")) + failed(&log("c"));
+    // The last third is produced while the server is down: there is something to commit,
+    // the commits fail, fetching pauses, /readyz answers 503 with the store's error.
     pg.stop_immediate();
+    produce(&broker.brokers(), &f.records[2 * n / 3..]);
     wait_until(
         "an instance to report the store unreachable",
         Duration::from_secs(60),
         || failed(&log("b")) + failed(&log("c")) > before,
     );
+    wait_until("C's /readyz to answer 503", Duration::from_secs(60), || {
+        let r = readyz();
+        r.starts_with("HTTP/1.1 503") && r.contains("PostgreSQL")
+    });
     pg.start_again();
-    produce(&broker.brokers(), &f.records[2 * n / 3..]);
+    wait_until(
+        "C's /readyz to answer 200 again",
+        Duration::from_secs(60),
+        || readyz().starts_with("HTTP/1.1 200"),
+    );
     wait_until("progress past two thirds", Duration::from_secs(120), || {
         watch.progress() >= 2 * total / 3
     });

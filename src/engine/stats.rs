@@ -539,6 +539,9 @@ impl Stats {
     }
 
     pub fn latencies_from_bytes(bytes: &[u8]) -> Result<Latencies, String> {
+        if let Some(few) = super::hdr::decode_v2_few(bytes, FEW) {
+            return Ok(Latencies::Few(few.into()));
+        }
         let h: Histogram<u64> = Deserializer::new()
             .deserialize(&mut std::io::Cursor::new(bytes))
             .map_err(|e| format!("{e:?}"))?;

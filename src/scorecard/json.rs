@@ -83,11 +83,19 @@ pub fn render(sc: &Scorecard) -> Value {
         .weekly
         .iter()
         .map(|w| {
+            let c = &w.stats.counters;
             json!({
                 "week_start": format_date(w.start),
                 "events": w.events,
                 "on_time_ratio": (w.events > 0).then(|| w.on_time as f64 / w.events as f64),
                 "status": w.status,
+                "delivered": c.delivered,
+                "on_time": c.on_time,
+                "failed": c.failed,
+                "dead_lettered": c.dead_lettered,
+                "p50_ms": w.stats.quantile_ms(500),
+                "p95_ms": w.stats.quantile_ms(950),
+                "p99_ms": w.stats.quantile_ms(990),
             })
         })
         .collect();

@@ -3,8 +3,10 @@
 //! render them as the pilot scorecard's "Delivery SLA Performance" section or as JSON.
 
 pub mod budget;
+pub mod html;
 pub mod json;
 pub mod markdown;
+pub mod svg;
 pub mod trends;
 
 use crate::config::Config;
@@ -32,6 +34,8 @@ pub struct WeekReport {
     pub events: u64,
     pub on_time: u64,
     pub status: Status,
+    /// All platforms' figures of the week merged (outcomes, latencies).
+    pub stats: Stats,
 }
 
 /// Status of each headline metric of the overall figures.
@@ -100,20 +104,29 @@ pub fn build_at(
     now: Micros,
 ) -> Result<Scorecard, StoreError> {
     let rows = store.buckets(tenant, from, to)?;
-    let mut per_platform: BTreeMap<String, (Direction, Stats)> = BTreeMap::new();
+    // Each row is merged once, into its platform's week; platforms and the overall figure
+    // are merged from those (a busy tenant has hundreds of thousands of rows).
     let mut platform_weeks: BTreeMap<(String, i64), Stats> = BTreeMap::new();
-    let mut overall = Stats::default();
+    let mut directions: BTreeMap<&str, Direction> = BTreeMap::new();
     for b in &rows {
-        let (_, s) = per_platform
-            .entry(b.platform.clone())
-            .or_insert_with(|| (b.direction, Stats::default()));
-        s.merge(&b.stats);
-        overall.merge(&b.stats);
+        directions.entry(&b.platform).or_insert(b.direction);
         let week = (b.start - from).div_euclid(7 * MICROS_PER_DAY);
-        platform_weeks
-            .entry((b.platform.clone(), week))
-            .or_default()
-            .merge(&b.stats);
+        match platform_weeks.get_mut(&(b.platform.clone(), week)) {
+            Some(s) => s.merge(&b.stats),
+            None => {
+                platform_weeks.insert((b.platform.clone(), week), b.stats.clone());
+            }
+        }
+    }
+    let mut per_platform: BTreeMap<String, (Direction, Stats)> = BTreeMap::new();
+    let mut overall = Stats::default();
+    for ((platform, _), s) in &platform_weeks {
+        overall.merge(s);
+        per_platform
+            .entry(platform.clone())
+            .or_insert_with(|| (directions[platform.as_str()], Stats::default()))
+            .1
+            .merge(s);
     }
     let n_weeks = (to - from + 7 * MICROS_PER_DAY - 1)
         .div_euclid(7 * MICROS_PER_DAY)
@@ -167,16 +180,18 @@ pub fn build_at(
     // Every row's platform has a report, so a week overall is the sum of its platforms'.
     let weekly = (0..n_weeks)
         .map(|i| {
-            let (events, on_time) = platforms
-                .iter()
-                .map(|p| &p.weekly[i as usize].stats.counters)
-                .fold((0, 0), |(e, o), c| (e + c.events, o + c.on_time));
+            let mut stats = Stats::default();
+            for p in &platforms {
+                stats.merge(&p.weekly[i as usize].stats);
+            }
+            let (events, on_time) = (stats.counters.events, stats.counters.on_time);
             let ratio = (events > 0).then(|| on_time as f64 / events as f64);
             WeekReport {
                 start: from + i * 7 * MICROS_PER_DAY,
                 events,
                 on_time,
                 status: sla::on_time(ratio, sla_cfg.on_time_target, sla_cfg),
+                stats,
             }
         })
         .collect();

@@ -3,8 +3,36 @@
 //! compare.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The Globex fixture as JSON lines in `dir/name`; with `first` only that many lines.
+pub fn globex_lines(dir: &Path, name: &str, first: Option<usize>) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    let events = slatrack::synthetic::globex_fixture();
+    let n = first.unwrap_or(events.len());
+    for e in &events[..n] {
+        writeln!(f, "{}", slatrack::codec::json::encode(e)).expect("write");
+    }
+    path
+}
+
+/// `slatrack replay --store STORE --input INPUT`, which must succeed; its summary.
+pub fn replay(input: &Path, store: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_slatrack"))
+        .args(["replay", "--store", store, "--input"])
+        .arg(input)
+        .output()
+        .expect("slatrack runs");
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 /// The report in `format` (`markdown` or `json`) from the store at `store`.
 pub fn scorecard(store: &Path, format: &str) -> String {

@@ -1,0 +1,236 @@
+//! Scorecard reads at scale: `slatrack scorecard` (the release binary, as a user runs it)
+//! over 10 weeks for one tenant out of 1,000 tenants × 5 platforms, from PostgreSQL,
+//! SQLite and the Kafka store holding the same rows, in one run.
+//!
+//! The data: tenant `globex` busy on all five platforms, with minute rows for the last 35
+//! days (the default `store.minute_retention`) and hourly rows before (folded); 999 other
+//! tenants with one row per platform per day (what a backfill commit writes). That is
+//! 252,000 + 4,200 rows for the tenant and 349,650 for the others.
+//!
+//! Run: `bash scripts/fetch-tansu.sh && SLATRACK_TANSU=.tools/tansu cargo bench --bench
+//! store_read` (PostgreSQL from Debian's package, as the tests use it; without
+//! SLATRACK_TANSU the Kafka store is skipped and says so). Median of 5 runs per store.
+
+#[path = "../tests/support/postgres.rs"]
+mod postgres;
+#[path = "../tests/support/tansu.rs"]
+mod tansu;
+
+use slatrack::engine::{ClosedBucket, KeyInfo, Stats};
+use slatrack::event::Direction;
+use slatrack::store::{Location, PartitionCommit, PartitionStore, ReplayStore};
+use slatrack::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MIN};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+const PLATFORMS: [&str; 5] = [
+    "benevity",
+    "goodera",
+    "workday",
+    "successfactors",
+    "impact_in",
+];
+const TENANTS: usize = 1_000;
+const DAYS: i64 = 70;
+const RUNS: usize = 5;
+
+fn bucket(tenant: &str, platform: &str, start: i64, width: i64, n: u64, seed: u64) -> ClosedBucket {
+    let mut stats = Stats::default();
+    for i in 0..n {
+        let us = 80_000 + (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 7_919) % 900_000);
+        stats.counters.attempts += 1;
+        stats.counters.events += 1;
+        stats.counters.delivered += 1;
+        stats.counters.on_time += u64::from(us < 500_000);
+        stats.counters.latency_sum_us += us;
+        stats.latency.record(us);
+    }
+    ClosedBucket {
+        key: Arc::new(KeyInfo {
+            tenant: tenant.into(),
+            platform: platform.into(),
+            direction: Direction::Outbound,
+            target_latency_us: 500_000,
+        }),
+        start,
+        width_us: width,
+        stats,
+    }
+}
+
+/// Every row, by source (a source per platform: a partition's share).
+fn rows(from: i64) -> Vec<(String, Vec<ClosedBucket>)> {
+    let folded_until = from + 35 * MICROS_PER_DAY;
+    PLATFORMS
+        .iter()
+        .enumerate()
+        .map(|(p, platform)| {
+            let mut out = Vec::new();
+            let mut t = from;
+            while t < folded_until {
+                out.push(bucket("globex", platform, t, MICROS_PER_HOUR, 12, t as u64));
+                t += MICROS_PER_HOUR;
+            }
+            while t < from + DAYS * MICROS_PER_DAY {
+                out.push(bucket("globex", platform, t, MICROS_PER_MIN, 3, t as u64));
+                t += MICROS_PER_MIN;
+            }
+            for i in 1..TENANTS {
+                let tenant = format!("tenant-{i:04}");
+                for d in 0..DAYS {
+                    let start = from + d * MICROS_PER_DAY;
+                    out.push(bucket(
+                        &tenant,
+                        platform,
+                        start,
+                        MICROS_PER_DAY,
+                        6,
+                        (i * 97 + p) as u64 + d as u64,
+                    ));
+                }
+            }
+            (format!("bench:{platform}"), out)
+        })
+        .collect()
+}
+
+fn write_rows(store: &mut dyn ReplayStore, rows: &[(String, Vec<ClosedBucket>)]) {
+    let tx = store.begin().expect("transaction");
+    for (source, buckets) in rows {
+        for b in buckets {
+            tx.put_bucket(source, b).expect("row");
+        }
+    }
+    tx.commit().expect("commit");
+}
+
+fn write_kafka(store: &mut dyn PartitionStore, rows: &[(String, Vec<ClosedBucket>)]) {
+    for (source, buckets) in rows {
+        store
+            .commit(&PartitionCommit {
+                source,
+                expected: None,
+                next_offset: 1,
+                state: &[],
+                buckets,
+                corrections: &[],
+                closed_keys: &[],
+                keys_before: i64::MIN,
+                unread: None,
+                rejects: &[],
+                sealed: &[],
+                open: &[],
+                dedup: None,
+            })
+            .expect("commit");
+    }
+}
+
+/// Seconds per `slatrack scorecard` run, and the JSON's event count (to check the stores
+/// agree).
+fn scorecard(store: &str, config: Option<&std::path::Path>) -> (f64, u64) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_slatrack"));
+    c.args(["scorecard", "--tenant", "globex", "--from", "2025-09-08"])
+        .args(["--to", "2025-11-17", "--format", "json", "--store", store]);
+    if let Some(cfg) = config {
+        c.arg("--config").arg(cfg);
+    }
+    let t = Instant::now();
+    let out = c.output().expect("slatrack runs");
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "scorecard from {store}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    (secs, v["overall"]["events"].as_u64().unwrap_or(0))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn measure(name: &str, store: &str, config: Option<&std::path::Path>) -> u64 {
+    let mut times = Vec::new();
+    let mut events = 0;
+    for _ in 0..RUNS {
+        let (s, e) = scorecard(store, config);
+        times.push(s);
+        events = e;
+    }
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = times.iter().copied().fold(0.0, f64::max);
+    println!(
+        "{name:<10} scorecard {:.3} s median (min {min:.3}, max {max:.3}); {events} events",
+        median(times)
+    );
+    events
+}
+
+fn main() {
+    let from = slatrack::time::parse_date("2025-09-08").expect("date");
+    let t = Instant::now();
+    let data = rows(from);
+    let n: usize = data.iter().map(|(_, b)| b.len()).sum();
+    println!(
+        "{n} rows ({} for globex), built in {:.1} s",
+        5 * (35 * 24 + 35 * 1440),
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut dir = tempfile::tempdir().expect("dir");
+    if std::env::var_os("SLATRACK_BENCH_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        println!("kept: {}", dir.path().display());
+    }
+    let sqlite = dir.path().join("read.db");
+    let t = Instant::now();
+    write_rows(
+        &mut slatrack::store::SqliteStore::open(&sqlite).expect("sqlite"),
+        &data,
+    );
+    println!("sqlite     written in {:.1} s", t.elapsed().as_secs_f64());
+
+    let pg = postgres::Postgres::start();
+    pg.create_db("bench");
+    let url = pg.url("bench");
+    let Location::Postgres(target) = Location::parse(&url).expect("url") else {
+        panic!("not PostgreSQL");
+    };
+    let t = Instant::now();
+    write_rows(
+        &mut slatrack::store::PgStore::open(*target).expect("pg"),
+        &data,
+    );
+    pg.psql("bench", "ANALYZE");
+    println!("postgres   written in {:.1} s", t.elapsed().as_secs_f64());
+
+    let e_pg = measure("postgres", &url, None);
+    let e_sqlite = measure("sqlite", &sqlite.to_string_lossy(), None);
+    assert_eq!(e_pg, e_sqlite, "the stores agree");
+
+    let Ok(_) = std::env::var("SLATRACK_TANSU") else {
+        println!("kafka      SKIPPED: set SLATRACK_TANSU (bash scripts/fetch-tansu.sh prints it)");
+        return;
+    };
+    let broker = tansu::Tansu::start(&dir.path().join("tansu.log"));
+    let kafka = format!("kafka://{}/slatrack-windows", broker.brokers());
+    let Location::Kafka { brokers, topic } = Location::parse(&kafka).expect("url") else {
+        panic!("not Kafka");
+    };
+    let t = Instant::now();
+    let mut ks = slatrack::store::KafkaStore::open(
+        &brokers,
+        &topic,
+        None,
+        slatrack::store::kafka::Mode::Checkpoints,
+    )
+    .expect("kafka store");
+    write_kafka(&mut ks, &data);
+    println!("kafka      written in {:.1} s", t.elapsed().as_secs_f64());
+    let e_kafka = measure("kafka", &kafka, None);
+    assert_eq!(e_kafka, e_sqlite, "the stores agree");
+}
