@@ -23,6 +23,7 @@ pub mod scorecard;
 pub mod service;
 pub mod sink;
 pub mod sla;
+pub mod slo;
 pub mod source;
 pub mod store;
 pub mod synthetic;

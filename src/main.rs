@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use slatrack::codec::Format;
 use slatrack::config::Config;
-use slatrack::store::{Location, SqliteStore, StoreRead};
+use slatrack::store::{Location, SqliteStore};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +41,23 @@ enum ReportFormat {
     Json,
     /// One self-contained page with charts (no script, no external asset).
     Html,
+}
+
+#[derive(Subcommand)]
+enum SloAction {
+    /// Print the SLOs as OpenSLO v1 documents (a YAML stream): a Service, an SLO per
+    /// platform, and the burn-rate alert policies of `slatrack rules`.
+    Export {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "openslo")]
+        format: SloFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SloFormat {
+    Openslo,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +132,11 @@ enum Command {
         /// Print a Prometheus Operator PrometheusRule instead of a rule file.
         #[arg(long)]
         k8s: bool,
+    },
+    /// SLO definitions generated from the SLA config.
+    Slo {
+        #[command(subcommand)]
+        action: SloAction,
     },
     /// Synthetic Globex-shaped traffic: to a file (`--output`, the 10-week fixture) or live
     /// to a Kafka topic (`--brokers`, real time at `--rate`).
@@ -256,7 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
             } else {
-                emit(&summary_text(&summary, &location))?;
+                emit(&summary.text(&location))?;
             }
             if summary.counted == 0 && summary.already_counted == 0 {
                 bail!("no record of the input was counted ({} read, {} rejected): check that the file holds delivery events and that --format (or the file's extension) says how they are encoded", summary.records, summary.rejected.values().sum::<u64>());
@@ -286,7 +308,10 @@ fn run(cli: Cli) -> Result<()> {
             let store = slatrack::store::open_for_reading(&location, cfg.kafka.as_ref())?;
             let sc = slatrack::scorecard::build(&*store, cfg, &tenant, from, to)?;
             if sc.overall.counters.attempts == 0 && sc.rejected_total() == 0 {
-                bail!("{}", no_data(&*store, &tenant, from, to)?);
+                bail!(
+                    "{}",
+                    slatrack::scorecard::no_data_message(&*store, &tenant, from, to)?
+                );
             }
             match format {
                 ReportFormat::Markdown => emit(&slatrack::scorecard::markdown::render(&sc))?,
@@ -321,6 +346,14 @@ fn run(cli: Cli) -> Result<()> {
                 emit(&slatrack::rules::render_prometheus_rule(&cfg))?;
             } else {
                 emit(&slatrack::rules::render(&cfg))?;
+            }
+        }
+        Command::Slo {
+            action: SloAction::Export { config, format },
+        } => {
+            let cfg = load_config(config.as_deref())?;
+            match format {
+                SloFormat::Openslo => emit(&slatrack::slo::render(&cfg)?)?,
             }
         }
         Command::Run { config, store } => {
@@ -398,42 +431,6 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Why a scorecard has nothing to show, and what the store does hold.
-fn no_data(store: &dyn StoreRead, tenant: &str, from: i64, to: i64) -> Result<String> {
-    use slatrack::time::format_date;
-    let coverage = store.coverage(None)?;
-    let mut msg = format!(
-        "the store holds no data for tenant {tenant:?} from {} to {} (exclusive)",
-        format_date(from),
-        format_date(to)
-    );
-    if coverage.is_empty() {
-        msg.push_str("; the store is empty: run `slatrack replay` or `slatrack run` first");
-        return Ok(msg);
-    }
-    msg.push_str("; it holds:");
-    for c in &coverage {
-        msg.push_str("\n  ");
-        msg.push_str(&coverage_line(c));
-    }
-    Ok(msg)
-}
-
-/// One tenant's data in a store, with the scorecard flags that cover it.
-fn coverage_line(c: &slatrack::store::Coverage) -> String {
-    use slatrack::time::{format_date, MICROS_PER_DAY};
-    // `to` is exclusive; the last day with data is the day before it ends.
-    let last = (c.to - 1).div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
-    let (first, after) = (format_date(c.from), format_date(last + MICROS_PER_DAY));
-    format!(
-        "tenant {:?}: {} events, {first} to {} (scorecard: --tenant {} --from {first} --to {after})",
-        c.tenant,
-        c.events,
-        format_date(last),
-        c.tenant,
-    )
 }
 
 /// A flag set by SIGINT or SIGTERM: the service then stops fetching, checkpoints and exits 0.
@@ -552,33 +549,6 @@ fn replay_into(
     Ok(summary)
 }
 
-fn summary_text(s: &slatrack::replay::ReplaySummary, store: &Location) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let _ = writeln!(o, "replayed into {} as source {}", store, s.source);
-    let _ = writeln!(o, "  records     {:>10}", s.records);
-    let _ = writeln!(o, "  counted     {:>10}  (attempts)", s.counted);
-    let _ = writeln!(o, "  events      {:>10}  (terminal records)", s.events);
-    let _ = writeln!(o, "  duplicates  {:>10}", s.duplicates);
-    let _ = writeln!(
-        o,
-        "  already     {:>10}  (counted or rejected by an earlier replay)",
-        s.already_counted
-    );
-    let _ = writeln!(o, "  corrected   {:>10}", s.corrected);
-    let _ = writeln!(o, "  too late    {:>10}", s.too_late);
-    let rejected: u64 = s.rejected.values().sum();
-    let _ = writeln!(o, "  rejected    {:>10}", rejected);
-    for (reason, n) in &s.rejected {
-        let _ = writeln!(o, "    {reason:<26}{n:>8}");
-    }
-    let _ = writeln!(o, "  buckets     {:>10}", s.buckets_written);
-    for c in &s.coverage {
-        let _ = writeln!(o, "  {}", coverage_line(c));
-    }
-    o
-}
-
 fn demo(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let input = dir.join("globex-pilot.jsonl");
@@ -588,7 +558,7 @@ fn demo(dir: &Path) -> Result<()> {
     let location = Location::Sqlite(store_path.clone());
     let cfg = Arc::new(Config::default());
     let summary = replay(cfg.clone(), &location, vec![input], None)?;
-    emit(&summary_text(&summary, &location))?;
+    emit(&summary.text(&location))?;
     let store = SqliteStore::open_read_only(&store_path)?;
     let from = parse_day("from", "2025-09-08")?;
     let to = parse_day("to", "2025-11-17")?;

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 pub const WINDOWS: [&str; 6] = ["5m", "30m", "1h", "6h", "1d", "3d"];
 
 /// (severity, factor, long window, short window, for)
-const BURNS: [(&str, f64, &str, &str, &str); 3] = [
+pub const BURNS: [(&str, f64, &str, &str, &str); 3] = [
     ("page", 14.4, "1h", "5m", "2m"),
     ("page", 6.0, "6h", "30m", "15m"),
     ("ticket", 1.0, "3d", "6h", "1h"),
@@ -31,7 +31,7 @@ fn runbook(w: &mut String, config: &Config, anchor: &str) {
     }
 }
 
-fn num(v: f64) -> String {
+pub fn num(v: f64) -> String {
     let s = format!("{v:.6}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

@@ -212,3 +212,34 @@ pub fn run(
     summary.coverage = store.coverage(Some(&source))?;
     Ok(summary)
 }
+
+impl ReplaySummary {
+    /// The summary a user reads after `slatrack replay` into `store`.
+    pub fn text(&self, store: &impl std::fmt::Display) -> String {
+        let s = self;
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        let _ = writeln!(o, "replayed into {} as source {}", store, s.source);
+        let _ = writeln!(o, "  records     {:>10}", s.records);
+        let _ = writeln!(o, "  counted     {:>10}  (attempts)", s.counted);
+        let _ = writeln!(o, "  events      {:>10}  (terminal records)", s.events);
+        let _ = writeln!(o, "  duplicates  {:>10}", s.duplicates);
+        let _ = writeln!(
+            o,
+            "  already     {:>10}  (counted or rejected by an earlier replay)",
+            s.already_counted
+        );
+        let _ = writeln!(o, "  corrected   {:>10}", s.corrected);
+        let _ = writeln!(o, "  too late    {:>10}", s.too_late);
+        let rejected: u64 = s.rejected.values().sum();
+        let _ = writeln!(o, "  rejected    {:>10}", rejected);
+        for (reason, n) in &s.rejected {
+            let _ = writeln!(o, "    {reason:<26}{n:>8}");
+        }
+        let _ = writeln!(o, "  buckets     {:>10}", s.buckets_written);
+        for c in &s.coverage {
+            let _ = writeln!(o, "  {}", c.describe());
+        }
+        o
+    }
+}

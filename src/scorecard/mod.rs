@@ -80,6 +80,33 @@ impl Scorecard {
     }
 }
 
+/// Why a scorecard of `tenant` over `[from, to)` has nothing to show, and what the store
+/// does hold (each tenant's span, with the flags that cover it).
+pub fn no_data_message(
+    store: &dyn StoreRead,
+    tenant: &str,
+    from: Micros,
+    to: Micros,
+) -> Result<String, StoreError> {
+    use crate::time::format_date;
+    let coverage = store.coverage(None)?;
+    let mut msg = format!(
+        "the store holds no data for tenant {tenant:?} from {} to {} (exclusive)",
+        format_date(from),
+        format_date(to)
+    );
+    if coverage.is_empty() {
+        msg.push_str("; the store is empty: run `slatrack replay` or `slatrack run` first");
+        return Ok(msg);
+    }
+    msg.push_str("; it holds:");
+    for c in &coverage {
+        msg.push_str("\n  ");
+        msg.push_str(&c.describe());
+    }
+    Ok(msg)
+}
+
 /// [`build_at`] the current time.
 pub fn build(
     store: &dyn StoreRead,

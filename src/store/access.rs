@@ -4,10 +4,36 @@
 //! once against them, so both stores apply the same rows in the same order.
 
 use super::checkpoint::{CheckpointFormat, DedupRows};
-use super::{daily_rows, ClosedKeys, Coverage, PartitionCommit, StoreError, StoredBucket, Unread};
+use super::{daily_rows, ClosedKeys, PartitionCommit, StoreError, StoredBucket, Unread};
 use crate::engine::ClosedBucket;
 use crate::event::RejectReason;
 use crate::time::Micros;
+
+/// One tenant's data in a store: buckets from `from` to `to` (µs), `events` in them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Coverage {
+    pub tenant: String,
+    pub from: Micros,
+    pub to: Micros,
+    pub events: u64,
+}
+
+impl Coverage {
+    /// One tenant's data, with the scorecard flags that cover it.
+    pub fn describe(&self) -> String {
+        use crate::time::{format_date, MICROS_PER_DAY};
+        // `to` is exclusive; the last day with data is the day before it ends.
+        let last = (self.to - 1).div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
+        let (first, after) = (format_date(self.from), format_date(last + MICROS_PER_DAY));
+        format!(
+            "tenant {:?}: {} events, {first} to {} (scorecard: --tenant {} --from {first} --to {after})",
+            self.tenant,
+            self.events,
+            format_date(last),
+            self.tenant,
+        )
+    }
+}
 
 /// The read side a scorecard needs.
 pub trait StoreRead {

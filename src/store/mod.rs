@@ -9,11 +9,11 @@ pub mod kafka;
 pub mod postgres;
 pub mod sqlite;
 
-pub use access::{apply_commit, ReplayStore, StoreRead, StoreTx};
+pub use access::{apply_commit, Coverage, ReplayStore, StoreRead, StoreTx};
 
 pub use kafka::KafkaStore;
 pub use postgres::{PgStore, PgTarget};
-pub use sqlite::{Coverage, SqliteStore, StoreWriter};
+pub use sqlite::{SqliteStore, StoreWriter};
 
 use crate::engine::correction::Correction;
 use crate::engine::dedup::DedupKey;

@@ -9,20 +9,11 @@ mod open;
 pub use open::SCHEMA_VERSION;
 
 use super::checkpoint::{DedupRows, StoredKeys};
-use super::{Checkpoint, RejectRow, StoreError, StoreRead, StoreTx, StoredBucket};
+use super::{Checkpoint, Coverage, RejectRow, StoreError, StoreRead, StoreTx, StoredBucket};
 use crate::engine::{ClosedBucket, Counters, Stats};
 use crate::event::{Direction, RejectReason};
 use crate::time::{Micros, MICROS_PER_MILLI};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-
-/// One tenant's data in a store: buckets from `from` to `to` (µs), `events` in them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Coverage {
-    pub tenant: String,
-    pub from: Micros,
-    pub to: Micros,
-    pub events: u64,
-}
 
 pub struct SqliteStore {
     conn: Connection,
