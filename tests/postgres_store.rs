@@ -13,6 +13,8 @@ mod certs;
 mod postgres;
 #[path = "support/scorecard.rs"]
 mod scorecard;
+#[path = "support/wait.rs"]
+mod wait;
 
 use postgres::Postgres;
 use scorecard::{cards, globex_lines as globex, replay};
@@ -233,4 +235,89 @@ fn tls_verifies_the_server_certificate() {
     assert!(!out.status.success(), "the server wants TLS");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pg_hba.conf"), "the server's reason: {err}");
+}
+
+/// Two owners commit the same partition's first checkpoint at once, the second while the
+/// first's transaction is still open: the second waits for the partition's lock, then sees
+/// the first's checkpoint and is refused as superseded, so nothing is counted twice.
+/// (Without the lock the second would pass the fence — it reads before the first commits —
+/// and add its rejection count and bucket again.)
+#[test]
+fn concurrent_commits_of_one_partition_are_fenced() {
+    use slatrack::engine::{ClosedBucket, KeyInfo, Stats};
+    use slatrack::store::{apply_commit, PartitionCommit, RejectRow, StoreError, StoreTx};
+    let pg = Postgres::start();
+    pg.create_db("fence");
+    let target = || {
+        let Location::Postgres(t) = Location::parse(&pg.url("fence")).expect("url") else {
+            panic!("not PostgreSQL");
+        };
+        *t
+    };
+    let mut stats = Stats::default();
+    stats.counters.attempts = 3;
+    stats.counters.events = 3;
+    let buckets = [ClosedBucket {
+        key: std::sync::Arc::new(KeyInfo {
+            tenant: "globex".into(),
+            platform: "workday".into(),
+            direction: slatrack::event::Direction::Outbound,
+            target_latency_us: 500_000,
+        }),
+        start: 60_000_000,
+        width_us: 60_000_000,
+        stats,
+    }];
+    let rejects = [RejectRow {
+        tenant: "globex",
+        platform: "workday",
+        bucket: 60_000_000,
+        reason: slatrack::event::RejectReason::MalformedProtobuf,
+        count: 1,
+    }];
+    let commit = || PartitionCommit {
+        source: "kafka:deliveries/0",
+        expected: None,
+        next_offset: 10,
+        state: &[],
+        buckets: &buckets,
+        corrections: &[],
+        closed_keys: &[],
+        keys_before: i64::MIN,
+        unread: None,
+        rejects: &rejects,
+        sealed: &[],
+        open: &[],
+        dedup: None,
+    };
+    let mut first = PgStore::open(target()).expect("first owner");
+    let tx = first.begin_tx().expect("transaction");
+    apply_commit(&tx, &commit()).expect("the first owner's commit");
+    let mut second = PgStore::open(target()).expect("second owner");
+    let result = std::thread::scope(|scope| {
+        let other = scope.spawn(move || second.commit(&commit()));
+        // The first owner commits only once the second is blocked inside its transaction.
+        wait::wait_until(
+            "the second owner to wait on a lock",
+            std::time::Duration::from_secs(30),
+            || {
+                pg.psql(
+                    "fence",
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'slatrack'",
+                )
+                .trim()
+                    != "0"
+            },
+        );
+        Box::new(tx).commit().expect("the first owner commits");
+        other.join().expect("thread")
+    });
+    assert!(
+        matches!(result, Err(StoreError::Superseded { .. })),
+        "the second owner is refused: {result:?}"
+    );
+    let count = |sql: &str| pg.psql("fence", sql).trim().to_string();
+    assert_eq!(count("SELECT SUM(count) FROM rejects"), "1", "counted once");
+    assert_eq!(count("SELECT SUM(events) FROM buckets"), "3");
+    assert_eq!(count("SELECT next_offset FROM checkpoints"), "10");
 }

@@ -1,7 +1,8 @@
 //! Two owners of every partition at once, on librdkafka's mock cluster: two instances in
 //! different consumer groups, so each is assigned every partition for the whole run. (Its
 //! own test binary: the exporter's counters are process-wide, and `tests/kafka_mock.rs`
-//! asserts them.)
+//! asserts them.) SQLite and the Kafka store always; PostgreSQL with `--features
+//! integration`.
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -14,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "integration")]
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/replay.rs"]
 mod replay;
 #[path = "support/wait.rs"]
@@ -53,7 +57,17 @@ fn scorecard_of(s: &dyn slatrack::store::StoreRead, config: &Arc<Config>) -> ser
 /// their commits are fenced on the stored checkpoint, so one resumes from the other's
 /// checkpoint again and again; on the Kafka store both go on, writing the same records.
 /// Either way the scorecard equals replay's.
-fn two_owners_of_every_partition(kafka_store: bool) {
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sqlite,
+    Kafka,
+    /// Built with `--features integration`: a real PostgreSQL server.
+    #[cfg_attr(not(feature = "integration"), allow(dead_code))]
+    Postgres,
+}
+
+fn two_owners_of_every_partition(kind: Kind) {
+    let kafka_store = kind == Kind::Kafka;
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("deliveries", 4, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -94,13 +108,26 @@ fn two_owners_of_every_partition(kafka_store: bool) {
     if kafka_store {
         mock.create_topic("slatrack-windows", 1, 1).unwrap();
     }
-    let location = if kafka_store {
-        slatrack::store::Location::Kafka {
+    // The PostgreSQL server lives until the end of the test.
+    #[cfg(feature = "integration")]
+    let pg = (kind == Kind::Postgres).then(|| {
+        let pg = postgres::Postgres::start();
+        pg.create_db("owners");
+        pg
+    });
+    let location = match kind {
+        Kind::Kafka => slatrack::store::Location::Kafka {
             brokers: mock.bootstrap_servers(),
             topic: "slatrack-windows".into(),
-        }
-    } else {
-        slatrack::store::Location::Sqlite(store.clone())
+        },
+        Kind::Sqlite => slatrack::store::Location::Sqlite(store.clone()),
+        #[cfg(feature = "integration")]
+        Kind::Postgres => slatrack::store::Location::parse(
+            &pg.as_ref().expect("a PostgreSQL server").url("owners"),
+        )
+        .unwrap(),
+        #[cfg(not(feature = "integration"))]
+        Kind::Postgres => unreachable!("PostgreSQL tests need --features integration"),
     };
     let instance = |group: &str| {
         let mut cfg = demo_config(mock.bootstrap_servers(), &store);
@@ -192,10 +219,18 @@ fn two_owners_of_every_partition(kafka_store: bool) {
 
 #[test]
 fn two_owners_of_every_partition_on_one_sqlite_store_equal_replay() {
-    two_owners_of_every_partition(false);
+    two_owners_of_every_partition(Kind::Sqlite);
+}
+
+/// PostgreSQL: the partition's advisory lock serialises the two owners' commits, and the
+/// fence refuses the one whose checkpoint was superseded.
+#[cfg(feature = "integration")]
+#[test]
+fn two_owners_of_every_partition_on_one_postgres_store_equal_replay() {
+    two_owners_of_every_partition(Kind::Postgres);
 }
 
 #[test]
 fn two_owners_of_every_partition_on_one_kafka_store_equal_replay() {
-    two_owners_of_every_partition(true);
+    two_owners_of_every_partition(Kind::Kafka);
 }
