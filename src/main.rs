@@ -69,7 +69,7 @@ enum Command {
         /// JSON lines (.jsonl) or length-delimited protobuf (.pb) files, in order.
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<PathBuf>,
-        /// Overrides store.path from the config.
+        /// SQLite file or postgres://USER@HOST:PORT/DB (overrides store.path).
         #[arg(long)]
         store: Option<PathBuf>,
         /// Wire format of every input (default: from each file's extension).
@@ -97,7 +97,7 @@ enum Command {
         period: Option<String>,
         #[arg(long, value_enum, default_value = "markdown")]
         format: ReportFormat,
-        /// SQLite file or kafka://BROKERS/TOPIC (overrides store.path).
+        /// SQLite file, postgres://USER@HOST:PORT/DB or kafka://BROKERS/TOPIC (overrides store.path).
         #[arg(long)]
         store: Option<PathBuf>,
     },
@@ -105,18 +105,18 @@ enum Command {
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
-        /// SQLite file or kafka://BROKERS/TOPIC (overrides store.path).
+        /// SQLite file, postgres://USER@HOST:PORT/DB or kafka://BROKERS/TOPIC (overrides store.path).
         #[arg(long)]
         store: Option<PathBuf>,
     },
     /// Accept a partition's new log (its topic was recreated, or the brokers are a new
     /// cluster): the next `slatrack run` reads the new log from offset 0, with what the old
     /// log counted kept, so records the new log repeats are duplicates. Run it while no
-    /// slatrack writes the store. SQLite stores only.
+    /// slatrack writes the store. SQLite and PostgreSQL stores.
     AcceptNewLog {
         #[arg(long)]
         config: Option<PathBuf>,
-        /// SQLite store (overrides store.path).
+        /// SQLite file or postgres://… (overrides store.path).
         #[arg(long)]
         store: Option<PathBuf>,
         #[arg(long)]

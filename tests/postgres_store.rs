@@ -321,3 +321,69 @@ fn concurrent_commits_of_one_partition_are_fenced() {
     assert_eq!(count("SELECT SUM(events) FROM buckets"), "3");
     assert_eq!(count("SELECT next_offset FROM checkpoints"), "10");
 }
+
+/// `slatrack accept-new-log` on a PostgreSQL store: the checkpoint moves to offset 0 of the
+/// new log, with every row the old log counted kept.
+#[test]
+fn a_new_log_is_accepted_on_postgres() {
+    use slatrack::pipeline::Pipeline;
+    let pg = Postgres::start();
+    pg.create_db("newlog");
+    let url = pg.url("newlog");
+    let Location::Postgres(target) = Location::parse(&url).expect("url") else {
+        panic!("not PostgreSQL");
+    };
+    let mut store = PgStore::open(*target).expect("store");
+    let config = std::sync::Arc::new(slatrack::config::Config::default());
+    let source = "kafka:deliveries/0";
+    let (mut p, next) = Pipeline::resume(
+        config.clone(),
+        slatrack::codec::Format::Protobuf,
+        Pipeline::bounds(&config),
+        &mut store,
+        source,
+    )
+    .expect("resume");
+    assert_eq!(next, None);
+    let start = slatrack::time::parse_date("2025-10-01").expect("date");
+    let events = slatrack::synthetic::pilot(3, "globex", start, 2 * 3_600_000_000, 400);
+    let now = slatrack::time::now_micros();
+    for e in &events {
+        p.process(&slatrack::codec::protobuf::encode(e), now);
+    }
+    p.shard.flush();
+    p.commit(&mut store, source, events.len() as i64)
+        .expect("commit");
+    let sum = || {
+        pg.psql("newlog", "SELECT SUM(events) FROM buckets")
+            .trim()
+            .to_string()
+    };
+    let counted = sum();
+    assert_ne!(counted, "", "rows were written");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_slatrack"))
+        .args(["accept-new-log", "--store", &url, "--topic", "deliveries"])
+        .args(["--partition", "0"])
+        .output()
+        .expect("slatrack runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("stood at {}", events.len())),
+        "{said}"
+    );
+    assert_eq!(
+        pg.psql(
+            "newlog",
+            "SELECT next_offset FROM checkpoints WHERE source = 'kafka:deliveries/0'"
+        )
+        .trim(),
+        "0"
+    );
+    assert_eq!(sum(), counted, "what the old log counted stays");
+}

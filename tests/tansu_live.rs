@@ -819,12 +819,20 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
     });
     let seen_c = c.assigned().len();
     assert!(b.sigterm().success());
+    c_finishes_alone(&mut c, seen_c, &mut watch, total);
+    assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
+    assert_quarantine(&broker.brokers(), &f);
+}
+
+/// After B left: C takes every one of the six partitions, finishes them and stops on
+/// SIGTERM, with checkpoints exactly at each partition's end.
+fn c_finishes_alone(c: &mut Instance, seen_c: usize, watch: &mut Watch, total: i64) {
     wait_until("C to own every partition", Duration::from_secs(120), || {
         c.assigned()[seen_c..].iter().collect::<BTreeSet<_>>().len() == 6
     });
     wait_until(
         "C to finish every partition",
-        Duration::from_secs(120),
+        Duration::from_secs(180),
         || watch.progress() >= total,
     );
     assert!(c.sigterm().success());
@@ -833,9 +841,6 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
         total,
         "checkpoints end at each partition's end"
     );
-
-    assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
-    assert_quarantine(&broker.brokers(), &f);
 }
 
 /// The PostgreSQL store shared by three instances in one group on a 6-partition topic
@@ -940,20 +945,7 @@ fn postgres_store_three_instances_sigkills_and_a_server_crash_equal_replay() {
     let mut b = b;
     let seen_c = c.assigned().len();
     b.sigkill();
-    wait_until("C to own every partition", Duration::from_secs(120), || {
-        c.assigned()[seen_c..].iter().collect::<BTreeSet<_>>().len() == 6
-    });
-    wait_until(
-        "C to finish every partition",
-        Duration::from_secs(180),
-        || watch.progress() >= total,
-    );
-    assert!(c.sigterm().success());
-    assert_eq!(
-        watch.progress(),
-        total,
-        "checkpoints end at each partition's end"
-    );
+    c_finishes_alone(&mut c, seen_c, &mut watch, total);
     assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
     assert_quarantine(&broker.brokers(), &f);
 }

@@ -229,11 +229,7 @@ fn budget_chart(sc: &Scorecard) -> String {
         .iter()
         .map(|b| {
             let name = match &b.platform {
-                Some(id) => sc
-                    .platforms
-                    .iter()
-                    .find(|p| &p.platform == id)
-                    .map_or(id.clone(), |p| p.name.clone()),
+                Some(id) => sc.platform_name(id).to_string(),
                 None => "Overall".into(),
             };
             let burned = (b.allowed > 0.0).then(|| b.bad as f64 / b.allowed);

@@ -247,11 +247,7 @@ fn budgets(o: &mut String, sc: &Scorecard) {
     );
     for b in &sc.budgets {
         let name = match &b.platform {
-            Some(id) => sc
-                .platforms
-                .iter()
-                .find(|p| &p.platform == id)
-                .map_or(id.as_str(), |p| p.name.as_str()),
+            Some(id) => sc.platform_name(id),
             None => "**Overall**",
         };
         let remaining = match b.remaining_ratio {

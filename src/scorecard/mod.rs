@@ -75,6 +75,14 @@ pub struct Scorecard {
 }
 
 impl Scorecard {
+    /// The display name of platform `id` (the id itself for one without a report).
+    pub fn platform_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.platforms
+            .iter()
+            .find(|p| p.platform == id)
+            .map_or(id, |p| p.name.as_str())
+    }
+
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().map(|(_, n)| n).sum()
     }

@@ -8,13 +8,13 @@
 //! (a mirrored cluster copies records but not offsets) are duplicates and are not counted
 //! twice, and records of the old log that were still in open buckets stay counted.
 //!
-//! SQLite stores only: the Kafka store keys rejection and correction rows by offset
-//! segment, and a log that starts again at 0 would reuse the old log's segments.
+//! SQLite and PostgreSQL stores: the Kafka store keys rejection and correction rows by
+//! offset segment, and a log that starts again at 0 would reuse the old log's segments.
 
 use super::ServiceError;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
-use crate::store::{Location, PartitionStore, SqliteStore};
+use crate::store::{Location, PartitionStore, PgStore, SqliteStore};
 use std::sync::Arc;
 
 /// Where the partition's checkpoint stood before it was moved to the new log's start.
@@ -33,34 +33,36 @@ pub fn accept_new_log(
     topic: &str,
     partition: i32,
 ) -> Result<Accepted, ServiceError> {
-    let Location::Sqlite(path) = location else {
-        return Err(ServiceError::Fatal(format!(
-            "accept-new-log works on a SQLite store; with the Kafka store ({location}), point store.path at a new topic for the new log"
-        )));
+    let mut store: Box<dyn PartitionStore> = match location {
+        Location::Sqlite(path) if !path.exists() => {
+            return Err(ServiceError::Fatal(format!(
+                "no scorecard store at {}: pass --store",
+                path.display()
+            )));
+        }
+        Location::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+        Location::Postgres(t) => Box::new(PgStore::open((**t).clone())?),
+        Location::Kafka { .. } => {
+            return Err(ServiceError::Fatal(format!(
+                "accept-new-log works on a SQLite or PostgreSQL store; with the Kafka store ({location}), point store.path at a new topic for the new log"
+            )));
+        }
     };
-    if !path.exists() {
-        return Err(ServiceError::Fatal(format!(
-            "no scorecard store at {}: pass --store",
-            path.display()
-        )));
-    }
     // The format decodes records; accepting decodes none.
     let format = config
         .kafka
         .as_ref()
         .and_then(|k| k.topics.iter().find(|t| t.name == topic))
         .map_or(crate::codec::Format::Protobuf, |t| t.format);
-    let mut store = SqliteStore::open(path)?;
     let source = crate::kafka::source_id(topic, partition);
     let bounds = Pipeline::bounds(&config);
-    let (mut pipeline, next) = Pipeline::resume(config, format, bounds, &mut store, &source)?;
+    let (mut pipeline, next) = Pipeline::resume(config, format, bounds, &mut *store, &source)?;
     let Some(old_next_offset) = next else {
         return Err(ServiceError::Fatal(format!(
-            "{source} has no checkpoint in {}: the next `slatrack run` reads its log from the beginning already",
-            path.display()
+            "{source} has no checkpoint in {location}: the next `slatrack run` reads its log from the beginning already"
         )));
     };
-    let store: &mut dyn PartitionStore = &mut store;
+    let store: &mut dyn PartitionStore = &mut *store;
     pipeline.commit(store, &source, old_next_offset)?;
     pipeline.commit(store, &source, 0)?;
     Ok(Accepted { old_next_offset })
