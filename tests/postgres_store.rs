@@ -387,3 +387,64 @@ fn a_new_log_is_accepted_on_postgres() {
     );
     assert_eq!(sum(), counted, "what the old log counted stays");
 }
+
+/// The password comes from `store.password` (`env:`/`file:`), never from a log or an
+/// error: a role that authenticates with SCRAM connects with it, is refused without it
+/// (the message names the setting), and a wrong one is refused without being shown.
+#[test]
+fn the_password_comes_from_the_config_and_is_never_shown() {
+    let pg = Postgres::start();
+    pg.create_db("auth");
+    pg.psql(
+        "auth",
+        "CREATE ROLE app LOGIN PASSWORD 'Sekr1t-pw'; GRANT ALL ON SCHEMA public TO app",
+    );
+    pg.set_hba(
+        "local all all trust\nhost all slatrack 127.0.0.1/32 trust\nhost all app 127.0.0.1/32 scram-sha-256\n",
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let input = globex(dir.path(), "part.jsonl", Some(3_000));
+    let config = dir.path().join("slatrack.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\npassword = \"env:APP_PG_PASSWORD\"\n",
+            pg.url_as("app", "auth")
+        ),
+    )
+    .expect("config");
+    let replay = |password: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_slatrack"));
+        c.args(["replay", "--config"])
+            .arg(&config)
+            .arg("--input")
+            .arg(&input)
+            .env_remove("APP_PG_PASSWORD");
+        if let Some(p) = password {
+            c.env("APP_PG_PASSWORD", p);
+        }
+        c.output().expect("slatrack runs")
+    };
+    let ok = replay(Some("Sekr1t-pw"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let unset = replay(None);
+    assert!(!unset.status.success());
+    let err = String::from_utf8_lossy(&unset.stderr);
+    assert!(
+        err.contains("store.password") && err.contains("not set"),
+        "{err}"
+    );
+    let wrong = replay(Some("not-the-pw"));
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(err.contains("store.password"), "says what to check: {err}");
+    assert!(
+        !err.contains("not-the-pw") && !err.contains("Sekr1t"),
+        "{err}"
+    );
+}

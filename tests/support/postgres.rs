@@ -162,6 +162,21 @@ impl Postgres {
         );
     }
 
+    /// Replaces `pg_hba.conf` with `lines` and has the server reload it.
+    pub fn set_hba(&self, lines: &str) {
+        let path = self.data().join("pg_hba.conf");
+        std::fs::write(&path, lines).expect("pg_hba.conf");
+        self.chown(&path);
+        check(
+            "pg_ctl reload",
+            self.command("pg_ctl")
+                .args(["-D", &self.data().to_string_lossy()])
+                .arg("reload")
+                .output()
+                .expect("pg_ctl runs"),
+        );
+    }
+
     /// `pg_ctl stop -m immediate`: every backend killed, no checkpoint (a crash).
     pub fn stop_immediate(&self) {
         check(
