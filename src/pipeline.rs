@@ -393,7 +393,6 @@ impl Pipeline {
             w.put_bucket(source, b)?;
         }
         let width = self.shard.bucket_width();
-        let floor = Micros::MIN;
         let keys = self.shard.take_closed_keys();
         if !keys.is_empty() {
             let rows: Vec<ClosedKeys> = keys
@@ -404,7 +403,7 @@ impl Pipeline {
                     keys: crate::store::checkpoint::pack(k),
                 })
                 .collect();
-            w.put_closed_keys(source, &rows, floor)?;
+            w.add_closed_keys(source, &rows)?;
         }
         if self.shard.staged_len() == 0
             || !(resolve_all || self.shard.staged_len() >= REPLAY_STAGED)
@@ -428,7 +427,7 @@ impl Pipeline {
                 keys: crate::store::checkpoint::pack(k),
             })
             .collect();
-        w.put_closed_keys(source, &rows, floor)?;
+        w.add_closed_keys(source, &rows)?;
         self.key_cache.absorb(&resolution.keys);
         self.shard.tally.counted += resolution.counted;
         self.shard.tally.corrected += resolution.counted;

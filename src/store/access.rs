@@ -88,14 +88,11 @@ pub trait StoreTx {
     /// The packed dedup keys stored for a closed bucket of `source` starting at `start`:
     /// its key set at close and every correction's keys since.
     fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError>;
-    /// Adds closed buckets' key rows and drops those of buckets starting before `before`
-    /// (past the correction horizon).
-    fn put_closed_keys(
-        &self,
-        source: &str,
-        rows: &[ClosedKeys],
-        before: Micros,
-    ) -> Result<(), StoreError>;
+    /// Adds closed buckets' key rows.
+    fn add_closed_keys(&self, source: &str, rows: &[ClosedKeys]) -> Result<(), StoreError>;
+    /// Drops the key rows of buckets starting before `before` (past the correction
+    /// horizon).
+    fn drop_closed_keys_before(&self, source: &str, before: Micros) -> Result<(), StoreError>;
     /// Adds a correction to the stored bucket row it belongs to: counters summed,
     /// latencies merged (a new row if the source has none starting there).
     fn add_correction(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError>;
@@ -134,7 +131,8 @@ pub fn apply_commit(w: &dyn StoreTx, c: &PartitionCommit<'_>) -> Result<(), Stor
     for b in c.corrections {
         w.add_correction(c.source, &b.bucket)?;
     }
-    w.put_closed_keys(c.source, c.closed_keys, c.keys_before)?;
+    w.drop_closed_keys_before(c.source, c.keys_before)?;
+    w.add_closed_keys(c.source, c.closed_keys)?;
     if let Some(u) = c.unread {
         w.put_unread(c.source, &u)?;
     }

@@ -27,7 +27,7 @@ use crate::store::{
 use crate::time::{Micros, MICROS_PER_MILLI};
 use postgres::Row;
 use std::cell::RefCell;
-use tx::{Params, PgTx, Prepared};
+use tx::{concat_blobs, prepared, Params, PgTx, Prepared, CLOSED_KEYS};
 
 /// The tables, indexes and views of [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = include_str!("schema.sql");
@@ -79,34 +79,17 @@ impl PgStore {
         }
     }
 
-    /// Runs `f` on the connection, opening it first if there is none or it was lost;
-    /// a connection that broke during `f` is dropped, so the next call opens a new one.
+    /// Runs `f` on the connection, opening it first if there is none or it was lost.
     fn with_conn<R>(
         &self,
         f: impl FnOnce(&mut Conn) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut slot = self.conn.borrow_mut();
-        let conn = open_conn(&mut slot, &self.target)?;
-        let out = f(conn);
-        if conn.client.is_closed() {
-            *slot = None;
-        }
-        out
+        f(open_conn(&mut self.conn.borrow_mut(), &self.target)?)
     }
 
     fn query(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
         self.with_conn(|c| {
-            let stmt = match c.prepared.get(sql) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = c
-                        .client
-                        .prepare(sql)
-                        .map_err(|e| self.target.error(&connect::op_of(sql), &e))?;
-                    c.prepared.insert(sql, s.clone());
-                    s
-                }
-            };
+            let stmt = prepared(&mut c.client, &mut c.prepared, sql, &self.target)?;
             c.client
                 .query(&stmt, params)
                 .map_err(|e| self.target.error(&connect::op_of(sql), &e))
@@ -161,14 +144,6 @@ impl PgStore {
             .transaction()
             .map_err(|e| target.error("BEGIN", &e))?;
         Ok(PgTx::new(tx, prepared, target))
-    }
-
-    /// Drops a connection that broke, so the next call opens a new one.
-    fn forget_if_broken(&mut self) {
-        let slot = self.conn.get_mut();
-        if slot.as_ref().is_some_and(|c| c.client.is_closed()) {
-            *slot = None;
-        }
     }
 
     /// Number of bucket rows (all sources); for tests.
@@ -428,28 +403,23 @@ impl PartitionStore for PgStore {
                 dedup,
             }))
         };
-        let out = read(conn).map_err(|e| {
+        read(conn).map_err(|e| {
             target.error(
                 "SELECT on tables checkpoints and dedup_keys (needs SELECT)",
                 &e,
             )
-        });
-        self.forget_if_broken();
-        out
+        })
     }
 
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError> {
-        let out = self.begin_tx().and_then(|tx| {
-            apply_commit(&tx, c)?;
-            Box::new(tx).commit()
-        });
-        self.forget_if_broken();
-        out
+        let tx = self.begin_tx()?;
+        apply_commit(&tx, c)?;
+        Box::new(tx).commit()
     }
 
     fn fold_before(&mut self, before: Micros, max_days: usize) -> Result<Folded, StoreError> {
         let this = RefCell::new(self);
-        let out = fold_days(
+        fold_days(
             before,
             max_days,
             |from, end| {
@@ -461,21 +431,12 @@ impl PartitionStore for PgStore {
                 Ok(rows.first().and_then(|r| r.get::<_, Option<i64>>(0)))
             },
             |from, to| this.borrow_mut().fold_day(from, to),
-        );
-        this.into_inner().forget_if_broken();
-        out
+        )
     }
 
     fn closed_keys(&mut self, source: &str, start: Micros) -> Result<Vec<DedupKey>, StoreError> {
-        let rows = self.query(
-            "SELECT keys FROM closed_keys WHERE source = $1 AND bucket_start_us = $2",
-            &[&source, &start],
-        )?;
-        let mut packed = Vec::new();
-        for r in &rows {
-            packed.extend_from_slice(r.get::<_, &[u8]>(0));
-        }
-        checkpoint::unpack_keys(&packed, source)
+        let rows = self.query(CLOSED_KEYS, &[&source, &start])?;
+        checkpoint::unpack_keys(&concat_blobs(&rows), source)
     }
 
     fn keeps_dedup(&self) -> bool {

@@ -19,7 +19,7 @@ use crate::store::checkpoint::DedupRows;
 use crate::store::{ClosedKeys, RejectRow, StoreError, StoreTx, Unread};
 use crate::time::{Micros, MICROS_PER_MILLI};
 use postgres::types::ToSql;
-use postgres::{Row, Statement, Transaction};
+use postgres::{GenericClient, Row, Statement, Transaction};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
@@ -27,6 +27,37 @@ pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// Statements prepared on one connection, by their text.
 pub type Prepared = HashMap<&'static str, Statement>;
+
+/// `sql` prepared on `client` (a connection or a transaction on it), once per connection.
+pub fn prepared(
+    client: &mut impl GenericClient,
+    cache: &mut Prepared,
+    sql: &'static str,
+    target: &PgTarget,
+) -> Result<Statement, StoreError> {
+    if let Some(s) = cache.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = client
+        .prepare(sql)
+        .map_err(|e| target.error(&op_of(sql), &e))?;
+    cache.insert(sql, s.clone());
+    Ok(s)
+}
+
+/// The packed dedup keys stored for a closed bucket (`$1` source, `$2` bucket start): its
+/// key set at close and every correction's keys since.
+pub const CLOSED_KEYS: &str =
+    "SELECT keys FROM closed_keys WHERE source = $1 AND bucket_start_us = $2";
+
+/// The first column of every row, blobs of packed keys, one after another.
+pub fn concat_blobs(rows: &[Row]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in rows {
+        out.extend_from_slice(r.get::<_, &[u8]>(0));
+    }
+    out
+}
 
 /// Rows written per batched statement.
 const BATCH: usize = 2_000;
@@ -63,17 +94,12 @@ impl<'a> PgTx<'a> {
     }
 
     fn statement(&self, sql: &'static str) -> Result<Statement, StoreError> {
-        let mut prepared = self.prepared.borrow_mut();
-        if let Some(s) = prepared.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = self
-            .tx
-            .borrow_mut()
-            .prepare(sql)
-            .map_err(|e| self.target.error(&op_of(sql), &e))?;
-        prepared.insert(sql, s.clone());
-        Ok(s)
+        prepared(
+            &mut *self.tx.borrow_mut(),
+            &mut self.prepared.borrow_mut(),
+            sql,
+            self.target,
+        )
     }
 
     pub fn execute(&self, sql: &'static str, params: Params<'_>) -> Result<u64, StoreError> {
@@ -121,11 +147,7 @@ impl<'a> PgTx<'a> {
     }
 
     fn concat_keys(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<u8>, StoreError> {
-        let mut out = Vec::new();
-        for r in self.query(sql, params)? {
-            out.extend_from_slice(r.get::<_, &[u8]>(0));
-        }
-        Ok(out)
+        Ok(concat_blobs(&self.query(sql, params)?))
     }
 }
 
@@ -344,24 +366,18 @@ impl StoreTx for PgTx<'_> {
     }
 
     fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError> {
-        self.concat_keys(
-            "SELECT keys FROM closed_keys WHERE source = $1 AND bucket_start_us = $2",
-            &[&source, &start],
-        )
+        self.concat_keys(CLOSED_KEYS, &[&source, &start])
     }
 
-    fn put_closed_keys(
-        &self,
-        source: &str,
-        rows: &[ClosedKeys],
-        before: Micros,
-    ) -> Result<(), StoreError> {
-        if before > Micros::MIN {
-            self.execute(
-                "DELETE FROM closed_keys WHERE source = $1 AND bucket_start_us < $2",
-                &[&source, &before],
-            )?;
-        }
+    fn drop_closed_keys_before(&self, source: &str, before: Micros) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM closed_keys WHERE source = $1 AND bucket_start_us < $2",
+            &[&source, &before],
+        )?;
+        Ok(())
+    }
+
+    fn add_closed_keys(&self, source: &str, rows: &[ClosedKeys]) -> Result<(), StoreError> {
         let full = {
             let mut pending = self.keys.borrow_mut();
             pending.extend(rows.iter().map(|r| (source.to_string(), r.clone())));

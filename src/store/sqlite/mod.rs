@@ -422,15 +422,18 @@ impl StoreTx for StoreWriter<'_> {
         read_closed_keys(&self.tx, source, start)
     }
 
-    fn put_closed_keys(
-        &self,
-        source: &str,
-        rows: &[crate::store::ClosedKeys],
-        before: Micros,
-    ) -> Result<(), StoreError> {
+    fn drop_closed_keys_before(&self, source: &str, before: Micros) -> Result<(), StoreError> {
         self.tx
             .prepare_cached("DELETE FROM closed_keys WHERE source = ?1 AND bucket_start_us < ?2")?
             .execute(params![source, before])?;
+        Ok(())
+    }
+
+    fn add_closed_keys(
+        &self,
+        source: &str,
+        rows: &[crate::store::ClosedKeys],
+    ) -> Result<(), StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO closed_keys (source, bucket_start_us, segment, keys) VALUES (?1, ?2, ?3, ?4)",
         )?;
