@@ -197,12 +197,9 @@ fn main() {
     let pg = postgres::Postgres::start();
     pg.create_db("bench");
     let url = pg.url("bench");
-    let Location::Postgres(target) = Location::parse(&url).expect("url") else {
-        panic!("not PostgreSQL");
-    };
     let t = Instant::now();
     write_rows(
-        &mut slatrack::store::PgStore::open(*target).expect("pg"),
+        &mut slatrack::store::PgStore::open(pg.target("bench")).expect("pg"),
         &data,
     );
     pg.psql("bench", "ANALYZE");

@@ -18,7 +18,7 @@ mod wait;
 
 use postgres::Postgres;
 use scorecard::{cards, globex_lines as globex, replay};
-use slatrack::store::{Location, PartitionStore, PgStore};
+use slatrack::store::{PartitionStore, PgStore};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -106,10 +106,7 @@ fn replays_into_postgres_give_the_sqlite_scorecards_and_fold_exactly() {
     }
 
     // Folding every row into hours changes no figure.
-    let Location::Postgres(target) = Location::parse(&url).expect("url") else {
-        panic!("not a PostgreSQL location");
-    };
-    let mut s = PgStore::open(*target).expect("open");
+    let mut s = PgStore::open(pg.target("cards")).expect("open");
     let minutes = |pg: &Postgres| -> u64 {
         pg.psql(
             "cards",
@@ -248,12 +245,7 @@ fn concurrent_commits_of_one_partition_are_fenced() {
     use slatrack::store::{apply_commit, PartitionCommit, RejectRow, StoreError, StoreTx};
     let pg = Postgres::start();
     pg.create_db("fence");
-    let target = || {
-        let Location::Postgres(t) = Location::parse(&pg.url("fence")).expect("url") else {
-            panic!("not PostgreSQL");
-        };
-        *t
-    };
+    let target = || pg.target("fence");
     let mut stats = Stats::default();
     stats.counters.attempts = 3;
     stats.counters.events = 3;
@@ -330,10 +322,7 @@ fn a_new_log_is_accepted_on_postgres() {
     let pg = Postgres::start();
     pg.create_db("newlog");
     let url = pg.url("newlog");
-    let Location::Postgres(target) = Location::parse(&url).expect("url") else {
-        panic!("not PostgreSQL");
-    };
-    let mut store = PgStore::open(*target).expect("store");
+    let mut store = PgStore::open(pg.target("newlog")).expect("store");
     let config = std::sync::Arc::new(slatrack::config::Config::default());
     let source = "kafka:deliveries/0";
     let (mut p, next) = Pipeline::resume(

@@ -305,6 +305,18 @@ impl Instance {
         }
     }
 
+    /// [`Instance::spawn_env`], returned once it owns partitions (`name` for the failure
+    /// message; `limit` as the group may first have to settle).
+    fn joined(config: &Path, log: &Path, env: &[(&str, &str)], name: &str, limit: u64) -> Instance {
+        let i = Self::spawn_env(config, log, env);
+        wait_until(
+            &format!("{name} to own partitions"),
+            Duration::from_secs(limit),
+            || !i.assigned().is_empty(),
+        );
+        i
+    }
+
     /// Partitions of every "partition assigned" line so far, in log order.
     fn assigned(&self) -> Vec<i32> {
         assigned_in(&self.log)
@@ -783,19 +795,10 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
     // is in progress can stay the leader of the next generation, and the others then loop
     // on SyncGroup "rebalance in progress" for good; two joining at once can leave one
     // without partitions). See docs/testing.md.
-    let mut a = Instance::spawn(&config, &log("a"));
-    wait_until("A to own partitions", Duration::from_secs(60), || {
-        !a.assigned().is_empty()
-    });
-    let mut b = Instance::spawn(&config, &log("b"));
-    wait_until("B to own partitions", Duration::from_secs(120), || {
-        !b.assigned().is_empty()
-    });
+    let mut a = Instance::joined(&config, &log("a"), &[], "A", 60);
+    let mut b = Instance::joined(&config, &log("b"), &[], "B", 120);
     produce(&broker.brokers(), &f.records[n / 3..2 * n / 3]);
-    let mut c = Instance::spawn(&config, &log("c"));
-    wait_until("C to own partitions", Duration::from_secs(120), || {
-        !c.assigned().is_empty()
-    });
+    let mut c = Instance::joined(&config, &log("c"), &[], "C", 120);
     wait_until(
         "progress past the first third",
         Duration::from_secs(120),
@@ -869,28 +872,21 @@ fn postgres_store_three_instances_sigkills_and_a_server_crash_equal_replay() {
     let mut watch = Watch::new(&store, 6);
     let n = f.records.len();
     let log = |x: &str| dir.path().join(format!("{x}.log"));
-    let mut a = Instance::spawn(&config, &log("a"));
-    wait_until("A to own partitions", Duration::from_secs(60), || {
-        !a.assigned().is_empty()
-    });
-    let b = Instance::spawn(&config, &log("b"));
-    wait_until("B to own partitions", Duration::from_secs(120), || {
-        !b.assigned().is_empty()
-    });
+    let mut a = Instance::joined(&config, &log("a"), &[], "A", 60);
+    let b = Instance::joined(&config, &log("b"), &[], "B", 120);
     // C's listener on a known port: its /readyz during the outage.
     let c_listen = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap();
     let c_addr = c_listen.to_string();
-    let mut c = Instance::spawn_env(
+    let mut c = Instance::joined(
         &config,
         &log("c"),
         &[("SLATRACK_METRICS_LISTEN", c_addr.as_str())],
+        "C",
+        120,
     );
     let readyz = || http::http_get(c_listen, "/readyz");
-    wait_until("C to own partitions", Duration::from_secs(120), || {
-        !c.assigned().is_empty()
-    });
     wait_until(
         "progress into the first third",
         Duration::from_secs(120),

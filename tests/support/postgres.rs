@@ -200,6 +200,11 @@ impl Postgres {
         format!("postgres://slatrack@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// [`Postgres::url`] as slatrack's connection target.
+    pub fn target(&self, db: &str) -> slatrack::store::PgTarget {
+        slatrack::store::PgTarget::parse(&self.url(db)).expect("a PostgreSQL URL")
+    }
+
     pub fn url_as(&self, user: &str, db: &str) -> String {
         format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
     }
