@@ -146,12 +146,6 @@ impl PgStore {
         Ok(PgTx::new(tx, prepared, target))
     }
 
-    /// Number of bucket rows (all sources); for tests.
-    pub fn bucket_rows(&self) -> Result<u64, StoreError> {
-        let rows = self.query("SELECT COUNT(*) FROM buckets", &[])?;
-        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
-    }
-
     fn fold_day(&mut self, from_ms: i64, to_ms: i64) -> Result<u64, StoreError> {
         let tx = self.begin_tx()?;
         if !tx.try_lock_folding()? {
