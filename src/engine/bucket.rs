@@ -8,11 +8,15 @@
 //! allocation once warm. A start that collides with another open one (only
 //! after a restore under a shorter lateness) doubles the ring instead of failing.
 
-use super::keys::KeyId;
+use super::keys::{KeyId, KeyInfo};
 use super::stats::Stats;
 use crate::time::Micros;
+use std::sync::Arc;
 
 const ABSENT: u32 = u32::MAX;
+
+/// An open bucket's key handle and statistics.
+type OpenEntry = (Arc<KeyInfo>, Stats);
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -20,8 +24,11 @@ struct Slot {
     start: Micros,
     /// `None` only once taken by `close_before`, which then clears the vector: taking
     /// writes a tag, where `mem::take` would write a whole default `Stats` back (on sparse
-    /// traffic nearly every record closes a bucket).
-    entries: Vec<(KeyId, Option<Stats>)>,
+    /// traffic nearly every record closes a bucket). Each entry holds its own handle on
+    /// the key, taken when it opens: the closed bucket then moves it out rather than
+    /// cloning it (an `Arc` clone is a locked instruction, which waits for every store
+    /// before it; closing is all stores, opening nearly none).
+    entries: Vec<(KeyId, Option<OpenEntry>)>,
     /// Position in `entries` by key id (`ABSENT`), grown on demand; reset entry by entry
     /// on close, so a slot is reused without a scan of every key.
     pos: Vec<u32>,
@@ -65,15 +72,16 @@ impl OpenBuckets {
         (ordinal as usize) & (self.slots.len() - 1)
     }
 
-    /// The statistics of `key` in the bucket starting at `start`, created empty if new.
-    pub fn stats(&mut self, start: Micros, key: KeyId) -> &mut Stats {
-        self.stats_at(start.div_euclid(self.width), key)
+    /// The statistics of `key` (whose info is `info`) in the bucket starting at `start`,
+    /// created empty if new.
+    pub fn stats(&mut self, start: Micros, key: KeyId, info: &Arc<KeyInfo>) -> &mut Stats {
+        self.stats_at(start.div_euclid(self.width), key, info)
     }
 
     /// [`OpenBuckets::stats`] by the bucket's ordinal (`start / width`), which the shard
     /// has computed anyway: the per-record path divides once.
     #[inline]
-    pub fn stats_at(&mut self, ordinal: i64, key: KeyId) -> &mut Stats {
+    pub fn stats_at(&mut self, ordinal: i64, key: KeyId, info: &Arc<KeyInfo>) -> &mut Stats {
         let start = ordinal * self.width;
         let mut i = self.index(ordinal);
         if !self.slots[i].entries.is_empty() && self.slots[i].start != start {
@@ -93,7 +101,7 @@ impl OpenBuckets {
             // across (a store-forwarding stall).
             let n = slot.entries.len();
             slot.entries
-                .resize_with(n + 1, || (key, Some(Stats::EMPTY)));
+                .resize_with(n + 1, || (key, Some((info.clone(), Stats::EMPTY))));
             if self.len == 0 {
                 self.oldest = ordinal;
             } else {
@@ -106,7 +114,10 @@ impl OpenBuckets {
         } else {
             p as usize
         };
-        slot.entries[p].1.get_or_insert_with(Stats::default)
+        &mut slot.entries[p]
+            .1
+            .get_or_insert_with(|| (info.clone(), Stats::default()))
+            .1
     }
 
     /// Doubles the ring until the bucket with this ordinal has a free or matching slot.
@@ -159,7 +170,7 @@ impl OpenBuckets {
             let mut order: Vec<(KeyId, &Stats)> = s
                 .entries
                 .iter()
-                .filter_map(|(k, st)| Some((*k, st.as_ref()?)))
+                .filter_map(|(k, e)| Some((*k, &e.as_ref()?.1)))
                 .collect();
             order.sort_unstable_by_key(|(k, _)| *k);
             order.into_iter().map(move |(k, st)| (s.start, k, st))
@@ -168,7 +179,11 @@ impl OpenBuckets {
 
     /// Removes every bucket starting before `before` and hands its entries to `emit`,
     /// oldest start first and by key within a start (a deterministic order for the store).
-    pub fn close_before(&mut self, before: Micros, mut emit: impl FnMut(Micros, KeyId, Stats)) {
+    pub fn close_before(
+        &mut self,
+        before: Micros,
+        mut emit: impl FnMut(Micros, KeyId, Arc<KeyInfo>, Stats),
+    ) {
         if self.len == 0 {
             return;
         }
@@ -200,7 +215,7 @@ impl OpenBuckets {
     }
 
     /// Hands the entries of slot `i` to `emit` by key, and empties it.
-    fn close_slot(&mut self, i: usize, emit: &mut impl FnMut(Micros, KeyId, Stats)) {
+    fn close_slot(&mut self, i: usize, emit: &mut impl FnMut(Micros, KeyId, Arc<KeyInfo>, Stats)) {
         let order = &mut self.order;
         let slot = &mut self.slots[i];
         self.len -= slot.entries.len();
@@ -220,8 +235,8 @@ impl OpenBuckets {
             }
             for &(k, p) in &order[..n] {
                 slot.pos[k as usize] = ABSENT;
-                if let Some(stats) = slot.entries[p as usize].1.take() {
-                    emit(start, k, stats);
+                if let Some((info, stats)) = slot.entries[p as usize].1.take() {
+                    emit(start, k, info, stats);
                 }
             }
         } else {
@@ -235,8 +250,8 @@ impl OpenBuckets {
             order.sort_unstable();
             for &(k, p) in order.iter() {
                 slot.pos[k as usize] = ABSENT;
-                if let Some(stats) = slot.entries[p as usize].1.take() {
-                    emit(start, k, stats);
+                if let Some((info, stats)) = slot.entries[p as usize].1.take() {
+                    emit(start, k, info, stats);
                 }
             }
         }
@@ -247,6 +262,15 @@ impl OpenBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info() -> Arc<KeyInfo> {
+        Arc::new(KeyInfo {
+            tenant: "t".into(),
+            platform: "p".into(),
+            direction: crate::event::Direction::Inbound,
+            target_latency_us: 0,
+        })
+    }
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -274,12 +298,12 @@ mod tests {
                     if start < closed_before {
                         continue; // late: the shard never records these
                     }
-                    o.stats(start, key).counters.attempts += 1;
+                    o.stats(start, key, &info()).counters.attempts += 1;
                     *model.entry((start, key)).or_default() += 1;
                 } else {
                     let before = x;
                     let mut got = Vec::new();
-                    o.close_before(before, |s, k, st| got.push(((s, k), st.counters.attempts)));
+                    o.close_before(before, |s, k, _, st| got.push(((s, k), st.counters.attempts)));
                     let keep = model.split_off(&(before, 0));
                     let want: Vec<_> = std::mem::replace(&mut model, keep).into_iter().collect();
                     prop_assert_eq!(got, want);
@@ -300,7 +324,7 @@ mod tests {
     fn slots_hold_one_start_each_and_close_in_order() {
         let mut o = OpenBuckets::new(60, 120); // 4 slots (2 + 2, a power of two)
         for (start, key) in [(180, 2), (60, 1), (120, 1), (60, 0), (180, 2), (240, 5)] {
-            o.stats(start, key).counters.attempts += 1;
+            o.stats(start, key, &info()).counters.attempts += 1;
         }
         assert_eq!(o.len(), 5);
         assert_eq!(
@@ -314,13 +338,13 @@ mod tests {
             ]
         );
         let mut closed = Vec::new();
-        o.close_before(180, |s, k, st| closed.push((s, k, st.counters.attempts)));
+        o.close_before(180, |s, k, _, st| closed.push((s, k, st.counters.attempts)));
         assert_eq!(closed, vec![(60, 0, 1), (60, 1, 1), (120, 1, 1)]);
         assert_eq!(o.len(), 2);
         assert_eq!(o.last_start(), Some(240));
         // A reused slot starts empty for every key.
-        o.stats(300, 1).counters.attempts += 1;
-        assert_eq!(o.stats(300, 0).counters.attempts, 0);
+        o.stats(300, 1, &info()).counters.attempts += 1;
+        assert_eq!(o.stats(300, 0, &info()).counters.attempts, 0);
     }
 
     /// Key order within a start both when most keys are present (positions walked) and
@@ -329,13 +353,13 @@ mod tests {
     fn closes_in_key_order_however_few_keys_a_slot_holds() {
         let mut o = OpenBuckets::new(60, 60);
         for key in [7, 2, 5, 0] {
-            o.stats(0, key).counters.attempts += 1;
+            o.stats(0, key, &info()).counters.attempts += 1;
         }
         for key in [900, 3, 400] {
-            o.stats(60, key).counters.attempts += u64::from(key);
+            o.stats(60, key, &info()).counters.attempts += u64::from(key);
         }
         let mut closed = Vec::new();
-        o.close_before(120, |s, k, st| closed.push((s, k, st.counters.attempts)));
+        o.close_before(120, |s, k, _, st| closed.push((s, k, st.counters.attempts)));
         assert_eq!(
             closed,
             vec![
@@ -351,21 +375,21 @@ mod tests {
         assert!(o.is_empty());
         // Every position was reset: the reused slots (ordinals 4 and 5 of a ring of 4)
         // start empty for every key.
-        assert_eq!(o.stats(240, 5).counters.attempts, 0);
-        assert_eq!(o.stats(300, 400).counters.attempts, 0);
+        assert_eq!(o.stats(240, 5, &info()).counters.attempts, 0);
+        assert_eq!(o.stats(300, 400, &info()).counters.attempts, 0);
     }
 
     #[test]
     fn a_colliding_start_grows_the_ring_and_keeps_everything() {
         let mut o = OpenBuckets::new(10, 0); // 2 slots: starts two buckets apart collide
         for start in [0, 10, 20, 30, 70, -10] {
-            o.stats(start, 3).counters.attempts += 1;
+            o.stats(start, 3, &info()).counters.attempts += 1;
         }
         assert_eq!(o.len(), 6);
         let got: Vec<Micros> = o.iter().map(|(s, _, _)| s).collect();
         assert_eq!(got, vec![-10, 0, 10, 20, 30, 70]);
         let mut n = 0;
-        o.close_before(Micros::MAX, |_, _, _| n += 1);
+        o.close_before(Micros::MAX, |_, _, _, _| n += 1);
         assert_eq!((n, o.len()), (6, 0));
     }
 }

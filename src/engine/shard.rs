@@ -152,7 +152,9 @@ impl Shard {
                 self.close_before(self.bucket_start(wm));
             }
         }
-        self.open.stats_at(ordinal, key).record(ev, target);
+        self.open
+            .stats_at(ordinal, key, self.keys.info(key))
+            .record(ev, target);
         self.tally.counted += 1;
         Ingest::Counted
     }
@@ -245,10 +247,10 @@ impl Shard {
             return;
         }
         self.closed_before = before;
-        let (keys, closed, width_us) = (&self.keys, &mut self.closed, self.bucket_us);
-        self.open.close_before(before, |start, key, stats| {
+        let (closed, width_us) = (&mut self.closed, self.bucket_us);
+        self.open.close_before(before, |start, _, key, stats| {
             closed.push(ClosedBucket {
-                key: keys.info(key).clone(),
+                key,
                 start,
                 width_us,
                 stats,

@@ -103,7 +103,7 @@ impl Shard {
                 return Err(StateError::UnknownKey(b.key));
             }
             aligned(b.start)?;
-            *open.stats(b.start, b.key) = b.stats;
+            *open.stats(b.start, b.key, &state.keys[b.key as usize]) = b.stats;
         }
         shard.open = open;
         // The dedup horizon is the shard's close horizon (every close raises both).
