@@ -501,6 +501,24 @@ fn quarantined(brokers: &str, expected: usize) -> BTreeMap<String, BTreeSet<(Str
     seen
 }
 
+/// What every live test ends with: the scorecard read from the store equals the replay of
+/// the produced records; with a flushed backlog, the corrections are counted as such; the
+/// quarantine holds exactly the planted bad records.
+fn assert_live_equals_replay(
+    dir: &Path,
+    broker: &Tansu,
+    f: &Fixture,
+    store: &str,
+    producers: Producers,
+) {
+    let live = scorecard(store);
+    assert_eq!(live, replay_scorecard(dir, f));
+    if producers == Producers::WorkdayStallsThenFlushes {
+        assert_backlog_counted(dir, f, store, &live);
+    }
+    assert_quarantine(&broker.brokers(), f);
+}
+
 /// A broker with the topics, the fixture produced to it, and a config for `slatrack run`.
 struct Setup {
     dir: tempfile::TempDir,
@@ -671,12 +689,7 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind, producers: Producers)
         "checkpoints end exactly at the end of each partition"
     );
 
-    let live = scorecard(&store);
-    assert_eq!(live, replay_scorecard(dir.path(), &f));
-    if producers == Producers::WorkdayStallsThenFlushes {
-        assert_backlog_counted(dir.path(), &f, &store, &live);
-    }
-    assert_quarantine(&broker.brokers(), &f);
+    assert_live_equals_replay(dir.path(), &broker, &f, &store, producers);
 }
 
 #[test]
@@ -712,16 +725,8 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind, producers: Producers) {
     let mut watch = Watch::new(&store, PARTITIONS);
     // A starts alone and owns every partition; B joins mid-stream (scale-out), then A
     // leaves mid-stream (scale-in) and B takes its partitions over.
-    let mut a = Instance::spawn(&config, &dir.path().join("a.log"));
-    wait_until("A to own partitions", Duration::from_secs(60), || {
-        !a.assigned().is_empty()
-    });
-    let mut b = Instance::spawn(&config, &dir.path().join("b.log"));
-    wait_until(
-        "both instances to own partitions",
-        Duration::from_secs(120),
-        || !b.assigned().is_empty(),
-    );
+    let mut a = Instance::joined(&config, &dir.path().join("a.log"), &[], "A", 60);
+    let mut b = Instance::joined(&config, &dir.path().join("b.log"), &[], "B", 120);
     wait_until("some progress", Duration::from_secs(120), || {
         watch.progress() >= total / 4
     });
@@ -741,12 +746,7 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind, producers: Producers) {
         "B took over A's partitions:\n{b_log}"
     );
 
-    let live = scorecard(&store);
-    assert_eq!(live, replay_scorecard(dir.path(), &f));
-    if producers == Producers::WorkdayStallsThenFlushes {
-        assert_backlog_counted(dir.path(), &f, &store, &live);
-    }
-    assert_quarantine(&broker.brokers(), &f);
+    assert_live_equals_replay(dir.path(), &broker, &f, &store, producers);
 }
 
 #[test]
@@ -823,8 +823,7 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
     let seen_c = c.assigned().len();
     assert!(b.sigterm().success());
     c_finishes_alone(&mut c, seen_c, &mut watch, total);
-    assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
-    assert_quarantine(&broker.brokers(), &f);
+    assert_live_equals_replay(dir.path(), &broker, &f, &store, Producers::Steady);
 }
 
 /// After B left: C takes every one of the six partitions, finishes them and stops on
@@ -942,6 +941,5 @@ fn postgres_store_three_instances_sigkills_and_a_server_crash_equal_replay() {
     let seen_c = c.assigned().len();
     b.sigkill();
     c_finishes_alone(&mut c, seen_c, &mut watch, total);
-    assert_eq!(scorecard(&store), replay_scorecard(dir.path(), &f));
-    assert_quarantine(&broker.brokers(), &f);
+    assert_live_equals_replay(dir.path(), &broker, &f, &store, Producers::Steady);
 }
