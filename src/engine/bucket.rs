@@ -96,9 +96,9 @@ impl OpenBuckets {
         }
         let p = slot.pos[k];
         let p = if p == ABSENT {
-            // Reserved, then written from a constant: `push(Stats::default())` would build
-            // the entry with partial stores that its copy into the vector then loads
-            // across (a store-forwarding stall).
+            // Reserved, then written in place (the key's handle and the `EMPTY` constant):
+            // `push(Stats::default())` would build the entry with partial stores that its
+            // copy into the vector then loads across (a store-forwarding stall).
             let n = slot.entries.len();
             slot.entries
                 .resize_with(n + 1, || (key, Some((info.clone(), Stats::EMPTY))));
@@ -262,7 +262,10 @@ impl OpenBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
+    /// A key's handle (these tests only count, by key id).
     fn info() -> Arc<KeyInfo> {
         Arc::new(KeyInfo {
             tenant: "t".into(),
@@ -271,8 +274,6 @@ mod tests {
             target_latency_us: 0,
         })
     }
-    use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     proptest! {
         /// Against a model (an ordered map of (start, key) → count): whatever the order of

@@ -300,7 +300,10 @@ impl Dedup {
         for (o, mut t) in self.tables.drain(..n) {
             if let Some(out) = out.as_deref_mut() {
                 if t.used > 0 {
-                    // Sized once: a bucket's set is built in one allocation.
+                    // One allocation of the table's slot count (16 bytes a slot, used or
+                    // not; 1 KB at least), held until the next commit: under three times
+                    // the keys of a table its own bucket grew, more for a bucket that
+                    // reused a larger spare (at most `MAX_SPARE` are kept).
                     out.push((o, t.key_vec()));
                 }
             }
