@@ -943,3 +943,270 @@ fn postgres_store_three_instances_sigkills_and_a_server_crash_equal_replay() {
     c_finishes_alone(&mut c, seen_c, &mut watch, total);
     assert_live_equals_replay(dir.path(), &broker, &f, &store, Producers::Steady);
 }
+
+/// When the pilot's events happened: at their 2025 dates (every row is past
+/// `store.minute_retention` and folds), or moved by whole weeks to end a day ago (the last
+/// five weeks stay minute rows).
+#[derive(Clone, Copy, Debug)]
+enum Dated {
+    Pilot2025,
+    EndingNow,
+}
+
+/// The 10-week Globex pilot as a live topic would carry it: logical events round robin over
+/// [`PARTITIONS`] partitions (every bucket split across them), 5 % of the records sent
+/// twice, records up to 30 minutes out of order, one sentinel per partition a day after
+/// the last so every bucket closes. Returns the records and the events they hold.
+fn pilot_topic(dated: Dated) -> (Vec<(i32, Vec<u8>)>, Vec<slatrack::event::DeliveryEvent>) {
+    use slatrack::time::MICROS_PER_DAY;
+    let mut evs = slatrack::synthetic::globex_fixture();
+    if let Dated::EndingNow = dated {
+        let last = evs.iter().map(|e| e.completed_at).max().unwrap();
+        let weeks = (slatrack::time::now_micros() - MICROS_PER_DAY - last) / (7 * MICROS_PER_DAY);
+        for e in &mut evs {
+            for t in [&mut e.enqueued_at, &mut e.started_at, &mut e.completed_at] {
+                *t += weeks * 7 * MICROS_PER_DAY;
+            }
+        }
+    }
+    let mut partition_of = std::collections::HashMap::new();
+    // (send order key, partition, event): sent in completion order plus a jitter of up
+    // to 30 minutes, so records arrive up to 30 minutes out of order.
+    let mut sends = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        let n = partition_of.len() as i32;
+        let p = *partition_of
+            .entry(e.event_id.clone())
+            .or_insert(n % PARTITIONS as i32);
+        let jitter = (i as i64 * 7_919 % 1_800) * 1_000_000;
+        sends.push((e.completed_at + jitter, p, e.clone()));
+        if i % 20 == 7 {
+            // The duplicate a producer's retry sends, up to an hour after the original.
+            sends.push((
+                e.completed_at + jitter + (i as i64 % 3_600) * 1_000_000,
+                p,
+                e.clone(),
+            ));
+        }
+    }
+    sends.sort_by_key(|(at, ..)| *at);
+    let mut records: Vec<(i32, Vec<u8>)> = sends
+        .iter()
+        .map(|(_, p, e)| (*p, slatrack::codec::protobuf::encode(e)))
+        .collect();
+    let mut s = evs.iter().max_by_key(|e| e.completed_at).unwrap().clone();
+    s.tenant = "zz-sentinel".into();
+    s.outcome = slatrack::event::Outcome::Delivered;
+    s.attempt = 1;
+    for t in [&mut s.enqueued_at, &mut s.started_at, &mut s.completed_at] {
+        *t += MICROS_PER_DAY;
+    }
+    for p in 0..PARTITIONS as i32 {
+        s.event_id = format!("sentinel-{p}");
+        records.push((p, slatrack::codec::protobuf::encode(&s)));
+    }
+    (records, evs)
+}
+
+/// Per platform: (attempts, events, on-time events), counted from the records without the
+/// engine: each (event id, attempt) once; an event is its terminal record; on time when
+/// delivered within the platform's target end to end (config/slatrack.toml: 300 ms for
+/// Impact-In, 500 ms for the others).
+fn pilot_truth(evs: &[slatrack::event::DeliveryEvent]) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut seen = BTreeSet::new();
+    let mut out: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for e in evs {
+        if !seen.insert((e.event_id.clone(), e.attempt)) {
+            continue;
+        }
+        let t = out.entry(e.platform.clone()).or_default();
+        t.0 += 1;
+        if e.outcome != slatrack::event::Outcome::Retrying {
+            t.1 += 1;
+            let target = if e.platform == "impact_in" {
+                300_000
+            } else {
+                500_000
+            };
+            if e.outcome == slatrack::event::Outcome::Delivered
+                && e.completed_at - e.enqueued_at <= target
+            {
+                t.2 += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The pilot's scorecard JSON from a store, over every day of the events.
+fn pilot_scorecard(location: &str, evs: &[slatrack::event::DeliveryEvent]) -> serde_json::Value {
+    use slatrack::time::MICROS_PER_DAY;
+    let first = evs.iter().map(|e| e.completed_at).min().unwrap();
+    let last = evs.iter().map(|e| e.completed_at).max().unwrap();
+    let from = first.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
+    let to = (last.div_euclid(MICROS_PER_DAY) + 1) * MICROS_PER_DAY;
+    let s = slatrack::store::open_for_reading(&Location::parse(location).unwrap(), None).unwrap();
+    let sc = slatrack::scorecard::build_at(
+        &*s,
+        Arc::new(Config::default()),
+        "globex",
+        from,
+        to,
+        to + MICROS_PER_DAY,
+    )
+    .unwrap();
+    slatrack::scorecard::json::render(&sc)
+}
+
+/// The scorecard's per-platform (attempts, events, on-time events).
+fn scorecard_counts(v: &serde_json::Value) -> BTreeMap<String, (u64, u64, u64)> {
+    v["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["events"].as_u64() > Some(0))
+        .map(|p| {
+            let events = p["events"].as_u64().unwrap();
+            let on_time = (p["on_time_ratio"].as_f64().unwrap() * events as f64).round() as u64;
+            let attempts = p["attempts"].as_u64().unwrap();
+            (
+                p["platform"].as_str().unwrap().to_string(),
+                (attempts, events, on_time),
+            )
+        })
+        .collect()
+}
+
+/// The run: the 10-week pilot on a 4-partition topic, read by `slatrack run` with
+/// the default config but for a short checkpoint interval — two instances, a rebalance, two
+/// SIGKILLs and a SIGTERM — on the given store, with the data at the given dates. The
+/// scorecard equals figures counted from the records, and the replay of the same records
+/// into a store of the same kind.
+fn pilot_live_on(kind: StoreKind, dated: Dated) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(&dir.path().join("tansu.log"));
+    broker.create_topic(TOPIC, PARTITIONS);
+    broker.create_topic("slatrack-quarantine", 1);
+    let (records, evs) = pilot_topic(dated);
+    let truth = pilot_truth(&evs);
+    let total = records.len() as i64;
+    let (mut pg, mut replay_store) = (None, dir.path().join("replay.db").display().to_string());
+    let store = match kind {
+        StoreKind::Sqlite => dir.path().join("live.db").display().to_string(),
+        StoreKind::Postgres => {
+            let server = Postgres::start();
+            server.create_db("live");
+            server.create_db("replay");
+            replay_store = server.url("replay");
+            let url = server.url("live");
+            pg = Some(server);
+            url
+        }
+        StoreKind::Kafka => unreachable!("the Kafka store is not a store of record"),
+    };
+    let config = write_config(dir.path(), &broker.brokers(), &store);
+    let mut watch = Watch::new(&store, PARTITIONS);
+    let n = records.len();
+    let log = |x: &str| dir.path().join(format!("{x}.log"));
+    let quarter = |k: usize| &records[k * n / 4..(k + 1) * n / 4];
+
+    // A alone reads the first quarter (weeks of event time in one commit); B joins and is
+    // SIGKILLed mid-stream; A takes its partitions back and (2025 data) folds the rows past
+    // the retention, a minute after it started; C joins, A is SIGKILLed, C finishes and
+    // stops on SIGTERM.
+    produce(&broker.brokers(), quarter(0));
+    let mut a = Instance::joined(&config, &log("a"), &[], "A", 60);
+    wait_until("the first quarter", Duration::from_secs(120), || {
+        watch.progress() >= (n / 4) as i64
+    });
+    let mut b = Instance::joined(&config, &log("b"), &[], "B", 120);
+    produce(&broker.brokers(), quarter(1));
+    wait_until(
+        "some of the second quarter",
+        Duration::from_secs(120),
+        || watch.progress() > (n / 4) as i64,
+    );
+    b.sigkill();
+    wait_until("A past half", Duration::from_secs(120), || {
+        watch.progress() >= (n / 2) as i64
+    });
+    if let Dated::Pilot2025 = dated {
+        wait_until(
+            "A to fold rows past the retention",
+            Duration::from_secs(150),
+            || {
+                std::fs::read_to_string(log("a"))
+                    .unwrap_or_default()
+                    .contains("folded bucket rows")
+            },
+        );
+    }
+    produce(&broker.brokers(), quarter(2));
+    let mut c = Instance::joined(&config, &log("c"), &[], "C", 120);
+    produce(&broker.brokers(), quarter(3));
+    a.sigkill();
+    wait_until("the whole topic", Duration::from_secs(180), || {
+        watch.progress() >= total
+    });
+    assert!(c.sigterm().success(), "{}", log_tail(&log("c"), 30));
+    assert_eq!(
+        watch.progress(),
+        total,
+        "checkpoints end at each partition's end"
+    );
+
+    let live = pilot_scorecard(&store, &evs);
+    assert_eq!(
+        scorecard_counts(&live),
+        truth,
+        "{dated:?} live: the records' own figures"
+    );
+    let file = dir.path().join("pilot.pb");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        for (_, v) in &records {
+            let mut len = Vec::new();
+            prost::encoding::encode_varint(v.len() as u64, &mut len);
+            std::io::Write::write_all(&mut w, &len).unwrap();
+            std::io::Write::write_all(&mut w, v).unwrap();
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_slatrack"))
+        .args(["replay", "--input"])
+        .arg(&file)
+        .args(["--store", &replay_store])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        live,
+        pilot_scorecard(&replay_store, &evs),
+        "{dated:?}: live equals replay"
+    );
+    drop(pg);
+}
+
+#[test]
+fn pilot_dated_2025_live_on_sqlite_is_exact() {
+    pilot_live_on(StoreKind::Sqlite, Dated::Pilot2025);
+}
+
+#[test]
+fn pilot_dated_2025_live_on_postgres_is_exact() {
+    pilot_live_on(StoreKind::Postgres, Dated::Pilot2025);
+}
+
+#[test]
+fn pilot_ending_now_live_on_sqlite_is_exact() {
+    pilot_live_on(StoreKind::Sqlite, Dated::EndingNow);
+}
+
+#[test]
+fn pilot_ending_now_live_on_postgres_is_exact() {
+    pilot_live_on(StoreKind::Postgres, Dated::EndingNow);
+}

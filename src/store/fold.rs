@@ -60,12 +60,27 @@ impl HourlyFold {
         }
     }
 
-    /// Merges an hourly row already stored (not counted as folded): with every stored
-    /// hourly row of the range merged, [`HourlyFold::replace`] writes the sums.
-    pub fn merge_stored(&mut self, r: MinuteRow) {
+    /// Merges a row already stored at an hour's start, `width_us` wide (not counted as
+    /// folded): with every such row of the range merged, [`HourlyFold::replace`] writes
+    /// the sums over them, as wide as the widest.
+    pub fn merge_stored(&mut self, r: MinuteRow, width_us: Micros) {
+        debug_assert_eq!(
+            r.start_ms.rem_euclid(HOUR_MS),
+            0,
+            "only rows at an hour's start"
+        );
         let rows = self.rows;
+        let key = (
+            r.source.clone(),
+            r.tenant.clone(),
+            r.platform.clone(),
+            r.start_ms,
+        );
         self.add(r);
         self.rows = rows;
+        if let Some(b) = self.hours.get_mut(&key) {
+            b.width_us = b.width_us.max(width_us);
+        }
     }
 
     /// Writes the hourly rows over the stored ones (see [`HourlyFold::merge_stored`]).

@@ -162,13 +162,17 @@ impl PgStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        // The hourly rows already there (folded before), locked, merged in memory: a
-        // statement for the whole day rather than a read per hour.
+        // The rows already at an hour's start (folded before, or a commit's row of several
+        // hours that starts on one), locked, merged in memory: a statement for the whole
+        // day rather than a read per hour. The fold writes over exactly these keys. A row
+        // of several hours starting elsewhere (a backfill's, see `store::daily_rows`) is
+        // another key: it stays as it is and is not merged, or it would count twice.
         let stored = tx.query(
             "SELECT source, tenant, platform, direction, bucket_start_ms, target_latency_ms,
                  attempts, events, delivered, failed, dead_lettered, on_time, retried,
-                 max_retries, latency_sum_us, latency_hist
-             FROM buckets WHERE bucket_secs >= 3600 AND bucket_start_ms >= $1 AND bucket_start_ms < $2
+                 max_retries, latency_sum_us, latency_hist, bucket_secs
+             FROM buckets WHERE bucket_secs >= 3600 AND bucket_start_ms % 3600000 = 0
+                 AND bucket_start_ms >= $1 AND bucket_start_ms < $2
              FOR UPDATE",
             &[&from_ms, &to_ms],
         )?;
@@ -177,7 +181,7 @@ impl PgStore {
             fold.add(minute_row(r)?);
         }
         for r in &stored {
-            fold.merge_stored(minute_row(r)?);
+            fold.merge_stored(minute_row(r)?, r.get::<_, i64>(16) * 1_000_000);
         }
         let n = fold.replace(&tx)?;
         Box::new(tx).commit()?;

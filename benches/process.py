@@ -1,0 +1,264 @@
+"""The process-level bench: `slatrack run` as a user runs it, alternated with another build.
+
+    bash scripts/fetch-tansu.sh && cargo build --release --locked
+    python3 -m venv .tools/venv && .tools/venv/bin/pip install confluent-kafka==2.12.0
+    SLATRACK_TANSU=.tools/tansu .tools/venv/bin/python benches/process.py --against REV [--runs 5]
+
+Setup, once per sitting: tansu (memory storage) on 127.0.0.1, one 4-partition topic of
+JSON delivery records (≈300 B each: the 10-week Globex fixture copied as tenants
+globex-0.. until there are `--records`, default 1,000,000, in event-time order, keyed by
+event id), plus one sentinel per partition a day later so every bucket closes.
+
+Each round runs, in turn, the bare peer (benches/peers/py_count.py: confluent-kafka,
+counting only) and both builds — this tree's target/release/slatrack and REV's, built
+once into target/against/ — in alternating order. A slatrack run is the user's: the
+default config plus a [kafka] section naming the topic (format json), a fresh SQLite
+store, its own consumer group, the metrics listener off.
+
+Measured per slatrack run, from outside the process:
+- records/s: records over the busy span. The span starts at the first 40 ms in which
+  the process spends over half a core after its first partition is assigned (joining a
+  group is idle waiting) and ends at the last such 40 ms before the checkpoints in the
+  store reach the end of every partition (the store is read every 100 ms, as a reader
+  polling SQLite faster slows its writer; the CPU clock places the end within 40 ms).
+- CPU-s per 1 M records: the process's user + system time when the checkpoints reach
+  the end, over the records (start-up included).
+- peak RSS: VmHWM when the checkpoints reach the end.
+Each run's figures are checked: the store's events must equal the topic's.
+Printed: min / median / max over the runs for each build and for the peer, the medians'
+ratios, and "bimodal" when a build's max rate is over 1.5x its min.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta
+
+from confluent_kafka import Producer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers"))
+import fixture  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOPIC = "deliveries"
+PARTITIONS = 4
+TICK = os.sysconf("SC_CLK_TCK")
+WINDOW = 0.04  # seconds
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def build_against(rev):
+    """REV's release binary, built once in its own worktree under target/against/."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    out = os.path.join(ROOT, "target", "against", sha[:12] + ".slatrack")
+    if os.path.exists(out):
+        return sha, out
+    tree = os.path.join(ROOT, "target", "against", "tree-" + sha[:12])
+    if not os.path.exists(tree):
+        subprocess.run(["git", "worktree", "add", "--detach", tree, sha], cwd=ROOT, check=True)
+    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(ROOT, "target", "against", "target"))
+    print(f"building {rev} ({sha[:12]}) in {tree} …", file=sys.stderr)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "slatrack"], cwd=tree,
+                   env=env, check=True)
+    os.replace(os.path.join(env["CARGO_TARGET_DIR"], "release", "slatrack"), out)
+    return sha, out
+
+
+def fill_topic(tansu, url, brokers, binary, tmp, n):
+    for t, parts in ((TOPIC, PARTITIONS), ("slatrack-quarantine", 1)):
+        subprocess.run([tansu, "topic", "create", t, "--partitions", str(parts), "--broker", url],
+                       check=True, stdout=subprocess.DEVNULL)
+    base = fixture.records(binary, tmp, 1)
+    copies = -(-n // len(base))
+    recs = fixture.records(binary, tmp, copies)[:n]
+    p = Producer({"bootstrap.servers": brokers, "linger.ms": 20,
+                  "queue.buffering.max.messages": 1000000})
+    def send(v, **kw):
+        while True:
+            try:
+                p.produce(TOPIC, v, **kw); return
+            except BufferError:
+                p.poll(0.05)
+    size = 0
+    for e in recs:
+        v = json.dumps(e, separators=(",", ":")).encode()
+        size += len(v)
+        send(v, key=e["event_id"])
+    last = datetime.fromisoformat(recs[-1]["completed_at"].replace("Z", "+00:00")) + timedelta(days=1)
+    stamp = last.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    for part in range(PARTITIONS):
+        s = dict(recs[0]); s.update(tenant="zz-sentinel", event_id=f"sentinel-{part}", outcome="delivered",
+                                    attempt=1, enqueued_at=stamp, started_at=stamp, completed_at=stamp)
+        send(json.dumps(s, separators=(",", ":")).encode(), partition=part)
+    if p.flush(300):
+        raise SystemExit("the broker did not take every record: see its log")
+    terminal = sum(1 for e in recs if e["outcome"] != "retrying")
+    return len(recs) + PARTITIONS, size / len(recs), terminal
+
+
+def proc_cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def proc_hwm_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        m = re.search(r"VmHWM:\s+(\d+) kB", f.read())
+    return int(m.group(1)) / 1024
+
+
+def checkpointed(db):
+    try:
+        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        (v,) = c.execute("SELECT COALESCE(SUM(next_offset), 0) FROM checkpoints").fetchone()
+        c.close()
+        return v
+    except sqlite3.Error:
+        return 0
+
+
+def run_slatrack(binary, brokers, n, terminal, tmp, tag):
+    work = tempfile.mkdtemp(dir=tmp, prefix=tag + "-")
+    db, cfg, log = (os.path.join(work, x) for x in ("s.db", "slatrack.toml", "slatrack.log"))
+    with open(cfg, "w") as f:
+        f.write(f"""[store]\npath = "{db}"\n[metrics]\nlisten = ""\n[kafka]\nbrokers = "{brokers}"
+group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nformat = "json"
+[kafka.properties]\n"session.timeout.ms" = "2000"\n"heartbeat.interval.ms" = "500"\n""")
+    with open(log, "w") as logf:
+        svc = subprocess.Popen([binary, "run", "--config", cfg], stdout=logf, stderr=logf,
+                               env=dict(os.environ, RUST_LOG="info", NO_COLOR="1"))
+    samples = []  # (t, cpu_s)
+    assigned_at = None
+    done = {}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                samples.append((time.perf_counter(), proc_cpu_s(svc.pid)))
+            except (OSError, IndexError):
+                return
+            time.sleep(0.005)
+    th = threading.Thread(target=sample, daemon=True); th.start()
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if assigned_at is None:
+                if "partition assigned" in open(log).read():
+                    assigned_at = time.perf_counter()
+                time.sleep(0.005)
+                continue
+            # Read the store rarely: a reader polling SQLite every few ms slows its writer.
+            time.sleep(0.1)
+            if checkpointed(db) >= n:
+                done = {"t": time.perf_counter(), "cpu_s": proc_cpu_s(svc.pid), "rss": proc_hwm_mib(svc.pid)}
+                break
+            if svc.poll() is not None:
+                raise SystemExit(f"{tag}: slatrack exited {svc.returncode}; see {log}")
+        else:
+            raise SystemExit(f"{tag}: not done in 600 s; see {log}")
+    finally:
+        stop.set(); th.join()
+        svc.terminate(); svc.wait(60)
+    # A sample ends a busy window when the process spent over half a core in the WINDOW
+    # before it (CPU time comes in clock ticks of 10 ms: a window holds several).
+    busy = []
+    j = 0
+    for t, c in samples:
+        while samples[j][0] < t - WINDOW:
+            j += 1
+        if t - samples[j][0] >= WINDOW / 2 and (c - samples[j][1]) / (t - samples[j][0]) > 0.5:
+            busy.append(t)
+    start = next((t - WINDOW for t in busy if assigned_at is not None and t >= assigned_at), None)
+    end = max((t for t in busy if t <= done["t"]), default=None)
+    if start is None or end is None or end <= start:
+        raise SystemExit(f"{tag}: no busy span found")
+    con = sqlite3.connect(db)
+    (events,) = con.execute("SELECT COALESCE(SUM(events), 0) FROM buckets WHERE tenant != 'zz-sentinel'").fetchone()
+    con.close()
+    if events != terminal:
+        raise SystemExit(f"{tag}: the store counted {events} events, the topic holds {terminal}")
+    print(f"  {tag}: assigned→checkpointed {done['t'] - assigned_at:.2f} s, busy span "
+          f"{start - assigned_at:+.2f} s .. {end - assigned_at:+.2f} s, {len(samples)} samples", file=sys.stderr)
+    return {"rate": n / (end - start), "cpu_per_m": done["cpu_s"] / n * 1e6, "rss": done["rss"]}
+
+
+def run_peer(brokers, n, tmp, i):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benches/peers/py_count.py"), brokers, TOPIC,
+                          str(n), f"peer-{i}-{os.getpid()}"], check=True, capture_output=True, text=True).stdout
+    r = json.loads(out)
+    return {"rate": r["rate"], "cpu_per_m": r["cpu_s"] / n * 1e6, "rss": r["rss_mib"]}
+
+
+def summary(name, runs):
+    out = [f"{name:<26}"]
+    for k, unit, fmt in (("rate", "M rec/s", "{:.2f}"), ("cpu_per_m", "CPU-s/1M", "{:.2f}"), ("rss", "MiB", "{:.0f}")):
+        vs = [r[k] / (1e6 if k == "rate" else 1) for r in runs]
+        out.append(f"{unit} " + "/".join(fmt.format(v) for v in (min(vs), statistics.median(vs), max(vs))))
+    rates = [r["rate"] for r in runs]
+    if max(rates) > 1.5 * min(rates):
+        out.append("BIMODAL")
+    return "  ".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--against", required=True, help="git rev to alternate with (built once)")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/slatrack"),
+                    help="this tree's build (default target/release/slatrack)")
+    a = ap.parse_args()
+    tansu = os.environ["SLATRACK_TANSU"]
+    head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    sha, against = build_against(a.against)
+    tmp = tempfile.mkdtemp(prefix="slatrack-bench-")
+    kp = free_port()
+    url = f"tcp://127.0.0.1:{kp}"
+    broker = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                               "--storage-engine", "memory://tansu/"], stdout=subprocess.DEVNULL,
+                              stderr=open(os.path.join(tmp, "tansu.log"), "w"))
+    print(f"work dir {tmp}", file=sys.stderr)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", kp), 0.2).close(); break
+            except OSError:
+                time.sleep(0.05)
+        brokers = f"127.0.0.1:{kp}"
+        n, avg, terminal = fill_topic(tansu, url, brokers, a.binary, tmp, a.records)
+        print(f"{n} JSON records (≈{avg:.0f} B) in {PARTITIONS} partitions; {a.runs} alternated rounds")
+        results = {"peer": [], "this": [], "against": []}
+        builds = [("this", a.binary), ("against", against)]
+        for i in range(a.runs):
+            results["peer"].append(run_peer(brokers, n, tmp, i))
+            for name, binary in (builds if i % 2 == 0 else builds[::-1]):
+                results[name].append(run_slatrack(binary, brokers, n, terminal, tmp, f"{name}-{i}"))
+            print(f"round {i + 1}: " + "  ".join(f"{k} {v[-1]['rate'] / 1e6:.2f} M/s" for k, v in results.items()),
+                  flush=True)
+        print(summary("python peer (count only)", results["peer"]))
+        print(summary(f"this tree ({head})", results["this"]))
+        print(summary(f"against {a.against} ({sha[:9]})", results["against"]))
+        med = {k: statistics.median(r["rate"] for r in v) for k, v in results.items()}
+        print(f"median rate: this / peer {med['this'] / med['peer']:.2f}, against / peer "
+              f"{med['against'] / med['peer']:.2f}, this / against {med['this'] / med['against']:.2f}")
+    finally:
+        broker.kill()
+
+
+if __name__ == "__main__":
+    main()
