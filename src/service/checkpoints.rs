@@ -23,17 +23,34 @@ use std::time::{Duration, Instant};
 /// later) and a crash re-reads more, but freshness holds.
 pub(super) const COMMIT_SHARE: u32 = 10;
 
-/// The least time between two commits of one partition (see [`COMMIT_SHARE`]).
+/// The least time between two commits of one partition while the apply thread has
+/// records waiting (see [`COMMIT_SHARE`]).
 pub(super) fn commit_spacing(interval: Duration, last_cost: Duration, owned: u32) -> Duration {
     interval.max(last_cost.saturating_mul(COMMIT_SHARE.saturating_mul(owned)))
 }
 
+/// Which partitions a round of checkpoints commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pace {
+    /// Records are waiting to be applied: a partition commits once its
+    /// [`commit_spacing`] has passed, so commits keep to their share of the thread.
+    Busy,
+    /// Nothing is waiting (the last wait for a batch timed out): a commit takes time from
+    /// nothing, so a partition commits once `service.checkpoint_interval` has passed.
+    /// Without this, the end of a backlog would wait up to [`COMMIT_SHARE`] × partitions
+    /// × the last (large) commit's duration — seconds — to become durable.
+    Idle,
+    /// Every partition with anything to write, now (shutdown, revocation, tests).
+    All,
+}
+
 impl PartitionSet {
     /// Advances idle partitions' watermarks with the wall clock, then checkpoints the
-    /// partitions that are due (`force`: all). Returns false while the store refuses
+    /// partitions that are due at this [`Pace`]. Returns false while the store refuses
     /// writes: from a failed attempt until the next successful one (a round with nothing
     /// due keeps the previous state, so fetching does not flap).
-    pub(super) fn checkpoint_due(&mut self, force: bool) -> bool {
+    pub(super) fn checkpoint_due(&mut self, pace: Pace) -> bool {
+        let force = pace == Pace::All;
         let interval = Duration::from_micros(self.config.service.checkpoint_interval.0 as u64);
         let idle = Duration::from_micros(self.config.service.idle_timeout.0 as u64);
         let lateness = self.config.engine.allowed_lateness.0;
@@ -65,7 +82,10 @@ impl PartitionSet {
                         .advance_watermark(base - lateness + quiet.as_micros() as Micros);
                 }
             }
-            let spacing = commit_spacing(interval, p.commit_cost, owned);
+            let spacing = match pace {
+                Pace::Busy => commit_spacing(interval, p.commit_cost, owned),
+                Pace::Idle | Pace::All => interval,
+            };
             if !force && p.last_commit.elapsed() < spacing {
                 continue;
             }

@@ -6,6 +6,7 @@
 //! offset order and the partition set skips offsets below the restored checkpoint, so
 //! nothing is applied twice and nothing is skipped.
 
+use super::checkpoints::Pace;
 use super::partitions::{lock, PartitionSet, RebalanceHandler};
 use super::ServiceError;
 use crate::codec::Format;
@@ -141,7 +142,7 @@ pub fn run(
     }
     tracing::info!("shutting down: checkpointing every partition");
     let mut s = lock(&set);
-    s.checkpoint_due(true);
+    s.checkpoint_due(Pace::All);
     if let Some(q) = &s.quarantine {
         q.flush();
     }
@@ -247,7 +248,12 @@ fn apply_loop(
         if let Some(b) = &batch {
             s.apply(b, now_micros());
         }
-        let stored = s.checkpoint_due(false);
+        let pace = if batch.is_some() {
+            Pace::Busy
+        } else {
+            Pace::Idle
+        };
+        let stored = s.checkpoint_due(pace);
         shared.stored.store(stored, Ordering::Relaxed);
         if s.fatal.is_some() {
             shared.fatal.store(true, Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! The partition set driven by hand: batches applied, checkpoints, takeover.
 
-use super::checkpoints::commit_spacing;
+use super::checkpoints::{commit_spacing, Pace};
 use super::partitions::PartitionSet;
 use super::takeover::AWAITING_SEEK;
 use crate::codec::Format;
@@ -43,6 +43,44 @@ fn costly_commits_are_spaced_out() {
     assert_eq!(commit_spacing(ms(1000), ms(50), 4), ms(2000));
     assert_eq!(commit_spacing(ms(1000), ms(50), 1), ms(1000));
     assert_eq!(commit_spacing(ms(10), ms(0), 6), ms(10));
+}
+
+/// A partition whose last commit was costly waits its spacing while records are waiting,
+/// and commits at the configured interval once nothing is (the end of a backlog is
+/// durable about `service.checkpoint_interval` after it is applied, not tens of commit
+/// durations later).
+#[test]
+fn a_costly_commit_is_spaced_while_busy_and_not_once_idle() {
+    let recs = records();
+    let mut s = set(1);
+    s.assign("deliveries", 0);
+    s.apply(
+        &batch_of(&recs, 0, recs.len(), 1),
+        crate::time::now_micros(),
+    );
+    let checkpointed = |s: &PartitionSet| {
+        s.parts
+            .values()
+            .map(|p| p.checkpointed_offset)
+            .next()
+            .expect("a partition")
+    };
+    let before = checkpointed(&s);
+    for p in s.parts.values_mut() {
+        p.commit_cost = Duration::from_secs(10);
+        p.last_commit = std::time::Instant::now() - Duration::from_secs(2);
+    }
+    assert!(s.checkpoint_due(Pace::Busy));
+    assert_eq!(
+        checkpointed(&s),
+        before,
+        "busy: spaced by its last commit's cost"
+    );
+    for p in s.parts.values_mut() {
+        p.last_commit = std::time::Instant::now() - Duration::from_secs(2);
+    }
+    assert!(s.checkpoint_due(Pace::Idle));
+    assert_eq!(checkpointed(&s), recs.len() as i64, "idle: at the interval");
 }
 
 fn set(generation: u64) -> PartitionSet {
@@ -127,14 +165,14 @@ fn an_owner_superseded_by_another_resumes_from_its_checkpoint() {
     r.assign("deliveries", 0);
     for (from, to) in [(0, 15), (15, 30), (30, n)] {
         r.apply(&batch_of(&recs, from, to, 1), now);
-        assert!(r.checkpoint_due(true));
+        assert!(r.checkpoint_due(Pace::All));
     }
 
     let (store, shared) = open("shared.db");
     let mut b = set_on(1, store);
     b.assign("deliveries", 0);
     b.apply(&batch_of(&recs, 0, 15, 1), now);
-    assert!(b.checkpoint_due(true));
+    assert!(b.checkpoint_due(Pace::All));
     let mut a = set_on(1, crate::store::SqliteStore::open(&shared).expect("store"));
     assert_eq!(
         a.assign("deliveries", 0),
@@ -143,10 +181,10 @@ fn an_owner_superseded_by_another_resumes_from_its_checkpoint() {
     );
     // Both go on from 15; B commits first, so A's commit is refused.
     b.apply(&batch_of(&recs, 15, 30, 1), now);
-    assert!(b.checkpoint_due(true));
+    assert!(b.checkpoint_due(Pace::All));
     a.apply(&batch_of(&recs, 15, 25, 1), now);
     assert!(
-        a.checkpoint_due(true),
+        a.checkpoint_due(Pace::All),
         "a refused commit is not a store failure"
     );
     assert_eq!(
@@ -165,7 +203,7 @@ fn an_owner_superseded_by_another_resumes_from_its_checkpoint() {
     a.seeked(vec![(seek, 2)]);
     a.apply(&batch_of(&recs, 30, n, 2), now);
     assert_eq!(a.parts[&(0, 0)].next_offset, n as i64);
-    assert!(a.checkpoint_due(true));
+    assert!(a.checkpoint_due(Pace::All));
 
     let expected = stored(&reference);
     assert!(
@@ -214,7 +252,7 @@ fn checkpointed_records(path: &std::path::Path) -> PartitionSet {
         &batch_of(&recs, 0, recs.len(), 1),
         crate::time::now_micros(),
     );
-    s.checkpoint_due(true);
+    s.checkpoint_due(Pace::All);
     s
 }
 
@@ -254,7 +292,7 @@ fn a_checkpoint_beyond_the_log_end_stops_the_partition() {
         why.contains(&format!("offset {n}")) && why.contains("slatrack accept-new-log"),
         "{why}"
     );
-    s.checkpoint_due(true);
+    s.checkpoint_due(Pace::All);
     assert_eq!(stored(&path).0, events_before);
     // Accepted: the checkpoint moves to the new log's start, with the engine state kept.
     let accepted = crate::service::accept_new_log(
@@ -280,7 +318,7 @@ fn a_checkpoint_beyond_the_log_end_stops_the_partition() {
         n as u64,
         "the new log is applied"
     );
-    s.checkpoint_due(true);
+    s.checkpoint_due(Pace::All);
     assert_eq!(
         stored(&path).0,
         events_before,
@@ -298,7 +336,7 @@ fn a_checkpoint_below_the_log_start_counts_and_stores_what_was_lost() {
     let mut s = set_on(1, crate::store::SqliteStore::open(&path).expect("store"));
     s.assign("deliveries", 0);
     s.apply(&batch(0, 1), crate::time::now_micros());
-    s.checkpoint_due(true);
+    s.checkpoint_due(Pace::All);
     for generation in [2, 3] {
         let mut s = set_on(
             generation,
@@ -315,7 +353,7 @@ fn a_checkpoint_below_the_log_start_counts_and_stores_what_was_lost() {
                 !s.parts.is_empty(),
                 "records from the log's start are applied"
             );
-            s.checkpoint_due(true);
+            s.checkpoint_due(Pace::All);
         }
     }
     let store = crate::store::SqliteStore::open(&path).expect("store");
