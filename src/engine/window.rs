@@ -47,6 +47,9 @@ struct KeyWindows {
     windows: Vec<Window>,
     /// The hour being rolled up for coarse windows: (hour start, merged buckets).
     hour: Option<(Micros, Stats)>,
+    /// The end of the newest bucket pushed in order: a bucket starting before it (another
+    /// partition's commit of the same event time) goes where it belongs in each queue.
+    end: Micros,
 }
 
 impl KeyWindows {
@@ -64,6 +67,7 @@ impl KeyWindows {
                 })
                 .collect(),
             hour: None,
+            end: Micros::MIN,
         }
     }
 }
@@ -99,10 +103,16 @@ impl WindowSet {
     /// is longer than a day and six hours, as the 7-day default is: shorter ones could
     /// fold a different set of hours into six-hour blocks). What a commit costs is per key and per hour, not per bucket,
     /// because a backfill commits hours of event time at once:
-    /// - a window up to an hour long does not take a bucket it would evict again before
-    ///   the commit is over (one that starts before `batch_end − len`): adding and
-    ///   subtracting cancel exactly;
-    /// - longer windows and the hourly rollup take each hour's buckets merged into one.
+    /// - no window takes a bucket it would evict again before the commit is over: a
+    ///   window up to an hour long one that starts before `end − len`, a longer one one
+    ///   whose hour (or, beyond a day, six-hour block) ends by `end − len`, where `end` is
+    ///   the later of `batch_end` and the frontier: adding and subtracting cancel exactly,
+    ///   so a backlog of weeks costs its last week, not its weeks;
+    /// - longer windows and the hourly rollup take each hour's buckets merged into one;
+    /// - a bucket that starts before the end of what the key already holds (the same event
+    ///   time committed earlier by another partition) is added where it belongs, as a
+    ///   correction is ([`WindowSet::correct`]); appended, it would sit behind newer
+    ///   entries and never leave the window.
     pub fn push_key_batch<'b>(
         &mut self,
         tenant: &Arc<str>,
@@ -111,7 +121,55 @@ impl WindowSet {
         since: Micros,
         batch_end: Micros,
     ) {
-        let mut buckets = buckets.into_iter().peekable();
+        let key_end = self
+            .keys
+            .get(&(tenant.clone(), platform.clone()))
+            .map_or(Micros::MIN, |kw| kw.end);
+        let mut behind = Vec::new();
+        let in_order = buckets.into_iter().filter(|b| {
+            let ahead = b.start >= key_end;
+            if !ahead {
+                behind.push(*b);
+            }
+            ahead
+        });
+        self.push_in_order(tenant, platform, in_order, since, batch_end);
+        for b in behind {
+            self.correct(tenant, platform, b);
+        }
+    }
+
+    /// [`WindowSet::push_key_batch`] of buckets that start at or after the end of what
+    /// the key holds.
+    fn push_in_order<'b>(
+        &mut self,
+        tenant: &Arc<str>,
+        platform: &Arc<str>,
+        buckets: impl IntoIterator<Item = &'b ClosedBucket>,
+        since: Micros,
+        batch_end: Micros,
+    ) {
+        let end = self.frontier.max(batch_end);
+        // The coarse path's cut: an hour whose last window entry (its hour, or beyond a
+        // day its six-hour block) ends by this is out of every coarse window at `end`.
+        let coarse_cut = self
+            .lengths
+            .iter()
+            .filter(|&&len| len > MICROS_PER_HOUR)
+            .map(|&len| end.saturating_sub(len))
+            .min()
+            .unwrap_or(Micros::MAX);
+        let longest = self.longest();
+        let needed = |b: &ClosedBucket| {
+            let hour = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
+            let last_entry_end = if longest > DAY {
+                hour.div_euclid(BLOCK) * BLOCK + BLOCK
+            } else {
+                hour + MICROS_PER_HOUR
+            };
+            last_entry_end > coarse_cut || b.start >= end.saturating_sub(MICROS_PER_HOUR)
+        };
+        let mut buckets = buckets.into_iter().filter(|b| needed(b)).peekable();
         let Some(first) = buckets.peek() else {
             return;
         };
@@ -130,7 +188,7 @@ impl WindowSet {
             // (see the module doc), made only if one of them takes the bucket.
             let mut shared: Option<Arc<Stats>> = None;
             for w in kw.windows.iter_mut().filter(|w| !w.coarse) {
-                if b.start < batch_end.saturating_sub(w.len) {
+                if b.start < end.saturating_sub(w.len) {
                     continue;
                 }
                 let entry = shared.get_or_insert_with(|| Arc::new(b.stats.compacted()));
@@ -150,6 +208,7 @@ impl WindowSet {
                 }
             }
             frontier = frontier.max(b.start + b.width_us);
+            kw.end = kw.end.max(b.start + b.width_us);
         }
         if let Some((h, acc, before)) = segment {
             add_hour_part(kw, h, acc.into_compacted(), before);
@@ -166,7 +225,7 @@ impl WindowSet {
         let frontier = self.frontier;
         if b.start + b.width_us > frontier {
             // Not yet behind the frontier: an ordinary push keeps the order.
-            self.push_key_batch(tenant, platform, [b], frontier, Micros::MIN);
+            self.push_in_order(tenant, platform, [b], frontier, Micros::MIN);
             return;
         }
         let lengths = &self.lengths;
@@ -530,6 +589,58 @@ mod tests {
         // Hourly entries only: 41. Folded: the last day's 24 hours, up to 5 hours of a block
         // not yet a day old, and up to 4 six-hour blocks.
         assert!(entries_seen <= 24 + 5 + 4, "{entries_seen} entries");
+    }
+
+    /// A backlog of ten weeks read from two partitions, each committing its share of the
+    /// same key's event time in one commit (as a restart after downtime does): every window
+    /// holds only its own span of event time, whichever partition commits first.
+    #[test]
+    fn a_backlog_committed_by_several_partitions_leaves_each_window_its_span() {
+        let lens = [5 * MICROS_PER_MIN, MICROS_PER_HOUR, DAY, 7 * DAY];
+        let mut ws = WindowSet::new(&lens);
+        let minutes = 10 * 7 * 24 * 60;
+        // Partition 0 has the even minutes, partition 1 the odd ones (round-robin keying).
+        let part = |p: i64| -> Vec<ClosedBucket> {
+            (0..minutes)
+                .filter(|m| m % 2 == p)
+                .map(|m| bucket(m, 1000 + (m as u64 * 7) % 3000))
+                .collect()
+        };
+        let (p0, p1) = (part(0), part(1));
+        let end = minutes * MICROS_PER_MIN;
+        for commit in [&p0, &p1] {
+            let since = ws.frontier();
+            ws.push_key_batch(&"t".into(), &"p".into(), commit.iter(), since, end);
+        }
+        ws.sweep();
+        let events_since = |from: Micros| -> u64 {
+            p0.iter()
+                .chain(&p1)
+                .filter(|b| b.start >= from)
+                .map(|b| b.stats.counters.events)
+                .sum()
+        };
+        for s in ws.summaries() {
+            let got = s.stats.counters.events;
+            let exact = events_since(end - s.window_us);
+            // Coarse windows cover up to an hour (a day or less) or six hours more.
+            let slack = match s.window_us {
+                w if w <= MICROS_PER_HOUR => 0,
+                w if w <= DAY => MICROS_PER_HOUR,
+                _ => BLOCK,
+            };
+            let most = events_since(end - s.window_us - slack);
+            assert!(
+                (exact..=most).contains(&got),
+                "window {} h: {got} events, true {exact}..={most}",
+                s.window_us / MICROS_PER_HOUR
+            );
+            assert_eq!(
+                s.stats.latency.len(),
+                got,
+                "latencies leave with their counts"
+            );
+        }
     }
 
     #[test]
