@@ -200,6 +200,11 @@ impl Pipeline {
         }
     }
 
+    /// Closed buckets not yet in the store: what a commit would write.
+    pub fn uncommitted_buckets(&self) -> usize {
+        self.unwritten.len() + self.shard.closed_len()
+    }
+
     /// Default bounds from config: nothing before 2000, nothing beyond the future skew.
     pub fn bounds(config: &Config) -> TimeBounds {
         TimeBounds {

@@ -319,6 +319,10 @@ pub struct LimitsConfig {
     /// Dedup keys of closed buckets a partition keeps in memory to resolve corrections
     /// (≈ 20 bytes each); the rest are read from the store when needed.
     pub correction_cache_keys: usize,
+    /// Closed buckets a partition holds before it commits them, whatever the checkpoint
+    /// pacing (≈ 128 bytes each plus 16 per dedup key): what bounds a backfill's memory,
+    /// where nearly every record closes a bucket of its own.
+    pub max_uncommitted_buckets: usize,
 }
 
 impl Default for LimitsConfig {
@@ -327,6 +331,7 @@ impl Default for LimitsConfig {
             max_keys: 10_000,
             max_record_bytes: 1 << 20,
             correction_cache_keys: 1_000_000,
+            max_uncommitted_buckets: 32_768,
         }
     }
 }

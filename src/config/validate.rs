@@ -96,6 +96,13 @@ impl Config {
         if self.limits.max_keys == 0 {
             return Err(invalid("limits.max_keys", 0, "must be at least 1"));
         }
+        if self.limits.max_uncommitted_buckets == 0 {
+            return Err(invalid(
+                "limits.max_uncommitted_buckets",
+                0,
+                "must be at least 1 (32768 by default)",
+            ));
+        }
         if self.limits.max_keys > MAX_KEYS_LIMIT {
             // Far past what memory allows anyway (tens of KB a key once the windows are
             // full), and what keeps the key table's name buffer addressable with 32-bit

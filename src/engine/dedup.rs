@@ -131,15 +131,20 @@ impl Table {
     /// used one advances the end. On sparse traffic a bucket closes every few dozen
     /// records, and a `filter` over its slots, used or not at random, mispredicted on
     /// about half of them.
-    fn key_vec(&self) -> Vec<DedupKey> {
-        let mut keys = vec![0; self.slots.len()];
+    ///
+    /// Compacted in `scratch` (the table's slot count, reused), then copied out at the
+    /// keys' count: the key set is held until the next commit, and a backfill closes a
+    /// bucket every few records, so an allocation of the slot count (1 KB at least) per
+    /// closed bucket made most of a backfill's memory.
+    fn key_vec(&self, scratch: &mut Vec<DedupKey>) -> Vec<DedupKey> {
+        scratch.clear();
+        scratch.resize(self.slots.len(), 0);
         let mut n = 0;
         for s in &self.slots {
-            keys[n] = (u128::from(s.hi) << 64) | u128::from(s.lo);
+            scratch[n] = (u128::from(s.hi) << 64) | u128::from(s.lo);
             n += usize::from(s.hi != 0);
         }
-        keys.truncate(n);
-        keys
+        scratch[..n].to_vec()
     }
 
     fn keys(&self) -> impl Iterator<Item = DedupKey> + '_ {
@@ -169,6 +174,8 @@ pub struct Dedup {
     /// True once the keys are also kept outside (a store's table, written by deltas):
     /// new keys are then logged per table until [`Dedup::delta_written`].
     journal: bool,
+    /// Where a closing table's keys are compacted ([`Table::key_vec`]).
+    scratch: Vec<DedupKey>,
 }
 
 impl Default for Dedup {
@@ -178,6 +185,7 @@ impl Default for Dedup {
             spare: Vec::new(),
             horizon: i64::MIN,
             journal: false,
+            scratch: Vec::new(),
         }
     }
 }
@@ -300,11 +308,8 @@ impl Dedup {
         for (o, mut t) in self.tables.drain(..n) {
             if let Some(out) = out.as_deref_mut() {
                 if t.used > 0 {
-                    // One allocation of the table's slot count (16 bytes a slot, used or
-                    // not; 1 KB at least), held until the next commit: under three times
-                    // the keys of a table its own bucket grew, more for a bucket that
-                    // reused a larger spare (at most `MAX_SPARE` are kept).
-                    out.push((o, t.key_vec()));
+                    // Held until the next commit: 16 bytes a key.
+                    out.push((o, t.key_vec(&mut self.scratch)));
                 }
             }
             // A table far larger than its bucket needed is one a burst grew (or reused

@@ -271,6 +271,11 @@ impl Shard {
         self.closed.drain(..)
     }
 
+    /// Buckets closed and not yet taken ([`Shard::take_closed`]).
+    pub fn closed_len(&self) -> usize {
+        self.closed.len()
+    }
+
     pub fn closed_before(&self) -> Micros {
         self.closed_before
     }

@@ -33,7 +33,8 @@ pub(super) fn commit_spacing(interval: Duration, last_cost: Duration, owned: u32
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Pace {
     /// Records are waiting to be applied: a partition commits once its
-    /// [`commit_spacing`] has passed, so commits keep to their share of the thread.
+    /// [`commit_spacing`] has passed, so commits keep to their share of the thread, or once
+    /// it holds `limits.max_uncommitted_buckets` closed buckets (its memory bound).
     Busy,
     /// Nothing is waiting (the last wait for a batch timed out): a commit takes time from
     /// nothing, so a partition commits once `service.checkpoint_interval` has passed.
@@ -54,6 +55,7 @@ impl PartitionSet {
         let interval = Duration::from_micros(self.config.service.checkpoint_interval.0 as u64);
         let idle = Duration::from_micros(self.config.service.idle_timeout.0 as u64);
         let lateness = self.config.engine.allowed_lateness.0;
+        let max_uncommitted = self.config.limits.max_uncommitted_buckets;
         let owned = self.parts.len() as u32;
         let mut ok = true;
         let mut committed = false;
@@ -86,7 +88,8 @@ impl PartitionSet {
                 Pace::Busy => commit_spacing(interval, p.commit_cost, owned),
                 Pace::Idle | Pace::All => interval,
             };
-            if !force && p.last_commit.elapsed() < spacing {
+            let full = p.pipeline.uncommitted_buckets() >= max_uncommitted;
+            if !force && !full && p.last_commit.elapsed() < spacing {
                 continue;
             }
             p.last_commit = Instant::now();

@@ -15,7 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn set_on(generation: u64, store: crate::store::SqliteStore) -> PartitionSet {
-    let config = Arc::new(Config::default());
+    set_with(generation, store, Config::default())
+}
+
+fn set_with(generation: u64, store: crate::store::SqliteStore, config: Config) -> PartitionSet {
+    let config = Arc::new(config);
     let status = Arc::new(RuntimeStatus::default());
     PartitionSet {
         telemetry: Telemetry::new(config.clone(), status.clone()),
@@ -81,6 +85,39 @@ fn a_costly_commit_is_spaced_while_busy_and_not_once_idle() {
     }
     assert!(s.checkpoint_due(Pace::Idle));
     assert_eq!(checkpointed(&s), recs.len() as i64, "idle: at the interval");
+}
+
+/// A partition holding `limits.max_uncommitted_buckets` closed buckets commits at once,
+/// however costly its last commit: its memory is bounded by configuration, not by how
+/// long the pacing waits.
+#[test]
+fn a_partition_full_of_closed_buckets_commits_whatever_the_pacing() {
+    let recs = records();
+    let store =
+        crate::store::SqliteStore::open(std::path::Path::new(":memory:")).expect("in-memory store");
+    let mut config = Config::default();
+    config.limits.max_uncommitted_buckets = 3;
+    let mut s = set_with(1, store, config);
+    s.assign("deliveries", 0);
+    s.apply(
+        &batch_of(&recs, 0, recs.len(), 1),
+        crate::time::now_micros(),
+    );
+    let p = s.parts.values_mut().next().expect("a partition");
+    assert!(
+        p.pipeline.uncommitted_buckets() >= 3,
+        "the records close buckets"
+    );
+    p.commit_cost = Duration::from_secs(10);
+    p.last_commit = std::time::Instant::now();
+    assert!(s.checkpoint_due(Pace::Busy));
+    let p = s.parts.values().next().expect("a partition");
+    assert_eq!(
+        p.checkpointed_offset,
+        recs.len() as i64,
+        "committed at the bound"
+    );
+    assert_eq!(p.pipeline.uncommitted_buckets(), 0);
 }
 
 fn set(generation: u64) -> PartitionSet {
