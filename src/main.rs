@@ -328,11 +328,9 @@ fn run(cli: Cli) -> Result<()> {
             topic,
             partition,
         } => {
-            let mut cfg = load_config(config.as_deref())?;
-            if let Some(s) = store {
-                cfg.store.path = s;
-            }
-            let location = Location::of_path(&cfg.store.path)?;
+            let cfg = load_config(config.as_deref())?;
+            // `store.password` too: a PostgreSQL store's password comes from the config.
+            let location = Location::of_config(store.as_deref(), &cfg.store)?;
             let accepted =
                 slatrack::service::accept_new_log(Arc::new(cfg), &location, &topic, partition)?;
             println!(

@@ -290,7 +290,7 @@ fn the_demo_listens_where_asked_and_survives_a_busy_default_port() {
             .lines()
             .rev()
             .find(|l| l.contains("records "))
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("{listen:?}: no line counts records:\n{stdout}"))
             .to_string();
         assert!(
             !last.contains("records 0 "),

@@ -436,4 +436,18 @@ fn the_password_comes_from_the_config_and_is_never_shown() {
         !err.contains("not-the-pw") && !err.contains("Sekr1t"),
         "{err}"
     );
+    // accept-new-log reads the password from the same config: it connects, and says the
+    // partition has no checkpoint (nothing to accept), not that authentication failed.
+    let accept = Command::new(env!("CARGO_BIN_EXE_slatrack"))
+        .args(["accept-new-log", "--config"])
+        .arg(&config)
+        .args(["--topic", "deliveries", "--partition", "0"])
+        .env("APP_PG_PASSWORD", "Sekr1t-pw")
+        .output()
+        .expect("slatrack runs");
+    let err = String::from_utf8_lossy(&accept.stderr);
+    assert!(
+        !accept.status.success() && err.contains("has no checkpoint"),
+        "{err}"
+    );
 }

@@ -180,9 +180,8 @@ impl PartitionSet {
         let topic = self.topics[ti].0.clone();
         let next = p.next_offset;
         let what_to_do = match &self.store_location {
-            crate::store::Location::Sqlite(path) => format!(
-                "stop slatrack, check that this is the log you mean to read, run `slatrack accept-new-log --store {} --topic {topic} --partition {partition}` (it keeps what the old log counted and reads the new one from offset 0, repeated records as duplicates), and start slatrack again",
-                path.display()
+            store @ (crate::store::Location::Sqlite(_) | crate::store::Location::Postgres(_)) => format!(
+                "stop every slatrack writing {store}, check that this is the log you mean to read, run `slatrack accept-new-log --store '{store}' --topic {topic} --partition {partition}` (it keeps what the old log counted and reads the new one from offset 0, repeated records as duplicates), and start slatrack again"
             ),
             kafka => format!(
                 "the Kafka store ({kafka}) cannot move a checkpoint to a new log: point store.path at a new store topic for the new log and keep {kafka} for the old log's scorecards"

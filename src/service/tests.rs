@@ -363,6 +363,36 @@ fn a_checkpoint_beyond_the_log_end_stops_the_partition() {
     );
 }
 
+/// A PostgreSQL store's owner is told to run accept-new-log on that store, not the Kafka
+/// store's remedy.
+#[test]
+fn a_stopped_partition_on_postgres_is_told_to_accept_the_new_log_there() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    checkpointed_records(&path);
+    let mut s = set_on(2, crate::store::SqliteStore::open(&path).expect("store"));
+    s.store_location =
+        crate::store::Location::parse("postgres://slatrack@db.example:5432/slatrack")
+            .expect("a postgres location");
+    s.assign("deliveries", 0);
+    s.apply(&batch(0, 2), crate::time::now_micros());
+    let why = s
+        .status
+        .stopped
+        .lock()
+        .expect("lock")
+        .values()
+        .next()
+        .cloned();
+    let why = why.expect("the stop is reported");
+    assert!(
+        why.contains(
+            "slatrack accept-new-log --store 'postgres://slatrack@db.example:5432/slatrack'"
+        ) && !why.contains("Kafka store"),
+        "{why}"
+    );
+}
+
 /// A checkpoint below its log's start (retention deleted records before they were read):
 /// fetching starts at the log's start, and the lost offsets are counted and stored with
 /// the next checkpoint, once.
