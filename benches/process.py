@@ -49,7 +49,7 @@ import fixture  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPIC = "deliveries"
-PARTITIONS = 4
+PARTITIONS = 4  # --partitions
 TICK = os.sysconf("SC_CLK_TCK")
 WINDOW = 0.04  # seconds
 
@@ -219,9 +219,13 @@ def main():
     ap.add_argument("--against", required=True, help="git rev to alternate with (built once)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--partitions", type=int, default=4,
+                    help="partitions of the topic (memory is bounded per partition: docs/operations.md)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/slatrack"),
                     help="this tree's build (default target/release/slatrack)")
     a = ap.parse_args()
+    global PARTITIONS
+    PARTITIONS = a.partitions
     tansu = os.environ["SLATRACK_TANSU"]
     head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()

@@ -59,12 +59,16 @@ impl RuntimeStatus {
     }
 
     pub fn store_failure(&self) -> Option<String> {
-        self.store_failure.lock().ok().and_then(|g| g.clone())
+        self.store_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the store refuses writes, without copying the reason (read every batch).
     pub fn store_failing(&self) -> bool {
-        self.store_failure.lock().is_ok_and(|g| g.is_some())
+        // A poisoned lock (a panic while it was held) fails closed: fetching pauses.
+        self.store_failure.lock().map_or(true, |g| g.is_some())
     }
 
     pub fn lags(&self) -> BTreeMap<(String, i32), i64> {

@@ -51,6 +51,9 @@ impl PartitionSet {
     /// writes: from a failed attempt until the next successful one (a round with nothing
     /// due keeps the previous state, so fetching does not flap).
     pub(super) fn checkpoint_due(&mut self, pace: Pace) -> bool {
+        if self.poisoned {
+            return false;
+        }
         let force = pace == Pace::All;
         let interval = Duration::from_micros(self.config.service.checkpoint_interval.0 as u64);
         let idle = Duration::from_micros(self.config.service.idle_timeout.0 as u64);
@@ -145,9 +148,11 @@ impl PartitionSet {
                 Err(e) => {
                     self.status.store_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(source = %p.source, error = %e, "checkpoint failed; fetching pauses until the store accepts writes (nothing is dropped: the partition's buckets stay pending)");
-                    if let Ok(mut f) = self.status.store_failure.lock() {
-                        *f = Some(e.to_string());
-                    }
+                    *self
+                        .status
+                        .store_failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
                     ok = false;
                     // The store is shared by every partition: one refusal per round is
                     // enough (each attempt can block for the store's timeout).

@@ -53,6 +53,8 @@ pub(super) struct PartitionSet {
     pub(super) status: Arc<RuntimeStatus>,
     pub(super) telemetry: Arc<Telemetry>,
     pub(super) fatal: Option<String>,
+    /// A panic happened while the set was locked (see [`lock`]): nothing is checkpointed.
+    pub(super) poisoned: bool,
     /// (topic, partition, next offset) checkpointed since the last group commit.
     pub(super) to_commit: Vec<(String, i32, i64)>,
     /// Assignments so far (see the module doc); the poll thread tags records with it.
@@ -66,10 +68,22 @@ pub(super) struct PartitionSet {
 }
 
 pub(super) fn lock(set: &Mutex<PartitionSet>) -> MutexGuard<'_, PartitionSet> {
-    // A panic while holding the lock is our bug; the state is still consistent enough to
-    // checkpoint-or-not, and the next checkpoint decides what is durable.
-    set.lock().unwrap_or_else(|p| p.into_inner())
+    // A panic while holding the lock is our bug, and it may have left a record half
+    // applied (its dedup key kept, its count not). The set is then marked poisoned: it
+    // writes no checkpoint again and the service stops, so every partition resumes from
+    // its last checkpoint, which is consistent.
+    set.lock().unwrap_or_else(|p| {
+        let mut s = p.into_inner();
+        if !s.poisoned {
+            s.poisoned = true;
+            s.fatal.get_or_insert_with(|| POISONED.to_string());
+        }
+        s
+    })
 }
+
+/// What the service stops with after a panic in the partition set.
+pub(super) const POISONED: &str = "the apply thread panicked (our bug: please report the panic above): no checkpoint was written after it, so restarting slatrack resumes every partition from its last checkpoint and counts nothing twice";
 
 impl PartitionSet {
     pub(super) fn topic_index(&self, name: &str) -> Option<usize> {

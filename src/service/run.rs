@@ -111,6 +111,7 @@ pub fn run(
         status: status.clone(),
         telemetry,
         fatal: None,
+        poisoned: false,
         to_commit: Vec::new(),
         generation: generation.clone(),
         seeks: Vec::new(),
@@ -137,11 +138,15 @@ pub fn run(
 
     let result = poll_loop(&mut consumer, &set, &shared, &shutdown, &full_tx, &empty_rx);
     drop(full_tx);
-    if worker.join().is_err() {
-        tracing::error!("the apply thread panicked (our bug); checkpointing what is consistent");
-    }
-    tracing::info!("shutting down: checkpointing every partition");
+    let panicked = worker.join().is_err();
     let mut s = lock(&set);
+    if panicked {
+        // The panic may have left a record half applied, whether or not it held the lock.
+        s.poisoned = true;
+        tracing::error!("{}", super::partitions::POISONED);
+    } else {
+        tracing::info!("shutting down: checkpointing every partition");
+    }
     s.checkpoint_due(Pace::All);
     if let Some(q) = &s.quarantine {
         q.flush();
@@ -149,6 +154,10 @@ pub fn run(
     let mut commits = std::mem::take(&mut s.to_commit);
     drop(s);
     commits.extend(take(&shared.commits));
+    if panicked {
+        drop(consumer);
+        return Err(ServiceError::Fatal(super::partitions::POISONED.into()));
+    }
     consumer.commit_offsets(&commits);
     drop(consumer);
     if result.is_ok() {

@@ -30,6 +30,7 @@ fn set_with(generation: u64, store: crate::store::SqliteStore, config: Config) -
         quarantine: None,
         status,
         fatal: None,
+        poisoned: false,
         to_commit: Vec::new(),
         generation: Arc::new(AtomicU64::new(generation)),
         seeks: Vec::new(),
@@ -118,6 +119,61 @@ fn a_partition_full_of_closed_buckets_commits_whatever_the_pacing() {
         "committed at the bound"
     );
     assert_eq!(p.pipeline.uncommitted_buckets(), 0);
+}
+
+/// A panic while the partition set is locked (a record possibly half applied): the set
+/// writes no checkpoint afterwards, and says why the service stops.
+#[test]
+fn a_panic_while_applying_leaves_no_checkpoint() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let recs = records();
+    let set = std::sync::Mutex::new(set_on(
+        1,
+        crate::store::SqliteStore::open(&path).expect("store"),
+    ));
+    {
+        let mut s = super::partitions::lock(&set);
+        s.assign("deliveries", 0);
+        s.apply(
+            &batch_of(&recs, 0, recs.len(), 1),
+            crate::time::now_micros(),
+        );
+    }
+    std::thread::scope(|t| {
+        let panicked = t
+            .spawn(|| {
+                let _held = set.lock();
+                panic!("a bug while applying");
+            })
+            .join();
+        assert!(panicked.is_err());
+    });
+    let mut s = super::partitions::lock(&set);
+    assert!(!s.checkpoint_due(Pace::All), "refuses to checkpoint");
+    assert!(s.fatal.as_deref().is_some_and(|f| f.contains("panicked")));
+    let stored = crate::store::SqliteStore::open(&path).expect("store");
+    assert_eq!(
+        stored.checkpoint("kafka:deliveries/0").expect("read"),
+        None,
+        "nothing written"
+    );
+}
+
+/// The store's failure state fails closed when its lock was poisoned: fetching pauses.
+#[test]
+fn a_poisoned_store_failure_lock_counts_as_failing() {
+    let status = RuntimeStatus::default();
+    assert!(!status.store_failing());
+    std::thread::scope(|t| {
+        let _ = t
+            .spawn(|| {
+                let _held = status.store_failure.lock();
+                panic!("a bug while recording");
+            })
+            .join();
+    });
+    assert!(status.store_failing());
 }
 
 fn set(generation: u64) -> PartitionSet {
