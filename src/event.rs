@@ -118,6 +118,9 @@ pub enum RejectReason {
     TooLate,
     /// An id longer than [`MAX_ID_BYTES`]: would make every key it creates huge.
     IdTooLong,
+    /// An id with a control character (below 0x20, or 0x7F): a NUL, newline or 0x1F in a
+    /// tenant would corrupt a store key, a log line or an exposition label.
+    ControlCharacterInId,
 }
 
 /// Longest accepted `event_id`, `tenant` or `platform`, in bytes. Ids are labels and map
@@ -125,7 +128,7 @@ pub enum RejectReason {
 pub const MAX_ID_BYTES: usize = 256;
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 17] = [
         Self::MalformedJson,
         Self::MalformedProtobuf,
         Self::TooLarge,
@@ -142,6 +145,7 @@ impl RejectReason {
         Self::CompletedBeforeStarted,
         Self::TooLate,
         Self::IdTooLong,
+        Self::ControlCharacterInId,
     ];
 
     pub fn code(self) -> &'static str {
@@ -162,6 +166,7 @@ impl RejectReason {
             Self::CompletedBeforeStarted => "completed_before_started",
             Self::TooLate => "too_late",
             Self::IdTooLong => "id_too_long",
+            Self::ControlCharacterInId => "control_character_in_id",
         }
     }
 
@@ -192,6 +197,7 @@ impl RejectReason {
             Self::StartedBeforeEnqueued => "producer clock: started_at is before enqueued_at",
             Self::CompletedBeforeStarted => "producer clock: completed_at is before started_at",
             Self::IdTooLong => "producer bug: event_id, tenant or platform is longer than 256 bytes",
+            Self::ControlCharacterInId => "producer bug: event_id, tenant or platform contains a control character (NUL, newline, 0x1F, …)",
             Self::TooLate => "arrived after its bucket had closed longer ago than engine.correction_horizon; raise correction_horizon, or replay the period into a new store",
         }
     }
@@ -246,6 +252,13 @@ impl TimeBounds {
 }
 
 /// Semantic checks shared by every decoder, in the order the contract lists them.
+/// Whether `s` holds a control character (below 0x20, or DEL). Without an early exit, so
+/// it vectorizes: every record's ids are scanned and almost none has one.
+#[inline]
+fn has_control(s: &str) -> bool {
+    s.bytes().fold(false, |found, b| found | (b < 0x20) | (b == 0x7f))
+}
+
 pub fn validate(ev: &DeliveryEvent, bounds: &TimeBounds, now: Micros) -> Result<(), RejectReason> {
     if ev.event_id.is_empty() {
         return Err(RejectReason::MissingEventId);
@@ -261,6 +274,9 @@ pub fn validate(ev: &DeliveryEvent, bounds: &TimeBounds, now: Micros) -> Result<
         .any(|s| s.len() > MAX_ID_BYTES)
     {
         return Err(RejectReason::IdTooLong);
+    }
+    if has_control(&ev.event_id) | has_control(&ev.tenant) | has_control(&ev.platform) {
+        return Err(RejectReason::ControlCharacterInId);
     }
     if ev.attempt == 0 {
         return Err(RejectReason::AttemptZero);

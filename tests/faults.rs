@@ -167,6 +167,19 @@ fn poison_records_are_quarantined_and_the_partition_keeps_flowing() {
             "id_too_long",
             poison(&|e| e.tenant = "t".repeat(100 * 1024)),
         ),
+        // A NUL, a newline and 0x1F (the separator some stores join keys with).
+        (
+            "control_character_in_id",
+            poison(&|e| e.tenant = "glo\0bex".into()),
+        ),
+        (
+            "control_character_in_id",
+            poison(&|e| e.platform = "work\nday".into()),
+        ),
+        (
+            "control_character_in_id",
+            poison(&|e| e.event_id = "ev\u{1f}1".into()),
+        ),
         (
             "timestamp_out_of_range",
             poison(&|e| {

@@ -73,8 +73,11 @@ impl Decoder {
 
 /// A rejection that keeps what could be read, so it is attributed to a tenant and period.
 pub(crate) fn attributed(reason: RejectReason, ev: &DeliveryEvent) -> Rejected {
-    if reason == RejectReason::IdTooLong {
-        // Not attributed: the oversized id must not become a tenant row or label.
+    if matches!(
+        reason,
+        RejectReason::IdTooLong | RejectReason::ControlCharacterInId
+    ) {
+        // Not attributed: the id must not become a tenant row or label.
         return Rejected {
             completed_at: Some(ev.completed_at),
             ..Rejected::bare(reason)
