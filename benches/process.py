@@ -120,16 +120,6 @@ def proc_hwm_mib(pid):
     return int(m.group(1)) / 1024
 
 
-def checkpointed(db):
-    try:
-        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        (v,) = c.execute("SELECT COALESCE(SUM(next_offset), 0) FROM checkpoints").fetchone()
-        c.close()
-        return v
-    except sqlite3.Error:
-        return 0
-
-
 def run_slatrack(binary, brokers, n, terminal, tmp, tag):
     work = tempfile.mkdtemp(dir=tmp, prefix=tag + "-")
     db, cfg, log = (os.path.join(work, x) for x in ("s.db", "slatrack.toml", "slatrack.log"))
@@ -163,7 +153,7 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
                 continue
             # Read the store rarely: a reader polling SQLite every few ms slows its writer.
             time.sleep(0.1)
-            if checkpointed(db) >= n:
+            if fixture.checkpointed(db) >= n:
                 done = {"t": time.perf_counter(), "cpu_s": proc_cpu_s(svc.pid), "rss": proc_hwm_mib(svc.pid)}
                 break
             if svc.poll() is not None:

@@ -256,7 +256,8 @@ impl TimeBounds {
 /// it vectorizes: every record's ids are scanned and almost none has one.
 #[inline]
 fn has_control(s: &str) -> bool {
-    s.bytes().fold(false, |found, b| found | (b < 0x20) | (b == 0x7f))
+    s.bytes()
+        .fold(false, |found, b| found | (b < 0x20) | (b == 0x7f))
 }
 
 pub fn validate(ev: &DeliveryEvent, bounds: &TimeBounds, now: Micros) -> Result<(), RejectReason> {

@@ -398,10 +398,9 @@ fn backfill_corrections_and_folding(under: &Under, day: Micros) -> Vec<DeliveryE
     all
 }
 
-#[test]
-fn old_data_folds_exactly_and_every_store_gives_the_same_scorecard() {
-    let day = (slatrack::time::now_micros() - 70 * MICROS_PER_DAY).div_euclid(MICROS_PER_DAY)
-        * MICROS_PER_DAY;
+/// The sequence on every store for the day starting at `day`; the stores' scorecards of
+/// that day are equal.
+fn every_store_gives_the_same_scorecard(day: Micros) {
     let stores = stores();
     let mut cards = Vec::new();
     for under in &stores {
@@ -409,26 +408,35 @@ fn old_data_folds_exactly_and_every_store_gives_the_same_scorecard() {
         cards.push(scorecard_json(&under.location, day, day + MICROS_PER_DAY));
     }
     assert_eq!(cards[0], cards[1], "sqlite and postgres scorecards");
+}
+
+#[test]
+fn old_data_folds_exactly_and_every_store_gives_the_same_scorecard() {
+    every_store_gives_the_same_scorecard(days_ago(70));
 }
 
 #[test]
 fn todays_data_is_exact_and_every_store_gives_the_same_scorecard() {
-    // Today's rows are within the retention: folding leaves them, the figures hold.
-    let day =
-        slatrack::time::now_micros().div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY - MICROS_PER_DAY;
-    let stores = stores();
-    let mut cards = Vec::new();
-    for under in &stores {
-        backfill_corrections_and_folding(under, day);
-        cards.push(scorecard_json(&under.location, day, day + MICROS_PER_DAY));
-    }
-    assert_eq!(cards[0], cards[1], "sqlite and postgres scorecards");
+    // Yesterday's rows are within the retention: folding leaves them, the figures hold.
+    every_store_gives_the_same_scorecard(days_ago(1));
+}
+
+/// The tenant's rejects of the day starting at `day`, by reason.
+fn rejects_of(location: &Location, day: Micros) -> Vec<(RejectReason, u64)> {
+    open_for_reading(location, None)
+        .expect("read")
+        .rejects(TENANT, day, day + MICROS_PER_DAY)
+        .expect("rejects")
+}
+
+/// The start of the UTC day `n` days before today.
+fn days_ago(n: i64) -> Micros {
+    (slatrack::time::now_micros() - n * MICROS_PER_DAY).div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY
 }
 
 #[test]
 fn a_second_owner_is_fenced_and_a_resumed_one_continues() {
-    let day = (slatrack::time::now_micros() - 70 * MICROS_PER_DAY).div_euclid(MICROS_PER_DAY)
-        * MICROS_PER_DAY;
+    let day = days_ago(70);
     for under in stores() {
         let mut a = open_partition_store(&under.location, None).expect("open a");
         let mut b = open_partition_store(&under.location, None).expect("open b");
@@ -488,8 +496,7 @@ fn a_second_owner_is_fenced_and_a_resumed_one_continues() {
 
 #[test]
 fn closed_keys_and_rejects_are_kept_once() {
-    let day = (slatrack::time::now_micros() - 70 * MICROS_PER_DAY).div_euclid(MICROS_PER_DAY)
-        * MICROS_PER_DAY;
+    let day = days_ago(70);
     for under in stores() {
         let mut s = open_partition_store(&under.location, None).expect("open");
         let start = day + 3 * MICROS_PER_HOUR;
@@ -519,17 +526,11 @@ fn closed_keys_and_rejects_are_kept_once() {
         let mut got = s.closed_keys("deliveries/0", start).expect("closed keys");
         got.sort_unstable();
         assert_eq!(got, [keys.clone(), more.clone()].concat(), "{}", under.name);
-        let r = open_for_reading(&under.location, None)
-            .expect("read")
-            .rejects(TENANT, day, day + MICROS_PER_DAY)
-            .expect("rejects");
+        let r = rejects_of(&under.location, day);
         assert_eq!(r, vec![(RejectReason::TooLate, 6)], "{}", under.name);
         // A fenced commit adds nothing.
         assert!(commit(&mut *s, Some(10), 30, &[], &[], &[], &rejects).is_err());
-        let r = open_for_reading(&under.location, None)
-            .expect("read")
-            .rejects(TENANT, day, day + MICROS_PER_DAY)
-            .expect("rejects");
+        let r = rejects_of(&under.location, day);
         assert_eq!(
             r,
             vec![(RejectReason::TooLate, 6)],

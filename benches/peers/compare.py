@@ -76,17 +76,9 @@ def main():
         # Progress from the store's checkpoints (sum of next offsets, every 100 ms), not from
         # /metrics: scraping at this rate would itself load the service (a scrape renders
         # every key's gauges under the telemetry lock the apply thread also takes).
-        def records():
-            try:
-                c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-                (v,) = c.execute("SELECT COALESCE(SUM(next_offset), 0) FROM checkpoints").fetchone()
-                c.close()
-                return v
-            except sqlite3.Error:
-                return 0
         first = None
         while True:
-            r = records()
+            r = fixture.checkpointed(db)
             if r > 0 and first is None:
                 first = time.perf_counter()
             if r >= n:

@@ -2,7 +2,20 @@
 copied `copies` times as tenants globex-0.. with unique event ids, in event-time order."""
 import json
 import os
+import sqlite3
 import subprocess
+
+
+def checkpointed(db):
+    """Records covered by a SQLite store's checkpoints (sum of next offsets; 0 while the
+    store is not there yet)."""
+    try:
+        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        (v,) = c.execute("SELECT COALESCE(SUM(next_offset), 0) FROM checkpoints").fetchone()
+        c.close()
+        return v
+    except sqlite3.Error:
+        return 0
 
 
 def records(bin_path, tmp, copies):

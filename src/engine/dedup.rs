@@ -132,19 +132,20 @@ impl Table {
     /// records, and a `filter` over its slots, used or not at random, mispredicted on
     /// about half of them.
     ///
-    /// Compacted in `scratch` (the table's slot count, reused), then copied out at the
-    /// keys' count: the key set is held until the next commit, and a backfill closes a
-    /// bucket every few records, so an allocation of the slot count (1 KB at least) per
-    /// closed bucket made most of a backfill's memory.
-    fn key_vec(&self, scratch: &mut Vec<DedupKey>) -> Vec<DedupKey> {
-        scratch.clear();
-        scratch.resize(self.slots.len(), 0);
+    /// Shrunk to the keys' count before it is returned: the key set is held until the
+    /// next commit, and a backfill closes a bucket every few records, so keeping the
+    /// allocation at the slot count (1 KB at least) made most of a backfill's memory.
+    /// Shrinking gives the block's tail back to the allocator in place, without a copy.
+    fn key_vec(&self) -> Vec<DedupKey> {
+        let mut keys = vec![0; self.slots.len()];
         let mut n = 0;
         for s in &self.slots {
-            scratch[n] = (u128::from(s.hi) << 64) | u128::from(s.lo);
+            keys[n] = (u128::from(s.hi) << 64) | u128::from(s.lo);
             n += usize::from(s.hi != 0);
         }
-        scratch[..n].to_vec()
+        keys.truncate(n);
+        keys.shrink_to_fit();
+        keys
     }
 
     fn keys(&self) -> impl Iterator<Item = DedupKey> + '_ {
@@ -174,8 +175,6 @@ pub struct Dedup {
     /// True once the keys are also kept outside (a store's table, written by deltas):
     /// new keys are then logged per table until [`Dedup::delta_written`].
     journal: bool,
-    /// Where a closing table's keys are compacted ([`Table::key_vec`]).
-    scratch: Vec<DedupKey>,
 }
 
 impl Default for Dedup {
@@ -185,7 +184,6 @@ impl Default for Dedup {
             spare: Vec::new(),
             horizon: i64::MIN,
             journal: false,
-            scratch: Vec::new(),
         }
     }
 }
@@ -309,7 +307,7 @@ impl Dedup {
             if let Some(out) = out.as_deref_mut() {
                 if t.used > 0 {
                     // Held until the next commit: 16 bytes a key.
-                    out.push((o, t.key_vec(&mut self.scratch)));
+                    out.push((o, t.key_vec()));
                 }
             }
             // A table far larger than its bucket needed is one a burst grew (or reused

@@ -372,15 +372,7 @@ fn a_checkpoint_beyond_the_log_end_stops_the_partition() {
         0,
         "nothing applied"
     );
-    let why = s
-        .status
-        .stopped
-        .lock()
-        .expect("lock")
-        .values()
-        .next()
-        .cloned();
-    let why = why.expect("the stop is reported");
+    let why = stop_reason(&s);
     assert!(
         why.contains(&format!("offset {n}")) && why.contains("slatrack accept-new-log"),
         "{why}"
@@ -419,6 +411,19 @@ fn a_checkpoint_beyond_the_log_end_stops_the_partition() {
     );
 }
 
+/// Why the set's one stopped partition stopped.
+fn stop_reason(s: &PartitionSet) -> String {
+    let why = s
+        .status
+        .stopped
+        .lock()
+        .expect("lock")
+        .values()
+        .next()
+        .cloned();
+    why.expect("the stop is reported")
+}
+
 /// A PostgreSQL store's owner is told to run accept-new-log on that store, not the Kafka
 /// store's remedy.
 #[test]
@@ -432,15 +437,7 @@ fn a_stopped_partition_on_postgres_is_told_to_accept_the_new_log_there() {
             .expect("a postgres location");
     s.assign("deliveries", 0);
     s.apply(&batch(0, 2), crate::time::now_micros());
-    let why = s
-        .status
-        .stopped
-        .lock()
-        .expect("lock")
-        .values()
-        .next()
-        .cloned();
-    let why = why.expect("the stop is reported");
+    let why = stop_reason(&s);
     assert!(
         why.contains(
             "slatrack accept-new-log --store 'postgres://slatrack@db.example:5432/slatrack'"
