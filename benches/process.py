@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -52,10 +51,6 @@ TOPIC = "deliveries"
 PARTITIONS = 4  # --partitions
 TICK = os.sysconf("SC_CLK_TCK")
 WINDOW = 0.04  # seconds
-
-
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 
 def build_against(rev):
@@ -221,19 +216,9 @@ def main():
                           text=True).stdout.strip()
     sha, against = build_against(a.against)
     tmp = tempfile.mkdtemp(prefix="slatrack-bench-")
-    kp = free_port()
-    url = f"tcp://127.0.0.1:{kp}"
-    broker = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                               "--storage-engine", "memory://tansu/"], stdout=subprocess.DEVNULL,
-                              stderr=open(os.path.join(tmp, "tansu.log"), "w"))
+    broker, url, brokers = fixture.start_tansu(tansu, os.path.join(tmp, "tansu.log"))
     print(f"work dir {tmp}", file=sys.stderr)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", kp), 0.2).close(); break
-            except OSError:
-                time.sleep(0.05)
-        brokers = f"127.0.0.1:{kp}"
         n, avg, terminal = fill_topic(tansu, url, brokers, a.binary, tmp, a.records)
         print(f"{n} JSON records (≈{avg:.0f} B) in {PARTITIONS} partitions; {a.runs} alternated rounds")
         results = {"peer": [], "this": [], "against": []}

@@ -10,7 +10,7 @@ tenants globex-0.. with unique ids, merged in event-time order, produced as JSON
 bucket closes. Both consumers read all of it; their per-(tenant, platform) attempts,
 events and on-time counts must be equal, and P99 within 1 %; rates from the first record.
 """
-import json, os, socket, sqlite3, subprocess, sys, tempfile, time, urllib.request
+import json, os, sqlite3, subprocess, sys, tempfile, time
 from datetime import datetime, timedelta
 from confluent_kafka import Producer
 
@@ -23,29 +23,15 @@ TANSU = os.environ["SLATRACK_TANSU"]
 COPIES = int(sys.argv[1]) if len(sys.argv) > 1 else 32
 
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
-
 def main():
     tmp = tempfile.mkdtemp()
-    kp = free_port()
-    url = f"tcp://127.0.0.1:{kp}"
-    broker = subprocess.Popen([TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                               "--storage-engine", "memory://tansu/"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    broker, url, brokers = fixture.start_tansu(TANSU)
     procs = [broker]
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", kp), 0.2).close(); break
-            except OSError:
-                time.sleep(0.05)
         for t, n in (("peer", "4"), ("slatrack-quarantine", "1")):
             subprocess.run([TANSU, "topic", "create", t, "--partitions", n, "--broker", url], check=True,
                            stdout=subprocess.DEVNULL)
         recs = fixture.records(BIN, tmp, COPIES)
-        brokers = f"127.0.0.1:{kp}"
         p = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "queue.buffering.max.messages": 1000000})
         for e in recs:
             while True:

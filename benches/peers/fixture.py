@@ -2,8 +2,26 @@
 copied `copies` times as tenants globex-0.. with unique event ids, in event-time order."""
 import json
 import os
+import socket
 import sqlite3
 import subprocess
+import time
+
+
+def start_tansu(tansu, log=None):
+    """tansu (memory storage) on a free 127.0.0.1 port, once it accepts connections:
+    (process, its tcp:// URL, bootstrap servers)."""
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                             "--storage-engine", "memory://tansu/"], stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w") if log else subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close(); break
+        except OSError:
+            time.sleep(0.05)
+    return proc, url, f"127.0.0.1:{port}"
 
 
 def checkpointed(db):
