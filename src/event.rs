@@ -251,7 +251,6 @@ impl TimeBounds {
     }
 }
 
-/// Semantic checks shared by every decoder, in the order the contract lists them.
 /// Whether `s` holds a control character (below 0x20, or DEL). Without an early exit, so
 /// it vectorizes: every record's ids are scanned and almost none has one.
 #[inline]
@@ -260,6 +259,7 @@ fn has_control(s: &str) -> bool {
         .fold(false, |found, b| found | (b < 0x20) | (b == 0x7f))
 }
 
+/// Semantic checks shared by every decoder, in the order the contract lists them.
 pub fn validate(ev: &DeliveryEvent, bounds: &TimeBounds, now: Micros) -> Result<(), RejectReason> {
     if ev.event_id.is_empty() {
         return Err(RejectReason::MissingEventId);

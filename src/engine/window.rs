@@ -150,16 +150,10 @@ impl WindowSet {
         batch_end: Micros,
     ) {
         let end = self.frontier.max(batch_end);
-        // The coarse path's cut: an hour whose last window entry (its hour, or beyond a
-        // day its six-hour block) ends by this is out of every coarse window at `end`.
-        let coarse_cut = self
-            .lengths
-            .iter()
-            .filter(|&&len| len > MICROS_PER_HOUR)
-            .map(|&len| end.saturating_sub(len))
-            .min()
-            .unwrap_or(Micros::MAX);
+        // A bucket whose last window entry (its hour, or beyond a day its six-hour block)
+        // ends by `end − longest` is out of every window at `end`.
         let longest = self.longest();
+        let cut = end.saturating_sub(longest);
         let needed = |b: &ClosedBucket| {
             let hour = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
             let last_entry_end = if longest > DAY {
@@ -167,7 +161,7 @@ impl WindowSet {
             } else {
                 hour + MICROS_PER_HOUR
             };
-            last_entry_end > coarse_cut || b.start >= end.saturating_sub(MICROS_PER_HOUR)
+            last_entry_end > cut
         };
         let mut buckets = buckets.into_iter().filter(|b| needed(b)).peekable();
         let Some(first) = buckets.peek() else {

@@ -38,25 +38,32 @@ pub struct HourlyFold {
 impl HourlyFold {
     pub fn add(&mut self, r: MinuteRow) {
         self.rows += 1;
+        self.merge(r);
+    }
+
+    /// Merges `r` into its hour's row, which it returns.
+    fn merge(&mut self, r: MinuteRow) -> &mut ClosedBucket {
         let hour_ms = r.start_ms.div_euclid(HOUR_MS) * HOUR_MS;
         match self
             .hours
             .entry((r.source, r.tenant.clone(), r.platform.clone(), hour_ms))
         {
-            Entry::Occupied(mut e) => e.get_mut().stats.merge(&r.stats),
-            Entry::Vacant(e) => {
-                e.insert(ClosedBucket {
-                    key: Arc::new(KeyInfo {
-                        tenant: r.tenant.into(),
-                        platform: r.platform.into(),
-                        direction: r.direction,
-                        target_latency_us: (r.target_latency_ms.max(0) as u64) * 1000,
-                    }),
-                    start: hour_ms * MICROS_PER_MILLI,
-                    width_us: MICROS_PER_HOUR,
-                    stats: r.stats,
-                });
+            Entry::Occupied(e) => {
+                let b = e.into_mut();
+                b.stats.merge(&r.stats);
+                b
             }
+            Entry::Vacant(e) => e.insert(ClosedBucket {
+                key: Arc::new(KeyInfo {
+                    tenant: r.tenant.into(),
+                    platform: r.platform.into(),
+                    direction: r.direction,
+                    target_latency_us: (r.target_latency_ms.max(0) as u64) * 1000,
+                }),
+                start: hour_ms * MICROS_PER_MILLI,
+                width_us: MICROS_PER_HOUR,
+                stats: r.stats,
+            }),
         }
     }
 
@@ -69,18 +76,8 @@ impl HourlyFold {
             0,
             "only rows at an hour's start"
         );
-        let rows = self.rows;
-        let key = (
-            r.source.clone(),
-            r.tenant.clone(),
-            r.platform.clone(),
-            r.start_ms,
-        );
-        self.add(r);
-        self.rows = rows;
-        if let Some(b) = self.hours.get_mut(&key) {
-            b.width_us = b.width_us.max(width_us);
-        }
+        let b = self.merge(r);
+        b.width_us = b.width_us.max(width_us);
     }
 
     /// Writes the hourly rows over the stored ones (see [`HourlyFold::merge_stored`]).
