@@ -1,24 +1,21 @@
 //! Scorecard reads at scale: `slatrack scorecard` (the release binary, as a user runs it)
-//! over 10 weeks for one tenant out of 1,000 tenants × 5 platforms, from PostgreSQL,
-//! SQLite and the Kafka store holding the same rows, in one run.
+//! over 10 weeks for one tenant out of 1,000 tenants × 5 platforms, from PostgreSQL and
+//! SQLite holding the same rows, in one run.
 //!
 //! The data: tenant `globex` busy on all five platforms, with minute rows for the last 35
 //! days (the default `store.minute_retention`) and hourly rows before (folded); 999 other
 //! tenants with one row per platform per day (what a backfill commit writes). That is
 //! 252,000 + 4,200 rows for the tenant and 349,650 for the others.
 //!
-//! Run: `bash scripts/fetch-tansu.sh && SLATRACK_TANSU=.tools/tansu cargo bench --bench
-//! store_read` (PostgreSQL from Debian's package, as the tests use it; without
-//! SLATRACK_TANSU the Kafka store is skipped and says so). Median of 5 runs per store.
+//! Run: `cargo bench --bench store_read` (PostgreSQL from Debian's package, as the tests
+//! use it). Median of 5 runs per store.
 
 #[path = "../tests/support/postgres.rs"]
 mod postgres;
-#[path = "../tests/support/tansu.rs"]
-mod tansu;
 
 use slatrack::engine::{ClosedBucket, KeyInfo, Stats};
 use slatrack::event::Direction;
-use slatrack::store::{Location, PartitionCommit, PartitionStore, ReplayStore};
+use slatrack::store::ReplayStore;
 use slatrack::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MIN};
 use std::process::Command;
 use std::sync::Arc;
@@ -105,28 +102,6 @@ fn write_rows(store: &mut dyn ReplayStore, rows: &[(String, Vec<ClosedBucket>)])
     tx.commit().expect("commit");
 }
 
-fn write_kafka(store: &mut dyn PartitionStore, rows: &[(String, Vec<ClosedBucket>)]) {
-    for (source, buckets) in rows {
-        store
-            .commit(&PartitionCommit {
-                source,
-                expected: None,
-                next_offset: 1,
-                state: &[],
-                buckets,
-                corrections: &[],
-                closed_keys: &[],
-                keys_before: i64::MIN,
-                unread: None,
-                rejects: &[],
-                sealed: &[],
-                open: &[],
-                dedup: None,
-            })
-            .expect("commit");
-    }
-}
-
 /// Seconds per `slatrack scorecard` run, and the JSON's event count (to check the stores
 /// agree).
 fn scorecard(store: &str, config: Option<&std::path::Path>) -> (f64, u64) {
@@ -208,26 +183,4 @@ fn main() {
     let e_pg = measure("postgres", &url, None);
     let e_sqlite = measure("sqlite", &sqlite.to_string_lossy(), None);
     assert_eq!(e_pg, e_sqlite, "the stores agree");
-
-    let Ok(_) = std::env::var("SLATRACK_TANSU") else {
-        println!("kafka      SKIPPED: set SLATRACK_TANSU (bash scripts/fetch-tansu.sh prints it)");
-        return;
-    };
-    let broker = tansu::Tansu::start(&dir.path().join("tansu.log"));
-    let kafka = format!("kafka://{}/slatrack-windows", broker.brokers());
-    let Location::Kafka { brokers, topic } = Location::parse(&kafka).expect("url") else {
-        panic!("not Kafka");
-    };
-    let t = Instant::now();
-    let mut ks = slatrack::store::KafkaStore::open(
-        &brokers,
-        &topic,
-        None,
-        slatrack::store::kafka::Mode::Checkpoints,
-    )
-    .expect("kafka store");
-    write_kafka(&mut ks, &data);
-    println!("kafka      written in {:.1} s", t.elapsed().as_secs_f64());
-    let e_kafka = measure("kafka", &kafka, None);
-    assert_eq!(e_kafka, e_sqlite, "the stores agree");
 }

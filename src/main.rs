@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use slatrack::codec::Format;
 use slatrack::config::Config;
-use slatrack::store::{Location, SqliteStore};
+use slatrack::store::{Access, Location, SqliteStore};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -305,7 +305,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--to must be after --from (the range is half-open: [from, to))");
             }
             let location = Location::of_config(store.as_deref(), &cfg.store)?;
-            let store = slatrack::store::open_for_reading(&location, cfg.kafka.as_ref())?;
+            let store = slatrack::store::open(&location, Access::ReadOnly)?;
             let sc = slatrack::scorecard::build(&*store, cfg, &tenant, from, to)?;
             if sc.overall.counters.attempts == 0 && sc.rejected_total() == 0 {
                 bail!(
@@ -495,26 +495,19 @@ fn replay(
     inputs: Vec<PathBuf>,
     format: Option<Format>,
 ) -> Result<slatrack::replay::ReplaySummary> {
-    let store_path = match location {
-        Location::Sqlite(p) => p,
-        Location::Postgres(t) => {
-            let mut store = slatrack::store::PgStore::open((**t).clone())?;
-            return replay_into(cfg, &mut store, inputs, format);
-        }
-        Location::Kafka { .. } => bail!(
-            "replay writes a SQLite or PostgreSQL store, not {location}: pass --store FILE or --store postgres://…"
-        ),
+    // A replay that fails or counts nothing leaves no SQLite file it created behind.
+    let created = match location {
+        Location::Sqlite(p) if !p.exists() => Some(p),
+        _ => None,
     };
-    // A replay that fails or counts nothing leaves no store it created behind.
-    let created = !store_path.exists();
-    let result = SqliteStore::open(store_path)
+    let result = slatrack::store::open(location, Access::Create)
         .map_err(Into::into)
-        .and_then(|mut s| replay_into(cfg, &mut s, inputs, format));
+        .and_then(|mut s| replay_into(cfg, &mut *s, inputs, format));
     let failed = match &result {
         Ok(s) => s.counted == 0 && s.already_counted == 0,
         Err(_) => true,
     };
-    if created && failed {
+    if let (Some(store_path), true) = (created, failed) {
         if let Err(e) = SqliteStore::remove(store_path) {
             tracing::warn!(store = %store_path.display(), error = %e, "cannot remove the store this failed replay created");
         }

@@ -9,8 +9,7 @@ use crate::engine::{ClosedBucket, Ingest, Shard};
 use crate::event::{DeliveryEvent, RejectReason, Rejected, TimeBounds};
 use crate::store::checkpoint::CheckpointError;
 use crate::store::{
-    segment_of, ClosedKeys, PartitionCommit, PartitionStore, RejectRow, SegmentRejects, StoreError,
-    StoreTx, StoredReject, Unread,
+    ClosedKeys, PartitionCommit, PartitionStore, RejectRow, StoreError, StoreTx, Unread,
 };
 use crate::time::Micros;
 use std::collections::{BTreeMap, HashMap};
@@ -34,28 +33,10 @@ type RejectKey = (String, String, Micros, RejectReason);
 /// where the record was readable enough; `""`/`0` where it was not.
 #[derive(Debug, Default)]
 pub struct RejectTally {
-    /// Since the last commit: what a transactional store adds (SQLite, replay).
+    /// Since the last commit: what the next commit adds.
     pending: HashMap<RejectKey, u64>,
-    /// By offset segment, each counted from its first offset (the open one restored with
-    /// the checkpoint), once offsets are tracked ([`RejectTally::at_offset`]): what a store
-    /// without transactions writes (Kafka; see [`crate::store::SEGMENT_BITS`]). A sealed
-    /// segment leaves at the commit that writes it, the open one stays.
-    segments: BTreeMap<i64, HashMap<RejectKey, u64>>,
-    /// Segment of the record being applied; `None` while offsets are not tracked.
-    segment: Option<i64>,
     /// Since start, by reason (for summaries and self-metrics).
     pub totals: BTreeMap<RejectReason, u64>,
-}
-
-fn rows(map: &HashMap<RejectKey, u64>) -> impl Iterator<Item = RejectRow<'_>> {
-    map.iter()
-        .map(|((tenant, platform, bucket, reason), n)| RejectRow {
-            tenant,
-            platform,
-            bucket: *bucket,
-            reason: *reason,
-            count: *n,
-        })
 }
 
 impl RejectTally {
@@ -66,27 +47,8 @@ impl RejectTally {
             bucket.unwrap_or(0),
             r.reason,
         );
-        if let Some(seg) = self.segment {
-            *self
-                .segments
-                .entry(seg)
-                .or_default()
-                .entry(key.clone())
-                .or_default() += 1;
-        }
         *self.pending.entry(key).or_default() += 1;
         *self.totals.entry(r.reason).or_default() += 1;
-    }
-
-    /// The offset of the record about to be applied (the live path; a replay has none).
-    #[inline]
-    pub fn at_offset(&mut self, offset: i64) {
-        self.segment = Some(segment_of(offset));
-    }
-
-    /// The offset segment of the record being applied, once offsets are tracked.
-    pub fn segment(&self) -> Option<i64> {
-        self.segment
     }
 
     pub fn total(&self) -> u64 {
@@ -96,7 +58,7 @@ impl RejectTally {
     /// Writes the pending counts inside the caller's transaction. They stay pending until
     /// [`RejectTally::written`]: a transaction that fails must not lose them.
     pub fn write(&self, w: &dyn StoreTx, source: &str) -> Result<(), StoreError> {
-        for row in rows(&self.pending) {
+        for row in self.pending_rows() {
             w.add_rejects(source, &row)?;
         }
         Ok(())
@@ -104,40 +66,21 @@ impl RejectTally {
 
     /// The pending counts as rows for a [`PartitionStore`].
     pub fn pending_rows(&self) -> Vec<RejectRow<'_>> {
-        rows(&self.pending).collect()
-    }
-
-    /// Segments wholly below `next_offset`, with their rows.
-    pub fn sealed_rows(&self, next_offset: i64) -> Vec<(i64, Vec<RejectRow<'_>>)> {
-        self.segments
-            .range(..segment_of(next_offset))
-            .map(|(seg, m)| (*seg, rows(m).collect()))
+        self.pending
+            .iter()
+            .map(|((tenant, platform, bucket, reason), n)| RejectRow {
+                tenant,
+                platform,
+                bucket: *bucket,
+                reason: *reason,
+                count: *n,
+            })
             .collect()
     }
 
-    /// The rows of the segment `next_offset` falls in.
-    pub fn open_rows(&self, next_offset: i64) -> Vec<RejectRow<'_>> {
-        self.segments
-            .get(&segment_of(next_offset))
-            .map(|m| rows(m).collect())
-            .unwrap_or_default()
-    }
-
-    /// Continues the open segment's counts from a checkpoint.
-    pub fn restore_open(&mut self, next_offset: i64, open: &[StoredReject]) {
-        let seg = self.segments.entry(segment_of(next_offset)).or_default();
-        for r in open {
-            *seg.entry((r.tenant.clone(), r.platform.clone(), r.bucket, r.reason))
-                .or_default() += r.count;
-        }
-    }
-
-    /// Forgets what the commit up to `next_offset` wrote (the open segment stays: each
-    /// checkpoint carries all of it).
-    pub fn written(&mut self, next_offset: i64) {
+    /// Forgets what a commit wrote.
+    pub fn written(&mut self) {
         self.pending.clear();
-        let open = segment_of(next_offset);
-        self.segments.retain(|seg, _| *seg >= open);
     }
 }
 
@@ -182,10 +125,16 @@ pub struct Pipeline {
     unread: Option<Unread>,
     /// Offset of the checkpoint this pipeline restored or last wrote (the commit fence).
     checkpoint_offset: Option<i64>,
+    /// Commits queue their windows for `kafka.windows_topic`.
+    publish_windows: bool,
 }
 
 impl Pipeline {
     pub fn new(config: Arc<Config>, format: Format, bounds: TimeBounds) -> Self {
+        let publish_windows = config
+            .kafka
+            .as_ref()
+            .is_some_and(|k| !k.windows_topic.is_empty());
         Self {
             decoder: Decoder::new(format, bounds, config.limits.max_record_bytes),
             key_cache: KeyCache::new(config.limits.correction_cache_keys),
@@ -197,6 +146,7 @@ impl Pipeline {
             staged: Vec::new(),
             unread: None,
             checkpoint_offset: None,
+            publish_windows,
         }
     }
 
@@ -223,10 +173,6 @@ impl Pipeline {
         source: &str,
     ) -> Result<(Self, Option<i64>), ResumeError> {
         let mut p = Self::new(config.clone(), format, bounds);
-        let corrections = store.takes_corrections();
-        if !corrections {
-            p.shard.disable_corrections();
-        }
         let Some(cp) = store.checkpoint(source)? else {
             return Ok((p, None));
         };
@@ -238,11 +184,7 @@ impl Pipeline {
             error,
         })?;
         p.shard = shard;
-        if !corrections {
-            p.shard.disable_corrections();
-        }
         p.checkpoint_offset = Some(next);
-        p.rejects.restore_open(next, &cp.open_rejects);
         Ok((p, Some(next)))
     }
 
@@ -323,39 +265,21 @@ impl Pipeline {
         next_offset: i64,
         resolution: &Resolution,
     ) -> Result<(), StoreError> {
-        let (state, dedup) = if store.keeps_dedup() {
-            let (state, rows) = crate::store::checkpoint::encode_apart(&self.shard, next_offset);
-            (state, Some(rows))
-        } else {
-            (
-                crate::store::checkpoint::encode_inline(&self.shard, next_offset),
-                None,
-            )
-        };
+        let (state, dedup) = crate::store::checkpoint::encode_apart(&self.shard, next_offset);
         let width = self.shard.bucket_width();
         let mut closed_keys: Vec<ClosedKeys> = self
             .unwritten_keys
             .iter()
             .map(|(o, keys)| ClosedKeys {
                 start: o * width,
-                segment: None,
                 keys: crate::store::checkpoint::pack(keys),
             })
             .collect();
-        closed_keys.extend(resolution.keys.iter().map(|(o, seg, keys)| ClosedKeys {
+        closed_keys.extend(resolution.keys.iter().map(|(o, keys)| ClosedKeys {
             start: o * width,
-            segment: Some(*seg),
             keys: crate::store::checkpoint::pack(keys),
         }));
         let rejects = self.rejects.pending_rows();
-        let sealed_rows = self.rejects.sealed_rows(next_offset);
-        let sealed: Vec<SegmentRejects<'_>> = sealed_rows
-            .iter()
-            .map(|(segment, rows)| SegmentRejects {
-                segment: *segment,
-                rows,
-            })
-            .collect();
         store.commit(&PartitionCommit {
             source,
             expected: self.checkpoint_offset,
@@ -367,14 +291,11 @@ impl Pipeline {
             keys_before: self.shard.correction_floor().saturating_mul(width),
             unread: self.unread,
             rejects: &rejects,
-            sealed: &sealed,
-            open: &self.rejects.open_rows(next_offset),
-            dedup: dedup.as_ref(),
+            dedup: &dedup,
+            publish: self.publish_windows,
         })?;
-        if dedup.is_some() {
-            self.shard.dedup_written();
-        }
-        self.rejects.written(next_offset);
+        self.shard.dedup_written();
+        self.rejects.written();
         self.checkpoint_offset = Some(next_offset);
         self.unread = None;
         Ok(())
@@ -404,7 +325,6 @@ impl Pipeline {
                 .iter()
                 .map(|(o, k)| ClosedKeys {
                     start: o * width,
-                    segment: None,
                     keys: crate::store::checkpoint::pack(k),
                 })
                 .collect();
@@ -426,9 +346,8 @@ impl Pipeline {
         let rows: Vec<ClosedKeys> = resolution
             .keys
             .iter()
-            .map(|(o, seg, k)| ClosedKeys {
+            .map(|(o, k)| ClosedKeys {
                 start: o * width,
-                segment: Some(*seg),
                 keys: crate::store::checkpoint::pack(k),
             })
             .collect();
@@ -521,12 +440,7 @@ impl Pipeline {
         match shard.ingest(ev) {
             Ingest::Counted => Verdict::Counted,
             Ingest::Duplicate => Verdict::Duplicate,
-            Ingest::Staged => {
-                if let Some(seg) = rejects.segment() {
-                    shard.tag_last_staged(seg);
-                }
-                Verdict::Staged
-            }
+            Ingest::Staged => Verdict::Staged,
             Ingest::TooLate => {
                 let r = crate::codec::attributed(RejectReason::TooLate, ev);
                 rejects.add(&r, Some(shard.bucket_start(ev.completed_at)));

@@ -27,6 +27,8 @@ pub struct RuntimeStatus {
     pub commits: AtomicU64,
     pub store_errors: AtomicU64,
     pub quarantined: AtomicU64,
+    /// Rejected records whose bytes never reached the quarantine topic.
+    pub quarantine_dropped: AtomicU64,
     /// Records aggregated into `__overflow__` because `limits.max_keys` was reached.
     pub keys_overflowed: AtomicU64,
     /// Partitions resumed from another owner's checkpoint (commits refused by the store).

@@ -381,3 +381,25 @@ fn periods_are_months_and_iso_weeks() {
     let out = scorecard(&["--from", "2025-10-06"]);
     assert!(!out.status.success(), "--from without --to");
 }
+
+#[test]
+fn a_kafka_store_is_refused_with_the_store_and_the_output_to_use() {
+    for args in [
+        &["run", "--store", "kafka://127.0.0.1:9092/slatrack-windows"][..],
+        &[
+            "scorecard",
+            "--tenant",
+            "globex",
+            "--period",
+            "2025-10",
+            "--store",
+            "kafka://127.0.0.1:9092/slatrack-windows",
+        ][..],
+    ] {
+        let out = run(slatrack().args(args));
+        assert!(!out.status.success(), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("postgres://"), "{args:?}: {err}");
+        assert!(err.contains("kafka.windows_topic"), "{args:?}: {err}");
+    }
+}

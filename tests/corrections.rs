@@ -113,7 +113,6 @@ fn consume(
         let mut offset = next.unwrap_or(0) as usize;
         let mut crashed = false;
         while offset < input.len() {
-            p.rejects.at_offset(offset as i64);
             if p.ingest(&input[offset]) == Verdict::Staged {
                 staged += 1;
             }

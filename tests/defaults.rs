@@ -65,6 +65,7 @@ fn the_defaults_file_sets_every_key_that_has_a_default() {
                 "listen",
                 "tenant_label",
                 "publish_interval",
+                "gauge_interval",
                 "max_series_keys",
             ],
         ),

@@ -252,3 +252,39 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
     });
     assert_eq!(seen.len(), malformed);
 }
+
+/// Quarantined records the broker never acknowledges are not silent: once the producer
+/// gives up on them, `settle` counts them as dropped (`slatrack_quarantine_dropped_total`)
+/// while the checkpoint goes on (their rejections are counted in the store).
+#[test]
+fn quarantined_records_the_broker_never_acknowledges_are_counted_as_dropped() {
+    let mock = MockCluster::new(2).unwrap();
+    mock.create_topic("slatrack-quarantine", 1, 1).unwrap();
+    mock.partition_leader("slatrack-quarantine", 0, Some(2))
+        .unwrap();
+    mock.broker_down(2).unwrap();
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("message.timeout.ms", "500");
+    let status = Arc::new(RuntimeStatus::default());
+    let mut q =
+        slatrack::sink::quarantine::Quarantine::new("slatrack-quarantine", &client, status.clone())
+            .unwrap();
+    for offset in 0..3 {
+        q.send(
+            b"not a record",
+            slatrack::event::RejectReason::MalformedProtobuf,
+            "deliveries",
+            0,
+            offset,
+        );
+    }
+    assert_eq!(status.quarantined.load(Ordering::Relaxed), 3, "handed over");
+    assert!(q.settle(), "every delivery ended (failed) within the flush");
+    assert_eq!(
+        status.quarantine_dropped.load(Ordering::Relaxed),
+        3,
+        "every undelivered record counted as dropped"
+    );
+}

@@ -87,6 +87,7 @@ fn a_million_tenants_stay_bounded_in_memory_and_in_the_scrape() {
         ..Default::default()
     };
     telemetry.absorb(&committed);
+    telemetry.set_gauges();
     let scrape = telemetry.metrics();
     let tenants: BTreeSet<&str> = scrape
         .lines()

@@ -267,6 +267,11 @@ fn concurrent_commits_of_one_partition_are_fenced() {
         reason: slatrack::event::RejectReason::MalformedProtobuf,
         count: 1,
     }];
+    let no_dedup = slatrack::store::checkpoint::DedupRows {
+        replace: false,
+        before: i64::MIN,
+        buckets: Vec::new(),
+    };
     let commit = || PartitionCommit {
         source: "kafka:deliveries/0",
         expected: None,
@@ -278,9 +283,8 @@ fn concurrent_commits_of_one_partition_are_fenced() {
         keys_before: i64::MIN,
         unread: None,
         rejects: &rejects,
-        sealed: &[],
-        open: &[],
-        dedup: None,
+        dedup: &no_dedup,
+        publish: false,
     };
     let mut first = PgStore::open(target()).expect("first owner");
     let tx = first.begin_tx().expect("transaction");

@@ -21,8 +21,7 @@ use slatrack::engine::{ClosedBucket, KeyInfo, Stats};
 use slatrack::event::{DeliveryEvent, Direction, Outcome, RejectReason};
 use slatrack::store::checkpoint::pack;
 use slatrack::store::{
-    open_for_reading, open_partition_store, ClosedKeys, Location, PartitionCommit, PartitionStore,
-    RejectRow, StoreError,
+    open, Access, ClosedKeys, Location, PartitionCommit, PartitionStore, RejectRow, StoreError,
 };
 use slatrack::time::{Micros, MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MIN};
 use std::sync::Arc;
@@ -128,6 +127,19 @@ impl Truth {
         }
         t
     }
+
+    /// A store's summed counters, in the same terms.
+    fn of_stats(s: &Stats) -> Truth {
+        let c = s.counters;
+        Truth {
+            attempts: c.attempts,
+            events: c.events,
+            failed: c.failed,
+            on_time: c.on_time,
+            retried: c.retried,
+            latency_sum_us: c.latency_sum_us,
+        }
+    }
 }
 
 /// A closed bucket of `width` holding `records` (each recorded once).
@@ -166,34 +178,28 @@ fn commit(
         keys_before: 0,
         unread: None,
         rejects,
-        sealed: &[],
-        open: &[],
-        dedup: None,
+        dedup: &slatrack::store::checkpoint::DedupRows {
+            replace: false,
+            before: i64::MIN,
+            buckets: Vec::new(),
+        },
+        publish: false,
     })
 }
 
 /// What the store gives a scorecard for `[from, to)`: summed counters, and the merged
 /// latencies.
 fn read(location: &Location, from: Micros, to: Micros) -> (Truth, Stats) {
-    let s = open_for_reading(location, None).expect("open for reading");
+    let s = open(location, Access::ReadOnly).expect("open for reading");
     let mut merged = Stats::default();
     for b in s.buckets(TENANT, from, to).expect("buckets") {
         merged.merge(&b.stats);
     }
-    let c = merged.counters;
-    let t = Truth {
-        attempts: c.attempts,
-        events: c.events,
-        failed: c.failed,
-        on_time: c.on_time,
-        retried: c.retried,
-        latency_sum_us: c.latency_sum_us,
-    };
-    (t, merged)
+    (Truth::of_stats(&merged), merged)
 }
 
 fn scorecard_json(location: &Location, from: Micros, to: Micros) -> serde_json::Value {
-    let s = open_for_reading(location, None).expect("open for reading");
+    let s = open(location, Access::ReadOnly).expect("open for reading");
     let sc = slatrack::scorecard::build_at(
         &*s,
         Arc::new(Config::default()),
@@ -249,7 +255,7 @@ fn minute_buckets(platform: &str, rs: &[DeliveryEvent]) -> Vec<ClosedBucket> {
 /// of single minutes, corrections into buckets inside those rows and into a folded hour,
 /// folding, and folding again. Returns the records counted.
 fn backfill_corrections_and_folding(under: &Under, day: Micros) -> Vec<DeliveryEvent> {
-    let mut s = open_partition_store(&under.location, None).expect("open");
+    let mut s = open(&under.location, Access::Create).expect("open");
     let mut n = 0;
     let mut all = Vec::new();
 
@@ -317,7 +323,6 @@ fn backfill_corrections_and_folding(under: &Under, day: Micros) -> Vec<DeliveryE
                 MICROS_PER_MIN,
                 std::slice::from_ref(r),
             ),
-            segment: 0,
         })
         .collect();
     commit(&mut *s, Some(next), next + 3, &[], &corrections, &[], &[]).expect("corrections");
@@ -365,7 +370,6 @@ fn backfill_corrections_and_folding(under: &Under, day: Micros) -> Vec<DeliveryE
             MICROS_PER_MIN,
             std::slice::from_ref(&later),
         ),
-        segment: 1,
     };
     commit(&mut *s, Some(next), next + 1, &[], &[c], &[], &[]).expect("late correction");
     all.push(later);
@@ -423,7 +427,7 @@ fn todays_data_is_exact_and_every_store_gives_the_same_scorecard() {
 
 /// The tenant's rejects of the day starting at `day`, by reason.
 fn rejects_of(location: &Location, day: Micros) -> Vec<(RejectReason, u64)> {
-    open_for_reading(location, None)
+    open(location, Access::ReadOnly)
         .expect("read")
         .rejects(TENANT, day, day + MICROS_PER_DAY)
         .expect("rejects")
@@ -438,8 +442,8 @@ fn days_ago(n: i64) -> Micros {
 fn a_second_owner_is_fenced_and_a_resumed_one_continues() {
     let day = days_ago(70);
     for under in stores() {
-        let mut a = open_partition_store(&under.location, None).expect("open a");
-        let mut b = open_partition_store(&under.location, None).expect("open b");
+        let mut a = open(&under.location, Access::Create).expect("open a");
+        let mut b = open(&under.location, Access::Create).expect("open b");
         let mut n = 0;
         let rs = records(
             &mut n,
@@ -478,8 +482,7 @@ fn a_second_owner_is_fenced_and_a_resumed_one_continues() {
 
         // A resumed owner reads the checkpoint it must continue from.
         drop(a);
-        let mut resumed = open_partition_store(&under.location, None).expect("reopen");
-        resumed.refresh().expect("refresh");
+        let mut resumed = open(&under.location, Access::Create).expect("reopen");
         let c = resumed
             .checkpoint("deliveries/0")
             .expect("read")
@@ -498,19 +501,17 @@ fn a_second_owner_is_fenced_and_a_resumed_one_continues() {
 fn closed_keys_and_rejects_are_kept_once() {
     let day = days_ago(70);
     for under in stores() {
-        let mut s = open_partition_store(&under.location, None).expect("open");
+        let mut s = open(&under.location, Access::Create).expect("open");
         let start = day + 3 * MICROS_PER_HOUR;
         let keys: Vec<u128> = (1..=5u128).map(|k| k << 64 | k).collect();
         let more: Vec<u128> = (6..=7u128).map(|k| k << 64 | k).collect();
         let closed = [
             ClosedKeys {
                 start,
-                segment: None,
                 keys: pack(&keys),
             },
             ClosedKeys {
                 start,
-                segment: Some(0),
                 keys: pack(&more),
             },
         ];
@@ -537,5 +538,94 @@ fn closed_keys_and_rejects_are_kept_once() {
             "{}: after a fenced commit",
             under.name
         );
+    }
+}
+
+/// A commit that publishes: its rows and corrections queued in its own transaction.
+fn publishing_commit(
+    s: &mut dyn PartitionStore,
+    expected: Option<i64>,
+    next_offset: i64,
+    buckets: &[ClosedBucket],
+    corrections: &[Correction],
+) -> Result<(), StoreError> {
+    s.commit(&PartitionCommit {
+        source: "deliveries/0",
+        expected,
+        next_offset,
+        state: b"opaque shard state",
+        buckets,
+        corrections,
+        closed_keys: &[],
+        keys_before: 0,
+        unread: None,
+        rejects: &[],
+        dedup: &slatrack::store::checkpoint::DedupRows {
+            replace: false,
+            before: i64::MIN,
+            buckets: Vec::new(),
+        },
+        publish: true,
+    })
+}
+
+#[test]
+fn windows_are_queued_with_their_commit_numbered_once_and_dequeued_once_published() {
+    let day = days_ago(70);
+    for under in stores() {
+        let mut s = open(&under.location, Access::Create).expect("open");
+        let mut n = 0;
+        let rs = records(
+            &mut n,
+            "workday",
+            day + MICROS_PER_HOUR,
+            day + MICROS_PER_HOUR + 3 * MICROS_PER_MIN,
+            30 * 1_000_000,
+        );
+        let buckets = minute_buckets("workday", &rs);
+        publishing_commit(&mut *s, None, 10, &buckets, &[]).expect("commit");
+        // A fenced-out owner's commit queues nothing.
+        publishing_commit(&mut *s, None, 10, &buckets, &[]).expect_err("fenced");
+        let late = [record(999, "workday", day + MICROS_PER_HOUR, 40)];
+        let correction = Correction {
+            bucket: bucket("workday", day + MICROS_PER_HOUR, MICROS_PER_MIN, &late),
+        };
+        publishing_commit(
+            &mut *s,
+            Some(10),
+            20,
+            &[],
+            std::slice::from_ref(&correction),
+        )
+        .expect("correction");
+
+        let queued = s.queued_windows(100).expect("queued");
+        let seqs: Vec<i64> = queued.iter().map(|w| w.seq).collect();
+        // The first commit's minutes of one day are one row; then the correction.
+        assert_eq!(seqs, vec![1, 2], "{}", under.name);
+        let mut sum = Stats::default();
+        for w in &queued {
+            assert_eq!(w.source, "deliveries/0");
+            let (source, b, is_correction) =
+                slatrack::codec::window::decode(&w.summary).expect("a WindowSummary");
+            assert_eq!(source, "deliveries/0");
+            assert_eq!(is_correction, w.seq == 2, "{}", under.name);
+            sum.merge(&b.stats);
+        }
+        let mut all = rs.clone();
+        all.extend(late);
+        assert_eq!(Truth::of_stats(&sum), Truth::of(&all), "{}", under.name);
+
+        // Published windows leave the queue; numbering goes on, never reusing a key.
+        s.dequeue_windows("deliveries/0", 2).expect("dequeue");
+        assert!(s.queued_windows(100).expect("queued").is_empty());
+        publishing_commit(&mut *s, Some(20), 30, &buckets[..1], &[]).expect("commit");
+        let again: Vec<i64> = s
+            .queued_windows(100)
+            .expect("queued")
+            .iter()
+            .map(|w| w.seq)
+            .collect();
+        assert_eq!(again, vec![3], "{}", under.name);
     }
 }

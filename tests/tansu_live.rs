@@ -22,7 +22,6 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
 use slatrack::config::Config;
-use slatrack::store::kafka::Mode;
 use slatrack::store::{Location, PartitionStore, PgStore, SqliteStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -256,6 +255,7 @@ listen = "127.0.0.1:0"
 brokers = "{brokers}"
 group_id = "slatrack-it"
 quarantine_topic = "slatrack-quarantine"
+windows_topic = "slatrack-windows"
 [[kafka.topics]]
 name = "{TOPIC}"
 format = "protobuf"
@@ -368,34 +368,27 @@ fn assigned_in(log: &Path) -> Vec<i32> {
 /// Where `slatrack run` keeps windows and checkpoints in a test.
 enum StoreKind {
     Sqlite,
-    Kafka,
     Postgres,
 }
 
 /// Reads a store's checkpoints while the service writes it.
 enum Watch {
     Sqlite(PathBuf, u32),
-    Kafka(slatrack::store::KafkaStore, u32),
-    Postgres(slatrack::store::PgTarget, u32),
+    Postgres(Box<slatrack::store::PgTarget>, u32),
 }
 
 impl Watch {
     fn new(location: &str, partitions: u32) -> Watch {
         match Location::parse(location).unwrap() {
             Location::Sqlite(p) => Watch::Sqlite(p, partitions),
-            Location::Kafka { brokers, topic } => Watch::Kafka(
-                slatrack::store::KafkaStore::open(&brokers, &topic, None, Mode::Checkpoints)
-                    .unwrap(),
-                partitions,
-            ),
-            Location::Postgres(t) => Watch::Postgres(*t, partitions),
+            Location::Postgres(t) => Watch::Postgres(t, partitions),
         }
     }
 
     /// Records covered by checkpoints, summed over partitions.
     fn progress(&mut self) -> i64 {
         let n = match self {
-            Watch::Sqlite(_, n) | Watch::Kafka(_, n) | Watch::Postgres(_, n) => *n,
+            Watch::Sqlite(_, n) | Watch::Postgres(_, n) => *n,
         };
         let sources = (0..n).map(|p| format!("kafka:{TOPIC}/{p}"));
         match self {
@@ -405,15 +398,9 @@ impl Watch {
                 };
                 sources.map(|src| next_offset(&mut s, &src)).sum()
             }
-            Watch::Kafka(k, _) => {
-                if k.sync().is_err() {
-                    return 0;
-                }
-                sources.map(|src| next_offset(k, &src)).sum()
-            }
             // A connection per look: the server may be down and back meanwhile.
             Watch::Postgres(t, _) => {
-                let Ok(mut s) = PgStore::open_read_only(t.clone()) else {
+                let Ok(mut s) = PgStore::open_read_only((**t).clone()) else {
                     return 0;
                 };
                 sources.map(|src| next_offset(&mut s, &src)).sum()
@@ -430,7 +417,11 @@ fn next_offset(s: &mut dyn PartitionStore, source: &str) -> i64 {
 }
 
 fn scorecard(location: &str) -> serde_json::Value {
-    let s = slatrack::store::open_for_reading(&Location::parse(location).unwrap(), None).unwrap();
+    let s = slatrack::store::open(
+        &Location::parse(location).unwrap(),
+        slatrack::store::Access::ReadOnly,
+    )
+    .unwrap();
     // From a week before the events: the planted too-late records are eight days behind.
     let from = slatrack::time::parse_date("2025-09-22").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
@@ -517,6 +508,120 @@ fn assert_live_equals_replay(
         assert_backlog_counted(dir, f, store, &live);
     }
     assert_quarantine(&broker.brokers(), f);
+    assert_windows_published(&broker.brokers(), store);
+}
+
+/// Per (tenant, platform): the numbers and latencies of every bucket in the store.
+fn stored_totals(store: &str) -> BTreeMap<(String, String), slatrack::engine::Stats> {
+    let s = slatrack::store::open(
+        &Location::parse(store).unwrap(),
+        slatrack::store::Access::ReadOnly,
+    )
+    .unwrap();
+    let mut out: BTreeMap<(String, String), slatrack::engine::Stats> = BTreeMap::new();
+    for c in s.coverage(None).unwrap() {
+        for b in s.buckets(&c.tenant, i64::MIN, i64::MAX).unwrap() {
+            out.entry((b.tenant, b.platform))
+                .or_default()
+                .merge(&b.stats);
+        }
+    }
+    out
+}
+
+/// Each source's last queued window number, once the queue is empty (every instance has
+/// stopped, the last one on SIGTERM, which publishes what is queued).
+fn published_seqs(store: &str) -> BTreeMap<String, i64> {
+    let (queued, seqs): (i64, Vec<(String, i64)>) = match Location::parse(store).unwrap() {
+        Location::Sqlite(p) => {
+            let c = rusqlite::Connection::open(p).unwrap();
+            let queued = c
+                .query_row("SELECT COUNT(*) FROM window_queue", [], |r| r.get(0))
+                .unwrap();
+            let mut stmt = c
+                .prepare("SELECT source, last_seq FROM window_queue_seq")
+                .unwrap();
+            let seqs = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            (queued, seqs)
+        }
+        Location::Postgres(_) => {
+            let mut c = ::postgres::Client::connect(store, ::postgres::NoTls).unwrap();
+            let queued = c
+                .query_one("SELECT COUNT(*) FROM window_queue", &[])
+                .unwrap()
+                .get(0);
+            let seqs = c
+                .query("SELECT source, last_seq FROM window_queue_seq", &[])
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            (queued, seqs)
+        }
+    };
+    assert_eq!(
+        queued, 0,
+        "every queued window published by the last SIGTERM"
+    );
+    seqs.into_iter().collect()
+}
+
+/// The windows topic (`kafka.windows_topic`) holds every window the store queued: each
+/// key `(source, seq)` for seq 1..=last, a key seen twice (re-published after a crash)
+/// with the same value, and the windows summed per tenant and platform equal the store's
+/// buckets, counters and latencies.
+fn assert_windows_published(brokers: &str, store: &str) {
+    let expected = published_seqs(store);
+    let want: usize = expected.values().map(|n| *n as usize).sum();
+    assert!(want > 0, "windows were queued: {expected:?}");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "windows-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "2000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["slatrack-windows"]).unwrap();
+    let mut seen: BTreeMap<(String, i64), Vec<u8>> = BTreeMap::new();
+    wait_until("every published window", Duration::from_secs(120), || {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = slatrack::codec::window::decode_key(m.key().unwrap()).unwrap();
+            let value = m.payload().unwrap().to_vec();
+            if let Some(before) = seen.get(&key) {
+                assert_eq!(before, &value, "{key:?} published again with another value");
+            }
+            seen.insert(key, value);
+        }
+        seen.len() >= want
+    });
+    for (source, seq) in seen.keys() {
+        let last = expected.get(source).copied().unwrap_or(0);
+        assert!(
+            (1..=last).contains(seq),
+            "{source} window {seq} was never queued (last {last})"
+        );
+    }
+    let mut published: BTreeMap<(String, String), slatrack::engine::Stats> = BTreeMap::new();
+    for value in seen.values() {
+        let (_, b, _) = slatrack::codec::window::decode(value).unwrap();
+        published
+            .entry((b.key.tenant.to_string(), b.key.platform.to_string()))
+            .or_default()
+            .merge(&b.stats);
+    }
+    let stored = stored_totals(store);
+    assert_eq!(
+        published.keys().collect::<Vec<_>>(),
+        stored.keys().collect::<Vec<_>>()
+    );
+    for (k, st) in &stored {
+        assert_eq!(published[k].counters, st.counters, "{k:?}");
+        assert_eq!(&published[k], st, "{k:?}: latencies");
+    }
 }
 
 /// A broker with the topics, the fixture produced to it, and a config for `slatrack run`.
@@ -525,7 +630,7 @@ struct Setup {
     broker: Tansu,
     f: Fixture,
     total: i64,
-    /// `store.path`: a SQLite file, postgres://… or kafka://…/topic.
+    /// `store.path`: a SQLite file or postgres://….
     store: String,
     config: PathBuf,
     /// The PostgreSQL server of a [`StoreKind::Postgres`] setup.
@@ -555,6 +660,7 @@ fn setup_with(
     let broker = Tansu::start(&dir.path().join("tansu.log"));
     broker.create_topic(TOPIC, partitions);
     broker.create_topic("slatrack-quarantine", 1);
+    broker.create_topic("slatrack-windows", 2);
     let mut f = fixture(120_000, partitions, keying);
     if producers == Producers::WorkdayStallsThenFlushes {
         f.stall_workday();
@@ -571,8 +677,6 @@ fn setup_with(
             pg = Some(server);
             url
         }
-        // slatrack creates the compacted store topic itself when it is missing.
-        StoreKind::Kafka => format!("kafka://{}/slatrack-windows", broker.brokers()),
     };
     let config = write_config(dir.path(), &broker.brokers(), &store);
     Setup {
@@ -604,10 +708,12 @@ fn assert_backlog_counted(dir: &Path, f: &Fixture, store: &str, live: &serde_jso
     let (sorted, summary) = replay::replay(&sorted_dir, Arc::new(Config::default()), f.sorted());
     assert_eq!(summary.corrected, 0, "sorted: nothing is late");
     assert_eq!(live, &scorecard(&sorted.display().to_string()));
+    // A bucket with key rows besides the one it closed with took corrections.
     let corrections: i64 = rusqlite::Connection::open(store)
         .unwrap()
         .query_row(
-            "SELECT COUNT(*) FROM closed_keys WHERE segment IS NOT NULL",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM closed_keys
+               GROUP BY source, bucket_start_us HAVING COUNT(*) > 1)",
             [],
             |r| r.get(0),
         )
@@ -698,14 +804,13 @@ fn sigkill_at_several_points_then_sigterm_equals_replay() {
 }
 
 #[test]
-fn kafka_store_sigkill_at_several_points_then_sigterm_equals_replay() {
-    sigkill_at_several_points_then_sigterm(StoreKind::Kafka, Producers::Steady);
+fn postgres_store_sigkill_at_several_points_then_sigterm_equals_replay() {
+    sigkill_at_several_points_then_sigterm(StoreKind::Postgres, Producers::Steady);
 }
 
 /// One producer stalls for 15 minutes of event time, then flushes its backlog while the
 /// others go on; `slatrack run` is SIGKILLed five times during the flush. The scorecard
-/// equals the replay of the records sorted by completion time. SQLite store: the Kafka
-/// store takes no corrections (docs/stores.md).
+/// equals the replay of the records sorted by completion time.
 #[test]
 fn a_backlog_flushed_through_five_sigkills_equals_the_sorted_replay() {
     sigkill_at_several_points_then_sigterm(StoreKind::Sqlite, Producers::WorkdayStallsThenFlushes);
@@ -755,8 +860,8 @@ fn two_instances_rebalance_mid_stream_equals_replay() {
 }
 
 #[test]
-fn kafka_store_two_instances_rebalance_mid_stream_equals_replay() {
-    two_instances_rebalance_mid_stream(StoreKind::Kafka, Producers::Steady);
+fn postgres_store_two_instances_rebalance_mid_stream_equals_replay() {
+    two_instances_rebalance_mid_stream(StoreKind::Postgres, Producers::Steady);
 }
 
 /// The stalled producer's backlog flushed while partitions move from one instance to
@@ -767,8 +872,9 @@ fn a_backlog_flushed_across_a_rebalance_equals_the_sorted_replay() {
 }
 
 /// Scale-out: three instances in one group on a 6-partition topic keyed round robin (every
-/// bucket split across partitions), Kafka store. Instances join and leave mid-stream while
-/// the stream is still being produced; the merged scorecard equals replay.
+/// bucket split across partitions), one SQLite store (the instances' commits are fenced on
+/// its checkpoints). Instances join and leave mid-stream while the stream is still being
+/// produced; the merged scorecard equals replay.
 #[test]
 fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -781,7 +887,7 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
         config,
         pg: _pg,
     } = setup_with(
-        StoreKind::Kafka,
+        StoreKind::Sqlite,
         |n| n / 3,
         6,
         Keying::RoundRobin,
@@ -1045,7 +1151,11 @@ fn pilot_scorecard(location: &str, evs: &[slatrack::event::DeliveryEvent]) -> se
     let last = evs.iter().map(|e| e.completed_at).max().unwrap();
     let from = first.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
     let to = (last.div_euclid(MICROS_PER_DAY) + 1) * MICROS_PER_DAY;
-    let s = slatrack::store::open_for_reading(&Location::parse(location).unwrap(), None).unwrap();
+    let s = slatrack::store::open(
+        &Location::parse(location).unwrap(),
+        slatrack::store::Access::ReadOnly,
+    )
+    .unwrap();
     let sc = slatrack::scorecard::build_at(
         &*s,
         Arc::new(Config::default()),
@@ -1088,6 +1198,7 @@ fn pilot_live_on(kind: StoreKind, dated: Dated) {
     let broker = Tansu::start(&dir.path().join("tansu.log"));
     broker.create_topic(TOPIC, PARTITIONS);
     broker.create_topic("slatrack-quarantine", 1);
+    broker.create_topic("slatrack-windows", 2);
     let (records, evs) = pilot_topic(dated);
     let truth = pilot_truth(&evs);
     let total = records.len() as i64;
@@ -1103,7 +1214,6 @@ fn pilot_live_on(kind: StoreKind, dated: Dated) {
             pg = Some(server);
             url
         }
-        StoreKind::Kafka => unreachable!("the Kafka store is not a store of record"),
     };
     let config = write_config(dir.path(), &broker.brokers(), &store);
     let mut watch = Watch::new(&store, PARTITIONS);
@@ -1188,6 +1298,7 @@ fn pilot_live_on(kind: StoreKind, dated: Dated) {
         pilot_scorecard(&replay_store, &evs),
         "{dated:?}: live equals replay"
     );
+    assert_windows_published(&broker.brokers(), &store);
     drop(pg);
 }
 

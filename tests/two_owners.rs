@@ -1,8 +1,7 @@
 //! Two owners of every partition at once, on librdkafka's mock cluster: two instances in
 //! different consumer groups, so each is assigned every partition for the whole run. (Its
 //! own test binary: the exporter's counters are process-wide, and `tests/kafka_mock.rs`
-//! asserts them.) SQLite and the Kafka store always; PostgreSQL with `--features
-//! integration`.
+//! asserts them.) SQLite always; PostgreSQL with `--features integration`.
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -10,7 +9,7 @@ use rdkafka::ClientConfig;
 use slatrack::config::Config;
 use slatrack::runtime::RuntimeStatus;
 use slatrack::service::{self, demo::demo_config};
-use slatrack::store::{PartitionStore, SqliteStore};
+use slatrack::store::SqliteStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,19 +54,16 @@ fn scorecard_of(s: &dyn slatrack::store::StoreRead, config: &Arc<Config>) -> ser
 /// Two instances in different consumer groups on one store: each owns every partition for
 /// the whole run, the permanent form of a rebalance that overlaps two owners. On SQLite
 /// their commits are fenced on the stored checkpoint, so one resumes from the other's
-/// checkpoint again and again; on the Kafka store both go on, writing the same records.
-/// Either way the scorecard equals replay's.
+/// checkpoint again and again, and the scorecard equals replay's.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Sqlite,
-    Kafka,
     /// Built with `--features integration`: a real PostgreSQL server.
     #[cfg_attr(not(feature = "integration"), allow(dead_code))]
     Postgres,
 }
 
 fn two_owners_of_every_partition(kind: Kind) {
-    let kafka_store = kind == Kind::Kafka;
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("deliveries", 4, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -105,9 +101,6 @@ fn two_owners_of_every_partition(kind: Kind) {
     let total = (recs.len() + sentinels.len()) as i64;
 
     let store = dir.path().join("live.db");
-    if kafka_store {
-        mock.create_topic("slatrack-windows", 1, 1).unwrap();
-    }
     // The PostgreSQL server lives until the end of the test.
     #[cfg(feature = "integration")]
     let pg = (kind == Kind::Postgres).then(|| {
@@ -116,10 +109,6 @@ fn two_owners_of_every_partition(kind: Kind) {
         pg
     });
     let location = match kind {
-        Kind::Kafka => slatrack::store::Location::Kafka {
-            brokers: mock.bootstrap_servers(),
-            topic: "slatrack-windows".into(),
-        },
         Kind::Sqlite => slatrack::store::Location::Sqlite(store.clone()),
         #[cfg(feature = "integration")]
         Kind::Postgres => slatrack::store::Location::parse(
@@ -133,10 +122,8 @@ fn two_owners_of_every_partition(kind: Kind) {
         let mut cfg = demo_config(mock.bootstrap_servers(), &store);
         cfg.engine = Config::default().engine;
         cfg.metrics.listen = String::new();
-        // SQLite: often, so that the two owners' commits interleave. Kafka: the mock
-        // cluster keeps ≈ 5 MiB a partition, and each checkpoint carries the state.
-        let interval_ms = if kafka_store { 1000 } else { 20 };
-        cfg.service.checkpoint_interval = slatrack::config::ConfigDuration(interval_ms * 1000);
+        // Often, so that the two owners' commits interleave.
+        cfg.service.checkpoint_interval = slatrack::config::ConfigDuration(20_000);
         if let Some(k) = cfg.kafka.as_mut() {
             k.group_id = group.to_string();
             k.quarantine_topic = String::new();
@@ -157,12 +144,8 @@ fn two_owners_of_every_partition(kind: Kind) {
     };
     let a = instance("slatrack-a");
     let b = instance("slatrack-b");
-    let mut reader: Box<dyn PartitionStore> =
-        slatrack::store::open_partition_store(&location, None).unwrap();
+    let mut reader = slatrack::store::open(&location, slatrack::store::Access::Create).unwrap();
     let mut progress = || -> i64 {
-        if reader.refresh().is_err() {
-            return 0;
-        }
         (0..4)
             .filter_map(|p| {
                 reader
@@ -193,14 +176,10 @@ fn two_owners_of_every_partition(kind: Kind) {
     b.3.join().unwrap().expect("B stops cleanly");
     assert_eq!(progress(), total, "checkpoints end at each partition's end");
     let superseded = sa.superseded.load(Ordering::Relaxed) + sb.superseded.load(Ordering::Relaxed);
-    if kafka_store {
-        assert_eq!(superseded, 0, "the Kafka store is not fenced");
-    } else {
-        assert!(
-            superseded > 0,
-            "both started without a checkpoint, so the later one's first commit was refused"
-        );
-    }
+    assert!(
+        superseded > 0,
+        "both started without a checkpoint, so the later one's first commit was refused"
+    );
 
     let (replay_store, _) = replay::replay(
         dir.path(),
@@ -208,7 +187,7 @@ fn two_owners_of_every_partition(kind: Kind) {
         recs.iter().map(|(_, v)| v).chain(&sentinels),
     );
     let live = scorecard_of(
-        &*slatrack::store::open_for_reading(&location, None).unwrap(),
+        &*slatrack::store::open(&location, slatrack::store::Access::ReadOnly).unwrap(),
         &config,
     );
     let offline = scorecard_of(&SqliteStore::open(&replay_store).unwrap(), &config);
@@ -228,9 +207,4 @@ fn two_owners_of_every_partition_on_one_sqlite_store_equal_replay() {
 #[test]
 fn two_owners_of_every_partition_on_one_postgres_store_equal_replay() {
     two_owners_of_every_partition(Kind::Postgres);
-}
-
-#[test]
-fn two_owners_of_every_partition_on_one_kafka_store_equal_replay() {
-    two_owners_of_every_partition(Kind::Kafka);
 }

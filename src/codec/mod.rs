@@ -4,6 +4,7 @@
 
 pub mod json;
 pub mod protobuf;
+pub mod window;
 
 use crate::event::{validate, DeliveryEvent, RejectReason, Rejected, TimeBounds};
 use crate::time::Micros;

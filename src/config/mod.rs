@@ -148,6 +148,9 @@ pub struct MetricsConfig {
     /// (`slatrack_last_event_timestamp_seconds`) from its partitions; they lag the input
     /// by the fetch plus at most this.
     pub publish_interval: ConfigDuration,
+    /// How often the window gauges and the service's own gauges are set from the rolling
+    /// windows and the status; a scrape of `/metrics` only reads what was set last.
+    pub gauge_interval: ConfigDuration,
     /// (tenant, platform) keys with their own series; further keys are exported as
     /// tenant `__overflow__` (per platform), so the scrape stays bounded (≈6 KB per key).
     pub max_series_keys: usize,
@@ -159,6 +162,7 @@ impl Default for MetricsConfig {
             listen: DEFAULT_METRICS_LISTEN.into(),
             tenant_label: true,
             publish_interval: ConfigDuration(100 * time::MICROS_PER_MILLI),
+            gauge_interval: ConfigDuration(time::MICROS_PER_SEC),
             max_series_keys: 1_000,
         }
     }
@@ -175,6 +179,10 @@ pub struct KafkaConfig {
     /// Rejected records go here with their reason in headers; `""` disables.
     #[serde(default = "default_quarantine")]
     pub quarantine_topic: String,
+    /// Closed windows and their corrections are published here after each store commit
+    /// (`WindowSummary` records, docs/stores.md "Publishing windows"); `""` disables.
+    #[serde(default)]
+    pub windows_topic: String,
     /// Passed to librdkafka as is (SASL, TLS, timeouts), for consumer and producer.
     /// A value `env:NAME` is read from the environment variable NAME, `file:PATH` from a
     /// file, so secrets need not sit in the config file. Values are never logged.
@@ -339,8 +347,7 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// A SQLite file, `postgres://USER@HOST:PORT/DB[?sslmode=…&sslrootcert=…]` or
-    /// `kafka://BROKERS/TOPIC`.
+    /// A SQLite file or `postgres://USER@HOST:PORT/DB[?sslmode=…&sslrootcert=…]`.
     pub path: PathBuf,
     /// Bucket rows older than this are folded into hourly rows, exactly ("0s": never).
     pub minute_retention: ConfigDuration,

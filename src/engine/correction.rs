@@ -29,9 +29,6 @@ pub struct Staged {
     pub key: KeyId,
     /// Newest event time seen minus this record's `completed_at`, when it arrived.
     pub age_us: Micros,
-    /// The offset segment it was read in (a store without transactions keys its
-    /// corrections by segment); 0 where offsets are not tracked.
-    pub segment: i64,
     attempt: u32,
     max_attempts: u32,
     outcome: Outcome,
@@ -53,7 +50,6 @@ impl Staged {
             ordinal,
             key,
             age_us,
-            segment: 0,
             attempt: ev.attempt,
             max_attempts: ev.max_attempts,
             outcome: ev.outcome,
@@ -83,20 +79,19 @@ impl Staged {
     }
 }
 
-/// The records one offset segment added to one closed bucket of one key.
+/// The records one commit added to one closed bucket of one key.
 #[derive(Debug, Clone)]
 pub struct Correction {
     pub bucket: ClosedBucket,
-    pub segment: i64,
 }
 
 /// What resolving the staged records of a commit made.
 #[derive(Debug, Default)]
 pub struct Resolution {
-    /// Partial buckets to add to the stored ones, by (key, bucket, segment).
+    /// Partial buckets to add to the stored ones, one per (key, bucket).
     pub corrections: Vec<Correction>,
-    /// Keys now counted in closed buckets: (bucket ordinal, segment, keys).
-    pub keys: Vec<(i64, i64, Vec<DedupKey>)>,
+    /// Keys now counted in closed buckets: (bucket ordinal, keys).
+    pub keys: Vec<(i64, Vec<DedupKey>)>,
     pub counted: u64,
     pub duplicates: u64,
     /// Ages of the counted records (µs), for the lateness histogram.
@@ -211,8 +206,8 @@ impl KeyCache {
 
     /// Adds keys that are now durable to the sets held (a set not held is read whole from
     /// the store next time, with them).
-    pub fn absorb(&mut self, keys: &[(i64, i64, Vec<DedupKey>)]) {
-        for (ordinal, _, ks) in keys {
+    pub fn absorb(&mut self, keys: &[(i64, Vec<DedupKey>)]) {
+        for (ordinal, ks) in keys {
             if let Some(set) = self.sets.get_mut(ordinal) {
                 for k in ks {
                     if set.insert(*k) {
@@ -257,8 +252,8 @@ pub fn resolve<E>(
 ) -> Result<Resolution, E> {
     let mut out = Resolution::default();
     let mut added: HashMap<i64, HashSet<DedupKey>> = HashMap::new();
-    let mut stats: HashMap<(KeyId, i64, i64), Stats> = HashMap::new();
-    let mut new_keys: HashMap<(i64, i64), Vec<DedupKey>> = HashMap::new();
+    let mut stats: HashMap<(KeyId, i64), Stats> = HashMap::new();
+    let mut new_keys: HashMap<i64, Vec<DedupKey>> = HashMap::new();
     for s in staged {
         if !cache.sets.contains_key(&s.ordinal) {
             let set: HashSet<DedupKey> = load(s.ordinal)?.into_iter().collect();
@@ -277,47 +272,34 @@ pub fn resolve<E>(
         }
         let target = keys.info(s.key).target_latency_us;
         s.record_into(
-            stats
-                .entry((s.key, s.ordinal, s.segment))
-                .or_insert(Stats::EMPTY),
+            stats.entry((s.key, s.ordinal)).or_insert(Stats::EMPTY),
             target,
         );
-        new_keys
-            .entry((s.ordinal, s.segment))
-            .or_default()
-            .push(s.dkey);
+        new_keys.entry(s.ordinal).or_default().push(s.dkey);
         out.counted += 1;
         out.ages_us.push(s.age_us);
     }
     let mut corrections: Vec<Correction> = stats
         .into_iter()
-        .map(|((key, ordinal, segment), stats)| Correction {
+        .map(|((key, ordinal), stats)| Correction {
             bucket: ClosedBucket {
                 key: keys.info(key).clone(),
                 start: ordinal * bucket_us,
                 width_us: bucket_us,
                 stats,
             },
-            segment,
         })
         .collect();
     corrections.sort_by(|a, b| {
-        (
-            a.bucket.start,
-            &a.bucket.key.tenant,
-            &a.bucket.key.platform,
-            a.segment,
-        )
-            .cmp(&(
-                b.bucket.start,
-                &b.bucket.key.tenant,
-                &b.bucket.key.platform,
-                b.segment,
-            ))
+        (a.bucket.start, &a.bucket.key.tenant, &a.bucket.key.platform).cmp(&(
+            b.bucket.start,
+            &b.bucket.key.tenant,
+            &b.bucket.key.platform,
+        ))
     });
     out.corrections = corrections;
-    let mut keys: Vec<_> = new_keys.into_iter().map(|((o, s), k)| (o, s, k)).collect();
-    keys.sort_by_key(|(o, s, _)| (*o, *s));
+    let mut keys: Vec<_> = new_keys.into_iter().collect();
+    keys.sort_by_key(|(o, _)| *o);
     out.keys = keys;
     Ok(out)
 }

@@ -190,12 +190,6 @@ impl Shard {
             .div_euclid(self.bucket_us)
     }
 
-    /// Turns corrections off (a store that cannot keep closed buckets' keys): every
-    /// record for a closed bucket is then too late.
-    pub fn disable_corrections(&mut self) {
-        self.horizon_us = 0;
-    }
-
     /// The correction horizon (0: corrections are off).
     pub fn correction_horizon(&self) -> Micros {
         self.horizon_us
@@ -204,13 +198,6 @@ impl Shard {
     /// Late records staged since the last call, in arrival order.
     pub fn take_staged(&mut self) -> Vec<Staged> {
         std::mem::take(&mut self.staged)
-    }
-
-    /// Tags the record staged last with the offset segment it was read in.
-    pub fn tag_last_staged(&mut self, segment: i64) {
-        if let Some(s) = self.staged.last_mut() {
-            s.segment = segment;
-        }
     }
 
     /// Staged records not yet taken.

@@ -4,15 +4,13 @@
 //!   references, never logged) and redaction of client errors;
 //! - [`consumer`]: the service's consumer: its librdkafka context (rebalances, broker
 //!   health, high watermarks), polling into batches, fetch moves and group commits;
-//! - [`producer`]: the one producer (quarantine, Kafka store, traffic generator);
-//! - [`log`]: reading a compacted topic from its start (the Kafka store's view);
+//! - [`producer`]: the one producer (quarantine, published windows, traffic generator);
 //! - [`mock`]: librdkafka's in-process mock cluster (the demo).
 //!
 //! The rest of slatrack sees plain Rust: partitions as `(topic, partition)`, offsets as
 //! `i64`, errors as text safe to log.
 
 pub mod consumer;
-pub mod log;
 pub mod mock;
 pub mod producer;
 

@@ -1,9 +1,11 @@
-//! The one producer slatrack writes to Kafka with: the quarantine topic, the Kafka
-//! scorecard store and the traffic generator all send through [`Producer`].
+//! The one producer slatrack writes to Kafka with: the quarantine topic, the published
+//! windows and the traffic generator all send through [`Producer`].
 //!
 //! librdkafka's own thread serves delivery reports (a `ThreadedProducer`); the first
-//! failed delivery since the last [`Producer::take_failure`] is kept, so a caller that must
-//! know its writes landed (the store, before it writes a checkpoint) can ask.
+//! failed delivery since the last [`Producer::take_failure`] is kept, and every failed
+//! delivery is counted ([`Producer::failed_deliveries`]), so a caller that must know its
+//! writes landed (the window publisher before it trims its queue, the quarantine before a
+//! checkpoint) can ask.
 
 use super::redact;
 use rdkafka::config::ClientConfig;
@@ -13,6 +15,7 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
 use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,10 +32,11 @@ pub enum ProduceError {
     Flush { timeout: Duration, why: String },
 }
 
-/// Keeps the first delivery failure reported by librdkafka's thread.
+/// Keeps the first delivery failure reported by librdkafka's thread, and counts them all.
 #[derive(Default)]
 pub struct DeliveryTracker {
     failed: Mutex<Option<String>>,
+    failures: AtomicU64,
 }
 
 impl ClientContext for DeliveryTracker {}
@@ -41,6 +45,7 @@ impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
+            self.failures.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut f) = self.failed.lock() {
                 f.get_or_insert_with(|| e.to_string());
             }
@@ -127,6 +132,12 @@ impl Producer {
                 }
             }
         }
+    }
+
+    /// Deliveries that failed since the producer was created (the broker refused a
+    /// record, or it timed out in librdkafka's queue).
+    pub fn failed_deliveries(&self) -> u64 {
+        self.inner.context().failures.load(Ordering::Relaxed)
     }
 
     /// The first delivery that failed since the last call, if any.

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 /// partition's next commit waits at least this many times its last commit's duration,
 /// times the partitions owned, when that is longer than `service.checkpoint_interval`.
 ///
-/// Why: a commit's cost grows with what it writes (with the Kafka store, every dedup key
-/// of the lateness horizon; with SQLite, the keys and buckets since the last commit), so
+/// Why: a commit's cost grows with what it writes (the keys and buckets since the last
+/// commit), so
 /// at high input rates commits on a fixed interval would take the apply thread over and
 /// the lag would run away. Spaced out, buckets become durable later (the counters move
 /// later) and a crash re-reads more, but freshness holds.

@@ -43,6 +43,7 @@ pub fn demo_config(brokers: String, store: &Path) -> Config {
             format: Format::Protobuf,
         }],
         quarantine_topic: "slatrack-quarantine".into(),
+        windows_topic: String::new(),
         properties: Default::default(),
     });
     c

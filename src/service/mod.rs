@@ -52,6 +52,8 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Resume(#[from] ResumeError),
+    #[error(transparent)]
+    Publish(#[from] crate::sink::windows::PublishError),
     #[error("cannot write to stdout")]
     Output(#[source] std::io::Error),
     #[error("{0}")]

@@ -7,14 +7,11 @@
 //! the checkpoint's offset moves, to 0. So records the new log shares with the old one
 //! (a mirrored cluster copies records but not offsets) are duplicates and are not counted
 //! twice, and records of the old log that were still in open buckets stay counted.
-//!
-//! SQLite and PostgreSQL stores: the Kafka store keys rejection and correction rows by
-//! offset segment, and a log that starts again at 0 would reuse the old log's segments.
 
 use super::ServiceError;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
-use crate::store::{Location, PartitionStore, PgStore, SqliteStore};
+use crate::store::{Access, Location, PartitionStore};
 use std::sync::Arc;
 
 /// Where the partition's checkpoint stood before it was moved to the new log's start.
@@ -33,21 +30,7 @@ pub fn accept_new_log(
     topic: &str,
     partition: i32,
 ) -> Result<Accepted, ServiceError> {
-    let mut store: Box<dyn PartitionStore> = match location {
-        Location::Sqlite(path) if !path.exists() => {
-            return Err(ServiceError::Fatal(format!(
-                "no scorecard store at {}: pass --store",
-                path.display()
-            )));
-        }
-        Location::Sqlite(path) => Box::new(SqliteStore::open(path)?),
-        Location::Postgres(t) => Box::new(PgStore::open((**t).clone())?),
-        Location::Kafka { .. } => {
-            return Err(ServiceError::Fatal(format!(
-                "accept-new-log works on a SQLite or PostgreSQL store; with the Kafka store ({location}), point store.path at a new topic for the new log"
-            )));
-        }
-    };
+    let mut store = crate::store::open(location, Access::Existing)?;
     // The format decodes records; accepting decodes none.
     let format = config
         .kafka

@@ -193,14 +193,10 @@ impl PartitionSet {
         };
         let topic = self.topics[ti].0.clone();
         let next = p.next_offset;
-        let what_to_do = match &self.store_location {
-            store @ (crate::store::Location::Sqlite(_) | crate::store::Location::Postgres(_)) => format!(
-                "stop every slatrack writing {store}, check that this is the log you mean to read, run `slatrack accept-new-log --store '{store}' --topic {topic} --partition {partition}` (it keeps what the old log counted and reads the new one from offset 0, repeated records as duplicates), and start slatrack again"
-            ),
-            kafka => format!(
-                "the Kafka store ({kafka}) cannot move a checkpoint to a new log: point store.path at a new store topic for the new log and keep {kafka} for the old log's scorecards"
-            ),
-        };
+        let store = &self.store_location;
+        let what_to_do = format!(
+            "stop every slatrack writing {store}, check that this is the log you mean to read, run `slatrack accept-new-log --store '{store}' --topic {topic} --partition {partition}` (it keeps what the old log counted and reads the new one from offset 0, repeated records as duplicates), and start slatrack again"
+        );
         let why = format!(
             "partition {topic}/{partition}: its checkpoint continues at offset {next} but its log ends below it (at offset {offset}): the topic was recreated or the brokers are a new cluster. Nothing of the new log is counted until you accept it: {what_to_do}"
         );
@@ -275,7 +271,6 @@ impl PartitionSet {
             }
             let bytes = batch.payload(it);
             records += 1;
-            p.pipeline.rejects.at_offset(it.offset);
             match p.pipeline.process(bytes, now) {
                 Verdict::Counted => counted += 1,
                 Verdict::Duplicate => duplicates += 1,
@@ -294,7 +289,6 @@ impl PartitionSet {
                             it.partition,
                             it.offset,
                         );
-                        self.status.quarantined.store(q.produced, Ordering::Relaxed);
                     }
                 }
             }
@@ -359,13 +353,6 @@ impl Rebalance for RebalanceHandler {
     fn assigned(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>> {
         let mut set = lock(&self.0);
         set.generation.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = set.store.refresh() {
-            // Restoring from a stale view of a shared store could double count.
-            tracing::error!(error = %e, "cannot read the scorecard store before restoring checkpoints");
-            set.fatal = Some(e.to_string());
-            set.status.ready.store(false, Ordering::Relaxed);
-            return vec![None; partitions.len()];
-        }
         let offsets = partitions
             .iter()
             .map(|(topic, partition)| set.assign(topic, *partition))

@@ -13,9 +13,10 @@ use crate::codec::Format;
 use crate::config::Config;
 use crate::kafka::consumer::{Batch, Consumer, FetchMove, HighWatermarks};
 use crate::runtime::RuntimeStatus;
-use crate::sink::prometheus::Telemetry;
+use crate::sink::prometheus::{GaugeThread, Telemetry};
 use crate::sink::quarantine::Quarantine;
-use crate::store::Location;
+use crate::sink::windows::{PublisherThread, WindowPublisher};
+use crate::store::{Access, Location};
 use crate::time::now_micros;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,18 +80,17 @@ pub fn run(
     let kafka = config.kafka.clone().ok_or(ServiceError::NoKafka)?;
     tracing::info!(kafka = %crate::kafka::describe(&kafka), store = %store, "starting");
     let store_location = store.clone();
-    let store = crate::store::open_partition_store(&store, Some(&kafka))?;
-    if !store.takes_corrections() && config.engine.correction_horizon.0 > 0 {
-        tracing::warn!(
-            correction_horizon = %config.engine.correction_horizon,
-            "this store takes no corrections: records for closed buckets are rejected as too_late, as with engine.correction_horizon = \"0s\"; use a SQLite store for corrections"
-        );
-    }
+    let store = crate::store::open(&store, Access::Create)?;
+    let publisher = start_publisher(&kafka, &store_location)?;
     let quarantine = if kafka.quarantine_topic.is_empty() {
         None
     } else {
         let client = crate::kafka::client_config(&kafka)?;
-        Some(Quarantine::new(&kafka.quarantine_topic, &client)?)
+        Some(Quarantine::new(
+            &kafka.quarantine_topic,
+            &client,
+            status.clone(),
+        )?)
     };
     let topics: Vec<(String, Format)> = kafka
         .topics
@@ -98,9 +98,15 @@ pub fn run(
         .map(|t| (t.name.clone(), t.format))
         .collect();
     let telemetry = Telemetry::new(config.clone(), status.clone());
-    if !config.metrics.listen.is_empty() {
+    // Gauges are set on their own interval; the listener only renders them.
+    let gauges = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        let gauges = GaugeThread::spawn(telemetry.clone())
+            .map_err(|e| ServiceError::Fatal(format!("cannot start the gauge thread: {e}")))?;
         serve_metrics(&config.metrics.listen, &telemetry, &status)?;
-    }
+        Some(gauges)
+    };
     let generation = Arc::new(AtomicU64::new(0));
     let set = Arc::new(Mutex::new(PartitionSet {
         config: config.clone(),
@@ -148,12 +154,19 @@ pub fn run(
         tracing::info!("shutting down: checkpointing every partition");
     }
     s.checkpoint_due(Pace::All);
-    if let Some(q) = &s.quarantine {
+    if let Some(q) = s.quarantine.as_mut() {
         q.flush();
     }
     let mut commits = std::mem::take(&mut s.to_commit);
     drop(s);
     commits.extend(take(&shared.commits));
+    // What the last checkpoints committed is published, and the gauges show it.
+    if let Some(p) = publisher {
+        p.finish();
+    }
+    if let Some(g) = gauges {
+        g.finish();
+    }
     if panicked {
         drop(consumer);
         return Err(ServiceError::Fatal(super::partitions::POISONED.into()));
@@ -164,6 +177,24 @@ pub fn run(
         tracing::info!("stopped cleanly");
     }
     result
+}
+
+/// Starts the thread that publishes queued windows to `kafka.windows_topic`, if set, on
+/// its own store connection.
+fn start_publisher(
+    kafka: &crate::config::KafkaConfig,
+    location: &Location,
+) -> Result<Option<PublisherThread>, ServiceError> {
+    if kafka.windows_topic.is_empty() {
+        return Ok(None);
+    }
+    let client = crate::kafka::client_config(kafka)?;
+    let store = crate::store::open(location, Access::Create)?;
+    let publisher = WindowPublisher::new(&kafka.windows_topic, &client, store)?;
+    let thread = PublisherThread::spawn(publisher)
+        .map_err(|e| ServiceError::Fatal(format!("cannot start the window publisher: {e}")))?;
+    tracing::info!(topic = %kafka.windows_topic, "publishing closed windows");
+    Ok(Some(thread))
 }
 
 /// Starts the `/metrics`, `/healthz`, `/readyz` listener and records its address.

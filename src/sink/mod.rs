@@ -1,5 +1,7 @@
-//! Where engine output and rejected input go besides the SQLite store.
+//! Where engine output and rejected input go besides the store: Prometheus, the
+//! quarantine topic and the published windows.
 
 pub mod http;
 pub mod prometheus;
 pub mod quarantine;
+pub mod windows;

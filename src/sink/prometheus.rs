@@ -1,6 +1,8 @@
 //! Prometheus export. The hot path never touches `metrics`: the consumer thread hands
-//! over closed buckets and key freshness at each checkpoint (once a second, not per
-//! event), and gauges are set from the rolling windows on scrape and on a publish tick.
+//! over closed buckets at each checkpoint (counters move then) and key freshness every
+//! `metrics.publish_interval` (its gauge is set then); the window and status gauges are
+//! set from the rolling windows every `metrics.gauge_interval` by a thread of their own
+//! ([`GaugeThread`]). A scrape only renders what was set: it changes nothing.
 //! Metric names, labels and meanings: README.md, "Metrics".
 
 use crate::config::Config;
@@ -256,18 +258,26 @@ impl Telemetry {
         }
     }
 
-    /// Newest event time per key, from the apply thread every 100 ms (changed keys only).
+    /// Newest event time per key, from the apply thread every `metrics.publish_interval`
+    /// (changed keys only): its gauge moves here, where the fact arrives.
     pub fn freshness(&self, keys: impl Iterator<Item = (String, String, Micros)>) {
         let mut inner = self.lock();
         for (t, p, at) in keys.filter(|k| k.2 != Micros::MIN) {
             let t = self.tenant(&mut inner, &Arc::from(t), &Arc::from(p.as_str()));
-            let e = inner.last_event.entry((t.to_string(), p)).or_insert(at);
+            let e = inner
+                .last_event
+                .entry((t.to_string(), p.clone()))
+                .or_insert(at);
             *e = (*e).max(at);
+            let at = *e;
+            gauge!("slatrack_last_event_timestamp_seconds", "tenant" => t.to_string(), "platform" => p)
+                .set(at as f64 / 1e6);
         }
     }
 
-    /// Sets every gauge from the current windows and the service status.
-    pub fn publish(&self) {
+    /// Sets every gauge from the current windows and the service status: what
+    /// [`GaugeThread`] runs every `metrics.gauge_interval`.
+    pub fn set_gauges(&self) {
         let sla_cfg = &self.config.sla;
         gauge!("slatrack_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let mut inner = self.lock();
@@ -332,6 +342,8 @@ impl Telemetry {
                 .absolute(st.rejected_by_reason[i].load(Ordering::Relaxed));
         }
         counter!("slatrack_quarantined_total").absolute(st.quarantined.load(Ordering::Relaxed));
+        counter!("slatrack_quarantine_dropped_total")
+            .absolute(st.quarantine_dropped.load(Ordering::Relaxed));
         // The correction series exist from the start (at 0 for each configured platform),
         // so a dashboard shows "no backlog" rather than "no data".
         for p in &self.config.platforms {
@@ -373,9 +385,47 @@ impl Telemetry {
     }
 }
 
+/// The thread that sets the gauges every `metrics.gauge_interval`.
+pub struct GaugeThread {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl GaugeThread {
+    pub fn spawn(telemetry: Arc<Telemetry>) -> std::io::Result<Self> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let interval = std::time::Duration::from_micros(
+            telemetry.config.metrics.gauge_interval.0.max(1000) as u64,
+        );
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("slatrack-gauges".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    telemetry.set_gauges();
+                    let until = std::time::Instant::now() + interval;
+                    while std::time::Instant::now() < until && !flag.load(Ordering::Acquire) {
+                        std::thread::sleep(interval.min(std::time::Duration::from_millis(20)));
+                    }
+                }
+                // The last state (the final checkpoints) stays readable after a stop.
+                telemetry.set_gauges();
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Sets the gauges one last time and stops.
+    pub fn finish(self) {
+        self.stop.store(true, Ordering::Release);
+        if self.thread.join().is_err() {
+            tracing::error!("the gauge thread panicked");
+        }
+    }
+}
+
 impl crate::sink::http::Endpoints for Telemetry {
+    /// Renders what the gauge thread and the counters set: a scrape changes nothing.
     fn metrics(&self) -> String {
-        self.publish();
         handle().map(|h| h.render()).unwrap_or_default()
     }
 
@@ -402,5 +452,50 @@ impl crate::sink::http::Endpoints for Telemetry {
         } else {
             Err("no partitions assigned with restored checkpoints yet (or the last rebalance failed)".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::http::Endpoints as _;
+
+    fn bucket(tenant: &str, start: Micros) -> ClosedBucket {
+        let mut stats = crate::engine::Stats::default();
+        stats.counters.attempts = 1;
+        stats.counters.events = 1;
+        ClosedBucket {
+            key: Arc::new(crate::engine::KeyInfo {
+                tenant: tenant.into(),
+                platform: "workday".into(),
+                direction: crate::event::Direction::Outbound,
+                target_latency_us: 500_000,
+            }),
+            start,
+            width_us: crate::time::MICROS_PER_MIN,
+            stats,
+        }
+    }
+
+    #[test]
+    fn a_scrape_reads_and_the_gauge_tick_slides_the_windows() {
+        let t = Telemetry::new(Arc::new(Config::default()), Default::default());
+        let day = crate::time::MICROS_PER_DAY;
+        let absorb = |b| {
+            t.absorb(&Committed {
+                buckets: vec![b],
+                ..Default::default()
+            })
+        };
+        absorb(bucket("old", 100 * day));
+        // Eight days later: "old" is past the longest window (7d), but only a sweep
+        // removes it.
+        absorb(bucket("new", 108 * day));
+        assert_eq!(t.lock().windows.key_count(), 2);
+        let _ = t.metrics();
+        let _ = t.metrics();
+        assert_eq!(t.lock().windows.key_count(), 2, "a scrape changes nothing");
+        t.set_gauges();
+        assert_eq!(t.lock().windows.key_count(), 1, "the gauge tick slides the windows");
     }
 }

@@ -10,6 +10,9 @@
 use crate::event::RejectReason;
 use crate::kafka::producer::{Outgoing, ProduceError, Producer};
 use crate::kafka::ClientConfig;
+use crate::runtime::RuntimeStatus;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Payloads are quarantined up to this size; a larger one (a `too_large` record) keeps its
@@ -21,24 +24,54 @@ pub const MAX_QUARANTINED_BYTES: usize = 512 * 1024;
 /// dropped.
 const SEND_PATIENCE: Duration = Duration::from_secs(5);
 
+/// Records handed to librdkafka (`produced`) and records lost on the way (`dropped`: its
+/// queue stayed full, or the broker never acknowledged them) are counted in the
+/// [`RuntimeStatus`] (`quarantined`, `quarantine_dropped`), which the exporter reads
+/// (`slatrack_quarantined_total`, `slatrack_quarantine_dropped_total`).
 pub struct Quarantine {
     topic: String,
     producer: Producer,
-    pub produced: u64,
-    pub dropped: u64,
+    status: Arc<RuntimeStatus>,
+    produced: u64,
     /// `produced` at the last flush that completed.
     settled: u64,
+    /// Failed deliveries already counted as dropped.
+    failures_seen: u64,
 }
 
 impl Quarantine {
-    pub fn new(topic: &str, client: &ClientConfig) -> Result<Self, ProduceError> {
+    pub fn new(
+        topic: &str,
+        client: &ClientConfig,
+        status: Arc<RuntimeStatus>,
+    ) -> Result<Self, ProduceError> {
         Ok(Self {
             topic: topic.to_string(),
             producer: Producer::new(client)?,
+            status,
             produced: 0,
             settled: 0,
-            dropped: 0,
+            failures_seen: 0,
         })
+    }
+
+    fn drop_records(&self, n: u64) {
+        self.status
+            .quarantine_dropped
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts the deliveries that failed since the last look as dropped, and says so.
+    fn check_deliveries(&mut self) {
+        let failed = self.producer.failed_deliveries();
+        let new = failed - self.failures_seen;
+        if new == 0 {
+            return;
+        }
+        self.failures_seen = failed;
+        self.drop_records(new);
+        let why = self.producer.take_failure().unwrap_or_default();
+        tracing::error!(topic = %self.topic, records = new, error = %why, "quarantined records not delivered: their rejections are counted, their bytes are not in the quarantine topic (check the topic exists and this principal may write it)");
     }
 
     pub fn send(
@@ -75,10 +108,13 @@ impl Quarantine {
         // A full local queue is transient; past `SEND_PATIENCE` the record is counted as
         // dropped: a stalled quarantine never stalls the partition.
         match self.producer.send(&record, SEND_PATIENCE) {
-            Ok(()) => self.produced += 1,
+            Ok(()) => {
+                self.produced += 1;
+                self.status.quarantined.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot produce to the quarantine topic; record counted as dropped");
-                self.dropped += 1;
+                self.drop_records(1);
             }
         }
     }
@@ -95,6 +131,7 @@ impl Quarantine {
         match self.drain() {
             Ok(()) => {
                 self.settled = self.produced;
+                self.check_deliveries();
                 true
             }
             Err(e) => {
@@ -110,9 +147,10 @@ impl Quarantine {
         self.producer.flush(Duration::from_secs(10))
     }
 
-    pub fn flush(&self) {
+    pub fn flush(&mut self) {
         if let Err(e) = self.drain() {
             tracing::warn!(error = %e, "quarantine producer did not flush within 10 s");
         }
+        self.check_deliveries();
     }
 }

@@ -96,6 +96,9 @@ pub trait StoreTx {
     /// Adds a correction to the stored bucket row it belongs to: counters summed,
     /// latencies merged (a new row if the source has none starting there).
     fn add_correction(&self, source: &str, b: &ClosedBucket) -> Result<(), StoreError>;
+    /// Queues encoded `WindowSummary` records of `source` for publishing, numbered on from
+    /// the source's last queued one (see [`crate::sink::windows`]).
+    fn queue_windows(&self, source: &str, summaries: &[Vec<u8>]) -> Result<(), StoreError>;
     /// Records offsets a source's log lost before they were read (once per range start:
     /// a crash that notices it again changes nothing).
     fn put_unread(&self, source: &str, u: &Unread) -> Result<(), StoreError>;
@@ -125,11 +128,21 @@ pub fn apply_commit(w: &dyn StoreTx, c: &PartitionCommit<'_>) -> Result<(), Stor
             found,
         });
     }
-    for b in daily_rows(c.buckets).iter() {
+    let rows = daily_rows(c.buckets);
+    for b in rows.iter() {
         w.put_bucket(c.source, b)?;
     }
     for b in c.corrections {
         w.add_correction(c.source, &b.bucket)?;
+    }
+    if c.publish {
+        let closed = rows.iter().map(|b| (b, false));
+        let corrected = c.corrections.iter().map(|b| (&b.bucket, true));
+        let summaries: Vec<Vec<u8>> = closed
+            .chain(corrected)
+            .map(|(b, correction)| crate::codec::window::encode(c.source, b, correction))
+            .collect();
+        w.queue_windows(c.source, &summaries)?;
     }
     w.drop_closed_keys_before(c.source, c.keys_before)?;
     w.add_closed_keys(c.source, c.closed_keys)?;
@@ -139,16 +152,10 @@ pub fn apply_commit(w: &dyn StoreTx, c: &PartitionCommit<'_>) -> Result<(), Stor
     for r in c.rejects {
         w.add_rejects(c.source, r)?;
     }
-    let version = match c.dedup {
-        Some(d) => {
-            w.put_dedup(c.source, d)?;
-            CheckpointFormat::DedupInStore
-        }
-        None => CheckpointFormat::DedupInline,
-    };
+    w.put_dedup(c.source, c.dedup)?;
     w.put_checkpoint(
         c.source,
-        i64::from(version.version()),
+        i64::from(CheckpointFormat::DedupInStore.version()),
         c.next_offset,
         c.state,
         crate::time::now_micros() / 1000,

@@ -5,11 +5,11 @@
 //! transactions).
 //!
 //! Two formats, told apart by the version number alone ([`CheckpointFormat`]):
-//! - version 1, [`CheckpointFormat::DedupInline`]: every dedup key inside the blob (the
-//!   Kafka store, which cannot write a delta atomically with the checkpoint);
+//! - version 1, [`CheckpointFormat::DedupInline`]: every dedup key inside the blob; read
+//!   only (stores written by earlier releases hold it);
 //! - version 2, [`CheckpointFormat::DedupInStore`]: no keys in the blob; the store keeps
 //!   them in rows beside it ([`DedupRows`]), each commit writing the keys added since the
-//!   previous one (SQLite).
+//!   previous one. Every commit writes it.
 
 use crate::config::Config;
 use crate::engine::dedup::{canonical, DedupKey};

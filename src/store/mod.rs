@@ -1,17 +1,17 @@
-//! The scorecard store: durable closed buckets, rejection counts and (for the live
-//! path) partition checkpoints. SQLite is the single-machine default; its schema is
-//! documented in docs/stores.md so a scorecard job in any language can read it.
+//! The stores of record: durable closed buckets, rejection counts, partition checkpoints
+//! and the queue of windows to publish. SQLite (one instance) and PostgreSQL (shared by
+//! several) implement one contract, [`Store`]; their schema is documented in
+//! docs/stores.md so a scorecard job in any language can read it. [`open`] is the one
+//! place a store is opened from its location.
 
 pub mod access;
 pub mod checkpoint;
 pub mod fold;
-pub mod kafka;
 pub mod postgres;
 pub mod sqlite;
 
 pub use access::{apply_commit, Coverage, ReplayStore, StoreRead, StoreTx};
 
-pub use kafka::KafkaStore;
 pub use postgres::{PgStore, PgTarget};
 pub use sqlite::{SqliteStore, StoreWriter};
 
@@ -40,10 +40,10 @@ pub enum StoreError {
     },
     #[error("scorecard store I/O failed: {0} ({hint})", hint = sql_hint(.0))]
     Sql(#[from] rusqlite::Error),
-    #[error("Kafka scorecard store topic {topic}: {why} (check the brokers in the store URL and kafka.properties; checkpoints wait and fetching pauses until the topic accepts writes)")]
-    Kafka { topic: String, why: String },
-    #[error("--store / store.path {0:?} is not a store: use a SQLite file path, postgres://USER@HOST:PORT/DB or kafka://HOST:PORT[,HOST:PORT]/TOPIC")]
+    #[error("--store / store.path {0:?} is not a store: use a SQLite file path or postgres://USER@HOST:PORT/DB")]
     BadLocation(String),
+    #[error("--store / store.path {0:?}: Kafka is not a store of record. Keep windows and checkpoints in PostgreSQL (store.path = \"postgres://USER@HOST:PORT/DB\", shared by several instances) or a SQLite file (one instance), and publish closed windows to Kafka with kafka.windows_topic = \"TOPIC\" (docs/stores.md, \"Publishing windows\")")]
+    KafkaIsNotAStore(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("PostgreSQL store {location}: {op}: {why} ({hint})")]
@@ -76,8 +76,6 @@ pub struct StoredBucket {
     pub stats: crate::engine::Stats,
 }
 
-/// Where closed windows and checkpoints go: `store.path` / `--store` is either a SQLite
-/// file or `kafka://BROKERS/TOPIC` (a compacted topic, for several instances).
 /// What to do about a SQLite failure, by its code: the operator's next step.
 fn sql_hint(e: &rusqlite::Error) -> &'static str {
     use rusqlite::ErrorCode as C;
@@ -90,11 +88,12 @@ fn sql_hint(e: &rusqlite::Error) -> &'static str {
     }
 }
 
+/// Where closed windows and checkpoints go: `store.path` / `--store` is a SQLite file or
+/// a `postgres://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Sqlite(PathBuf),
     Postgres(Box<PgTarget>),
-    Kafka { brokers: String, topic: String },
 }
 
 impl Location {
@@ -102,21 +101,13 @@ impl Location {
         if PgTarget::is_url(s) {
             return Ok(Location::Postgres(Box::new(PgTarget::parse(s)?)));
         }
-        let Some(rest) = s.strip_prefix("kafka://") else {
-            if s.is_empty() {
-                return Err(StoreError::BadLocation(s.to_string()));
-            }
-            return Ok(Location::Sqlite(PathBuf::from(s)));
-        };
-        match rest.rsplit_once('/') {
-            Some((brokers, topic)) if !brokers.is_empty() && !topic.is_empty() => {
-                Ok(Location::Kafka {
-                    brokers: brokers.to_string(),
-                    topic: topic.to_string(),
-                })
-            }
-            _ => Err(StoreError::BadLocation(s.to_string())),
+        if s.starts_with("kafka://") {
+            return Err(StoreError::KafkaIsNotAStore(s.to_string()));
         }
+        if s.is_empty() {
+            return Err(StoreError::BadLocation(s.to_string()));
+        }
+        Ok(Location::Sqlite(PathBuf::from(s)))
     }
 
     pub fn of_path(p: &std::path::Path) -> Result<Self, StoreError> {
@@ -142,7 +133,6 @@ impl std::fmt::Display for Location {
         match self {
             Location::Sqlite(p) => write!(f, "{}", p.display()),
             Location::Postgres(t) => write!(f, "{t}"),
-            Location::Kafka { brokers, topic } => write!(f, "kafka://{brokers}/{topic}"),
         }
     }
 }
@@ -153,11 +143,7 @@ pub struct Checkpoint {
     pub version: i64,
     pub next_offset: i64,
     pub state: Vec<u8>,
-    /// Rejections counted so far in the offset segment `next_offset` falls in (see
-    /// [`segment_of`]); empty for a store that adds its counts transactionally (SQLite).
-    pub open_rejects: Vec<StoredReject>,
-    /// The dedup keys kept beside the checkpoint, read with it (a store that
-    /// [`PartitionStore::keeps_dedup`]); empty otherwise.
+    /// The dedup keys kept beside the checkpoint, read with it.
     pub dedup: Vec<StoredKeys>,
 }
 
@@ -171,51 +157,12 @@ pub struct RejectRow<'a> {
     pub count: u64,
 }
 
-/// A rejection count as read back with a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredReject {
-    pub tenant: String,
-    pub platform: String,
-    pub bucket: Micros,
-    pub reason: RejectReason,
-    pub count: u64,
-}
-
-/// Offsets per rejection segment: a store without transactions (Kafka) keeps a
-/// partition's rejection counts per segment of its offsets, `[k << BITS, (k + 1) << BITS)`.
-///
-/// Why segments: a record is rejected or not by the same state whoever applies it, so
-/// every owner of a partition — a resumed one, or two at once while a rebalance overlaps
-/// them (tansu does; a consumer stalled past its session does with any broker) — counts
-/// the same rejections in a segment. Keyed by segment, their writes replace each other
-/// with equal values (keyed by where a commit started, two owners' commits from one
-/// checkpoint would replace each other's *different* ranges, and lose a count).
-/// 2¹⁶ offsets: a sealed segment is at most one store record per 65 536 records, and the
-/// open one, carried in every checkpoint, has at most a row per (tenant, platform, bucket,
-/// reason) among 65 536 records — a malformed flood is one row (no tenant, no bucket);
-/// the worst, every record late into a different bucket, ≈ 2.6 MB.
-pub const SEGMENT_BITS: u32 = 16;
-
-/// The rejection segment of an offset (or of `next_offset`: the open one).
-pub fn segment_of(offset: i64) -> i64 {
-    offset >> SEGMENT_BITS
-}
-
-/// The rejections of one segment: all of them once sealed, so far while open.
-#[derive(Debug, Clone, Copy)]
-pub struct SegmentRejects<'a> {
-    pub segment: i64,
-    pub rows: &'a [RejectRow<'a>],
-}
-
-/// Everything one partition makes durable at a checkpoint. A store applies it all or
-/// nothing *as seen by a resuming partition*: SQLite in one transaction; Kafka by writing
-/// the checkpoint only after the windows and sealed segments are acknowledged, with keys
-/// that make any re-write — after a crash, or by a second owner — replace, not add.
+/// Everything one partition makes durable at a checkpoint, in one transaction: after a
+/// crash either all of it is there or none.
 pub struct PartitionCommit<'a> {
     pub source: &'a str,
     /// The checkpoint this owner restored or last wrote (`None`: it started without one).
-    /// A transactional store refuses the commit unless its checkpoint is still that one.
+    /// The store refuses the commit unless its checkpoint is still that one.
     pub expected: Option<i64>,
     pub next_offset: i64,
     pub state: &'a [u8],
@@ -230,24 +177,20 @@ pub struct PartitionCommit<'a> {
     pub keys_before: Micros,
     /// Offsets of this source deleted from the log before they were read.
     pub unread: Option<Unread>,
-    /// Counted since the previous commit (what a transactional store adds).
+    /// Counted since the previous commit.
     pub rejects: &'a [RejectRow<'a>],
-    /// Segments below `segment_of(next_offset)` with rejections not yet written.
-    pub sealed: &'a [SegmentRejects<'a>],
-    /// The open segment's rejections so far (the checkpoint carries them).
-    pub open: &'a [RejectRow<'a>],
-    /// For a store that [`PartitionStore::keeps_dedup`]: the dedup keys to write beside
-    /// the checkpoint (then `state` holds none).
-    pub dedup: Option<&'a DedupRows>,
+    /// The dedup keys to write beside the checkpoint (`state` holds none).
+    pub dedup: &'a DedupRows,
+    /// Queue the buckets and corrections for publishing (`kafka.windows_topic` is set;
+    /// see [`crate::sink::windows`]).
+    pub publish: bool,
 }
 
 /// Dedup keys of one closed bucket, packed ([`checkpoint::pack`]): the bucket's set as it
-/// closed (`segment` `None`), or the keys corrections counted in it from records of one
-/// offset segment.
+/// closed, or the keys one commit's corrections counted in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClosedKeys {
     pub start: Micros,
-    pub segment: Option<i64>,
     pub keys: Vec<u8>,
 }
 
@@ -267,34 +210,65 @@ pub struct Folded {
     pub more: bool,
 }
 
+/// A window queued for publishing: its source, its sequence number in that source's
+/// queue (what makes its output key unique), and the encoded `WindowSummary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedWindow {
+    pub source: String,
+    pub seq: i64,
+    pub summary: Vec<u8>,
+}
+
 /// What the live path needs from a store.
 pub trait PartitionStore: Send {
-    /// Called once per assignment before checkpoints are read: a shared store catches up
-    /// with what other instances wrote (their revocation checkpoints).
-    fn refresh(&mut self) -> Result<(), StoreError> {
-        Ok(())
-    }
+    /// The partition's checkpoint and the dedup rows beside it, read together.
     fn checkpoint(&mut self, source: &str) -> Result<Option<Checkpoint>, StoreError>;
+    /// Applies a commit atomically, fenced on [`PartitionCommit::expected`].
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), StoreError>;
     /// Folds bucket rows starting before `before` into hourly rows (docs/stores.md,
-    /// "Growth"), at most `max_days` days of them. A store without folding folds none.
-    fn fold_before(&mut self, _before: Micros, _max_days: usize) -> Result<Folded, StoreError> {
-        Ok(Folded::default())
-    }
-    /// Every dedup key stored for the closed bucket with this ordinal (bucket start /
-    /// width) of `source`: what a correction is deduplicated against.
+    /// "Growth"), at most `max_days` days of them.
+    fn fold_before(&mut self, before: Micros, max_days: usize) -> Result<Folded, StoreError>;
+    /// Every dedup key stored for the closed bucket of `source` starting at `start`: what
+    /// a correction is deduplicated against.
     fn closed_keys(&mut self, source: &str, start: Micros) -> Result<Vec<DedupKey>, StoreError>;
-    /// True if the store keeps closed buckets' keys ([`PartitionStore::closed_keys`]) and
-    /// adds corrections to its buckets; without, the service runs with
-    /// `engine.correction_horizon = "0s"`.
-    fn takes_corrections(&self) -> bool {
-        true
-    }
-    /// True if the store keeps a partition's dedup keys in rows beside its checkpoint and
-    /// applies [`PartitionCommit::dedup`] atomically with it (so commits write deltas).
-    fn keeps_dedup(&self) -> bool {
-        false
-    }
+    /// Up to `limit` queued windows, oldest first per source.
+    fn queued_windows(&mut self, limit: usize) -> Result<Vec<QueuedWindow>, StoreError>;
+    /// Removes the queued windows of `source` up to and including `through` (published).
+    fn dequeue_windows(&mut self, source: &str, through: i64) -> Result<(), StoreError>;
+}
+
+/// A store of record: what `run` writes ([`PartitionStore`]), what `replay` writes
+/// ([`ReplayStore`]) and what a scorecard reads ([`StoreRead`]). SQLite and PostgreSQL
+/// implement all of it, and `tests/store_contract.rs` runs one suite on both.
+pub trait Store: PartitionStore + ReplayStore {}
+impl<T: PartitionStore + ReplayStore> Store for T {}
+
+/// How a command uses its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Writes; a SQLite file is created if absent (`run`, `replay`).
+    Create,
+    /// Writes to a store that must exist (`accept-new-log`).
+    Existing,
+    /// Reads only (`scorecard`, `status`): a reader may lack write rights.
+    ReadOnly,
+}
+
+/// Opens the store at `location`: the one place a location becomes a store.
+pub fn open(location: &Location, access: Access) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match (location, access) {
+        (Location::Sqlite(p), Access::ReadOnly) => Box::new(SqliteStore::open_read_only(p)?),
+        (Location::Sqlite(p), Access::Existing) if !p.exists() => {
+            return Err(StoreError::Missing {
+                path: p.display().to_string(),
+            })
+        }
+        (Location::Sqlite(p), _) => Box::new(SqliteStore::open(p)?),
+        (Location::Postgres(t), Access::ReadOnly) => {
+            Box::new(PgStore::open_read_only((**t).clone())?)
+        }
+        (Location::Postgres(t), _) => Box::new(PgStore::open((**t).clone())?),
+    })
 }
 
 impl PartitionStore for SqliteStore {
@@ -308,10 +282,6 @@ impl PartitionStore for SqliteStore {
         SqliteStore::checkpoint_with_dedup(self, source)
     }
 
-    fn keeps_dedup(&self) -> bool {
-        true
-    }
-
     fn closed_keys(&mut self, source: &str, start: Micros) -> Result<Vec<DedupKey>, StoreError> {
         checkpoint::unpack_keys(&SqliteStore::closed_keys(self, source, start)?, source)
     }
@@ -322,6 +292,14 @@ impl PartitionStore for SqliteStore {
         let w = self.writer()?;
         apply_commit(&w, c)?;
         w.commit()
+    }
+
+    fn queued_windows(&mut self, limit: usize) -> Result<Vec<QueuedWindow>, StoreError> {
+        SqliteStore::queued_windows(self, limit)
+    }
+
+    fn dequeue_windows(&mut self, source: &str, through: i64) -> Result<(), StoreError> {
+        SqliteStore::dequeue_windows(self, source, through)
     }
 }
 
@@ -337,8 +315,6 @@ impl PartitionStore for SqliteStore {
 /// and scorecards select whole UTC days, so every scorecard sums the same counters and
 /// merges the same latencies. (A day rather than an hour: a partition's share of a key
 /// is about one record per hour in a backfill, so hours would merge almost nothing.)
-/// (The Kafka store keeps one record per bucket: without transactions its records must
-/// be keyed by something a resumed partition reproduces, and commit boundaries are not.)
 pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucket]> {
     // Group by index first: a live commit has nothing to merge and must not pay for
     // copying its buckets (a dense one holds a 26 KB histogram). A shard hands out one
@@ -406,42 +382,6 @@ pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucke
     std::borrow::Cow::Owned(rows.collect())
 }
 
-/// Opens the store a `slatrack run` writes to.
-pub fn open_partition_store(
-    location: &Location,
-    kafka: Option<&crate::config::KafkaConfig>,
-) -> Result<Box<dyn PartitionStore>, StoreError> {
-    Ok(match location {
-        Location::Sqlite(p) => Box::new(SqliteStore::open(p)?),
-        Location::Postgres(t) => Box::new(PgStore::open((**t).clone())?),
-        Location::Kafka { brokers, topic } => Box::new(KafkaStore::open(
-            brokers,
-            topic,
-            kafka,
-            kafka::Mode::Checkpoints,
-        )?),
-    })
-}
-
-/// Opens a store for reading scorecards: a Kafka store is read to its end into an
-/// in-memory SQLite store, where partials of every partition merge like SQLite sources.
-pub fn open_for_reading(
-    location: &Location,
-    kafka: Option<&crate::config::KafkaConfig>,
-) -> Result<Box<dyn StoreRead>, StoreError> {
-    match location {
-        Location::Sqlite(p) => Ok(Box::new(SqliteStore::open_read_only(p)?)),
-        Location::Postgres(t) => Ok(Box::new(PgStore::open_read_only((**t).clone())?)),
-        Location::Kafka { brokers, topic } => {
-            let mut ks = KafkaStore::open(brokers, topic, kafka, kafka::Mode::Everything)?;
-            ks.sync()?;
-            let mut mem = SqliteStore::open(std::path::Path::new(":memory:"))?;
-            ks.load_into(&mut mem)?;
-            Ok(Box::new(mem))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,22 +392,16 @@ mod tests {
             Location::parse("a/b.db").unwrap(),
             Location::Sqlite("a/b.db".into())
         );
-        assert_eq!(
-            Location::parse("kafka://h1:9092,h2:9092/windows").unwrap(),
-            Location::Kafka {
-                brokers: "h1:9092,h2:9092".into(),
-                topic: "windows".into()
-            }
-        );
-        for bad in [
-            "",
-            "kafka://",
-            "kafka://h:1/",
-            "kafka:///t",
-            "kafka://nohost",
-        ] {
-            assert!(Location::parse(bad).is_err(), "{bad}");
-        }
+        assert!(matches!(
+            Location::parse(""),
+            Err(StoreError::BadLocation(_))
+        ));
+        // Kafka is an output: the refusal names the store to use and the output setting.
+        let e = Location::parse("kafka://h1:9092,h2:9092/windows").unwrap_err();
+        assert!(matches!(e, StoreError::KafkaIsNotAStore(_)));
+        let msg = e.to_string();
+        assert!(msg.contains("postgres://"), "{msg}");
+        assert!(msg.contains("kafka.windows_topic"), "{msg}");
     }
 
     fn minute(tenant: &str, platform: &str, minute: i64, latencies_ms: &[u64]) -> ClosedBucket {

@@ -102,6 +102,7 @@ pub fn kafka_config(brokers: &str, group: &str, topic: &str) -> slatrack::config
             format: slatrack::codec::Format::Protobuf,
         }],
         quarantine_topic: String::new(),
+        windows_topic: String::new(),
         properties: [
             ("session.timeout.ms", "2000"),
             ("heartbeat.interval.ms", "500"),

@@ -21,8 +21,8 @@ use crate::event::{Direction, RejectReason};
 use crate::store::checkpoint::{self, StoredKeys};
 use crate::store::fold::{fold_days, HourlyFold, MinuteRow};
 use crate::store::{
-    apply_commit, Checkpoint, Coverage, Folded, PartitionCommit, PartitionStore, ReplayStore,
-    StoreError, StoreRead, StoreTx, StoredBucket, Unread,
+    apply_commit, Checkpoint, Coverage, Folded, PartitionCommit, PartitionStore, QueuedWindow,
+    ReplayStore, StoreError, StoreRead, StoreTx, StoredBucket, Unread,
 };
 use crate::time::{Micros, MICROS_PER_MILLI};
 use postgres::Row;
@@ -32,7 +32,7 @@ use tx::{concat_blobs, prepared, Params, PgTx, Prepared, CLOSED_KEYS};
 /// The tables, indexes and views of [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = include_str!("schema.sql");
 /// The schema this build writes (`meta.schema_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 struct Conn {
     client: postgres::Client,
@@ -397,7 +397,6 @@ impl PartitionStore for PgStore {
                 version: cp.get(0),
                 next_offset: cp.get(1),
                 state: cp.get(2),
-                open_rejects: Vec::new(),
                 dedup,
             }))
         };
@@ -437,7 +436,27 @@ impl PartitionStore for PgStore {
         checkpoint::unpack_keys(&concat_blobs(&rows), source)
     }
 
-    fn keeps_dedup(&self) -> bool {
-        true
+    fn queued_windows(&mut self, limit: usize) -> Result<Vec<QueuedWindow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            "SELECT source, seq, summary FROM window_queue ORDER BY source, seq LIMIT $1",
+            &[&limit],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| QueuedWindow {
+                source: r.get(0),
+                seq: r.get(1),
+                summary: r.get(2),
+            })
+            .collect())
+    }
+
+    fn dequeue_windows(&mut self, source: &str, through: i64) -> Result<(), StoreError> {
+        self.query(
+            "DELETE FROM window_queue WHERE source = $1 AND seq <= $2",
+            &[&source, &through],
+        )?;
+        Ok(())
     }
 }

@@ -1,4 +1,4 @@
--- slatrack's PostgreSQL store, schema version 1 (kept in meta.schema_version).
+-- slatrack's PostgreSQL store, schema version 2 (kept in meta.schema_version).
 -- Tables hold what SQLite's store holds, column for column (docs/stores.md); the views
 -- at the end are the stable surface for SQL readers (Grafana, reporting jobs).
 -- Times: *_ms columns are epoch milliseconds (UTC), *_us epoch microseconds.
@@ -77,6 +77,19 @@ CREATE TABLE IF NOT EXISTS unread (
     to_offset   BIGINT NOT NULL,
     noticed_ms  BIGINT NOT NULL,
     PRIMARY KEY (source, from_offset)
+);
+
+-- Windows committed but not yet published to kafka.windows_topic (version 2), numbered
+-- per source from window_queue_seq.last_seq.
+CREATE TABLE IF NOT EXISTS window_queue (
+    source  TEXT   NOT NULL,
+    seq     BIGINT NOT NULL,
+    summary BYTEA  NOT NULL,
+    PRIMARY KEY (source, seq)
+);
+CREATE TABLE IF NOT EXISTS window_queue_seq (
+    source   TEXT   PRIMARY KEY,
+    last_seq BIGINT NOT NULL
 );
 
 -- Every bucket row with UTC timestamps, without the histogram.

@@ -160,17 +160,16 @@ impl PgTx<'_> {
         }
         let keys = std::mem::take(&mut *self.keys.borrow_mut());
         if !keys.is_empty() {
-            let (mut src, mut start, mut seg, mut blob) = (vec![], vec![], vec![], vec![]);
+            let (mut src, mut start, mut blob) = (vec![], vec![], vec![]);
             for (s, k) in keys {
                 src.push(s);
                 start.push(k.start);
-                seg.push(k.segment);
                 blob.push(k.keys);
             }
             self.execute_now(
-                "INSERT INTO closed_keys (source, bucket_start_us, segment, keys)
-                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BYTEA[])",
-                &[&src, &start, &seg, &blob],
+                "INSERT INTO closed_keys (source, bucket_start_us, keys)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[])",
+                &[&src, &start, &blob],
             )?;
         }
         Ok(())
@@ -423,6 +422,33 @@ impl StoreTx for PgTx<'_> {
             stats: merged,
         };
         self.put_bucket(source, &row)
+    }
+
+    fn queue_windows(&self, source: &str, summaries: &[Vec<u8>]) -> Result<(), StoreError> {
+        if summaries.is_empty() {
+            return Ok(());
+        }
+        let n = summaries.len() as i64;
+        let last: i64 = self
+            .query(
+                "INSERT INTO window_queue_seq (source, last_seq) VALUES ($1, $2)
+                 ON CONFLICT (source) DO UPDATE SET last_seq = window_queue_seq.last_seq + excluded.last_seq
+                 RETURNING last_seq",
+                &[&source, &n],
+            )?
+            .first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("window_queue_seq of {source}"),
+                why: "INSERT … RETURNING returned no row".into(),
+            })?;
+        let seqs: Vec<i64> = (last - n + 1..=last).collect();
+        self.execute(
+            "INSERT INTO window_queue (source, seq, summary)
+             SELECT $1, * FROM UNNEST($2::BIGINT[], $3::BYTEA[])",
+            &[&source, &seqs, &summaries],
+        )?;
+        Ok(())
     }
 
     fn put_unread(&self, source: &str, u: &Unread) -> Result<(), StoreError> {

@@ -9,7 +9,9 @@ mod open;
 pub use open::SCHEMA_VERSION;
 
 use super::checkpoint::{DedupRows, StoredKeys};
-use super::{Checkpoint, Coverage, RejectRow, StoreError, StoreRead, StoreTx, StoredBucket};
+use super::{
+    Checkpoint, Coverage, QueuedWindow, RejectRow, StoreError, StoreRead, StoreTx, StoredBucket,
+};
 use crate::engine::{ClosedBucket, Counters, Stats};
 use crate::event::{Direction, RejectReason};
 use crate::time::{Micros, MICROS_PER_MILLI};
@@ -207,7 +209,6 @@ impl SqliteStore {
             version,
             next_offset,
             state,
-            open_rejects: Vec::new(),
             dedup,
         }))
     }
@@ -273,6 +274,30 @@ impl SqliteStore {
     /// The packed dedup keys stored for a closed bucket of `source` starting at `start`.
     pub fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError> {
         read_closed_keys(&self.conn, source, start)
+    }
+
+    /// Up to `limit` windows queued for publishing, oldest first per source.
+    pub fn queued_windows(&self, limit: usize) -> Result<Vec<QueuedWindow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT source, seq, summary FROM window_queue ORDER BY source, seq LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            Ok(QueuedWindow {
+                source: r.get(0)?,
+                seq: r.get(1)?,
+                summary: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes the published windows of `source`, up to and including `through`.
+    pub fn dequeue_windows(&self, source: &str, through: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM window_queue WHERE source = ?1 AND seq <= ?2")?
+            .execute(params![source, through])?;
+        Ok(())
     }
 }
 
@@ -435,10 +460,32 @@ impl StoreTx for StoreWriter<'_> {
         rows: &[crate::store::ClosedKeys],
     ) -> Result<(), StoreError> {
         let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO closed_keys (source, bucket_start_us, segment, keys) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO closed_keys (source, bucket_start_us, keys) VALUES (?1, ?2, ?3)",
         )?;
         for r in rows {
-            stmt.execute(params![source, r.start, r.segment, r.keys])?;
+            stmt.execute(params![source, r.start, r.keys])?;
+        }
+        Ok(())
+    }
+
+    fn queue_windows(&self, source: &str, summaries: &[Vec<u8>]) -> Result<(), StoreError> {
+        if summaries.is_empty() {
+            return Ok(());
+        }
+        let n = summaries.len() as i64;
+        let last: i64 = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO window_queue_seq (source, last_seq) VALUES (?1, ?2)
+                 ON CONFLICT (source) DO UPDATE SET last_seq = last_seq + excluded.last_seq
+                 RETURNING last_seq",
+            )?
+            .query_row(params![source, n], |r| r.get(0))?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO window_queue (source, seq, summary) VALUES (?1, ?2, ?3)",
+        )?;
+        for (i, summary) in summaries.iter().enumerate() {
+            stmt.execute(params![source, last - n + 1 + i as i64, summary])?;
         }
         Ok(())
     }

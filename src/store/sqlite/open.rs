@@ -14,11 +14,13 @@ use std::path::Path;
 ///    upsert never reads the whole state blob) and `dedup_keys` beside it.
 /// 3. `closed_keys`: the dedup keys of closed buckets within the correction horizon;
 ///    `unread`: offsets a log lost before they were read.
+/// 4. `window_queue` and `window_queue_seq`: windows committed but not yet published to
+///    `kafka.windows_topic`.
 ///
 /// Files written before the version moved to `user_version` have `user_version` 0 and a
 /// `meta` row saying 1; whatever their `checkpoints` table looks like, the steps of
 /// [`migrate`] bring them to the current version.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +81,16 @@ CREATE TABLE IF NOT EXISTS replay_rejects (
     record_hash INTEGER NOT NULL,
     PRIMARY KEY (source, record_hash)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS window_queue (
+    source  TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    summary BLOB    NOT NULL,
+    PRIMARY KEY (source, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS window_queue_seq (
+    source   TEXT    PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS unread (
     source      TEXT    NOT NULL,
     from_offset INTEGER NOT NULL,
