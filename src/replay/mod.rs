@@ -12,7 +12,7 @@ mod ledger;
 use crate::codec::Format;
 use crate::config::Config;
 use crate::event::{RejectReason, Rejected};
-use crate::pipeline::{Pipeline, Verdict};
+use crate::pipeline::Pipeline;
 use crate::source::file::{format_of, FileError, Frame, RecordReader};
 use crate::store::{ReplayStore, StoreError};
 use crate::time::now_micros;
@@ -86,18 +86,11 @@ fn source_id(inputs: &[(PathBuf, Format)]) -> Result<String, FileError> {
 }
 
 /// Adds what a write of replay output holds to the summary.
-fn tally_output(
-    summary: &mut ReplaySummary,
-    buckets: &[crate::engine::ClosedBucket],
-    corrections: &[crate::engine::ClosedBucket],
-) {
+fn tally_output(summary: &mut ReplaySummary, out: &crate::pipeline::Committed) {
+    let (buckets, corrections) = (&out.buckets, &out.corrections);
     for b in buckets.iter().chain(corrections) {
         summary.events += b.stats.counters.events;
     }
-    summary.counted += corrections
-        .iter()
-        .map(|b| b.stats.counters.attempts)
-        .sum::<u64>();
     summary.buckets_written += buckets.len() as u64;
 }
 
@@ -141,12 +134,14 @@ pub fn run(
         p.set_format(format);
         let mut reader = RecordReader::open(path, format, config.limits.max_record_bytes)?;
         while let Some(frame) = reader.next_frame()? {
-            let verdict = match frame {
-                Frame::Record(bytes) => ledger.process(p, writer, bytes, now)?,
+            // What each record became is in the shard's tally and the reject tally.
+            match frame {
+                Frame::Record(bytes) => {
+                    ledger.process(p, writer, bytes, now)?;
+                }
                 Frame::Oversized => {
                     p.records += 1;
                     p.rejects.add(&Rejected::bare(RejectReason::TooLarge), None);
-                    Some(Verdict::Rejected(RejectReason::TooLarge))
                 }
                 Frame::Truncated => {
                     p.records += 1;
@@ -155,12 +150,9 @@ pub fn run(
                     tracing::warn!(path = %path.display(), "input ends inside a record; the rest of the file is unreadable");
                     break;
                 }
-            };
-            if verdict == Some(Verdict::Counted) {
-                summary.counted += 1;
             }
-            let (buckets, corrections) = p.write_replay_output(writer, &source, false)?;
-            tally_output(&mut summary, &buckets, &corrections);
+            let out = p.write_replay_output(writer, &source, false)?;
+            tally_output(&mut summary, &out);
             if p.records.is_multiple_of(65_536) {
                 progress(p.records);
             }
@@ -168,12 +160,13 @@ pub fn run(
     }
     if let Some(p) = pipeline.as_mut() {
         p.shard.flush();
-        let (buckets, corrections) = p.write_replay_output(writer, &source, true)?;
-        tally_output(&mut summary, &buckets, &corrections);
+        let out = p.write_replay_output(writer, &source, true)?;
+        tally_output(&mut summary, &out);
         p.rejects.write(writer, &source)?;
         ledger.write(writer)?;
         p.rejects.written();
         summary.records = p.records;
+        summary.counted = p.shard.tally.counted;
         summary.duplicates = p.shard.tally.duplicates;
         summary.too_late = p.shard.tally.too_late;
         summary.corrected = p.shard.tally.corrected;

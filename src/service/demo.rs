@@ -81,14 +81,16 @@ fn listen_address(asked: Option<&str>) -> Result<String, ServiceError> {
 /// cluster that is gone) is removed first.
 pub fn demo(dir: &Path, opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result<(), ServiceError> {
     let (duration, rate) = (opts.duration, opts.rate);
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ServiceError::Fatal(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|source| ServiceError::Io {
+        what: "cannot create the demo directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let store_path = dir.join("slatrack.db");
-    SqliteStore::remove(&store_path).map_err(|e| {
-        ServiceError::Fatal(format!(
-            "cannot remove the previous demo store {}: {e}",
-            store_path.display()
-        ))
+    SqliteStore::remove(&store_path).map_err(|source| ServiceError::Io {
+        what: "cannot remove the previous demo store",
+        path: store_path.clone(),
+        source,
     })?;
     let mock = MockKafka::start(&[(TOPIC, 4), ("slatrack-quarantine", 1)])?;
     let mut config = demo_config(mock.brokers(), &store_path);
@@ -141,7 +143,7 @@ pub fn demo(dir: &Path, opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result
     stop_gen.store(true, Ordering::Relaxed);
     let produced = producer
         .join()
-        .map_err(|_| ServiceError::Fatal("generator thread panicked (our bug)".into()))??;
+        .map_err(|_| ServiceError::Panicked("generator"))??;
     // Let the service drain what was produced, then stop it.
     let drain = Instant::now();
     while status.records.load(Ordering::Relaxed)
@@ -155,7 +157,7 @@ pub fn demo(dir: &Path, opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result
     shutdown.store(true, Ordering::Relaxed);
     service
         .join()
-        .map_err(|_| ServiceError::Fatal("service thread panicked (our bug)".into()))??;
+        .map_err(|_| ServiceError::Panicked("service"))??;
     say!("demo: produced {produced} records; final scorecard:");
     print_scorecard(&config, &store_path, &status, start.elapsed())?;
     Ok(())

@@ -3,10 +3,9 @@
 //!
 //! - [`run`](mod@run): wiring: the consumer, the poll thread and the apply thread, the
 //!   metrics listener, pause/resume on store failures, shutdown.
-//! - [`partitions`]: the partition set: one single-writer [`Pipeline`](crate::pipeline::Pipeline)
-//!   per assigned partition; assign, restore, revoke, apply a batch.
-//! - [`checkpoints`]: checkpoint scheduling and pacing, idle watermarks, store failures.
-//! - [`takeover`]: resuming a partition that another owner committed meanwhile.
+//! - [`partition_set`]: the partition set: one single-writer
+//!   [`Pipeline`](crate::pipeline::Pipeline) per assigned partition; assign, restore,
+//!   revoke, apply a batch, checkpoint scheduling and pacing, takeover.
 //!
 //! Exactly-once effect: every `service.checkpoint_interval` each partition commits its
 //! closed buckets, pending rejections and checkpoint in one store transaction
@@ -22,12 +21,10 @@
 //! can reach the apply thread after the partition came back, with the checkpoint and the
 //! fetch position moved on.)
 
-mod checkpoints;
 pub mod demo;
 pub mod new_log;
-mod partitions;
+mod partition_set;
 pub mod run;
-mod takeover;
 
 pub use new_log::accept_new_log;
 pub use run::run;
@@ -56,8 +53,30 @@ pub enum ServiceError {
     Publish(#[from] crate::sink::windows::PublishError),
     #[error("cannot write to stdout")]
     Output(#[source] std::io::Error),
-    #[error("{0}")]
-    Fatal(String),
+    #[error("the apply thread panicked (our bug: please report the panic above): no checkpoint was written after it, so restarting slatrack resumes every partition from its last checkpoint and counts nothing twice")]
+    Poisoned,
+    #[error("the {0} thread panicked (our bug: please report the panic above)")]
+    Panicked(&'static str),
+    #[error("the apply thread stopped")]
+    ApplyStopped,
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {listen:?} for /metrics: {source} (port in use? set metrics.listen, or --listen for the demo, to another address, or \"\" to disable)")]
+    Listen {
+        listen: String,
+        source: std::io::Error,
+    },
+    #[error("{source_id} has no checkpoint in {location}: the next `slatrack run` reads its log from the beginning already")]
+    NoCheckpoint { source_id: String, location: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

@@ -41,9 +41,10 @@ pub fn accept_new_log(
     let bounds = Pipeline::bounds(&config);
     let (mut pipeline, next) = Pipeline::resume(config, format, bounds, &mut *store, &source)?;
     let Some(old_next_offset) = next else {
-        return Err(ServiceError::Fatal(format!(
-            "{source} has no checkpoint in {location}: the next `slatrack run` reads its log from the beginning already"
-        )));
+        return Err(ServiceError::NoCheckpoint {
+            source_id: source,
+            location: location.to_string(),
+        });
     };
     let store: &mut dyn PartitionStore = &mut *store;
     pipeline.commit(store, &source, old_next_offset)?;

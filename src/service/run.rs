@@ -6,8 +6,8 @@
 //! offset order and the partition set skips offsets below the restored checkpoint, so
 //! nothing is applied twice and nothing is skipped.
 
-use super::checkpoints::Pace;
-use super::partitions::{lock, PartitionSet, RebalanceHandler};
+use super::partition_set::checkpoints::Pace;
+use super::partition_set::{lock, PartitionSet, RebalanceHandler};
 use super::ServiceError;
 use crate::codec::Format;
 use crate::config::Config;
@@ -102,8 +102,11 @@ pub fn run(
     let gauges = if config.metrics.listen.is_empty() {
         None
     } else {
-        let gauges = GaugeThread::spawn(telemetry.clone())
-            .map_err(|e| ServiceError::Fatal(format!("cannot start the gauge thread: {e}")))?;
+        let gauges =
+            GaugeThread::spawn(telemetry.clone()).map_err(|source| ServiceError::Thread {
+                name: "gauge",
+                source,
+            })?;
         serve_metrics(&config.metrics.listen, &telemetry, &status)?;
         Some(gauges)
     };
@@ -139,7 +142,10 @@ pub fn run(
         std::thread::Builder::new()
             .name("slatrack-apply".into())
             .spawn(move || apply_loop(&set, &shared, &high, publish, full_rx, empty_tx))
-            .map_err(|e| ServiceError::Fatal(format!("cannot start the apply thread: {e}")))?
+            .map_err(|source| ServiceError::Thread {
+                name: "apply",
+                source,
+            })?
     };
 
     let result = poll_loop(&mut consumer, &set, &shared, &shutdown, &full_tx, &empty_rx);
@@ -149,7 +155,7 @@ pub fn run(
     if panicked {
         // The panic may have left a record half applied, whether or not it held the lock.
         s.poisoned = true;
-        tracing::error!("{}", super::partitions::POISONED);
+        tracing::error!("{}", ServiceError::Poisoned);
     } else {
         tracing::info!("shutting down: checkpointing every partition");
     }
@@ -169,7 +175,7 @@ pub fn run(
     }
     if panicked {
         drop(consumer);
-        return Err(ServiceError::Fatal(super::partitions::POISONED.into()));
+        return Err(ServiceError::Poisoned);
     }
     consumer.commit_offsets(&commits);
     drop(consumer);
@@ -191,8 +197,10 @@ fn start_publisher(
     let client = crate::kafka::client_config(kafka)?;
     let store = crate::store::open(location, Access::Create)?;
     let publisher = WindowPublisher::new(&kafka.windows_topic, &client, store)?;
-    let thread = PublisherThread::spawn(publisher)
-        .map_err(|e| ServiceError::Fatal(format!("cannot start the window publisher: {e}")))?;
+    let thread = PublisherThread::spawn(publisher).map_err(|source| ServiceError::Thread {
+        name: "window publisher",
+        source,
+    })?;
     tracing::info!(topic = %kafka.windows_topic, "publishing closed windows");
     Ok(Some(thread))
 }
@@ -203,10 +211,11 @@ fn serve_metrics(
     telemetry: &Arc<Telemetry>,
     status: &RuntimeStatus,
 ) -> Result<(), ServiceError> {
-    let addr = crate::sink::http::serve(listen, telemetry.clone()).map_err(|e| {
-        ServiceError::Fatal(format!(
-            "cannot listen on {listen:?} for /metrics: {e} (port in use? set metrics.listen, or --listen for the demo, to another address, or \"\" to disable)"
-        ))
+    let addr = crate::sink::http::serve(listen, telemetry.clone()).map_err(|source| {
+        ServiceError::Listen {
+            listen: listen.to_string(),
+            source,
+        }
     })?;
     tracing::info!(url = %format!("http://{addr}/metrics"), "metrics endpoint up (/healthz, /readyz too)");
     if let Ok(mut a) = status.metrics_addr.lock() {
@@ -227,7 +236,7 @@ fn poll_loop(
     while !shutdown.load(Ordering::Relaxed) {
         if shared.fatal.load(Ordering::Relaxed) {
             if let Some(f) = lock(set).fatal.take() {
-                return Err(ServiceError::Fatal(f));
+                return Err(f);
             }
         }
         // Never poll without a batch to hold what comes back: a polled record that is not
@@ -236,14 +245,12 @@ fn poll_loop(
         let mut batch = match empty.recv_timeout(Duration::from_millis(100)) {
             Ok(b) => b,
             Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(ServiceError::Fatal("the apply thread stopped".into()))
-            }
+            Err(RecvTimeoutError::Disconnected) => return Err(ServiceError::ApplyStopped),
         };
         batch.clear();
         consumer.fill(&mut batch, Duration::from_millis(100));
         if full.send(batch).is_err() {
-            return Err(ServiceError::Fatal("the apply thread stopped".into()));
+            return Err(ServiceError::ApplyStopped);
         }
         consumer.commit_offsets(&take(&shared.commits));
         let moves = take(&shared.moves);
@@ -313,7 +320,7 @@ fn apply_loop(
             next_fold = if s.fold_old_rows() {
                 Instant::now()
             } else {
-                Instant::now() + super::checkpoints::FOLD_INTERVAL
+                Instant::now() + super::partition_set::checkpoints::FOLD_INTERVAL
             };
         }
         drop(s);

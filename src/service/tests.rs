@@ -1,8 +1,8 @@
 //! The partition set driven by hand: batches applied, checkpoints, takeover.
 
-use super::checkpoints::{commit_spacing, Pace};
-use super::partitions::PartitionSet;
-use super::takeover::AWAITING_SEEK;
+use super::partition_set::checkpoints::{commit_spacing, Pace};
+use super::partition_set::takeover::AWAITING_SEEK;
+use super::partition_set::PartitionSet;
 use crate::codec::Format;
 use crate::config::Config;
 use crate::kafka::consumer::Batch;
@@ -133,7 +133,7 @@ fn a_panic_while_applying_leaves_no_checkpoint() {
         crate::store::SqliteStore::open(&path).expect("store"),
     ));
     {
-        let mut s = super::partitions::lock(&set);
+        let mut s = super::partition_set::lock(&set);
         s.assign("deliveries", 0);
         s.apply(
             &batch_of(&recs, 0, recs.len(), 1),
@@ -149,9 +149,9 @@ fn a_panic_while_applying_leaves_no_checkpoint() {
             .join();
         assert!(panicked.is_err());
     });
-    let mut s = super::partitions::lock(&set);
+    let mut s = super::partition_set::lock(&set);
     assert!(!s.checkpoint_due(Pace::All), "refuses to checkpoint");
-    assert!(s.fatal.as_deref().is_some_and(|f| f.contains("panicked")));
+    assert!(matches!(s.fatal, Some(super::ServiceError::Poisoned)));
     let stored = crate::store::SqliteStore::open(&path).expect("store");
     assert_eq!(
         stored.checkpoint("kafka:deliveries/0").expect("read"),

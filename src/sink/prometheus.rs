@@ -496,6 +496,10 @@ mod tests {
         let _ = t.metrics();
         assert_eq!(t.lock().windows.key_count(), 2, "a scrape changes nothing");
         t.set_gauges();
-        assert_eq!(t.lock().windows.key_count(), 1, "the gauge tick slides the windows");
+        assert_eq!(
+            t.lock().windows.key_count(),
+            1,
+            "the gauge tick slides the windows"
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! once against them, so both stores apply the same rows in the same order.
 
 use super::checkpoint::{CheckpointFormat, DedupRows};
-use super::{daily_rows, ClosedKeys, PartitionCommit, StoreError, StoredBucket, Unread};
+use super::{
+    daily_rows, ClosedKeys, CommitOutput, PartitionCommit, StoreError, StoredBucket, Unread,
+};
 use crate::engine::ClosedBucket;
 use crate::event::RejectReason;
 use crate::time::Micros;
@@ -113,6 +115,25 @@ pub trait StoreTx {
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// Writes what a commit made (live or replay) into `w`: closed buckets as rows (merged
+/// per key and UTC day, [`daily_rows`]), corrections added to their bucket's row, and the
+/// key sets. Returns the rows written.
+pub fn write_output<'b>(
+    w: &dyn StoreTx,
+    source: &str,
+    out: &CommitOutput<'b>,
+) -> Result<std::borrow::Cow<'b, [ClosedBucket]>, StoreError> {
+    let rows = daily_rows(out.buckets);
+    for b in rows.iter() {
+        w.put_bucket(source, b)?;
+    }
+    for b in out.corrections {
+        w.add_correction(source, &b.bucket)?;
+    }
+    w.add_closed_keys(source, out.closed_keys)?;
+    Ok(rows)
+}
+
 /// Writes a partition's commit into `w`, fenced on the stored checkpoint: with two owners
 /// of a partition at once (a rebalance that overlaps them), only the one whose checkpoint
 /// is the stored one commits; a transactional store adds rejection counts and merges
@@ -128,24 +149,17 @@ pub fn apply_commit(w: &dyn StoreTx, c: &PartitionCommit<'_>) -> Result<(), Stor
             found,
         });
     }
-    let rows = daily_rows(c.buckets);
-    for b in rows.iter() {
-        w.put_bucket(c.source, b)?;
-    }
-    for b in c.corrections {
-        w.add_correction(c.source, &b.bucket)?;
-    }
+    w.drop_closed_keys_before(c.source, c.keys_before)?;
+    let rows = write_output(w, c.source, &c.output)?;
     if c.publish {
         let closed = rows.iter().map(|b| (b, false));
-        let corrected = c.corrections.iter().map(|b| (&b.bucket, true));
+        let corrected = c.output.corrections.iter().map(|b| (&b.bucket, true));
         let summaries: Vec<Vec<u8>> = closed
             .chain(corrected)
             .map(|(b, correction)| crate::codec::window::encode(c.source, b, correction))
             .collect();
         w.queue_windows(c.source, &summaries)?;
     }
-    w.drop_closed_keys_before(c.source, c.keys_before)?;
-    w.add_closed_keys(c.source, c.closed_keys)?;
     if let Some(u) = c.unread {
         w.put_unread(c.source, &u)?;
     }

@@ -10,7 +10,7 @@ pub mod fold;
 pub mod postgres;
 pub mod sqlite;
 
-pub use access::{apply_commit, Coverage, ReplayStore, StoreRead, StoreTx};
+pub use access::{apply_commit, write_output, Coverage, ReplayStore, StoreRead, StoreTx};
 
 pub use postgres::{PgStore, PgTarget};
 pub use sqlite::{SqliteStore, StoreWriter};
@@ -166,13 +166,8 @@ pub struct PartitionCommit<'a> {
     pub expected: Option<i64>,
     pub next_offset: i64,
     pub state: &'a [u8],
-    pub buckets: &'a [ClosedBucket],
-    /// Partial buckets to add to stored ones: records counted for buckets that had
-    /// closed (see [`crate::engine::correction`]).
-    pub corrections: &'a [Correction],
-    /// Dedup keys of closed buckets to keep until the correction horizon passes: each
-    /// closed bucket's set, and the keys each correction counted.
-    pub closed_keys: &'a [ClosedKeys],
+    /// The buckets, corrections and key sets since the previous commit.
+    pub output: CommitOutput<'a>,
     /// Closed buckets' keys starting before this are past the horizon: drop them.
     pub keys_before: Micros,
     /// Offsets of this source deleted from the log before they were read.
@@ -184,6 +179,19 @@ pub struct PartitionCommit<'a> {
     /// Queue the buckets and corrections for publishing (`kafka.windows_topic` is set;
     /// see [`crate::sink::windows`]).
     pub publish: bool,
+}
+
+/// What a pipeline makes durable at a commit, live or replay (`crate::pipeline`), written
+/// by [`access::write_output`].
+#[derive(Clone, Copy)]
+pub struct CommitOutput<'a> {
+    pub buckets: &'a [ClosedBucket],
+    /// Partial buckets to add to stored ones: records counted for buckets that had
+    /// closed (see [`crate::engine::correction`]).
+    pub corrections: &'a [Correction],
+    /// Dedup keys of closed buckets to keep (until the correction horizon passes, live):
+    /// each closed bucket's set, and the keys each correction counted.
+    pub closed_keys: &'a [ClosedKeys],
 }
 
 /// Dedup keys of one closed bucket, packed ([`checkpoint::pack`]): the bucket's set as it

@@ -3,13 +3,13 @@
 //! resumes from the store's checkpoint and applies nothing until the poll thread has
 //! moved fetching there.
 
-use super::partitions::PartitionSet;
+use super::PartitionSet;
 use crate::kafka::consumer::FetchMove;
 use std::sync::atomic::Ordering;
 
 /// A partition's generation while none of its records may be applied: it was resumed
 /// from another owner's checkpoint and the poll thread has not yet moved fetching there.
-pub(super) const AWAITING_SEEK: u64 = u64::MAX;
+pub(in crate::service) const AWAITING_SEEK: u64 = u64::MAX;
 
 impl PartitionSet {
     /// Another owner committed this partition since this one restored or wrote its
@@ -17,7 +17,7 @@ impl PartitionSet {
     /// drops its state and resumes from the store's checkpoint; no record is applied until
     /// the poll thread has moved fetching there ([`AWAITING_SEEK`]), since records already
     /// fetched may lie past it.
-    pub(super) fn resume_superseded(&mut self, ti: usize, partition: i32) {
+    pub(in crate::service) fn resume_superseded(&mut self, ti: usize, partition: i32) {
         self.status.superseded.fetch_add(1, Ordering::Relaxed);
         let topic = self.topics[ti].0.clone();
         // Unique across partitions and assignments: a seek meant for an earlier state of
@@ -41,7 +41,7 @@ impl PartitionSet {
 
     /// Fetching of these partitions restarted at their seek's offset: records polled
     /// from `generation` on are theirs to apply.
-    pub(super) fn seeked(&mut self, done: Vec<(FetchMove, u64)>) {
+    pub(in crate::service) fn seeked(&mut self, done: Vec<(FetchMove, u64)>) {
         for (seek, generation) in done {
             let Some(ti) = self.topic_index(&seek.topic) else {
                 continue;

@@ -3,10 +3,7 @@
 //! does (fetching pauses until the store accepts writes again). Also the store's
 //! upkeep between commits: folding rows past `store.minute_retention`.
 
-use super::partitions::PartitionSet;
-use crate::pipeline::Committed;
-use crate::runtime::RuntimeStatus;
-use crate::sink::prometheus::Telemetry;
+use super::PartitionSet;
 use crate::store::StoreError;
 use crate::time::Micros;
 use std::sync::atomic::Ordering;
@@ -21,17 +18,21 @@ use std::time::{Duration, Instant};
 /// at high input rates commits on a fixed interval would take the apply thread over and
 /// the lag would run away. Spaced out, buckets become durable later (the counters move
 /// later) and a crash re-reads more, but freshness holds.
-pub(super) const COMMIT_SHARE: u32 = 10;
+pub(in crate::service) const COMMIT_SHARE: u32 = 10;
 
 /// The least time between two commits of one partition while the apply thread has
 /// records waiting (see [`COMMIT_SHARE`]).
-pub(super) fn commit_spacing(interval: Duration, last_cost: Duration, owned: u32) -> Duration {
+pub(in crate::service) fn commit_spacing(
+    interval: Duration,
+    last_cost: Duration,
+    owned: u32,
+) -> Duration {
     interval.max(last_cost.saturating_mul(COMMIT_SHARE.saturating_mul(owned)))
 }
 
 /// Which partitions a round of checkpoints commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Pace {
+pub(in crate::service) enum Pace {
     /// Records are waiting to be applied: a partition commits once its
     /// [`commit_spacing`] has passed, so commits keep to their share of the thread, or once
     /// it holds `limits.max_uncommitted_buckets` closed buckets (its memory bound).
@@ -50,7 +51,7 @@ impl PartitionSet {
     /// partitions that are due at this [`Pace`]. Returns false while the store refuses
     /// writes: from a failed attempt until the next successful one (a round with nothing
     /// due keeps the previous state, so fetching does not flap).
-    pub(super) fn checkpoint_due(&mut self, pace: Pace) -> bool {
+    pub(in crate::service) fn checkpoint_due(&mut self, pace: Pace) -> bool {
         if self.poisoned {
             return false;
         }
@@ -124,7 +125,8 @@ impl PartitionSet {
                     self.status
                         .last_checkpoint_us
                         .store(p.commit_cost.as_micros() as u64, Ordering::Relaxed);
-                    absorb(&self.telemetry, &self.status, &made);
+                    self.telemetry.absorb(&made);
+                    p.report(&self.status);
                     let keys = p.pipeline.shard.keys();
                     let overflowed = keys.overflowed;
                     self.status.keys_overflowed.fetch_add(
@@ -179,13 +181,13 @@ impl PartitionSet {
 }
 
 /// How often the service looks for bucket rows to fold once none are left.
-pub(super) const FOLD_INTERVAL: Duration = Duration::from_secs(3600);
+pub(in crate::service) const FOLD_INTERVAL: Duration = Duration::from_secs(3600);
 
 impl PartitionSet {
     /// Folds one day of bucket rows older than `store.minute_retention` into hourly rows,
     /// on the apply thread between commits (the store's one writer), a short transaction
     /// at a time. Returns whether days remain to fold.
-    pub(super) fn fold_old_rows(&mut self) -> bool {
+    pub(in crate::service) fn fold_old_rows(&mut self) -> bool {
         let retention = self.config.store.minute_retention.0;
         if retention == 0 {
             return false;
@@ -209,23 +211,5 @@ impl PartitionSet {
                 false
             }
         }
-    }
-}
-
-/// What a commit made durable, into the exporter and the self-metrics: corrections are
-/// counted (or found duplicates) only when they are committed.
-pub(super) fn absorb(telemetry: &Telemetry, status: &RuntimeStatus, committed: &Committed) {
-    telemetry.absorb(committed);
-    let corrected: u64 = committed
-        .corrections
-        .iter()
-        .map(|b| b.stats.counters.attempts)
-        .sum();
-    if corrected > 0 || committed.correction_duplicates > 0 {
-        status.counted.fetch_add(corrected, Ordering::Relaxed);
-        status.corrected.fetch_add(corrected, Ordering::Relaxed);
-        status
-            .duplicates
-            .fetch_add(committed.correction_duplicates, Ordering::Relaxed);
     }
 }
