@@ -27,11 +27,15 @@ Measured per slatrack run, from outside the process:
 Each run's figures are checked: the store's events must equal the topic's.
 Printed: min / median / max over the runs for each build and for the peer, the medians'
 ratios, and "bimodal" when a build's max rate is over 1.5x its min.
+
+`--profile OUT` instead runs this tree once under `perf record -g` (every thread, 999 Hz)
+and writes the profile to OUT, for `perf report -i OUT`.
 """
 import argparse
 import json
 import os
 import re
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -115,7 +119,7 @@ def proc_hwm_mib(pid):
     return int(m.group(1)) / 1024
 
 
-def run_slatrack(binary, brokers, n, terminal, tmp, tag):
+def run_slatrack(binary, brokers, n, terminal, tmp, tag, perf_out=None):
     work = tempfile.mkdtemp(dir=tmp, prefix=tag + "-")
     db, cfg, log = (os.path.join(work, x) for x in ("s.db", "slatrack.toml", "slatrack.log"))
     with open(cfg, "w") as f:
@@ -125,6 +129,11 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
     with open(log, "w") as logf:
         svc = subprocess.Popen([binary, "run", "--config", cfg], stdout=logf, stderr=logf,
                                env=dict(os.environ, RUST_LOG="info", NO_COLOR="1"))
+    perf = None
+    if perf_out:
+        # Sampled call stacks of the whole run, every thread (`perf report -i OUT`).
+        perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(svc.pid), "-o", perf_out],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []  # (t, cpu_s)
     assigned_at = None
     done = {}
@@ -157,6 +166,8 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
             raise SystemExit(f"{tag}: not done in 600 s; see {log}")
     finally:
         stop.set(); th.join()
+        if perf:
+            perf.send_signal(signal.SIGINT); perf.wait(60)
         svc.terminate(); svc.wait(60)
     # A sample ends a busy window when the process spent over half a core in the WINDOW
     # before it (CPU time comes in clock ticks of 10 ms: a window holds several).
@@ -201,7 +212,9 @@ def summary(name, runs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--against", required=True, help="git rev to alternate with (built once)")
+    ap.add_argument("--against", help="git rev to alternate with (built once)")
+    ap.add_argument("--profile", metavar="OUT",
+                    help="instead: one run of this tree under `perf record -g`, written to OUT")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=4,
@@ -214,12 +227,18 @@ def main():
     tansu = os.environ["SLATRACK_TANSU"]
     head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()
-    sha, against = build_against(a.against)
+    if not a.against and not a.profile:
+        ap.error("give --against REV (or --profile OUT)")
+    sha, against = build_against(a.against) if a.against else ("", None)
     tmp = tempfile.mkdtemp(prefix="slatrack-bench-")
     broker, url, brokers = fixture.start_tansu(tansu, os.path.join(tmp, "tansu.log"))
     print(f"work dir {tmp}", file=sys.stderr)
     try:
         n, avg, terminal = fill_topic(tansu, url, brokers, a.binary, tmp, a.records)
+        if a.profile:
+            r = run_slatrack(a.binary, brokers, n, terminal, tmp, "profile", perf_out=a.profile)
+            print(f"profiled run: {r['rate'] / 1e6:.2f} M rec/s (perturbed by perf), {a.profile}")
+            return
         print(f"{n} JSON records (≈{avg:.0f} B) in {PARTITIONS} partitions; {a.runs} alternated rounds")
         results = {"peer": [], "this": [], "against": []}
         builds = [("this", a.binary), ("against", against)]

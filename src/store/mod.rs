@@ -23,12 +23,20 @@ use crate::time::Micros;
 use checkpoint::{DedupRows, StoredKeys};
 use std::path::PathBuf;
 
+/// Why a store operation failed, the same shape for every store: which store, what it
+/// was doing, why, and the operator's next step.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the scorecard store at {path}: {source} (check store.path / --store and the directory's permissions)")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
+    #[error("{store}{}: {why} ({hint})", op_part(.op))]
+    Failed {
+        /// "SQLite store PATH" or "PostgreSQL store URL (password hidden)".
+        store: String,
+        /// The operation or statement; empty where the store does not say.
+        op: String,
+        why: String,
+        hint: &'static str,
+        /// Another writer holds the store's lock (SQLite busy or locked): worth retrying.
+        busy: bool,
     },
     #[error("no scorecard store at {path}: run `slatrack replay` or `slatrack run` first, or pass --store")]
     Missing { path: String },
@@ -38,23 +46,14 @@ pub enum StoreError {
         found: i64,
         expected: i64,
     },
-    #[error("scorecard store I/O failed: {0} ({hint})", hint = sql_hint(.0))]
-    Sql(#[from] rusqlite::Error),
     #[error("--store / store.path {0:?} is not a store: use a SQLite file path or postgres://USER@HOST:PORT/DB")]
     BadLocation(String),
     #[error("--store / store.path {0:?}: Kafka is not a store of record. Keep windows and checkpoints in PostgreSQL (store.path = \"postgres://USER@HOST:PORT/DB\", shared by several instances) or a SQLite file (one instance), and publish closed windows to Kafka with kafka.windows_topic = \"TOPIC\" (docs/stores.md, \"Publishing windows\")")]
     KafkaIsNotAStore(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("PostgreSQL store {location}: {op}: {why} ({hint})")]
-    Postgres {
-        location: String,
-        op: String,
-        why: String,
-        hint: &'static str,
-    },
     #[error(
-        "scorecard store row {what} is corrupt: {why} (the file was modified outside slatrack)"
+        "scorecard store row {what} is corrupt: {why} (the store was modified outside slatrack: restore it from a backup, or replay into a new store)"
     )]
     Corrupt { what: String, why: String },
     #[error("partition {source_id}'s checkpoint in the store is at {found:?}, not at {expected:?} where this owner continued from: another instance owns it too (a rebalance overlapped them); this owner resumes from the store's checkpoint")]
@@ -76,6 +75,64 @@ pub struct StoredBucket {
     pub stats: crate::engine::Stats,
 }
 
+fn op_part(op: &str) -> String {
+    if op.is_empty() {
+        String::new()
+    } else {
+        format!(": {op}")
+    }
+}
+
+impl StoreError {
+    /// A SQLite store's file could not be opened.
+    pub fn sqlite_open(path: &str, e: rusqlite::Error) -> Self {
+        let hint = match sql_hint(&e) {
+            h if is_sqlite_busy(&e) || h != SQL_RETRY_HINT => h,
+            _ => "check store.path / --store and the directory's permissions",
+        };
+        StoreError::Failed {
+            store: format!("SQLite store {path}"),
+            op: "open".into(),
+            why: e.to_string(),
+            hint,
+            busy: is_sqlite_busy(&e),
+        }
+    }
+
+    /// A PostgreSQL store's operation failed (`location` without the password).
+    pub fn postgres(location: &str, op: &str, why: String, hint: &'static str) -> Self {
+        StoreError::Failed {
+            store: format!("PostgreSQL store {location}"),
+            op: op.to_string(),
+            why,
+            hint,
+            busy: false,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Failed {
+            store: "SQLite store".into(),
+            op: String::new(),
+            why: e.to_string(),
+            hint: sql_hint(&e),
+            busy: is_sqlite_busy(&e),
+        }
+    }
+}
+
+fn is_sqlite_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+const SQL_RETRY_HINT: &str =
+    "checkpoints are retried; fetching pauses until the store accepts writes";
+
 /// What to do about a SQLite failure, by its code: the operator's next step.
 fn sql_hint(e: &rusqlite::Error) -> &'static str {
     use rusqlite::ErrorCode as C;
@@ -84,7 +141,7 @@ fn sql_hint(e: &rusqlite::Error) -> &'static str {
         Some(C::DatabaseBusy | C::DatabaseLocked) => "another process holds the store's write lock: only one slatrack may write a SQLite store; checkpoints resume once it is released",
         Some(C::ReadOnly | C::PermissionDenied) => "the store file or its directory is read-only: fix permissions; checkpoints resume by themselves",
         Some(C::CannotOpen) => "the store file cannot be opened: check store.path and its directory",
-        _ => "checkpoints are retried; fetching pauses until the store accepts writes",
+        _ => SQL_RETRY_HINT,
     }
 }
 

@@ -134,12 +134,12 @@ impl PgTarget {
 
     fn tls_connector(&self) -> Result<MakeTlsConnector, StoreError> {
         let tls_err = |why: String| {
-            StoreError::Postgres {
-            location: self.shown.clone(),
-            op: "TLS setup".into(),
-            why,
-            hint: "check sslrootcert in the store URL: a PEM file of the CA that signed the server's certificate",
-        }
+            StoreError::postgres(
+                &self.shown,
+                "TLS setup",
+                why,
+                "check sslrootcert in the store URL: a PEM file of the CA that signed the server's certificate",
+            )
         };
         let mut b = SslConnector::builder(SslMethod::tls()).map_err(|e| tls_err(e.to_string()))?;
         b.set_verify(SslVerifyMode::PEER);
@@ -179,12 +179,7 @@ impl PgTarget {
                 (why, hint)
             }
         };
-        StoreError::Postgres {
-            location: self.shown.clone(),
-            op: op.to_string(),
-            why,
-            hint,
-        }
+        StoreError::postgres(&self.shown, op, why, hint)
     }
 }
 

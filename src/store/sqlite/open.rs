@@ -129,15 +129,7 @@ fn schema_version(conn: &Connection) -> Result<i64, rusqlite::Error> {
 const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn is_busy(e: &StoreError) -> bool {
-    let sql = match e {
-        StoreError::Open { source, .. } => source,
-        StoreError::Sql(e) => e,
-        _ => return false,
-    };
-    matches!(
-        sql.sqlite_error_code(),
-        Some(rusqlite::ffi::ErrorCode::DatabaseBusy | rusqlite::ffi::ErrorCode::DatabaseLocked)
-    )
+    matches!(e, StoreError::Failed { busy: true, .. })
 }
 
 fn cannot_create_shm(e: &rusqlite::Error) -> bool {
@@ -173,10 +165,7 @@ fn uri_path(path: &Path) -> String {
 /// Reads first: a store already current takes no write lock here, so opening it never
 /// waits on a running writer.
 fn migrate(conn: &Connection, path: &str) -> Result<(), StoreError> {
-    let open_err = |source| StoreError::Open {
-        path: path.to_string(),
-        source,
-    };
+    let open_err = |source| StoreError::sqlite_open(path, source);
     let too_new = |found| StoreError::SchemaVersion {
         path: path.to_string(),
         found,
@@ -278,10 +267,7 @@ impl SqliteStore {
 
     fn open_once(path: &Path) -> Result<Self, StoreError> {
         let p = path.display().to_string();
-        let open_err = |source| StoreError::Open {
-            path: p.clone(),
-            source,
-        };
+        let open_err = |source| StoreError::sqlite_open(&p, source);
         let conn = Connection::open(path).map_err(open_err)?;
         // First: switching to WAL and creating the schema take the write lock, and a
         // process opening the store while another writes it must wait, not fail.
@@ -305,10 +291,7 @@ impl SqliteStore {
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         use rusqlite::OpenFlags;
         let p = path.display().to_string();
-        let open_err = |source| StoreError::Open {
-            path: p.clone(),
-            source,
-        };
+        let open_err = |source| StoreError::sqlite_open(&p, source);
         if !path.exists() {
             return Err(StoreError::Missing { path: p });
         }
