@@ -587,8 +587,12 @@ fn assert_windows_published(brokers: &str, store: &str) {
         .unwrap();
     consumer.subscribe(&["slatrack-windows"]).unwrap();
     let mut seen: BTreeMap<(String, i64), Vec<u8>> = BTreeMap::new();
+    // Each look drains what the consumer has (the pilot publishes thousands of windows).
     wait_until("every published window", Duration::from_secs(120), || {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+        let mut wait = Duration::from_millis(200);
+        while let Some(r) = consumer.poll(wait) {
+            wait = Duration::ZERO;
+            let m = r.unwrap();
             let key = slatrack::codec::window::decode_key(m.key().unwrap()).unwrap();
             let value = m.payload().unwrap().to_vec();
             if let Some(before) = seen.get(&key) {
