@@ -427,13 +427,14 @@ pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucke
         if members.len() == 1 {
             return first.clone();
         }
-        // Sparse while the buckets are small, dense after (`Stats::accumulate`); the row
+        // Sparse while the buckets are small, dense after (`Stats::sum`); the row
         // encodes straight from either form.
-        let mut stats = crate::engine::Stats::accumulator(&first.stats);
+        let parts: Vec<&crate::engine::Stats> =
+            members.iter().map(|&i| &buckets[i].stats).collect();
+        let stats = crate::engine::Stats::sum(&parts);
         let (mut start, mut end) = (first.start, first.start + first.width_us);
         for &i in &members[1..] {
             let b = &buckets[i];
-            stats.accumulate(&b.stats);
             start = start.min(b.start);
             end = end.max(b.start + b.width_us);
         }
