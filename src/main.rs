@@ -97,7 +97,7 @@ enum Command {
         period: Option<String>,
         #[arg(long, value_enum, default_value = "markdown")]
         format: ReportFormat,
-        /// SQLite file, postgres://USER@HOST:PORT/DB or kafka://BROKERS/TOPIC (overrides store.path).
+        /// SQLite file or postgres://USER@HOST:PORT/DB (overrides store.path).
         #[arg(long)]
         store: Option<PathBuf>,
     },
@@ -105,7 +105,7 @@ enum Command {
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
-        /// SQLite file, postgres://USER@HOST:PORT/DB or kafka://BROKERS/TOPIC (overrides store.path).
+        /// SQLite file or postgres://USER@HOST:PORT/DB (overrides store.path).
         #[arg(long)]
         store: Option<PathBuf>,
     },

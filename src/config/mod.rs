@@ -628,13 +628,13 @@ mod tests {
                 .unwrap();
         let env = |k: &str| match k {
             "SLATRACK_BROKERS" => Some("b:2".to_string()),
-            "SLATRACK_STORE" => Some("kafka://b:2/w".to_string()),
+            "SLATRACK_STORE" => Some("postgres://u@b:2/w".to_string()),
             "SLATRACK_METRICS_LISTEN" => Some("0.0.0.0:9898".to_string()),
             _ => None,
         };
         c.apply_env(env).unwrap();
         assert_eq!(c.kafka.as_ref().unwrap().brokers, "b:2");
-        assert_eq!(c.store.path, PathBuf::from("kafka://b:2/w"));
+        assert_eq!(c.store.path, PathBuf::from("postgres://u@b:2/w"));
         assert_eq!(c.metrics.listen, "0.0.0.0:9898");
         let e = Config::default()
             .apply_env(|k| (k == "SLATRACK_BROKERS").then(|| "x:1".to_string()))
