@@ -2,6 +2,7 @@
 //! cluster, whose fault injection a real broker cannot offer here): poison records are
 //! quarantined with reasons while the partition keeps flowing and the watermark stays put;
 //! a broker outage is ridden out with exact final numbers and `/readyz` reflecting it;
+//! an unreachable windows topic holds windows in the store's queue and loses none;
 //! a million random byte strings never panic the decoders.
 
 #[path = "support/http.rs"]
@@ -10,6 +11,8 @@ mod http;
 mod replay;
 #[path = "support/wait.rs"]
 mod wait;
+#[path = "support/windows.rs"]
+mod windows;
 use http::http_get;
 
 use prost::Message as _;
@@ -371,6 +374,15 @@ fn scorecard_of(s: &dyn slatrack::store::StoreRead) -> serde_json::Value {
 
 /// The broker goes down mid-stream and comes back: `/readyz` says so meanwhile, and the
 /// final scorecard equals `replay` of the same records (nothing lost, nothing twice).
+/// An hour of one tenant's pilot traffic (3,000 events from 2025-10-01), on two
+/// partitions with their sentinels.
+fn an_hour_of_pilot(seed: u64) -> Vec<(i32, Vec<u8>)> {
+    let start = slatrack::time::parse_date("2025-10-01").unwrap();
+    let events =
+        slatrack::synthetic::pilot(seed, "globex", start, slatrack::time::MICROS_PER_HOUR, 3000);
+    on_two_partitions_with_sentinels(events)
+}
+
 #[test]
 fn a_broker_outage_mid_stream_is_ridden_out_with_exact_numbers() {
     let _serial = serial();
@@ -383,10 +395,7 @@ fn a_broker_outage_mid_stream_is_ridden_out_with_exact_numbers() {
     cfg.metrics.listen = "127.0.0.1:0".into();
     let config = Arc::new(cfg);
 
-    let start = slatrack::time::parse_date("2025-10-01").unwrap();
-    let events =
-        slatrack::synthetic::pilot(5, "globex", start, slatrack::time::MICROS_PER_HOUR, 3000);
-    let records = on_two_partitions_with_sentinels(events);
+    let records = an_hour_of_pilot(5);
     let n = records.len();
     let p = producer(&mock);
     let half = n / 2;
@@ -455,6 +464,107 @@ fn a_broker_outage_mid_stream_is_ridden_out_with_exact_numbers() {
         scorecard(&dir.path().join("live.db")),
         scorecard(&replay_store)
     );
+}
+
+/// A two-broker mock cluster with the input (2 partitions), the quarantine and the
+/// service's group all on broker 1, so broker 2 can hold what a test takes away.
+fn two_brokers() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let mock = MockCluster::new(2).unwrap();
+    mock.create_topic("deliveries", 2, 1).unwrap();
+    mock.create_topic("slatrack-quarantine", 1, 1).unwrap();
+    for p in 0..2 {
+        mock.partition_leader("deliveries", p, Some(1)).unwrap();
+    }
+    mock.partition_leader("slatrack-quarantine", 0, Some(1))
+        .unwrap();
+    mock.coordinator(
+        rdkafka::mocking::MockCoordinator::Group("slatrack-demo".into()),
+        1,
+    )
+    .unwrap();
+    mock
+}
+
+/// The windows topic's only broker goes down before the stream: counting and checkpoints
+/// go on (every record checkpointed meanwhile), publishing rounds fail and are counted, and
+/// the windows wait in the store's queue. Once the broker is back the queue empties, and
+/// the topic holds every queued window, once per key, summing to the store's figures.
+#[test]
+fn an_unreachable_windows_topic_keeps_windows_queued_and_loses_none() {
+    let _serial = serial();
+    let mock = two_brokers();
+    // The windows topic alone on broker 2.
+    mock.create_topic("slatrack-windows", 1, 1).unwrap();
+    mock.partition_leader("slatrack-windows", 0, Some(2))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let mut cfg = demo_config(mock.bootstrap_servers(), &db);
+    cfg.engine = Config::default().engine;
+    cfg.metrics.listen = "127.0.0.1:0".into();
+    if let Some(k) = cfg.kafka.as_mut() {
+        k.windows_topic = "slatrack-windows".into();
+        // A publishing round gives up on unacknowledged windows after 2 s, not 300.
+        k.properties
+            .insert("message.timeout.ms".into(), "2000".into());
+    }
+    let config = Arc::new(cfg);
+    mock.broker_down(2).unwrap();
+
+    let records = an_hour_of_pilot(7);
+    let n = records.len();
+    let p = producer(&mock);
+    for (part, v) in &records {
+        send(&p, *part, v);
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+
+    let run = start_service_at(config, slatrack::store::Location::Sqlite(db.clone()));
+    wait_until(
+        "every record checkpointed while the windows topic is down",
+        Duration::from_secs(120),
+        || {
+            run.status
+                .checkpointed
+                .lock()
+                .map(|m| m.values().sum::<i64>())
+                .unwrap_or(0)
+                == n as i64
+        },
+    );
+    let queued = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM window_queue", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(queued() > 0, "the windows wait in the store");
+    let failures = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("slatrack_window_publish_failures_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics_at = run
+        .status
+        .metrics_addr
+        .lock()
+        .unwrap()
+        .expect("metrics served");
+    wait_until(
+        "a failed publishing round counted",
+        Duration::from_secs(60),
+        || failures(&http_get(metrics_at, "/metrics")) > 0.0,
+    );
+    assert!(queued() > 0, "nothing trimmed while unacknowledged");
+
+    mock.broker_up(2).unwrap();
+    wait_until("the queue emptied", Duration::from_secs(120), || {
+        queued() == 0
+    });
+    let st = run.finish();
+    assert_eq!(st.counted.load(Ordering::Relaxed), n as u64);
+    windows::assert_windows_published(&mock.bootstrap_servers(), &db.display().to_string());
 }
 
 /// Secrets in `[kafka.properties]` (literal, `env:` or `file:`) never reach the logs, even
@@ -559,20 +669,7 @@ const APPLIED_WHILE_PAUSED: u64 = 2048;
 fn store_outage(fault: StoreFault) {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockCluster::new(2).unwrap();
-    mock.create_topic("deliveries", 2, 1).unwrap();
-    mock.create_topic("slatrack-quarantine", 1, 1).unwrap();
-    // Input, quarantine and the group on broker 1.
-    for p in 0..2 {
-        mock.partition_leader("deliveries", p, Some(1)).unwrap();
-    }
-    mock.partition_leader("slatrack-quarantine", 0, Some(1))
-        .unwrap();
-    mock.coordinator(
-        rdkafka::mocking::MockCoordinator::Group("slatrack-demo".into()),
-        1,
-    )
-    .unwrap();
+    let mock = two_brokers();
 
     let db_dir = dir.path().join("store");
     std::fs::create_dir_all(&db_dir).unwrap();
