@@ -160,6 +160,11 @@ allowed_lateness = "2s"
 # P99 is red), which would leave Benevity's P99 ticket pending by chance; 5 s makes
 # Benevity unambiguously healthy so any alert for it is a defect.
 [sla]
+# Benevity runs at ≈ 96.8 % on time; early in a run its 1h ratio from rate() has read as
+# low as 94.91 % (2026-12-05, at 6,000 events), enough to page against 95 %. At 93 %
+# Benevity is clear of its target by far more than that, and Workday, whose latency
+# doubles every minute, falls far below it.
+on_time_target = 0.93
 p99_threshold = "5s"
 # Likewise dead letters: Benevity's expected share is ≈ 0.05 %, about one event in this
 # test's minutes of traffic, so two (a one-in-four chance) cross the default 0.1 % and
@@ -288,8 +293,8 @@ name = "deliveries"
         "https://runbooks.example.com/slatrack/operations#slatracksladrift",
         "alerts.runbook_url reaches the alert"
     );
-    // Benevity meets its SLA (96.8% on time against 95%). Early on its 1h ratio can dip
-    // below 95% — a few hundred events by chance, and once (2026-11-23) 94.99% at 3,000
+    // Benevity meets its SLA (96.8% on time against 93%). Early on its 1h ratio can dip
+    // — a few hundred events by chance, and once (2026-11-23) 94.99% at 3,000
     // events, more than binomial noise: the first minutes' rate() over counter series that
     // start at different scrapes is rougher than the data. So it is judged once Prometheus
     // has seen 6,000 of them and has evaluated every rule group since: none of its alerts
@@ -331,14 +336,14 @@ name = "deliveries"
         .filter(|a| a["labels"]["platform"] == "benevity")
         .collect();
     assert!(benevity.is_empty(), "Benevity alerts: {benevity:?}");
-    // Workday's on-time ratio as Prometheus sees it is below its 95% target.
+    // Workday's on-time ratio as Prometheus sees it is below its 93% target.
     let r = query(
         prom_port,
         "1 - slatrack:on_time_error_ratio:rate1h{platform=\"workday\"}",
     )
     .unwrap();
     let v: f64 = r[0]["value"][1].as_str().unwrap().parse().unwrap();
-    assert!(v < 0.95, "workday on-time {v}");
+    assert!(v < 0.93, "workday on-time {v}");
 
     // Every expression of the rule file and the dashboard evaluates and finds data.
     // Recording rules and panels must return series; an alert expression is empty while
