@@ -157,7 +157,8 @@ fn bucket(platform: &str, start: Micros, width: Micros, records: &[DeliveryEvent
     }
 }
 
-/// A partition commit with only the given parts.
+/// A partition commit with only the given parts, queueing its windows when `publish`.
+#[allow(clippy::too_many_arguments)]
 fn commit(
     s: &mut dyn PartitionStore,
     expected: Option<i64>,
@@ -166,6 +167,7 @@ fn commit(
     corrections: &[Correction],
     closed_keys: &[ClosedKeys],
     rejects: &[RejectRow<'_>],
+    publish: bool,
 ) -> Result<(), StoreError> {
     s.commit(&PartitionCommit {
         source: "deliveries/0",
@@ -185,7 +187,7 @@ fn commit(
             before: i64::MIN,
             buckets: Vec::new(),
         },
-        publish: false,
+        publish,
     })
 }
 
@@ -274,7 +276,7 @@ fn backfill_corrections_and_folding(under: &Under, day: Micros) -> Vec<DeliveryE
         buckets.extend(minute_buckets(p, &rs));
         all.extend(rs);
     }
-    commit(&mut *s, None, 1_000, &buckets, &[], &[], &[]).expect("backfill commit");
+    commit(&mut *s, None, 1_000, &buckets, &[], &[], &[], false).expect("backfill commit");
 
     // Then one minute per commit, as live traffic closes them.
     let mut next = 1_000;
@@ -289,6 +291,7 @@ fn backfill_corrections_and_folding(under: &Under, day: Micros) -> Vec<DeliveryE
             &[],
             &[],
             &[],
+            false,
         )
         .expect("live commit");
         next += 10;
@@ -327,7 +330,17 @@ fn backfill_corrections_and_folding(under: &Under, day: Micros) -> Vec<DeliveryE
             ),
         })
         .collect();
-    commit(&mut *s, Some(next), next + 3, &[], &corrections, &[], &[]).expect("corrections");
+    commit(
+        &mut *s,
+        Some(next),
+        next + 3,
+        &[],
+        &corrections,
+        &[],
+        &[],
+        false,
+    )
+    .expect("corrections");
     next += 3;
     all.extend(late);
 
@@ -373,7 +386,7 @@ fn backfill_corrections_and_folding(under: &Under, day: Micros) -> Vec<DeliveryE
             std::slice::from_ref(&later),
         ),
     };
-    commit(&mut *s, Some(next), next + 1, &[], &[c], &[], &[]).expect("late correction");
+    commit(&mut *s, Some(next), next + 1, &[], &[c], &[], &[], false).expect("late correction");
     all.push(later);
     while s.fold_before(retention, 2).expect("fold").more {}
     let truth = Truth::of(&all);
@@ -455,9 +468,10 @@ fn a_second_owner_is_fenced_and_a_resumed_one_continues() {
             60 * 1_000_000,
         );
         let buckets = minute_buckets("goodera", &rs);
-        commit(&mut *a, None, 500, &buckets, &[], &[], &[]).expect("first owner");
+        commit(&mut *a, None, 500, &buckets, &[], &[], &[], false).expect("first owner");
         // The second owner restored nothing (it started with no checkpoint), so it is refused.
-        let e = commit(&mut *b, None, 500, &buckets, &[], &[], &[]).expect_err("second owner");
+        let e =
+            commit(&mut *b, None, 500, &buckets, &[], &[], &[], false).expect_err("second owner");
         assert!(
             matches!(
                 e,
@@ -469,7 +483,8 @@ fn a_second_owner_is_fenced_and_a_resumed_one_continues() {
             "{}: {e}",
             under.name
         );
-        let e = commit(&mut *b, Some(400), 600, &buckets, &[], &[], &[]).expect_err("stale owner");
+        let e = commit(&mut *b, Some(400), 600, &buckets, &[], &[], &[], false)
+            .expect_err("stale owner");
         assert!(
             matches!(e, StoreError::Superseded { .. }),
             "{}: {e}",
@@ -495,7 +510,7 @@ fn a_second_owner_is_fenced_and_a_resumed_one_continues() {
             "{}",
             under.name
         );
-        commit(&mut *resumed, Some(500), 700, &[], &[], &[], &[]).expect("resumed commit");
+        commit(&mut *resumed, Some(500), 700, &[], &[], &[], &[], false).expect("resumed commit");
     }
 }
 
@@ -524,15 +539,15 @@ fn closed_keys_and_rejects_are_kept_once() {
             reason: RejectReason::TooLate,
             count: 3,
         }];
-        commit(&mut *s, None, 10, &[], &[], &closed, &rejects).expect("commit");
-        commit(&mut *s, Some(10), 20, &[], &[], &[], &rejects).expect("commit");
+        commit(&mut *s, None, 10, &[], &[], &closed, &rejects, false).expect("commit");
+        commit(&mut *s, Some(10), 20, &[], &[], &[], &rejects, false).expect("commit");
         let mut got = s.closed_keys("deliveries/0", start).expect("closed keys");
         got.sort_unstable();
         assert_eq!(got, [keys.clone(), more.clone()].concat(), "{}", under.name);
         let r = rejects_of(&under.location, day);
         assert_eq!(r, vec![(RejectReason::TooLate, 6)], "{}", under.name);
         // A fenced commit adds nothing.
-        assert!(commit(&mut *s, Some(10), 30, &[], &[], &[], &rejects).is_err());
+        assert!(commit(&mut *s, Some(10), 30, &[], &[], &[], &rejects, false).is_err());
         let r = rejects_of(&under.location, day);
         assert_eq!(
             r,
@@ -541,36 +556,6 @@ fn closed_keys_and_rejects_are_kept_once() {
             under.name
         );
     }
-}
-
-/// A commit that publishes: its rows and corrections queued in its own transaction.
-fn publishing_commit(
-    s: &mut dyn PartitionStore,
-    expected: Option<i64>,
-    next_offset: i64,
-    buckets: &[ClosedBucket],
-    corrections: &[Correction],
-) -> Result<(), StoreError> {
-    s.commit(&PartitionCommit {
-        source: "deliveries/0",
-        expected,
-        next_offset,
-        state: b"opaque shard state",
-        output: slatrack::store::CommitOutput {
-            buckets,
-            corrections,
-            closed_keys: &[],
-        },
-        keys_before: 0,
-        unread: None,
-        rejects: &[],
-        dedup: &slatrack::store::checkpoint::DedupRows {
-            replace: false,
-            before: i64::MIN,
-            buckets: Vec::new(),
-        },
-        publish: true,
-    })
 }
 
 #[test]
@@ -587,19 +572,22 @@ fn windows_are_queued_with_their_commit_numbered_once_and_dequeued_once_publishe
             30 * 1_000_000,
         );
         let buckets = minute_buckets("workday", &rs);
-        publishing_commit(&mut *s, None, 10, &buckets, &[]).expect("commit");
+        commit(&mut *s, None, 10, &buckets, &[], &[], &[], true).expect("commit");
         // A fenced-out owner's commit queues nothing.
-        publishing_commit(&mut *s, None, 10, &buckets, &[]).expect_err("fenced");
+        commit(&mut *s, None, 10, &buckets, &[], &[], &[], true).expect_err("fenced");
         let late = [record(999, "workday", day + MICROS_PER_HOUR, 40)];
         let correction = Correction {
             bucket: bucket("workday", day + MICROS_PER_HOUR, MICROS_PER_MIN, &late),
         };
-        publishing_commit(
+        commit(
             &mut *s,
             Some(10),
             20,
             &[],
             std::slice::from_ref(&correction),
+            &[],
+            &[],
+            true,
         )
         .expect("correction");
 
@@ -623,7 +611,7 @@ fn windows_are_queued_with_their_commit_numbered_once_and_dequeued_once_publishe
         // Published windows leave the queue; numbering goes on, never reusing a key.
         s.dequeue_windows("deliveries/0", 2).expect("dequeue");
         assert!(s.queued_windows(100).expect("queued").is_empty());
-        publishing_commit(&mut *s, Some(20), 30, &buckets[..1], &[]).expect("commit");
+        commit(&mut *s, Some(20), 30, &buckets[..1], &[], &[], &[], true).expect("commit");
         let again: Vec<i64> = s
             .queued_windows(100)
             .expect("queued")

@@ -4,6 +4,7 @@
 
 pub mod bucket;
 pub mod correction;
+pub mod counters;
 pub mod dedup;
 pub mod few;
 pub mod hdr;

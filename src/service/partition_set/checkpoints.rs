@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 /// times the partitions owned, when that is longer than `service.checkpoint_interval`.
 ///
 /// Why: a commit's cost grows with what it writes (the keys and buckets since the last
-/// commit), so
-/// at high input rates commits on a fixed interval would take the apply thread over and
-/// the lag would run away. Spaced out, buckets become durable later (the counters move
+/// commit), so at high input rates commits on a fixed interval would take the apply
+/// thread over and the lag would run away. Spaced out, buckets become durable later (the counters move
 /// later) and a crash re-reads more, but freshness holds.
 pub(in crate::service) const COMMIT_SHARE: u32 = 10;
 
