@@ -340,6 +340,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Rules { config, k8s } => {
             let cfg = load_config(config.as_deref())?;
+            let missing = slatrack::rules::missing_windows(&cfg);
+            if !missing.is_empty() {
+                bail!(
+                    "the alert rules read the windows {} that engine.windows does not keep: add them to engine.windows (the default keeps 5m, 1h, 1d and 7d)",
+                    missing.join(", ")
+                );
+            }
             if k8s {
                 emit(&slatrack::rules::render_prometheus_rule(&cfg))?;
             } else {

@@ -32,15 +32,6 @@ impl Status {
             Self::NotApplicable => "n/a",
         }
     }
-    /// Prometheus encoding: 0 green, 1 yellow, 2 red, -1 n/a.
-    pub fn gauge(self) -> f64 {
-        match self {
-            Self::Green => 0.0,
-            Self::Yellow => 1.0,
-            Self::Red => 2.0,
-            Self::NotApplicable => -1.0,
-        }
-    }
     pub fn emoji(self) -> &'static str {
         match self {
             Self::Green => "🟢",

@@ -69,7 +69,7 @@ fn the_defaults_file_sets_every_key_that_has_a_default() {
                 "max_series_keys",
             ],
         ),
-        ("alerts", &["drift_for"]),
+        ("alerts", &["drift_for", "min_events"]),
     ];
     for (section, keys) in expected {
         let table = file

@@ -207,7 +207,7 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
     );
     for p in ["benevity", "goodera", "workday", "impact_in"] {
         let series = format!(
-            "slatrack_window_on_time_ratio{{tenant=\"globex\",platform=\"{p}\",window=\"7d\"}}"
+            "slatrack_window_on_time_events{{tenant=\"globex\",platform=\"{p}\",window=\"7d\"}}"
         );
         assert!(metrics.contains(&series), "missing {series}");
     }

@@ -314,9 +314,11 @@ fn the_export_is_valid_openslo_v1_and_matches_the_config_and_rules() {
             c["spec"]["condition"]["lookbackWindow"].as_str(),
             Some(long)
         );
-        let expr = format!("rate{long}{{platform=\"workday\"}}");
-        assert!(rules.contains(&expr), "rules alert over {long}");
-        assert!(rules.contains(&format!("rate{short}{{platform=\"workday\"}}")));
+        let over = |w: &str| {
+            format!("slatrack:window_on_time_error_ratio{{window=\"{w}\"}} > on (tenant, platform) ({} * (1 - slatrack:objective_on_time_ratio))", slatrack::rules::num(factor))
+        };
+        assert!(rules.contains(&over(long)), "rules alert over {long}");
+        assert!(rules.contains(&over(short)), "and over {short}");
     }
 }
 

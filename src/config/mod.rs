@@ -122,6 +122,9 @@ pub struct AlertsConfig {
     /// Where the runbook (docs/operations.md, as the operator publishes it) lives: each
     /// generated alert links to `RUNBOOK_URL#<alert name in lower case>`. Empty: no links.
     pub runbook_url: String,
+    /// Events a window must hold before a ratio or latency alert over it fires: with
+    /// fewer, one late event is a large share (1 of 3 is 33 %) and pages nobody should get.
+    pub min_events: u64,
 }
 
 impl Default for AlertsConfig {
@@ -129,6 +132,7 @@ impl Default for AlertsConfig {
         Self {
             drift_for: ConfigDuration(10 * time::MICROS_PER_MIN),
             runbook_url: String::new(),
+            min_events: 30,
         }
     }
 }

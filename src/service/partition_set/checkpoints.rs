@@ -96,9 +96,14 @@ impl PartitionSet {
                 continue;
             }
             p.last_commit = Instant::now();
+            // Nothing new to write: no record since the last checkpoint, no open bucket and
+            // none closed but unwritten (an idle partition's watermark closes its last
+            // buckets with no record arriving; they are written now, not with the next
+            // record, whenever that comes).
             if !force
                 && p.next_offset == p.checkpointed_offset
                 && p.pipeline.shard.open_buckets() == 0
+                && p.pipeline.uncommitted_buckets() == 0
             {
                 continue;
             }

@@ -1,7 +1,7 @@
 //! Prometheus export. The hot path never touches `metrics`: the consumer thread hands
 //! over closed buckets at each checkpoint (counters move then) and key freshness every
-//! `metrics.publish_interval` (its gauge is set then); the window and status gauges are
-//! set from the rolling windows every `metrics.gauge_interval` by a thread of their own
+//! `metrics.publish_interval` (its gauge is set then); the window gauges and histograms
+//! and the service status are set every `metrics.gauge_interval` by a thread of their own
 //! ([`GaugeThread`]). A scrape only renders what was set: it changes nothing.
 //! Metric names, labels and meanings: README.md, "Metrics".
 
@@ -10,7 +10,6 @@ use crate::engine::{ClosedBucket, WindowSet};
 use crate::event::RejectReason;
 use crate::pipeline::Committed;
 use crate::runtime::RuntimeStatus;
-use crate::sla;
 use crate::time::{format_duration, Micros};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -18,6 +17,8 @@ use metrics_util::MetricKindMask;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
+
+pub mod latency;
 
 /// How long a gauge survives without being set (see [`handle`]).
 pub const GAUGE_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
@@ -102,6 +103,10 @@ pub struct Telemetry {
     config: Arc<Config>,
     status: Arc<RuntimeStatus>,
     inner: Mutex<Inner>,
+    /// The `le` bounds of the window latency histograms (µs).
+    bounds: Vec<u64>,
+    /// The window latency histograms the gauge thread built last.
+    latency: Mutex<latency::Snapshot>,
 }
 
 impl Telemetry {
@@ -118,6 +123,8 @@ impl Telemetry {
                 all: "all".into(),
                 overflow: crate::engine::keys::OVERFLOW.into(),
             }),
+            bounds: latency::bounds(&config),
+            latency: Mutex::default(),
             config,
             status,
         })
@@ -278,7 +285,6 @@ impl Telemetry {
     /// Sets every gauge from the current windows and the service status: what
     /// [`GaugeThread`] runs every `metrics.gauge_interval`.
     pub fn set_gauges(&self) {
-        let sla_cfg = &self.config.sla;
         gauge!("slatrack_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let mut inner = self.lock();
         inner.windows.sweep();
@@ -301,6 +307,8 @@ impl Telemetry {
         gauge!("slatrack_series_keys").set(inner.admitted.len() as f64);
         gauge!("slatrack_window_keys").set(inner.windows.key_count() as f64);
         counter!("slatrack_series_overflow_buckets_total").absolute(inner.folded_buckets);
+        // Each window as mergeable parts: counts and a latency histogram that sum across
+        // instances (ratios and quantiles are computed in PromQL, after the sum).
         for s in inner.windows.summaries() {
             let labels = [
                 ("tenant", s.tenant.to_string()),
@@ -308,27 +316,26 @@ impl Telemetry {
                 ("window", format_duration(s.window_us)),
             ];
             let c = &s.stats.counters;
-            let targets = self.config.targets(s.platform);
-            let nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
             gauge!("slatrack_window_events", &labels).set(c.events as f64);
-            gauge!("slatrack_window_on_time_ratio", &labels).set(nan(c.on_time_ratio()));
-            gauge!("slatrack_window_retry_ratio", &labels).set(nan(c.retry_ratio()));
-            gauge!("slatrack_window_failed_ratio", &labels).set(nan(c.failed_ratio()));
-            gauge!("slatrack_window_max_retries_ratio", &labels).set(nan(c.max_retries_ratio()));
-            gauge!("slatrack_window_dlq_ratio", &labels).set(nan(c.dlq_ratio()));
-            gauge!("slatrack_window_latency_mean_seconds", &labels)
-                .set(nan(c.avg_latency_ms().map(|m| m / 1000.0)));
-            for (q, permille) in [("0.5", 500), ("0.95", 950), ("0.99", 990)] {
-                let mut l = labels.to_vec();
-                l.push(("quantile", q.to_string()));
-                gauge!("slatrack_window_latency_seconds", &l)
-                    .set(nan(s.stats.quantile_ms(permille).map(|m| m / 1000.0)));
-            }
-            let status = sla::on_time(c.on_time_ratio(), targets.on_time_target, sla_cfg);
-            gauge!("slatrack_window_sla_status", &labels).set(status.gauge());
+            gauge!("slatrack_window_attempts", &labels).set(c.attempts as f64);
+            gauge!("slatrack_window_on_time_events", &labels).set(c.on_time as f64);
+            gauge!("slatrack_window_retried_events", &labels).set(c.retried as f64);
+            gauge!("slatrack_window_failed_events", &labels)
+                .set((c.failed + c.dead_lettered) as f64);
+            gauge!("slatrack_window_max_retries_events", &labels).set(c.max_retries as f64);
+            gauge!("slatrack_window_dlq_events", &labels).set(c.dead_lettered as f64);
+            // The objective, per key, for the alert rules to join on.
+            let targets = self.config.targets(s.platform);
             gauge!("slatrack_target_on_time_ratio", &labels[..2]).set(targets.on_time_target);
             gauge!("slatrack_target_latency_seconds", &labels[..2])
                 .set(targets.latency_target_us as f64 / 1e6);
+        }
+        let latency = latency::Snapshot::from_windows(&self.bounds, &inner.windows);
+        *self.latency.lock().unwrap_or_else(|p| p.into_inner()) = latency;
+        // Set last: a scrape that shows this end shows every window of this tick.
+        let end = inner.windows.frontier();
+        if end != Micros::MIN {
+            gauge!("slatrack_window_end_timestamp_seconds").set(end as f64 / 1e6);
         }
         for ((t, p), at) in &inner.last_event {
             gauge!("slatrack_last_event_timestamp_seconds", "tenant" => t.clone(), "platform" => p.clone()).set(*at as f64 / 1e6);
@@ -426,7 +433,12 @@ impl GaugeThread {
 impl crate::sink::http::Endpoints for Telemetry {
     /// Renders what the gauge thread and the counters set: a scrape changes nothing.
     fn metrics(&self) -> String {
-        handle().map(|h| h.render()).unwrap_or_default()
+        let mut out = handle().map(|h| h.render()).unwrap_or_default();
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .render_text(&mut out);
+        out
     }
 
     fn ready(&self) -> Result<(), String> {
