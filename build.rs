@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/slatrack/v1/delivery.proto",
         "proto/slatrack/v1/window.proto",
         "proto/slatrack/v1/checkpoint.proto",
+        "proto/io/prometheus/client/metrics.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let mut config = prost_build::Config::new();

@@ -9,7 +9,8 @@
 //! rule per alert, whatever the tenants and platforms.
 //!
 //! - Recording rules: per (tenant, platform, window) events, the on-time / retry / failed /
-//!   max-retry / DLQ ratios, P50/P95/P99 from the histogram, the objective, the status.
+//!   max-retry / DLQ ratios, P50/P95/P99 from the histogram (classic or native buckets,
+//!   whichever the server ingests), the objective, the status.
 //! - Multi-window burn-rate alerts on the on-time SLO (Google SRE workbook, 30-day budget)
 //!   over the windows slatrack keeps by default: page 14.4× over 1h and 5m (2 % of the
 //!   budget in an hour), ticket 3× over 1d and 1h (10 % in a day), ticket 1× over 7d and
@@ -137,7 +138,9 @@ pub fn render(config: &Config) -> String {
         record(
             w,
             &format!("slatrack:window_attempt_latency_seconds:{name}"),
-            &format!("histogram_quantile({q}, sum by (tenant, platform, window, le) (slatrack_window_attempt_latency_seconds_bucket))"),
+            // Classic buckets (a Prometheus scraping text) or native buckets (one that
+            // ingests native histograms keeps only those).
+            &format!("histogram_quantile({q}, sum by (tenant, platform, window, le) (slatrack_window_attempt_latency_seconds_bucket)) or histogram_quantile({q}, sum by (tenant, platform, window) (slatrack_window_attempt_latency_seconds))"),
         );
     }
     record(

@@ -16,6 +16,9 @@ impl Endpoints for Fixed {
     fn metrics(&self) -> String {
         "slatrack_up 1\n".into()
     }
+    fn metrics_protobuf(&self) -> Vec<u8> {
+        b"protobuf".to_vec()
+    }
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }

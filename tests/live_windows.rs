@@ -9,6 +9,8 @@
 
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/pilot.rs"]
+mod pilot;
 #[path = "support/postgres.rs"]
 mod postgres;
 #[path = "support/service.rs"]
@@ -18,8 +20,6 @@ mod tansu;
 #[path = "support/wait.rs"]
 mod wait;
 
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
 use slatrack::event::{DeliveryEvent, Outcome};
 use slatrack::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MIN};
 use std::collections::BTreeMap;
@@ -46,13 +46,7 @@ enum Dated {
 fn pilot(dated: Dated) -> Vec<DeliveryEvent> {
     let mut evs = slatrack::synthetic::globex_fixture();
     if let Dated::EndingYesterday = dated {
-        let last = evs.iter().map(|e| e.completed_at).max().unwrap();
-        let weeks = (slatrack::time::now_micros() - MICROS_PER_DAY - last) / (7 * MICROS_PER_DAY);
-        for e in &mut evs {
-            for t in [&mut e.enqueued_at, &mut e.started_at, &mut e.completed_at] {
-                *t += weeks * 7 * MICROS_PER_DAY;
-            }
-        }
+        pilot::end_yesterday(&mut evs);
     }
     evs
 }
@@ -211,22 +205,7 @@ format = "protobuf"
 
     // The backlog: ten weeks in one burst while the service runs.
     let evs = pilot(dated);
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("linger.ms", "20")
-        .create()
-        .unwrap();
-    for (i, e) in evs.iter().enumerate() {
-        let payload = slatrack::codec::protobuf::encode(e);
-        tansu::send_blocking(
-            &producer,
-            BaseRecord::to(TOPIC)
-                .partition(i as i32 % PARTITIONS)
-                .key("k")
-                .payload(&payload),
-        );
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    pilot::produce_round_robin(&broker.brokers(), TOPIC, PARTITIONS as usize, &evs, 0);
 
     // The windows end at the pilot's last minute once the idle partitions close their
     // last buckets (no lateness allowed: within a minute of quiet; records out of order

@@ -6,6 +6,8 @@
 
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/pilot.rs"]
+mod pilot;
 #[path = "support/postgres.rs"]
 mod postgres;
 #[path = "support/replay.rs"]
@@ -956,13 +958,7 @@ fn pilot_topic(dated: Dated) -> (Vec<(i32, Vec<u8>)>, Vec<slatrack::event::Deliv
     use slatrack::time::MICROS_PER_DAY;
     let mut evs = slatrack::synthetic::globex_fixture();
     if let Dated::EndingNow = dated {
-        let last = evs.iter().map(|e| e.completed_at).max().unwrap();
-        let weeks = (slatrack::time::now_micros() - MICROS_PER_DAY - last) / (7 * MICROS_PER_DAY);
-        for e in &mut evs {
-            for t in [&mut e.enqueued_at, &mut e.started_at, &mut e.completed_at] {
-                *t += weeks * 7 * MICROS_PER_DAY;
-            }
-        }
+        pilot::end_yesterday(&mut evs);
     }
     let mut partition_of = std::collections::HashMap::new();
     // (send order key, partition, event): sent in completion order plus a jitter of up

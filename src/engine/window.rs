@@ -7,7 +7,9 @@
 //! into six-hour blocks, so a 7-day window holds ≈ 24 + 24 entries rather than 10 080
 //! buckets or 168 hours (what keeps 10,000 keys within the memory target). The cost: a
 //! window up to a day evicts whole hours and covers between W and W + 1h; a longer one
-//! evicts six-hour blocks and covers between W and W + 6h. Queue entries are `Arc`s shared
+//! evicts whole six-hour blocks (an hour leaves with its block, folded yet or not) and
+//! covers between W and W + 6h. Either way what a window holds is a function of its end
+//! alone, so windows of instances sharing a key add up. Queue entries are `Arc`s shared
 //! by every window of a key.
 
 use super::stats::Stats;
@@ -39,6 +41,21 @@ struct Window {
     coarse: bool,
     running: Stats,
     queue: VecDeque<(Micros, Micros, Arc<Stats>)>, // (start, width, stats)
+}
+
+impl Window {
+    /// When an entry (start, width) of this coarse window leaves it: at its end, or, in a
+    /// window longer than a day, at the end of its six-hour block whether or not its hour
+    /// has been folded into the block yet. So what a window holds depends on the frontier
+    /// alone, not on the commits that led there, and instances that split a key's
+    /// partitions between them add up to one instance's window.
+    fn entry_end(&self, start: Micros, width: Micros) -> Micros {
+        if self.len > DAY {
+            start.div_euclid(BLOCK) * BLOCK + BLOCK
+        } else {
+            start + width
+        }
+    }
 }
 
 struct KeyWindows {
@@ -241,7 +258,7 @@ impl WindowSet {
                     w.running.merge(&b.stats);
                     continue;
                 }
-                if hour + MICROS_PER_HOUR <= from {
+                if w.entry_end(hour, MICROS_PER_HOUR) <= from {
                     continue;
                 }
                 let at = w
@@ -339,7 +356,7 @@ fn evict_key(kw: &mut KeyWindows, frontier: Micros) {
         let from = frontier.saturating_sub(w.len);
         while let Some((start, width, _)) = w.queue.front() {
             let out = if w.coarse {
-                start + width <= from
+                w.entry_end(*start, *width) <= from
             } else {
                 *start < from
             };
@@ -422,6 +439,7 @@ fn fold_old_hours(w: &mut Window, before: Micros) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Counters;
     use crate::time::MICROS_PER_MIN;
 
     fn bucket(start_min: i64, latency_us: u64) -> ClosedBucket {
@@ -540,6 +558,98 @@ mod tests {
                 summaries(&one),
                 summaries(&batched),
                 "commit ending at {end}"
+            );
+        }
+    }
+
+    /// Instances each holding part of a key's buckets (round robin partitions give each
+    /// instance some of every minute's records), committed in spans of their own after a
+    /// backlog, add up to one instance holding all of them, in every window, once all end
+    /// at the same minute. A key's hours are folded into six-hour blocks when a later hour
+    /// of the key is sealed, which each instance does at its own times: the windows must
+    /// not depend on it.
+    #[test]
+    fn windows_of_instances_sharing_a_key_add_up_to_one() {
+        let lens = [5 * MICROS_PER_MIN, MICROS_PER_HOUR, DAY, 7 * DAY];
+        // Traffic by day and night over 20 days: busy hours hold a record most minutes,
+        // quiet ones a few an hour.
+        let mut seed = 12345u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        let mut records: Vec<i64> = Vec::new();
+        for m in 0..20 * 24 * 60i64 {
+            let busy = (8 * 60..18 * 60).contains(&(m % (24 * 60)));
+            let p = if busy { 70 } else { 4 };
+            if next() % 100 < p {
+                records.push(m);
+            }
+        }
+        // Round robin over four partitions; three instances own them as (0), (1, 2), (3).
+        let mut partitions: Vec<Vec<ClosedBucket>> = vec![Vec::new(); 4];
+        for (i, &m) in records.iter().enumerate() {
+            partitions[i % 4].push(bucket(m, 1000 + (m as u64 * 37) % 9000));
+        }
+        let all: Vec<ClosedBucket> = records
+            .iter()
+            .map(|&m| bucket(m, 1000 + (m as u64 * 37) % 9000))
+            .collect();
+        let commit = |ws: &mut WindowSet, batch: &[ClosedBucket]| {
+            if batch.is_empty() {
+                return;
+            }
+            let end = batch.iter().map(|b| b.start + b.width_us).max().unwrap();
+            let since = ws.frontier();
+            ws.push_key_batch(&"t".into(), &"p".into(), batch.iter(), since, end);
+        };
+        // The lone instance: the backlog (40 %) in one commit, then spans of 50 buckets.
+        let mut one = WindowSet::new(&lens);
+        let (backlog, rest) = all.split_at(all.len() * 4 / 10);
+        commit(&mut one, backlog);
+        for c in rest.chunks(50) {
+            commit(&mut one, c);
+        }
+        // The three: their partitions' part of the backlog, then spans of their own. The
+        // middle one reads partition 1 to its end before partition 2 (a lagging partition:
+        // its buckets land behind the frontier, where they belong).
+        let last_backlog = backlog.last().unwrap().start;
+        let rest_of = |p: usize| {
+            let cut = partitions[p].partition_point(|b| b.start <= last_backlog);
+            (&partitions[p][..cut], &partitions[p][cut..])
+        };
+        let mut three: Vec<WindowSet> = (0..3).map(|_| WindowSet::new(&lens)).collect();
+        for (k, owned) in [vec![0], vec![1, 2], vec![3]].into_iter().enumerate() {
+            for &p in &owned {
+                commit(&mut three[k], rest_of(p).0);
+            }
+            for &p in &owned {
+                for c in rest_of(p).1.chunks([3, 17, 400][k]) {
+                    commit(&mut three[k], c);
+                }
+            }
+        }
+        let end = one.frontier();
+        one.advance(end);
+        for ws in &mut three {
+            ws.advance(end);
+        }
+        let sums: Vec<Vec<Counters>> = three
+            .iter()
+            .map(|ws| ws.summaries().map(|s| s.stats.counters).collect())
+            .collect();
+        for (i, w1) in one.summaries().enumerate() {
+            let mut sum = Counters::default();
+            for s in &sums {
+                sum.add(&s[i]);
+            }
+            assert_eq!(
+                sum,
+                w1.stats.counters,
+                "window of {} min",
+                w1.window_us / MICROS_PER_MIN
             );
         }
     }

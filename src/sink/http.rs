@@ -26,9 +26,30 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Largest request head read (hyper's smallest buffer).
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 
+/// The media type of the protobuf exposition format.
+pub const PROTOBUF: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// The text exposition format's media type (the default).
+pub const TEXT: &str = "text/plain; version=0.0.4";
+
+/// Whether an `Accept` header asks for the protobuf exposition (Prometheus lists it
+/// first when native histograms are enabled, with the text format as a fallback).
+pub fn wants_protobuf(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let p = part.trim();
+        p.starts_with("application/vnd.google.protobuf")
+            && p.contains("proto=io.prometheus.client.MetricFamily")
+            && p.contains("encoding=delimited")
+    })
+}
+
 /// What the listener answers from.
 pub trait Endpoints: Send + Sync + 'static {
+    /// The metrics in the text exposition format.
     fn metrics(&self) -> String;
+    /// The same metrics in the protobuf exposition format.
+    fn metrics_protobuf(&self) -> Vec<u8>;
     fn ready(&self) -> Result<(), String>;
 }
 
@@ -92,34 +113,61 @@ async fn accept(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoints>) 
 }
 
 fn answer(e: &dyn Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let text = |s: &str| Bytes::from(s.to_string());
     let (status, body, ctype) = if req.method() != Method::GET && req.method() != Method::HEAD {
         (
             StatusCode::METHOD_NOT_ALLOWED,
-            "GET only\n".to_string(),
+            text("GET only\n"),
             "text/plain",
         )
     } else {
         match req.uri().path() {
-            "/metrics" => (StatusCode::OK, e.metrics(), "text/plain; version=0.0.4"),
-            "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
+            "/metrics" => {
+                let accept = req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if wants_protobuf(accept) {
+                    (StatusCode::OK, Bytes::from(e.metrics_protobuf()), PROTOBUF)
+                } else {
+                    (StatusCode::OK, Bytes::from(e.metrics()), TEXT)
+                }
+            }
+            "/healthz" => (StatusCode::OK, text("ok\n"), "text/plain"),
             "/readyz" => match e.ready() {
-                Ok(()) => (StatusCode::OK, "ready\n".to_string(), "text/plain"),
+                Ok(()) => (StatusCode::OK, text("ready\n"), "text/plain"),
                 Err(why) => (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {why}\n"),
+                    Bytes::from(format!("not ready: {why}\n")),
                     "text/plain",
                 ),
             },
             _ => (
                 StatusCode::NOT_FOUND,
-                "paths: /metrics /healthz /readyz\n".to_string(),
+                text("paths: /metrics /healthz /readyz\n"),
                 "text/plain",
             ),
         }
     };
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_accept_headers_choose_the_format() {
+        // Prometheus 2.42 with --enable-feature=native-histograms, and without.
+        assert!(wants_protobuf("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"));
+        assert!(!wants_protobuf(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(!wants_protobuf("*/*"));
+    }
 }

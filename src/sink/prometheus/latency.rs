@@ -16,6 +16,7 @@
 
 use crate::config::Config;
 use crate::engine::WindowSet;
+use crate::proto::prometheus::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use crate::time::{format_duration, Micros, MICROS_PER_MILLI, MICROS_PER_SEC};
 use std::fmt::Write as _;
 
@@ -76,6 +77,11 @@ pub fn cumulative(pairs: &[(u64, u64)], bounds: &[u64]) -> Vec<u64> {
     out
 }
 
+/// The native histograms' schema: bucket bounds grow by 2^(1/32) (≈ 2.2 %), so a
+/// quantile read from them is within that of the HDR value (itself within 1/128 of the
+/// exact one).
+pub const NATIVE_SCHEMA: i32 = 5;
+
 /// One (tenant label, platform, window) histogram.
 pub struct WindowLatency {
     pub tenant: String,
@@ -86,6 +92,8 @@ pub struct WindowLatency {
     /// Attempts (the `+Inf` bucket and `_count`).
     pub count: u64,
     pub sum_us: u64,
+    /// The window's HDR buckets (highest value µs, count), for the native buckets.
+    pub pairs: Vec<(u64, u64)>,
 }
 
 /// What the gauge thread last built, for the scrape to render.
@@ -99,13 +107,17 @@ impl Snapshot {
     pub fn from_windows(bounds: &[u64], windows: &WindowSet) -> Self {
         let windows = windows
             .summaries()
-            .map(|s| WindowLatency {
-                tenant: s.tenant.to_string(),
-                platform: s.platform.to_string(),
-                window: format_duration(s.window_us),
-                cumulative: cumulative(&s.stats.latency.to_sparse(), bounds),
-                count: s.stats.counters.attempts,
-                sum_us: s.stats.counters.latency_sum_us,
+            .map(|s| {
+                let pairs = s.stats.latency.to_sparse();
+                WindowLatency {
+                    tenant: s.tenant.to_string(),
+                    platform: s.platform.to_string(),
+                    window: format_duration(s.window_us),
+                    cumulative: cumulative(&pairs, bounds),
+                    count: s.stats.counters.attempts,
+                    sum_us: s.stats.counters.latency_sum_us,
+                    pairs,
+                }
             })
             .collect();
         Self {
@@ -143,6 +155,62 @@ impl Snapshot {
             let _ = writeln!(out, "{NAME}_sum{{{labels}}} {}", w.sum_us as f64 / 1e6);
             let _ = writeln!(out, "{NAME}_count{{{labels}}} {}", w.count);
         }
+    }
+}
+
+impl Snapshot {
+    /// The histogram family for the protobuf exposition: classic buckets at the same
+    /// bounds as the text, and native buckets at [`NATIVE_SCHEMA`].
+    pub fn family(&self) -> Option<MetricFamily> {
+        if self.windows.is_empty() {
+            return None;
+        }
+        let label = |n: &str, v: &str| LabelPair {
+            name: Some(n.into()),
+            value: Some(v.into()),
+        };
+        let metric = self
+            .windows
+            .iter()
+            .map(|w| {
+                let mut h = Histogram {
+                    sample_count: Some(w.count),
+                    sample_sum: Some(w.sum_us as f64 / 1e6),
+                    bucket: self
+                        .bounds
+                        .iter()
+                        .zip(&w.cumulative)
+                        .map(|(&b, &n)| Bucket {
+                            cumulative_count: Some(n),
+                            upper_bound: Some(b as f64 / 1e6),
+                        })
+                        .collect(),
+                    ..Default::default()
+                };
+                super::exposition::native(
+                    &mut h,
+                    NATIVE_SCHEMA,
+                    w.pairs.iter().map(|&(top, n)| (top as f64 / 1e6, n)),
+                );
+                Metric {
+                    label: vec![
+                        label("tenant", &w.tenant),
+                        label("platform", &w.platform),
+                        label("window", &w.window),
+                    ],
+                    histogram: Some(h),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Some(MetricFamily {
+            name: Some(NAME.into()),
+            help: Some(
+                "Attempt latency of the records in the rolling window (HDR-bucketed).".into(),
+            ),
+            r#type: Some(MetricType::Histogram as i32),
+            metric,
+        })
     }
 }
 
@@ -196,6 +264,7 @@ mod tests {
                 cumulative: vec![1, 3],
                 count: 4,
                 sum_us: 2_500_000,
+                pairs: vec![(200_000, 1), (400_000, 2), (900_000, 1)],
             }],
         };
         let mut out = String::new();

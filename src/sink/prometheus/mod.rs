@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod exposition;
 pub mod latency;
 
 /// How long a gauge survives without being set (see [`handle`]).
@@ -59,8 +60,24 @@ fn handle() -> Option<&'static PrometheusHandle> {
     .as_ref()
 }
 
+/// The per-window count gauges, in the order [`Telemetry::set_gauges`] fills them.
+pub const WINDOW_COUNTS: [&str; 7] = [
+    "slatrack_window_events",
+    "slatrack_window_attempts",
+    "slatrack_window_on_time_events",
+    "slatrack_window_retried_events",
+    "slatrack_window_failed_events",
+    "slatrack_window_max_retries_events",
+    "slatrack_window_dlq_events",
+];
+
+/// The labels of one window's series: tenant, platform, window.
+type WindowLabels = [(&'static str, String); 3];
+
 struct Inner {
     windows: WindowSet,
+    /// The window series set at the last tick.
+    exported: HashSet<WindowLabels>,
     last_event: BTreeMap<(String, String), Micros>,
     /// Keys exported with their own tenant label (at most `metrics.max_series_keys`).
     admitted: HashSet<(Arc<str>, Arc<str>)>,
@@ -116,6 +133,7 @@ impl Telemetry {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 windows: WindowSet::new(&lengths),
+                exported: HashSet::new(),
                 last_event: BTreeMap::new(),
                 admitted: Default::default(),
                 folded_buckets: 0,
@@ -309,6 +327,7 @@ impl Telemetry {
         counter!("slatrack_series_overflow_buckets_total").absolute(inner.folded_buckets);
         // Each window as mergeable parts: counts and a latency histogram that sum across
         // instances (ratios and quantiles are computed in PromQL, after the sum).
+        let mut exported = HashSet::new();
         for s in inner.windows.summaries() {
             let labels = [
                 ("tenant", s.tenant.to_string()),
@@ -316,20 +335,33 @@ impl Telemetry {
                 ("window", format_duration(s.window_us)),
             ];
             let c = &s.stats.counters;
-            gauge!("slatrack_window_events", &labels).set(c.events as f64);
-            gauge!("slatrack_window_attempts", &labels).set(c.attempts as f64);
-            gauge!("slatrack_window_on_time_events", &labels).set(c.on_time as f64);
-            gauge!("slatrack_window_retried_events", &labels).set(c.retried as f64);
-            gauge!("slatrack_window_failed_events", &labels)
-                .set((c.failed + c.dead_lettered) as f64);
-            gauge!("slatrack_window_max_retries_events", &labels).set(c.max_retries as f64);
-            gauge!("slatrack_window_dlq_events", &labels).set(c.dead_lettered as f64);
+            let counts = [
+                c.events,
+                c.attempts,
+                c.on_time,
+                c.retried,
+                c.failed + c.dead_lettered,
+                c.max_retries,
+                c.dead_lettered,
+            ];
+            for (name, n) in WINDOW_COUNTS.iter().zip(counts) {
+                gauge!(*name, &labels).set(n as f64);
+            }
             // The objective, per key, for the alert rules to join on.
             let targets = self.config.targets(s.platform);
             gauge!("slatrack_target_on_time_ratio", &labels[..2]).set(targets.on_time_target);
             gauge!("slatrack_target_latency_seconds", &labels[..2])
                 .set(targets.latency_target_us as f64 / 1e6);
+            exported.insert(labels);
         }
+        // A key gone from the windows reads 0 until its series expire (GAUGE_IDLE): its
+        // last counts, left standing, would be added to another instance's.
+        for labels in inner.exported.difference(&exported) {
+            for name in WINDOW_COUNTS {
+                gauge!(name, labels).set(0.0);
+            }
+        }
+        inner.exported = exported;
         let latency = latency::Snapshot::from_windows(&self.bounds, &inner.windows);
         *self.latency.lock().unwrap_or_else(|p| p.into_inner()) = latency;
         // Set last: a scrape that shows this end shows every window of this tick.
@@ -439,6 +471,21 @@ impl crate::sink::http::Endpoints for Telemetry {
             .unwrap_or_else(|p| p.into_inner())
             .render_text(&mut out);
         out
+    }
+
+    /// The same, as protobuf, with the window histograms' native buckets.
+    fn metrics_protobuf(&self) -> Vec<u8> {
+        let text = handle().map(|h| h.render()).unwrap_or_default();
+        let mut families = exposition::families_from_text(&text);
+        if let Some(f) = self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .family()
+        {
+            families.push(f);
+        }
+        exposition::encode(&families)
     }
 
     fn ready(&self) -> Result<(), String> {
