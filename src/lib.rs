@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod contract;
 pub mod engine;
 pub mod event;
 pub mod kafka;

@@ -208,6 +208,14 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
         None => Config::default(),
     };
     c.apply_env(|k| std::env::var(k).ok())?;
+    slatrack::contract::Contracts::from_config(&c)?;
+    if !c.tenants.is_empty() || !c.exclusions.is_empty() {
+        tracing::warn!(
+            tenants = c.tenants.len(),
+            exclusions = c.exclusions.len(),
+            "[[tenants]] and [[exclusions]] are checked but not yet applied: figures are in UTC over all time, without exclusions or credits (docs/contracts.md)"
+        );
+    }
     Ok(c)
 }
 

@@ -403,3 +403,35 @@ fn a_kafka_store_is_refused_with_the_store_and_the_output_to_use() {
         assert!(err.contains("kafka.windows_topic"), "{args:?}: {err}");
     }
 }
+
+/// SLA contract sections are checked when any command starts: a bad entry stops it with
+/// its line and a remedy; a good one is accepted with a warning that figures do not apply
+/// it yet (docs/contracts.md).
+#[test]
+fn contracts_are_checked_at_start_with_the_line_and_a_remedy() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[tenants]]\nid = \"globex\"\ntime_zone = \"America/Los_Angeles\"\n\n[[exclusions]]\nname = \"Weekly maintenance\"\ntime_zone = \"Europe/Berlin\"\nstart = \"2025-09-06T02:00:00\"\nrrule = \"FREQ=WEEKLY;BYDAY=SATURDAY\"\nduration = \"2h\"\ncategory = \"maintenance\"\n",
+    )
+    .unwrap();
+    let out = run(slatrack().args(["rules", "--config"]).arg(&bad));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("exclusions[0].rrule") && err.contains("(line 9)"), "{err}");
+    assert!(err.contains("FREQ=WEEKLY;BYDAY=SA\""), "the remedy: {err}");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[tenants]]\nid = \"globex\"\ntime_zone = \"America/Los_Angeles\"\n",
+    )
+    .unwrap();
+    let out = run(slatrack().args(["rules", "--config"]).arg(&good));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not yet applied"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -4,7 +4,12 @@
 //! operator can fix the file without reading code. Defaults reproduce the Globex pilot's
 //! SLA targets; `config/slatrack.toml` spells them out.
 
+mod contract;
 mod validate;
+
+pub use contract::{
+    CreditTier, ExclusionCategory, ExclusionConfig, TenantConfig, TenantPlatformConfig,
+};
 
 use crate::event::Direction;
 use crate::time::{self, Micros};
@@ -20,11 +25,13 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("config key `{key}` has bad value {value}: {why}")]
+    #[error("config key `{key}`{} has bad value {value}: {why}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
     Invalid {
         key: String,
         value: String,
         why: String,
+        /// Where the key is written, when the config came from a file or text.
+        line: Option<usize>,
     },
 }
 
@@ -40,6 +47,7 @@ pub(crate) fn invalid(
         key: key.into(),
         value: value.to_string(),
         why: why.to_string(),
+        line: None,
     }
 }
 
@@ -91,6 +99,16 @@ pub struct Config {
     /// Exit criteria judged week by week in scorecards (`[[criteria]]`).
     #[serde(default = "default_criteria")]
     pub criteria: Vec<ExitCriterion>,
+    /// Tenants' SLA contracts (`[[tenants]]`, docs/contracts.md).
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    /// Windows excluded from every figure (`[[exclusions]]`, docs/contracts.md).
+    #[serde(default)]
+    pub exclusions: Vec<ExclusionConfig>,
+    /// The TOML text this tree was read from, to say on which line a bad key is written
+    /// ([`Config::locate`]).
+    #[serde(skip)]
+    source: Option<std::sync::Arc<str>>,
 }
 
 /// "Platform on-time ≥ `on_time` for `consecutive_weeks` weeks in a row", as a pilot's
@@ -484,6 +502,9 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             alerts: AlertsConfig::default(),
             criteria: default_criteria(),
+            tenants: Vec::new(),
+            exclusions: Vec::new(),
+            source: None,
         }
     }
 }
@@ -530,13 +551,33 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
             message: e.to_string(),
         })?;
-        cfg.validate()?;
+        cfg.source = Some(text.into());
+        cfg.validate().map_err(|e| cfg.locate(e))?;
         Ok(cfg)
     }
+
+    /// `e` with the line its key is written on, when this tree was read from text.
+    pub fn locate(&self, e: ConfigError) -> ConfigError {
+        match (e, &self.source) {
+            (
+                ConfigError::Invalid {
+                    key, value, why, ..
+                },
+                Some(text),
+            ) => ConfigError::Invalid {
+                line: line_of(text, &key),
+                key,
+                value,
+                why,
+            },
+            (e, _) => e,
+        }
+    }
+
     pub fn platform(&self, id: &str) -> Option<&PlatformConfig> {
         self.platforms.iter().find(|p| p.id == id)
     }
@@ -554,6 +595,42 @@ impl Config {
                 .0,
         }
     }
+}
+
+/// The line (1-based) of an entry's field in the TOML text, for a key such as
+/// `exclusions[1].start`: the field's line in the `[[exclusions]]` table of that index, or
+/// the table's header when the field is not written there.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (table, rest) = key.split_once('[')?;
+    let (index, rest) = rest.split_once(']')?;
+    let index: usize = index.parse().ok()?;
+    let field = rest
+        .trim_start_matches('.')
+        .split(['.', '['])
+        .next()
+        .unwrap_or("");
+    let header = format!("[[{table}]]");
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == header)
+        .nth(index)?
+        .0;
+    let nested = format!("[[{table}.{field}]]");
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim();
+        if t == header || (t.starts_with('[') && !t.starts_with(&format!("[[{table}."))) {
+            break;
+        }
+        let is_field = t
+            .strip_prefix(field)
+            .is_some_and(|r| r.trim_start().starts_with('='));
+        if !field.is_empty() && (is_field || t == nested) {
+            return Some(i + 1);
+        }
+    }
+    Some(start + 1)
 }
 
 pub(crate) fn check_fraction(key: &str, v: f64) -> Result<(), ConfigError> {
