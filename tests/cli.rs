@@ -419,7 +419,10 @@ fn contracts_are_checked_at_start_with_the_line_and_a_remedy() {
     let out = run(slatrack().args(["rules", "--config"]).arg(&bad));
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("exclusions[0].rrule") && err.contains("(line 9)"), "{err}");
+    assert!(
+        err.contains("exclusions[0].rrule") && err.contains("(line 9)"),
+        "{err}"
+    );
     assert!(err.contains("FREQ=WEEKLY;BYDAY=SA\""), "the remedy: {err}");
     let good = dir.path().join("good.toml");
     std::fs::write(

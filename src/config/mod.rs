@@ -108,7 +108,18 @@ pub struct Config {
     /// The TOML text this tree was read from, to say on which line a bad key is written
     /// ([`Config::locate`]).
     #[serde(skip)]
-    source: Option<std::sync::Arc<str>>,
+    source: Source,
+}
+
+/// The text a config was read from; not part of its value (two trees with the same
+/// settings are the same config), so it debug-prints as nothing.
+#[derive(Clone, Default)]
+struct Source(Option<std::sync::Arc<str>>);
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("_")
+    }
 }
 
 /// "Platform on-time ≥ `on_time` for `consecutive_weeks` weeks in a row", as a pilot's
@@ -504,7 +515,7 @@ impl Default for Config {
             criteria: default_criteria(),
             tenants: Vec::new(),
             exclusions: Vec::new(),
-            source: None,
+            source: Source::default(),
         }
     }
 }
@@ -555,14 +566,14 @@ impl Config {
             path: PathBuf::from("<inline>"),
             message: e.to_string(),
         })?;
-        cfg.source = Some(text.into());
+        cfg.source = Source(Some(text.into()));
         cfg.validate().map_err(|e| cfg.locate(e))?;
         Ok(cfg)
     }
 
     /// `e` with the line its key is written on, when this tree was read from text.
     pub fn locate(&self, e: ConfigError) -> ConfigError {
-        match (e, &self.source) {
+        match (e, &self.source.0) {
             (
                 ConfigError::Invalid {
                     key, value, why, ..
