@@ -102,6 +102,16 @@ struct KeyCounters {
 }
 
 impl KeyCounters {
+    /// Moves the counters by what `c` counted.
+    fn add(&self, c: &crate::engine::Counters) {
+        self.delivered.increment(c.delivered);
+        self.failed.increment(c.failed);
+        self.dead_lettered.increment(c.dead_lettered);
+        self.on_time.increment(c.on_time);
+        self.attempts.increment(c.attempts);
+        self.retried.increment(c.retried);
+    }
+
     fn register(t: &str, p: &str) -> Self {
         let (t, p) = (t.to_string(), p.to_string());
         let events = |outcome: &'static str| counter!("slatrack_events_total", "tenant" => t.clone(), "platform" => p.clone(), "outcome" => outcome);
@@ -195,12 +205,7 @@ impl Telemetry {
                 .handles
                 .entry((t.clone(), b.key.platform.clone()))
                 .or_insert_with(|| KeyCounters::register(&t, &b.key.platform));
-            h.delivered.increment(c.delivered);
-            h.failed.increment(c.failed);
-            h.dead_lettered.increment(c.dead_lettered);
-            h.on_time.increment(c.on_time);
-            h.attempts.increment(c.attempts);
-            h.retried.increment(c.retried);
+            h.add(c);
             counter!("slatrack_corrections_total", "platform" => b.key.platform.to_string())
                 .increment(c.attempts);
             inner.windows.correct(&t, &b.key.platform, b);
@@ -270,12 +275,7 @@ impl Telemetry {
                 .handles
                 .entry((g.tenant.clone(), g.platform.clone()))
                 .or_insert_with(|| KeyCounters::register(&g.tenant, &g.platform));
-            h.delivered.increment(c.delivered);
-            h.failed.increment(c.failed);
-            h.dead_lettered.increment(c.dead_lettered);
-            h.on_time.increment(c.on_time);
-            h.attempts.increment(c.attempts);
-            h.retried.increment(c.retried);
+            h.add(c);
             let of_group = g.buckets.iter().map(|&i| &buckets[i]);
             inner
                 .windows
