@@ -1,5 +1,6 @@
 //! Local time for contracts: IANA zones (with their daylight-saving rules), the UTC span
-//! of a local day, ISO week or month, and business hours.
+//! of a local day, ISO week, month or report period, a report cut into local weeks, and
+//! business hours.
 //!
 //! Instants are [`Micros`] since the Unix epoch (UTC). A local date and time that does not
 //! exist (clocks jump forward over it) is an error where a user wrote it, and the first
@@ -77,6 +78,32 @@ pub fn month(tz: Tz, year: i32, month: u32) -> Option<(Micros, Micros)> {
 pub fn iso_week(tz: Tz, year: i32, week: u32) -> Option<(Micros, Micros)> {
     let monday = NaiveDate::from_isoywd_opt(year, week, chrono::Weekday::Mon)?;
     Some(dates(tz, monday, monday + Duration::days(6)))
+}
+
+/// A report period in local time: `"2025-10"` (a month) or `"2025-W41"` (an ISO week).
+pub fn period(tz: Tz, text: &str) -> Option<(Micros, Micros)> {
+    let (y, rest) = text.split_once('-')?;
+    let year: i32 = y.parse().ok().filter(|_| y.len() == 4)?;
+    match rest.strip_prefix(['W', 'w']) {
+        Some(w) if w.len() == 2 => iso_week(tz, year, w.parse().ok()?),
+        None if rest.len() == 2 => month(tz, year, rest.parse().ok()?),
+        _ => None,
+    }
+}
+
+/// `[from, to)` cut into local weeks of seven days from `from`'s local date (a week
+/// across a daylight-saving change is 167 or 169 hours); the last may be shorter.
+pub fn weeks(tz: Tz, from: Micros, to: Micros) -> Vec<(Micros, Micros)> {
+    let mut out = Vec::new();
+    let mut day = local_date(tz, from);
+    let mut start = from;
+    while start < to {
+        day += Duration::days(7);
+        let end = day_start(tz, day).min(to);
+        out.push((start, end));
+        start = end;
+    }
+    out
 }
 
 /// Business hours: the days of the week they are kept and their local opening hours.
@@ -207,6 +234,31 @@ mod tests {
         assert_eq!(
             local_date(la, utc("2025-11-01T06:59:59Z")),
             day("2025-10-31")
+        );
+    }
+
+    #[test]
+    fn periods_and_weeks_close_at_local_midnight() {
+        let la = zone("America/Los_Angeles").unwrap();
+        assert_eq!(period(la, "2025-10"), month(la, 2025, 10));
+        assert_eq!(period(la, "2025-W45"), iso_week(la, 2025, 45));
+        for bad in ["2025-13", "2025-W54", "25-10", "2025/10", "2025-W4"] {
+            assert_eq!(period(la, bad), None, "{bad}");
+        }
+        // Monday October 27 to Monday November 10, 2025: the first week holds the end of
+        // PDT (169 hours), the second is all PST.
+        let (from, to) = (utc("2025-10-27T07:00:00Z"), utc("2025-11-10T08:00:00Z"));
+        assert_eq!(
+            weeks(la, from, to),
+            vec![
+                (from, utc("2025-11-03T08:00:00Z")),
+                (utc("2025-11-03T08:00:00Z"), to),
+            ]
+        );
+        assert_eq!(
+            weeks(la, from, utc("2025-10-30T07:00:00Z")),
+            vec![(from, utc("2025-10-30T07:00:00Z"))],
+            "a short report is one short week"
         );
     }
 
