@@ -199,8 +199,7 @@ format = "protobuf"
     let _run = service::run(&config, &log);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_until("slatrack ready", Duration::from_secs(60), || {
-        std::net::TcpStream::connect(addr).is_ok()
-            && http::http_get(addr, "/readyz").starts_with("HTTP/1.1 200")
+        http::is_ready(addr)
     });
 
     // The backlog: ten weeks in one burst while the service runs.
@@ -212,13 +211,7 @@ format = "protobuf"
     // within a partition are corrections, which the windows take in as well).
     let last = evs.iter().map(|e| e.completed_at).max().unwrap();
     let end = (last.div_euclid(MICROS_PER_MIN) + 1) * MICROS_PER_MIN;
-    // Each partition's last bucket end.
-    let mut last_end = [i64::MIN; PARTITIONS as usize];
-    for (i, e) in evs.iter().enumerate() {
-        let p = i % PARTITIONS as usize;
-        last_end[p] =
-            last_end[p].max((e.completed_at.div_euclid(MICROS_PER_MIN) + 1) * MICROS_PER_MIN);
-    }
+    let last_end = pilot::last_bucket_ends(&evs, PARTITIONS as usize);
     let mut scrape = String::new();
     let mut seen = String::new();
     wait_until(

@@ -83,38 +83,24 @@ format = "protobuf"
 
 /// `slatrack run` with its metrics on `port`.
 fn start(config: &Path, log: &Path, port: u16) -> service::Killed {
-    let out = std::fs::File::create(log).unwrap();
-    service::Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_slatrack"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("SLATRACK_LOG", "info")
-            .env("SLATRACK_METRICS_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::from(out.try_clone().unwrap()))
-            .stderr(std::process::Stdio::from(out))
-            .spawn()
-            .unwrap(),
-    )
+    let listen = format!("127.0.0.1:{port}");
+    service::run_with_env(config, log, &[("SLATRACK_METRICS_LISTEN", &listen)])
 }
 
 fn ready(port: u16) -> bool {
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    std::net::TcpStream::connect(addr).is_ok()
-        && http::http_get(addr, "/readyz").starts_with("HTTP/1.1 200")
+    http::is_ready(format!("127.0.0.1:{port}").parse().unwrap())
 }
 
 /// Each partition's last bucket end (seconds), records sent round robin.
-fn last_ends(evs: &[DeliveryEvent]) -> [f64; PARTITIONS] {
-    let mut out = [0.0f64; PARTITIONS];
-    for (i, e) in evs.iter().enumerate() {
-        let end = (e.completed_at.div_euclid(MICROS_PER_MIN) + 1) * MICROS_PER_MIN;
-        out[i % PARTITIONS] = out[i % PARTITIONS].max(end as f64 / 1e6);
-    }
-    out
+fn last_ends(evs: &[DeliveryEvent]) -> Vec<f64> {
+    pilot::last_bucket_ends(evs, PARTITIONS)
+        .into_iter()
+        .map(|e| e as f64 / 1e6)
+        .collect()
 }
 
 /// Every partition's watermark (the newest of any instance) past its last bucket.
-fn all_read(watermarks: &BTreeMap<usize, f64>, ends: &[f64; PARTITIONS]) -> bool {
+fn all_read(watermarks: &BTreeMap<usize, f64>, ends: &[f64]) -> bool {
     (0..PARTITIONS).all(|p| watermarks.get(&p).is_some_and(|w| *w >= ends[p]))
 }
 

@@ -30,9 +30,6 @@ pub struct Exclusion {
     schedule: Schedule,
 }
 
-/// Most occurrences expanded for one question: a weekly rule over twenty years.
-const MAX_OCCURRENCES: usize = 1100;
-
 impl Exclusion {
     /// Checks and compiles one entry; an error names the field and what to write.
     pub fn compile(c: &ExclusionConfig) -> Result<Self, (&'static str, String, String)> {
@@ -141,23 +138,22 @@ impl Exclusion {
                     Vec::new()
                 }
             }
-            Schedule::Recurring { rule, duration } => {
-                let mut out = Vec::new();
-                for at in rule.as_ref().clone().into_iter().take(MAX_OCCURRENCES * 20) {
-                    let s = at.timestamp_micros();
-                    if s >= to || out.len() >= MAX_OCCURRENCES {
-                        break;
-                    }
-                    if s + duration > from {
-                        out.push((s, s + duration));
-                    }
-                }
-                out
-            }
+            // Occurrences come in order: every one up to `to` is expanded, however far
+            // the span is from the first (rules are hourly or coarser, so a year of
+            // occurrences is at most 8,784).
+            Schedule::Recurring { rule, duration } => rule
+                .as_ref()
+                .clone()
+                .into_iter()
+                .map(|at| at.timestamp_micros())
+                .take_while(|&s| s < to)
+                .filter(|&s| s + duration > from)
+                .map(|s| (s, s + duration))
+                .collect(),
         }
     }
 
-    /// The zone the entry was written in (for reports).
+    /// Whether the window recurs (by its rule) rather than happening once.
     pub fn is_recurring(&self) -> bool {
         matches!(self.schedule, Schedule::Recurring { .. })
     }
@@ -223,6 +219,20 @@ mod tests {
             x.spans(0, utc("2025-09-07T00:00:00Z")),
             vec![(utc("2025-09-06T00:00:00Z"), utc("2025-09-06T02:00:00Z"))]
         );
+    }
+
+    /// Every occurrence in the span counts, however many and however long after the
+    /// first.
+    #[test]
+    fn an_hourly_window_years_after_its_start_has_every_occurrence() {
+        let mut c = entry("UTC", "2025-01-01T00:00:00");
+        c.rrule = Some("FREQ=HOURLY".into());
+        c.duration = Some(ConfigDuration(10 * crate::time::MICROS_PER_MIN));
+        let x = Exclusion::compile(&c).unwrap();
+        let (from, to) = (utc("2028-01-01T00:00:00Z"), utc("2029-01-01T00:00:00Z"));
+        let spans = x.spans(from, to);
+        assert_eq!(spans.len(), 366 * 24, "2028 is a leap year");
+        assert_eq!(spans[0], (from, from + 10 * crate::time::MICROS_PER_MIN));
     }
 
     #[test]

@@ -16,3 +16,8 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+/// Whether `/readyz` answers 200 (partitions assigned and restored, store writable).
+pub fn is_ready(addr: std::net::SocketAddr) -> bool {
+    http_get(addr, "/readyz").starts_with("HTTP/1.1 200")
+}

@@ -5,7 +5,7 @@
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use slatrack::event::DeliveryEvent;
-use slatrack::time::MICROS_PER_DAY;
+use slatrack::time::{Micros, MICROS_PER_DAY, MICROS_PER_MIN};
 use std::time::Duration;
 
 /// Moves every event by whole weeks so the last one completes about a day ago (weekdays
@@ -44,4 +44,15 @@ pub fn produce_round_robin(
         );
     }
     producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// The end of the last one-minute bucket of each partition, `evs` sent as
+/// [`produce_round_robin`] from index 0 sends them.
+pub fn last_bucket_ends(evs: &[DeliveryEvent], partitions: usize) -> Vec<Micros> {
+    let mut out = vec![Micros::MIN; partitions];
+    for (i, e) in evs.iter().enumerate() {
+        let end = (e.completed_at.div_euclid(MICROS_PER_MIN) + 1) * MICROS_PER_MIN;
+        out[i % partitions] = out[i % partitions].max(end);
+    }
+    out
 }

@@ -19,12 +19,18 @@ impl Drop for Killed {
 
 /// `slatrack run --config CONFIG` at log level info, stdout and stderr into `log`.
 pub fn run(config: &Path, log: &Path) -> Killed {
+    run_with_env(config, log, &[])
+}
+
+/// [`run`] with environment overrides (`SLATRACK_METRICS_LISTEN`, …).
+pub fn run_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Killed {
     let out = std::fs::File::create(log).expect("log");
     Killed(
         Command::new(env!("CARGO_BIN_EXE_slatrack"))
             .args(["run", "--config"])
             .arg(config)
             .env("SLATRACK_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(out.try_clone().expect("log")))
             .stderr(Stdio::from(out))
             .spawn()
