@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use slatrack::codec::Format;
 use slatrack::config::Config;
+use slatrack::contract::{calendar, Contracts};
 use slatrack::store::{Access, Location, SqliteStore};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -210,17 +211,17 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     c.apply_env(|k| std::env::var(k).ok())?;
     slatrack::contract::Contracts::from_config(&c)?;
     if !c.tenants.is_empty() || !c.exclusions.is_empty() {
-        tracing::warn!(
+        tracing::info!(
             tenants = c.tenants.len(),
             exclusions = c.exclusions.len(),
-            "[[tenants]] and [[exclusions]] are checked but not yet applied: figures are in UTC over all time, without exclusions or credits (docs/contracts.md)"
+            "SLA contracts apply: local periods, exclusions and credits (docs/contracts.md)"
         );
     }
     Ok(c)
 }
 
-fn parse_day(flag: &str, s: &str) -> Result<i64> {
-    slatrack::time::parse_date(s)
+fn parse_day(flag: &str, s: &str) -> Result<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .with_context(|| format!("--{flag} {s:?} is not a date: write YYYY-MM-DD"))
 }
 
@@ -302,19 +303,25 @@ fn run(cli: Cli) -> Result<()> {
             store,
         } => {
             let cfg = Arc::new(load_config(config.as_deref())?);
+            let contracts = Contracts::from_config(&cfg)?;
+            // Periods and days are the tenant's local ones.
+            let tz = contracts.tenant(&tenant).time_zone;
             let (from, to) = match (period, from, to) {
-                (Some(p), _, _) => slatrack::time::parse_period(&p).with_context(|| {
+                (Some(p), _, _) => calendar::period(tz, &p).with_context(|| {
                     format!("--period {p:?} is not a period: write YYYY-MM (a month) or YYYY-Www (an ISO week, e.g. 2025-W41)")
                 })?,
-                (None, Some(f), Some(t)) => (parse_day("from", &f)?, parse_day("to", &t)?),
+                (None, Some(f), Some(t)) => {
+                    let (first, after) = (parse_day("from", &f)?, parse_day("to", &t)?);
+                    if after <= first {
+                        bail!("--to must be after --from (the range is half-open: [from, to))");
+                    }
+                    calendar::dates(tz, first, after.pred_opt().unwrap_or(after))
+                }
                 _ => bail!("give --period, or --from and --to"),
             };
-            if to <= from {
-                bail!("--to must be after --from (the range is half-open: [from, to))");
-            }
             let location = Location::of_config(store.as_deref(), &cfg.store)?;
             let store = slatrack::store::open(&location, Access::ReadOnly)?;
-            let sc = slatrack::scorecard::build(&*store, cfg, &tenant, from, to)?;
+            let sc = slatrack::scorecard::build(&*store, cfg, &contracts, &tenant, from, to)?;
             if sc.overall.counters.attempts == 0 && sc.rejected_total() == 0 {
                 bail!(
                     "{}",
@@ -566,9 +573,12 @@ fn demo(dir: &Path) -> Result<()> {
     let summary = replay(cfg.clone(), &location, vec![input], None)?;
     emit(&summary.text(&location))?;
     let store = SqliteStore::open_read_only(&store_path)?;
-    let from = parse_day("from", "2025-09-08")?;
-    let to = parse_day("to", "2025-11-17")?;
-    let sc = slatrack::scorecard::build(&store, cfg, "globex", from, to)?;
+    let (from, to) = calendar::dates(
+        chrono_tz::UTC,
+        parse_day("from", "2025-09-08")?,
+        parse_day("last", "2025-11-16")?,
+    );
+    let sc = slatrack::scorecard::build(&store, cfg, &Contracts::default(), "globex", from, to)?;
     emit("\n")?;
     emit(&slatrack::scorecard::markdown::render(&sc))?;
     Ok(())

@@ -148,6 +148,12 @@ pub fn render(config: &Config) -> String {
         "slatrack:objective_on_time_ratio",
         "max by (tenant, platform) (slatrack_target_on_time_ratio)",
     );
+    // What the contracts keep out of the windows (docs/contracts.md, "Live").
+    record(
+        w,
+        "slatrack:excluded_events:rate5m",
+        "sum by (tenant, platform, category) (rate(slatrack_excluded_events_total[5m]))",
+    );
     // 0 green, 1 yellow (within sla.yellow_margin below), 2 red: as the scorecard.
     record(
         w,
@@ -224,7 +230,7 @@ fn health(w: &mut String, config: &Config) {
         ),
         (
             "SlatrackTenantIdle",
-            "scalar(max(slatrack_watermark_timestamp_seconds)) - max by (tenant, platform) (slatrack_last_event_timestamp_seconds) > 900 and on (tenant, platform) slatrack:window_events{window=\"1d\"} > 0 and on () sum(rate(slatrack_records_total[5m])) > 0".to_string(),
+            "scalar(max(slatrack_watermark_timestamp_seconds)) - max by (tenant, platform) (slatrack_last_event_timestamp_seconds) > 900 and on (tenant, platform) slatrack:window_events{window=\"1d\"} > 0 and on () sum(rate(slatrack_records_total[5m])) > 0 unless on (tenant, platform) max by (tenant, platform) (slatrack_exclusion_active) == 1".to_string(),
             "5m",
             "page",
             "{{ $labels.platform }} ({{ $labels.tenant }}) sent no delivery event for {{ $value | humanizeDuration }} of event time while the pipeline kept reading, after traffic in the last day".to_string(),

@@ -131,7 +131,7 @@ pub fn documents(config: &Config) -> Vec<Value> {
             &n,
             &format!("{} on-time delivery", p.name),
             json!({
-                "description": format!("Share of {}'s terminal delivery events completed within {latency_ms} ms of being enqueued (completed_at - enqueued_at), all tenants", p.name),
+                "description": format!("Share of {}'s terminal delivery events completed within {latency_ms} ms of being enqueued (completed_at - enqueued_at), all tenants; time the tenants' contracts exclude is left out (the `slatrack.io/` annotations)", p.name),
                 "service": SERVICE,
                 "indicator": {
                     "metadata": {"name": name(&format!("{}-on-time-ratio", p.id)), "displayName": format!("{} events on time / events", p.name)},
@@ -148,9 +148,66 @@ pub fn documents(config: &Config) -> Vec<Value> {
             }),
         );
         slo["metadata"]["labels"] = json!({"platform": p.id});
+        let annotations = contract_annotations(config, &p.id);
+        if !annotations.is_empty() {
+            slo["metadata"]["annotations"] = Value::Object(annotations);
+        }
         docs.push(slo);
     }
     docs
+}
+
+/// The SLA contracts that shape a platform's figures, as `metadata.annotations` (OpenSLO
+/// has no field for them; docs/contracts.md): every exclusion window that applies to
+/// the platform, and every tenant's time zone, business hours and holidays, each as a
+/// JSON text. slatrack applies them (its counters leave excluded buckets out); another
+/// tool reading the export learns what it would have to apply.
+fn contract_annotations(config: &Config, platform: &str) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let exclusions: Vec<Value> = config
+        .exclusions
+        .iter()
+        .filter(|x| x.platform.as_deref().is_none_or(|p| p == platform))
+        .map(|x| {
+            json!({
+                "name": x.name,
+                "tenant": x.tenant,
+                "category": x.category.as_str(),
+                "time_zone": x.time_zone,
+                "start": x.start,
+                "end": x.end,
+                "rrule": x.rrule,
+                "duration": x.duration.map(|d| crate::time::format_duration(d.0)),
+            })
+        })
+        .collect();
+    if !exclusions.is_empty() {
+        out.insert(
+            "slatrack.io/exclusions".into(),
+            Value::String(Value::Array(exclusions).to_string()),
+        );
+    }
+    let tenants: serde_json::Map<String, Value> = config
+        .tenants
+        .iter()
+        .map(|t| {
+            (
+                t.id.clone(),
+                json!({
+                    "time_zone": t.time_zone,
+                    "business_hours": t.business_hours,
+                    "holidays": t.holidays,
+                }),
+            )
+        })
+        .collect();
+    if !tenants.is_empty() {
+        out.insert(
+            "slatrack.io/tenant-calendars".into(),
+            Value::String(Value::Object(tenants).to_string()),
+        );
+    }
+    out
 }
 
 /// The documents as one YAML stream (`---` between documents).

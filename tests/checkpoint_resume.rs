@@ -312,7 +312,7 @@ fn dedup_rows_hold_the_shards_keys_across_failed_commits_and_restarts() {
         "commits wrote deltas: a bucket's keys in several rows"
     );
     // Failed commits move commit boundaries, and a commit merges the minutes it closes
-    // per key and day (`store::daily_rows`), so rows differ; the totals may not.
+    // per key and day (`store::rows`), so rows differ; the totals may not.
     let totals = |s: &SqliteStore| {
         let mut t: std::collections::BTreeMap<String, slatrack::engine::Stats> = Default::default();
         for b in s.buckets("globex", 0, i64::MAX / 2).unwrap() {

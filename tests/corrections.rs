@@ -205,8 +205,16 @@ fn a_backlog_gives_the_scorecard_of_the_sorted_events() {
         2 * slatrack::time::parse_date("2025-10-02").expect("date"),
     );
     let card = |s: &SqliteStore| {
-        let sc = slatrack::scorecard::build_at(s, config.clone(), "globex", from, to, to)
-            .expect("scorecard");
+        let sc = slatrack::scorecard::build_at(
+            s,
+            config.clone(),
+            &slatrack::contract::Contracts::default(),
+            "globex",
+            from,
+            to,
+            to,
+        )
+        .expect("scorecard");
         slatrack::scorecard::json::render(&sc)
     };
     assert_eq!(card(&a), card(&b));

@@ -365,8 +365,15 @@ fn scorecard(store: &std::path::Path) -> serde_json::Value {
 fn scorecard_of(s: &dyn slatrack::store::StoreRead) -> serde_json::Value {
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
-    let sc =
-        slatrack::scorecard::build(s, Arc::new(Config::default()), "globex", from, to).unwrap();
+    let sc = slatrack::scorecard::build(
+        s,
+        Arc::new(Config::default()),
+        &slatrack::contract::Contracts::default(),
+        "globex",
+        from,
+        to,
+    )
+    .unwrap();
     let mut v = slatrack::scorecard::json::render(&sc);
     v.as_object_mut().unwrap().remove("rejected_by_reason");
     v

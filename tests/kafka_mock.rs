@@ -55,7 +55,15 @@ fn scorecard(store: &std::path::Path, config: &Arc<Config>) -> serde_json::Value
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     slatrack::scorecard::json::render(
-        &slatrack::scorecard::build(&s, config.clone(), "globex", from, to).unwrap(),
+        &slatrack::scorecard::build(
+            &s,
+            config.clone(),
+            &slatrack::contract::Contracts::default(),
+            "globex",
+            from,
+            to,
+        )
+        .unwrap(),
     )
 }
 

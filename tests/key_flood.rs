@@ -81,7 +81,7 @@ fn a_million_tenants_stay_bounded_in_memory_and_in_the_scrape() {
 
     // Export: at most max_series_keys tenants get their own series.
     let status = Arc::new(RuntimeStatus::default());
-    let telemetry = Telemetry::new(config.clone(), status);
+    let telemetry = Telemetry::new(config.clone(), Default::default(), status);
     let committed = slatrack::pipeline::Committed {
         buckets: closed,
         ..Default::default()

@@ -353,6 +353,76 @@ on_time_target = 0.999
     );
 }
 
+/// Exclusions and tenant calendars travel as annotations: each SLO carries the windows
+/// that apply to its platform, and the export stays valid.
+#[test]
+fn contracts_are_carried_in_annotations() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        r#"[[tenants]]
+id = "globex"
+time_zone = "America/Los_Angeles"
+business_hours = "Mon-Fri 08:00-18:00"
+holidays = ["2025-11-27"]
+
+[[exclusions]]
+name = "Workday firewall change"
+tenant = "globex"
+platform = "workday"
+time_zone = "America/New_York"
+start = "2025-10-11T02:00:00"
+end = "2025-10-11T06:00:00"
+category = "maintenance"
+
+[[exclusions]]
+name = "Weekly maintenance"
+time_zone = "Europe/Berlin"
+start = "2025-09-06T02:00:00"
+rrule = "FREQ=WEEKLY;BYDAY=SA"
+duration = "2h"
+category = "maintenance"
+"#,
+    )
+    .expect("config");
+    let docs = documents(&export(Some(&cfg)));
+    assert_eq!(violations(&docs), Vec::<String>::new());
+    let annotation = |platform: &str, key: &str| -> serde_json::Value {
+        let slo = docs
+            .iter()
+            .find(|d| {
+                s(d, "kind") == Some("SLO")
+                    && d["metadata"]["labels"]["platform"].as_str() == Some(platform)
+            })
+            .unwrap_or_else(|| panic!("an SLO for {platform}"));
+        let text = slo["metadata"]["annotations"][key]
+            .as_str()
+            .unwrap_or("null");
+        serde_json::from_str(text).expect("JSON")
+    };
+    let names = |platform: &str| -> Vec<String> {
+        annotation(platform, "slatrack.io/exclusions")
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|x| x["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        names("workday"),
+        ["Workday firewall change", "Weekly maintenance"]
+    );
+    assert_eq!(names("benevity"), ["Weekly maintenance"]);
+    let weekly = &annotation("benevity", "slatrack.io/exclusions")[0];
+    assert_eq!(weekly["rrule"], "FREQ=WEEKLY;BYDAY=SA");
+    assert_eq!(weekly["duration"], "2h");
+    assert_eq!(weekly["time_zone"], "Europe/Berlin");
+    let calendars = annotation("benevity", "slatrack.io/tenant-calendars");
+    assert_eq!(calendars["globex"]["time_zone"], "America/Los_Angeles");
+    assert_eq!(calendars["globex"]["business_hours"], "Mon-Fri 08:00-18:00");
+}
+
 /// The checks can fail: each broken copy of a valid export is caught.
 #[test]
 fn broken_documents_are_caught() {

@@ -272,6 +272,7 @@ fn concurrent_commits_of_one_partition_are_fenced() {
         before: i64::MIN,
         buckets: Vec::new(),
     };
+    let grain = slatrack::store::rows::RowGrain::from_config(&Default::default());
     let commit = || PartitionCommit {
         source: "kafka:deliveries/0",
         expected: None,
@@ -281,6 +282,7 @@ fn concurrent_commits_of_one_partition_are_fenced() {
             buckets: &buckets,
             corrections: &[],
             closed_keys: &[],
+            grain: &grain,
         },
         keys_before: i64::MIN,
         unread: None,

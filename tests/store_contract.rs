@@ -178,6 +178,7 @@ fn commit(
             buckets,
             corrections,
             closed_keys,
+            grain: &slatrack::store::rows::RowGrain::from_config(&Default::default()),
         },
         keys_before: 0,
         unread: None,
@@ -207,6 +208,7 @@ fn scorecard_json(location: &Location, from: Micros, to: Micros) -> serde_json::
     let sc = slatrack::scorecard::build_at(
         &*s,
         Arc::new(Config::default()),
+        &slatrack::contract::Contracts::default(),
         TENANT,
         from,
         to,

@@ -429,8 +429,15 @@ fn scorecard(location: &str) -> serde_json::Value {
     // From a week before the events: the planted too-late records are eight days behind.
     let from = slatrack::time::parse_date("2025-09-22").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
-    let sc =
-        slatrack::scorecard::build(&*s, Arc::new(Config::default()), "globex", from, to).unwrap();
+    let sc = slatrack::scorecard::build(
+        &*s,
+        Arc::new(Config::default()),
+        &slatrack::contract::Contracts::default(),
+        "globex",
+        from,
+        to,
+    )
+    .unwrap();
     let v = slatrack::scorecard::json::render(&sc);
     assert!(
         v["rejected_by_reason"]["too_late"].as_u64() > Some(0),
@@ -1044,6 +1051,7 @@ fn pilot_scorecard(location: &str, evs: &[slatrack::event::DeliveryEvent]) -> se
     let sc = slatrack::scorecard::build_at(
         &*s,
         Arc::new(Config::default()),
+        &slatrack::contract::Contracts::default(),
         "globex",
         from,
         to,

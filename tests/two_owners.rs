@@ -47,7 +47,15 @@ fn scorecard_of(s: &dyn slatrack::store::StoreRead, config: &Arc<Config>) -> ser
     let from = slatrack::time::parse_date("2025-09-29").unwrap();
     let to = slatrack::time::parse_date("2025-10-06").unwrap();
     slatrack::scorecard::json::render(
-        &slatrack::scorecard::build(s, config.clone(), "globex", from, to).unwrap(),
+        &slatrack::scorecard::build(
+            s,
+            config.clone(),
+            &slatrack::contract::Contracts::default(),
+            "globex",
+            from,
+            to,
+        )
+        .unwrap(),
     )
 }
 

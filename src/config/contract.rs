@@ -50,7 +50,7 @@ pub struct TenantPlatformConfig {
 }
 
 /// Why a window is excluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Hash, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExclusionCategory {
     /// Planned maintenance.

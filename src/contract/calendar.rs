@@ -161,6 +161,33 @@ impl BusinessHours {
         Ok(Self { days, open, close })
     }
 
+    /// The local hours written back, days as ranges: `"Mon-Fri 08:00-18:00"`.
+    fn days_text(&self) -> String {
+        let name = |i: usize| {
+            let d = DAYS[i];
+            format!("{}{}", d[..1].to_uppercase(), &d[1..])
+        };
+        let mut parts = Vec::new();
+        let mut i = 0;
+        while i < 7 {
+            if !self.days[i] {
+                i += 1;
+                continue;
+            }
+            let first = i;
+            while i + 1 < 7 && self.days[i + 1] {
+                i += 1;
+            }
+            parts.push(if first == i {
+                name(i)
+            } else {
+                format!("{}-{}", name(first), name(i))
+            });
+            i += 1;
+        }
+        parts.join(",")
+    }
+
     /// The spans within `[from, to)` outside these hours, or on one of `holidays`, each
     /// with whether a holiday made it.
     pub fn outside(
@@ -197,6 +224,18 @@ impl BusinessHours {
             d = d.succ_opt().unwrap_or(last + Duration::days(1));
         }
         out
+    }
+}
+
+impl std::fmt::Display for BusinessHours {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}-{}",
+            self.days_text(),
+            self.open.format("%H:%M"),
+            self.close.format("%H:%M")
+        )
     }
 }
 
@@ -296,6 +335,13 @@ mod tests {
     fn business_hours_with_a_holiday() {
         let la = zone("America/Los_Angeles").unwrap();
         let hours = BusinessHours::parse("Mon-Fri 08:00-18:00").unwrap();
+        assert_eq!(hours.to_string(), "Mon-Fri 08:00-18:00");
+        assert_eq!(
+            BusinessHours::parse("Mon,Wed-Thu,Sun 09:30-17:00")
+                .unwrap()
+                .to_string(),
+            "Mon,Wed-Thu,Sun 09:30-17:00"
+        );
         assert_eq!(hours.days, [true, true, true, true, true, false, false]);
         let holidays = [day("2025-11-27")].into_iter().collect();
         // Wednesday November 26 to Saturday November 29, 2025 (PST, UTC−8).

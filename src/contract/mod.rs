@@ -17,11 +17,11 @@ use exclusion::Exclusion;
 use std::collections::{BTreeSet, HashMap};
 
 /// Why a span is excluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     Exclusion(ExclusionCategory),
-    OutsideBusinessHours,
     Holiday,
+    OutsideBusinessHours,
 }
 
 impl Reason {
@@ -70,10 +70,12 @@ impl TenantContract {
     /// The credit (percent) an attainment earns: the tier of the lowest `below` it is
     /// under; 0 when it is under none.
     pub fn credit(&self, attainment: f64) -> f64 {
-        self.credits
-            .iter()
-            .find(|t| attainment < t.below)
-            .map_or(0.0, |t| t.credit)
+        self.tier(attainment).map_or(0.0, |t| t.credit)
+    }
+
+    /// The tier an attainment falls in: the lowest `below` it is under.
+    pub fn tier(&self, attainment: f64) -> Option<&CreditTier> {
+        self.credits.iter().find(|t| attainment < t.below)
     }
 }
 
@@ -282,6 +284,89 @@ impl Contracts {
 
     pub fn is_empty(&self) -> bool {
         self.tenants.is_empty() && self.exclusions.is_empty()
+    }
+
+    /// Whether anything can exclude time for (`tenant`, `platform`): an exclusion window
+    /// that applies, or business hours.
+    pub fn excludes_any(&self, tenant: &str, platform: &str) -> bool {
+        self.tenant(tenant).business_hours.is_some()
+            || self
+                .exclusions
+                .iter()
+                .any(|x| x.applies_to(tenant, platform))
+    }
+}
+
+/// Why an instant is excluded, asked of instants that mostly move forward (the live
+/// path's closed buckets): a key's spans are expanded for a few days around the instant
+/// asked and kept until an instant falls outside them, so a recurring rule is expanded
+/// once per key per two days of event time, not per bucket.
+pub struct ExclusionLookup {
+    contracts: std::sync::Arc<Contracts>,
+    keys: HashMap<(std::sync::Arc<str>, std::sync::Arc<str>), Horizon>,
+}
+
+/// A key's excluded spans over `[from, to)`; `None` when nothing can exclude its time.
+struct Horizon {
+    from: Micros,
+    to: Micros,
+    spans: Option<Vec<Excluded>>,
+}
+
+/// Keys whose horizons are kept before they are all dropped (each is a few spans).
+const LOOKUP_KEYS: usize = 100_000;
+
+impl ExclusionLookup {
+    pub fn new(contracts: std::sync::Arc<Contracts>) -> Self {
+        Self {
+            contracts,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Nothing is ever excluded.
+    pub fn is_empty(&self) -> bool {
+        self.contracts.is_empty()
+    }
+
+    /// What excludes `at` for (`tenant`, `platform`): where windows overlap, an
+    /// exclusion window, then a holiday, then the time outside business hours.
+    pub fn reason_at(
+        &mut self,
+        tenant: &std::sync::Arc<str>,
+        platform: &std::sync::Arc<str>,
+        at: Micros,
+    ) -> Option<Reason> {
+        if self.contracts.is_empty() {
+            return None;
+        }
+        let key = (tenant.clone(), platform.clone());
+        let fresh = self
+            .keys
+            .get(&key)
+            .is_some_and(|h| h.spans.is_none() || (h.from <= at && at < h.to));
+        if !fresh {
+            if self.keys.len() >= LOOKUP_KEYS {
+                self.keys.clear();
+            }
+            let day = at.div_euclid(crate::time::MICROS_PER_DAY) * crate::time::MICROS_PER_DAY;
+            let (from, to) = (
+                day - crate::time::MICROS_PER_DAY,
+                day + 2 * crate::time::MICROS_PER_DAY,
+            );
+            let spans = self
+                .contracts
+                .excludes_any(tenant, platform)
+                .then(|| self.contracts.excluded(tenant, platform, from, to));
+            self.keys.insert(key.clone(), Horizon { from, to, spans });
+        }
+        self.keys.get(&key)?.spans.as_ref().and_then(|spans| {
+            spans
+                .iter()
+                .filter(|x| x.from <= at && at < x.to)
+                .map(|x| x.reason)
+                .min()
+        })
     }
 }
 

@@ -105,6 +105,7 @@ impl Pipeline {
                 buckets: &self.unwritten,
                 corrections: &resolution.corrections,
                 closed_keys: &closed_keys,
+                grain: &self.row_grain,
             },
             keys_before: self.shard.correction_floor().saturating_mul(width),
             unread: self.unread,
@@ -150,6 +151,7 @@ impl Pipeline {
                 buckets: &self.unwritten,
                 corrections: &resolution.corrections,
                 closed_keys: &closed_keys,
+                grain: &self.row_grain,
             },
         )?;
         self.count(&resolution);

@@ -54,6 +54,8 @@ pub struct Pipeline {
     checkpoint_offset: Option<i64>,
     /// Commits queue their windows for `kafka.windows_topic`.
     publish_windows: bool,
+    /// How this source's closed buckets merge into rows (`store::rows`).
+    row_grain: crate::store::rows::RowGrain,
 }
 
 impl Pipeline {
@@ -62,6 +64,7 @@ impl Pipeline {
             .kafka
             .as_ref()
             .is_some_and(|k| !k.windows_topic.is_empty());
+        let row_grain = crate::store::rows::RowGrain::from_config(&config);
         Self {
             decoder: Decoder::new(format, bounds, config.limits.max_record_bytes),
             key_cache: KeyCache::new(config.limits.correction_cache_keys),
@@ -74,6 +77,7 @@ impl Pipeline {
             unread: None,
             checkpoint_offset: None,
             publish_windows,
+            row_grain,
         }
     }
 

@@ -10,7 +10,7 @@
 use super::svg::{self, esc, LineChart, Series, Target, PALETTE};
 use super::Scorecard;
 use crate::engine::Stats;
-use crate::time::{format_date, MICROS_PER_DAY};
+
 use std::fmt::Write as _;
 
 const CSS: &str = r#"
@@ -45,8 +45,8 @@ pub fn render(sc: &Scorecard) -> String {
     let title = format!(
         "Delivery SLA Performance — {} — {} to {}",
         sc.tenant,
-        format_date(sc.from),
-        format_date(sc.to - MICROS_PER_DAY)
+        sc.date(sc.from),
+        sc.last_day()
     );
     let _ = write!(
         o,
@@ -55,11 +55,12 @@ pub fn render(sc: &Scorecard) -> String {
     );
     let _ = writeln!(
         o,
-        "<h1>{}</h1>\n<p class=\"meta\">Tenant <code>{}</code> · {} to {} inclusive (UTC days) · computed by slatrack from event-time buckets</p>",
+        "<h1>{}</h1>\n<p class=\"meta\">Tenant <code>{}</code> · {} to {} inclusive ({} days) · computed by slatrack from event-time buckets</p>",
         esc("Delivery SLA Performance"),
         esc(&sc.tenant),
-        format_date(sc.from),
-        format_date(sc.to - MICROS_PER_DAY),
+        sc.date(sc.from),
+        sc.last_day(),
+        esc(sc.contract.time_zone.name()),
     );
     if sc.partial {
         o.push_str("<p class=\"partial\"><strong>Partial:</strong> the period has not ended; figures cover what has happened so far.</p>\n");

@@ -3,7 +3,7 @@
 
 use super::Scorecard;
 use crate::engine::Stats;
-use crate::time::format_date;
+use crate::time::format_rfc3339;
 use serde_json::{json, Map, Value};
 
 /// The contract's version (docs/scorecard-json.md): changes when a field is removed or
@@ -31,6 +31,38 @@ fn metrics(s: &Stats) -> Map<String, Value> {
     }
 }
 
+/// The contract as applied (docs/contracts.md, docs/scorecard-json.md).
+fn contract(sc: &Scorecard) -> Value {
+    let k = &sc.contract;
+    json!({
+        "business_hours": k.business_hours,
+        "holidays": k.holidays.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "excluded_events": k.excluded.events,
+        "excluded_attempts": k.excluded.attempts,
+        "exclusions": k.exclusions.iter().map(|x| json!({
+            "name": x.name,
+            "reason": x.reason.as_str(),
+            "windows": x.spans.iter().map(|(a, b)| json!({
+                "from": format_rfc3339(*a),
+                "to": format_rfc3339(*b),
+            })).collect::<Vec<_>>(),
+            "platforms": x.platforms,
+            "events": x.counters.events,
+            "attempts": x.counters.attempts,
+        })).collect::<Vec<_>>(),
+        "credit": k.credit.filter(|_| k.has_credits).map(|c| json!({
+            "attainment": c.attainment,
+            "percent": c.percent,
+            "below": c.below,
+        })),
+        "precision": {
+            "crossing_rows": k.precision.crossing_rows,
+            "crossing_events": k.precision.crossing_events,
+            "widest_crossing_row_seconds": k.precision.widest_crossing / crate::time::MICROS_PER_SEC,
+        },
+    })
+}
+
 pub fn render(sc: &Scorecard) -> Value {
     let platforms: Vec<Value> = sc
         .platforms
@@ -50,7 +82,7 @@ pub fn render(sc: &Scorecard) -> Value {
                 .map(|w| {
                     let c = &w.stats.counters;
                     json!({
-                        "week_start": format_date(w.start),
+                        "week_start": sc.date(w.start),
                         "events": c.events,
                         "on_time_ratio": c.on_time_ratio(),
                         "p95_ms": w.stats.quantile_ms(950),
@@ -85,7 +117,7 @@ pub fn render(sc: &Scorecard) -> Value {
         .map(|w| {
             let c = &w.stats.counters;
             json!({
-                "week_start": format_date(w.start),
+                "week_start": sc.date(w.start),
                 "events": w.events,
                 "on_time_ratio": (w.events > 0).then(|| w.on_time as f64 / w.events as f64),
                 "status": w.status,
@@ -107,9 +139,13 @@ pub fn render(sc: &Scorecard) -> Value {
     json!({
         "version": VERSION,
         "tenant": sc.tenant,
-        "from": format_date(sc.from),
-        "to": format_date(sc.to),
+        "from": sc.date(sc.from),
+        "to": sc.date(sc.to),
+        "time_zone": sc.contract.time_zone.name(),
+        "from_instant": format_rfc3339(sc.from),
+        "to_instant": format_rfc3339(sc.to),
         "partial": sc.partial,
+        "contract": contract(sc),
         "error_budgets": sc.budgets.iter().map(|b| json!({
             "platform": b.platform,
             "on_time_target": b.target,
@@ -127,7 +163,7 @@ pub fn render(sc: &Scorecard) -> Value {
             "on_time": c.criterion.on_time,
             "consecutive_weeks": c.criterion.consecutive_weeks,
             "met": c.met,
-            "weeks": c.weeks.iter().map(|w| format_date(*w)).collect::<Vec<_>>(),
+            "weeks": c.weeks.iter().map(|w| sc.date(*w)).collect::<Vec<_>>(),
             "streak": c.streak,
         })).collect::<Vec<_>>(),
         "platforms": platforms,
@@ -140,7 +176,7 @@ pub fn render(sc: &Scorecard) -> Value {
             "records": u.to - u.from,
             "from_offset": u.from,
             "to_offset": u.to,
-            "noticed": crate::time::format_rfc3339(u.noticed_ms * 1000),
+            "noticed": format_rfc3339(u.noticed_ms * 1000),
         })).collect::<Vec<_>>(),
     })
 }

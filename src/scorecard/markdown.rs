@@ -3,7 +3,6 @@
 
 use super::Scorecard;
 use crate::sla::Status;
-use crate::time::{format_date, MICROS_PER_DAY};
 use std::fmt::Write as _;
 
 /// `96.8%`; below 1% two decimals (`0.18%`), as the seed prints DLQ rates.
@@ -65,10 +64,11 @@ pub fn render(sc: &Scorecard) -> String {
     let _ = writeln!(o, "## Delivery SLA Performance\n");
     let _ = writeln!(
         o,
-        "_Tenant `{}`, {} to {} inclusive (UTC days){}. Computed by slatrack from event-time buckets._\n",
+        "_Tenant `{}`, {} to {} inclusive ({} days){}. Computed by slatrack from event-time buckets._\n",
         sc.tenant,
-        format_date(sc.from),
-        format_date(sc.to - MICROS_PER_DAY),
+        sc.date(sc.from),
+        sc.last_day(),
+        sc.contract.time_zone.name(),
         if sc.partial {
             "; **partial: the period has not ended**"
         } else {
@@ -192,7 +192,7 @@ pub fn render(sc: &Scorecard) -> String {
             o,
             "| {} | {} | {} | {} | {} |",
             i + 1,
-            format_date(w.start),
+            sc.date(w.start),
             count(w.events),
             ratio.map(pct).unwrap_or_else(|| "-".into()),
             if w.status == Status::NotApplicable {
@@ -205,6 +205,7 @@ pub fn render(sc: &Scorecard) -> String {
     platform_trends(&mut o, sc);
     criteria(&mut o, sc);
     budgets(&mut o, sc);
+    contract(&mut o, sc);
     let rejected = sc.rejected_total();
     if rejected > 0 {
         let reasons: Vec<String> = sc
@@ -230,6 +231,112 @@ pub fn render(sc: &Scorecard) -> String {
         );
     }
     o
+}
+
+/// The SLA contract as applied: zone, business hours, credit, each exclusion with what it
+/// took out, and how exactly the rows split at the edges. Shown when the tenant has a
+/// contract, an exclusion applies, or a row crosses an edge.
+fn contract(o: &mut String, sc: &Scorecard) {
+    let k = &sc.contract;
+    let p = &k.precision;
+    let has_contract = k.time_zone != chrono_tz::UTC
+        || k.business_hours.is_some()
+        || k.has_credits
+        || !k.exclusions.is_empty();
+    if !has_contract && p.crossing_events == 0 {
+        return;
+    }
+    let _ = writeln!(o, "\n### SLA Contract\n");
+    let _ = writeln!(
+        o,
+        "- **Time zone**: {} (days, weeks and the period close at local midnight)",
+        k.time_zone.name()
+    );
+    if let Some(h) = &k.business_hours {
+        let holidays: Vec<String> = k.holidays.iter().map(|d| d.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "- **Business hours**: {h}, local; only events completed within them count{}",
+            if holidays.is_empty() {
+                String::new()
+            } else {
+                format!("; holidays: {}", holidays.join(", "))
+            }
+        );
+    }
+    if k.has_credits {
+        let line = match k.credit {
+            None => "- **Service credit**: - (no events)".to_string(),
+            Some(c) => match c.below {
+                Some(below) => format!(
+                    "- **Service credit**: **{}%** of the period's fee (attainment {}, below {}) ❌",
+                    c.percent,
+                    pct(c.attainment),
+                    target_pct(below)
+                ),
+                None => format!(
+                    "- **Service credit**: none (attainment {} is below no tier) ✅",
+                    pct(c.attainment)
+                ),
+            },
+        };
+        let _ = writeln!(o, "{line}");
+    }
+    let _ = writeln!(
+        o,
+        "- **Excluded from every figure**: {} events ({} attempts)",
+        count(k.excluded.events),
+        count(k.excluded.attempts)
+    );
+    if !k.exclusions.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n| Exclusion | Reason | Windows | First | Last ends | Platforms | Events excluded |"
+        );
+        let _ = writeln!(
+            o,
+            "|-----------|--------|---------|-------|-----------|-----------|-----------------|"
+        );
+        for x in &k.exclusions {
+            let (first, last) = (
+                x.spans.first().map_or(0, |s| s.0),
+                x.spans.last().map_or(0, |s| s.1),
+            );
+            let platforms: Vec<&str> = x.platforms.iter().map(|p| sc.platform_name(p)).collect();
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                x.name,
+                x.reason.as_str(),
+                x.spans.len(),
+                sc.local_time(first),
+                sc.local_time(last),
+                if platforms.is_empty() {
+                    "-".to_string()
+                } else {
+                    platforms.join(", ")
+                },
+                count(x.counters.events)
+            );
+        }
+    }
+    let line = if p.crossing_events == 0 {
+        "no row crosses an edge of the period, a week or an exclusion, so every figure is exact"
+            .to_string()
+    } else {
+        let widest = p.widest_crossing / crate::time::MICROS_PER_MIN;
+        let width = if widest >= 60 && widest % 60 == 0 {
+            format!("{} h", widest / 60)
+        } else {
+            format!("{widest} min")
+        };
+        format!(
+            "{} events in {} rows (up to {width} wide) that cross an edge of the period, a week or an exclusion are counted where their row starts (docs/contracts.md, \"Precision\")",
+            count(p.crossing_events),
+            count(p.crossing_rows)
+        )
+    };
+    let _ = writeln!(o, "\n_Precision: {line}._");
 }
 
 /// Error budgets: how many events may miss the on-time target over the period, how many
@@ -318,7 +425,7 @@ fn platform_trends(o: &mut String, sc: &Scorecard) {
                 o,
                 "| {} | {} | {} | {} | {} | {} | {} |",
                 i + 1,
-                format_date(w.start),
+                sc.date(w.start),
                 count(c.events),
                 cell(c.on_time_ratio().map(pct), w.on_time),
                 cell(w.stats.quantile_ms(950).map(ms), w.p95),
@@ -344,7 +451,7 @@ fn criteria(o: &mut String, sc: &Scorecard) {
         "|-----------|--------|------------------|----------------|"
     );
     for c in &sc.criteria {
-        let weeks: Vec<String> = c.weeks.iter().map(|w| format_date(*w)).collect();
+        let weeks: Vec<String> = c.weeks.iter().map(|w| sc.date(*w)).collect();
         let _ = writeln!(
             o,
             "| {} on-time ≥ {} for {} consecutive week{} | {} | {} | {} week{} |",

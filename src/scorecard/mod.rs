@@ -3,6 +3,7 @@
 //! render them as the pilot scorecard's "Delivery SLA Performance" section or as JSON.
 
 pub mod budget;
+pub mod contract;
 pub mod html;
 pub mod json;
 pub mod markdown;
@@ -10,11 +11,12 @@ pub mod svg;
 pub mod trends;
 
 use crate::config::Config;
-use crate::engine::Stats;
+use crate::contract::{calendar, Contracts};
+use crate::engine::{Counters, Stats};
 use crate::event::{Direction, RejectReason};
 use crate::sla::{self, Status};
 use crate::store::{StoreError, StoreRead};
-use crate::time::{Micros, MICROS_PER_DAY};
+use crate::time::Micros;
 use std::collections::BTreeMap;
 
 pub struct PlatformReport {
@@ -71,7 +73,27 @@ pub struct Scorecard {
     pub criteria: Vec<trends::CriterionReport>,
     /// Error budgets per platform with events, then overall.
     pub budgets: Vec<budget::Budget>,
+    /// The tenant's contract as applied: zone, exclusions, precision, credit.
+    pub contract: ContractReport,
     pub config: std::sync::Arc<Config>,
+}
+
+/// What the tenant's SLA contract did to the report (docs/contracts.md).
+pub struct ContractReport {
+    /// Days, weeks and the period close at this zone's midnight.
+    pub time_zone: chrono_tz::Tz,
+    /// As configured, e.g. "Mon-Fri 08:00-18:00"; outside them nothing counts.
+    pub business_hours: Option<String>,
+    pub holidays: Vec<chrono::NaiveDate>,
+    /// Every exclusion, business hours and holidays with a span in the report.
+    pub exclusions: Vec<contract::ExclusionReport>,
+    /// Everything the exclusions took out of the figures.
+    pub excluded: Counters,
+    pub precision: contract::Precision,
+    /// `None` without events.
+    pub credit: Option<contract::Credit>,
+    /// The tenant has credit tiers.
+    pub has_credits: bool,
 }
 
 impl Scorecard {
@@ -85,6 +107,27 @@ impl Scorecard {
 
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The tenant's local date at an instant, `YYYY-MM-DD`.
+    pub fn date(&self, at: Micros) -> String {
+        calendar::local_date(self.contract.time_zone, at)
+            .format("%Y-%m-%d")
+            .to_string()
+    }
+
+    /// The tenant's local date and time at an instant, `YYYY-MM-DD HH:MM`.
+    pub fn local_time(&self, at: Micros) -> String {
+        chrono::DateTime::from_timestamp_micros(at)
+            .unwrap_or_default()
+            .with_timezone(&self.contract.time_zone)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    }
+
+    /// The report's last local day (its end is exclusive).
+    pub fn last_day(&self) -> String {
+        self.date(self.to - 1)
     }
 }
 
@@ -119,33 +162,52 @@ pub fn no_data_message(
 pub fn build(
     store: &dyn StoreRead,
     config: std::sync::Arc<Config>,
+    contracts: &Contracts,
     tenant: &str,
     from: Micros,
     to: Micros,
 ) -> Result<Scorecard, StoreError> {
-    build_at(store, config, tenant, from, to, crate::time::now_micros())
+    build_at(
+        store,
+        config,
+        contracts,
+        tenant,
+        from,
+        to,
+        crate::time::now_micros(),
+    )
 }
 
-/// Reads and merges. Configured platforms come first in config order (shown `n/a` when
-/// silent), then any other platform seen in the data, by id. `now` decides whether the
-/// period has ended and projects the error budgets of one that has not, so two reports
-/// of the same data at the same `now` are the same.
+/// Reads and merges `[from, to)` (instants: a caller turns a period or dates into them
+/// in the tenant's zone, [`calendar::period`]), with the tenant's contract applied
+/// ([`contract::RowPlacer`]). Configured platforms come first in config order (shown
+/// `n/a` when silent), then any other platform seen in the data, by id. `now` decides
+/// whether the period has ended and projects the error budgets of one that has not, so
+/// two reports of the same data at the same `now` are the same.
 pub fn build_at(
     store: &dyn StoreRead,
     config: std::sync::Arc<Config>,
+    contracts: &Contracts,
     tenant: &str,
     from: Micros,
     to: Micros,
     now: Micros,
 ) -> Result<Scorecard, StoreError> {
-    let rows = store.buckets(tenant, from, to)?;
+    let terms = contracts.tenant(tenant);
+    let weeks = calendar::weeks(terms.time_zone, from, to);
+    // A day before `from` too: rows that start before the report and cross into it are
+    // not counted, but the report says how many there are.
+    let rows = store.buckets(tenant, from - crate::time::MICROS_PER_DAY, to)?;
+    let mut placer = contract::RowPlacer::new(contracts, tenant, from, to, &weeks);
     // Each row is merged once, into its platform's week; platforms and the overall figure
     // are merged from those (a busy tenant has hundreds of thousands of rows).
-    let mut platform_weeks: BTreeMap<(String, i64), Stats> = BTreeMap::new();
+    let mut platform_weeks: BTreeMap<(String, usize), Stats> = BTreeMap::new();
     let mut directions: BTreeMap<&str, Direction> = BTreeMap::new();
     for b in &rows {
+        let Some(week) = placer.place(b) else {
+            continue;
+        };
         directions.entry(&b.platform).or_insert(b.direction);
-        let week = (b.start - from).div_euclid(7 * MICROS_PER_DAY);
         match platform_weeks.get_mut(&(b.platform.clone(), week)) {
             Some(s) => s.merge(&b.stats),
             None => {
@@ -163,20 +225,18 @@ pub fn build_at(
             .1
             .merge(s);
     }
-    let n_weeks = (to - from + 7 * MICROS_PER_DAY - 1)
-        .div_euclid(7 * MICROS_PER_DAY)
-        .max(0);
     let sla_cfg = &config.sla;
     let mut platforms = Vec::new();
     let mut report = |id: &str, name: &str, direction: Direction, stats: Stats| {
         let t = config.targets(id);
-        let status = sla::on_time(stats.counters.on_time_ratio(), t.on_time_target, sla_cfg);
-        let weekly = (0..n_weeks)
+        let target = contracts.on_time_target(&config, tenant, id);
+        let status = sla::on_time(stats.counters.on_time_ratio(), target, sla_cfg);
+        let weekly = (0..weeks.len())
             .map(|i| {
                 let s = platform_weeks
                     .remove(&(id.to_string(), i))
                     .unwrap_or_default();
-                trends::PlatformWeek::new(&config, id, from + i * 7 * MICROS_PER_DAY, s)
+                trends::PlatformWeek::new(&config, target, weeks[i].0, s)
             })
             .collect();
         platforms.push(PlatformReport {
@@ -184,7 +244,7 @@ pub fn build_at(
             platform: id.to_string(),
             name: name.to_string(),
             direction,
-            target_on_time: t.on_time_target,
+            target_on_time: target,
             target_latency_ms: t.latency_target_us as f64 / 1000.0,
             stats,
             status,
@@ -213,16 +273,18 @@ pub fn build_at(
         p99: sla::hard_latency(overall.quantile_ms(990), ms(sla_cfg.p99_threshold)),
     };
     // Every row's platform has a report, so a week overall is the sum of its platforms'.
-    let weekly = (0..n_weeks)
-        .map(|i| {
+    let weekly = weeks
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, _))| {
             let mut stats = Stats::default();
             for p in &platforms {
-                stats.merge(&p.weekly[i as usize].stats);
+                stats.merge(&p.weekly[i].stats);
             }
             let (events, on_time) = (stats.counters.events, stats.counters.on_time);
             let ratio = (events > 0).then(|| on_time as f64 / events as f64);
             WeekReport {
-                start: from + i * 7 * MICROS_PER_DAY,
+                start,
                 events,
                 on_time,
                 status: sla::on_time(ratio, sla_cfg.on_time_target, sla_cfg),
@@ -242,6 +304,30 @@ pub fn build_at(
             )
         })
         .collect();
+    let ids: Vec<String> = platforms.iter().map(|p| p.platform.clone()).collect();
+    let (exclusions, precision) = placer.finish(&ids);
+    let mut excluded = Counters::default();
+    for x in &exclusions {
+        excluded.add(&x.counters);
+    }
+    let contract = ContractReport {
+        time_zone: terms.time_zone,
+        business_hours: terms.business_hours.as_ref().map(|h| h.to_string()),
+        holidays: terms
+            .holidays
+            .iter()
+            .filter(|d| {
+                let (s, e) = calendar::dates(terms.time_zone, **d, **d);
+                s < to && e > from
+            })
+            .copied()
+            .collect(),
+        exclusions,
+        excluded,
+        precision,
+        credit: contract::credit(contracts, tenant, overall.counters.on_time_ratio()),
+        has_credits: !terms.credits.is_empty(),
+    };
     let mut sc = Scorecard {
         tenant: tenant.to_string(),
         from,
@@ -257,6 +343,7 @@ pub fn build_at(
         partial: to > now,
         criteria,
         budgets: Vec::new(),
+        contract,
         config,
     };
     sc.budgets = budget::budgets(&sc, now);

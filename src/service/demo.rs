@@ -195,7 +195,16 @@ fn print_scorecard(
         status.commits.load(Ordering::Relaxed),
     );
     match SqliteStore::open_read_only(store_path).and_then(|s| {
-        crate::scorecard::build(&s, config.clone(), "globex", today, today + MICROS_PER_DAY)
+        // The demo's config has no contracts: UTC days.
+        let contracts = crate::contract::Contracts::default();
+        crate::scorecard::build(
+            &s,
+            config.clone(),
+            &contracts,
+            "globex",
+            today,
+            today + MICROS_PER_DAY,
+        )
     }) {
         Ok(sc) => {
             let md = crate::scorecard::markdown::render(&sc);

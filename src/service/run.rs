@@ -97,7 +97,8 @@ pub fn run(
         .iter()
         .map(|t| (t.name.clone(), t.format))
         .collect();
-    let telemetry = Telemetry::new(config.clone(), status.clone());
+    let contracts = Arc::new(crate::contract::Contracts::from_config(&config)?);
+    let telemetry = Telemetry::new(config.clone(), contracts, status.clone());
     // Gauges are set on their own interval; the listener only renders them.
     let gauges = if config.metrics.listen.is_empty() {
         None

@@ -22,7 +22,7 @@ fn set_with(generation: u64, store: crate::store::SqliteStore, config: Config) -
     let config = Arc::new(config);
     let status = Arc::new(RuntimeStatus::default());
     PartitionSet {
-        telemetry: Telemetry::new(config.clone(), status.clone()),
+        telemetry: Telemetry::new(config.clone(), Default::default(), status.clone()),
         config,
         store: Box::new(store),
         topics: vec![("deliveries".into(), Format::Protobuf)],

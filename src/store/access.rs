@@ -4,9 +4,7 @@
 //! once against them, so both stores apply the same rows in the same order.
 
 use super::checkpoint::{CheckpointFormat, DedupRows};
-use super::{
-    daily_rows, ClosedKeys, CommitOutput, PartitionCommit, StoreError, StoredBucket, Unread,
-};
+use super::{ClosedKeys, CommitOutput, PartitionCommit, StoreError, StoredBucket, Unread};
 use crate::engine::ClosedBucket;
 use crate::event::RejectReason;
 use crate::time::Micros;
@@ -116,14 +114,14 @@ pub trait StoreTx {
 }
 
 /// Writes what a commit made (live or replay) into `w`: closed buckets as rows (merged
-/// per key and UTC day, [`daily_rows`]), corrections added to their bucket's row, and the
+/// per key over a day or less, [`super::rows::commit_rows`]), corrections added to their bucket's row, and the
 /// key sets. Returns the rows written.
 pub fn write_output<'b>(
     w: &dyn StoreTx,
     source: &str,
     out: &CommitOutput<'b>,
 ) -> Result<std::borrow::Cow<'b, [ClosedBucket]>, StoreError> {
-    let rows = daily_rows(out.buckets);
+    let rows = super::rows::commit_rows(out.buckets, out.grain, crate::time::now_micros());
     for b in rows.iter() {
         w.put_bucket(source, b)?;
     }

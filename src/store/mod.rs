@@ -8,6 +8,7 @@ pub mod access;
 pub mod checkpoint;
 pub mod fold;
 pub mod postgres;
+pub mod rows;
 pub mod sqlite;
 
 pub use access::{apply_commit, write_output, Coverage, ReplayStore, StoreRead, StoreTx};
@@ -72,6 +73,8 @@ pub struct StoredBucket {
     pub platform: String,
     pub direction: Direction,
     pub start: Micros,
+    /// How long a span the row covers (a minute, merged minutes, an hour…).
+    pub width: Micros,
     pub stats: crate::engine::Stats,
 }
 
@@ -249,6 +252,8 @@ pub struct CommitOutput<'a> {
     /// Dedup keys of closed buckets to keep (until the correction horizon passes, live):
     /// each closed bucket's set, and the keys each correction counted.
     pub closed_keys: &'a [ClosedKeys],
+    /// How the closed buckets merge into rows ([`rows::commit_rows`]).
+    pub grain: &'a rows::RowGrain,
 }
 
 /// Dedup keys of one closed bucket, packed ([`checkpoint::pack`]): the bucket's set as it
@@ -368,86 +373,6 @@ impl PartitionStore for SqliteStore {
     }
 }
 
-/// The rows one SQLite commit writes: its closed buckets merged per key and UTC day.
-///
-/// Why: a backfill consumed at full speed closes about one bucket per record (one attempt
-/// per key-minute), and one row per bucket would make SQLite most of the apply thread.
-/// A commit that closes several minutes of one key in one day —
-/// only a backfill does; live traffic closes about one minute per key per commit —
-/// writes them as one row from its first bucket's start, `bucket_secs` spanning them.
-/// Exactness holds: each bucket closes once per source and the transaction is atomic with
-/// the checkpoint, so the rows of a source stay disjoint; a row never spans a UTC day,
-/// and scorecards select whole UTC days, so every scorecard sums the same counters and
-/// merges the same latencies. (A day rather than an hour: a partition's share of a key
-/// is about one record per hour in a backfill, so hours would merge almost nothing.)
-pub fn daily_rows(buckets: &[ClosedBucket]) -> std::borrow::Cow<'_, [ClosedBucket]> {
-    // Group by index first: a live commit has nothing to merge and must not pay for
-    // copying its buckets (a dense one holds a 26 KB histogram). A shard hands out one
-    // `Arc<KeyInfo>` per key, so buckets group by that pointer rather than by comparing
-    // strings per bucket; groups are then ordered by content, which also
-    // joins groups of equal keys, and rows go to the store in key order. (Buckets of one
-    // key under different `Arc`s in a commit with nothing else to merge are written one
-    // row each: still exact, only not smaller.)
-    let mut by_ptr: std::collections::HashMap<_, usize> = Default::default();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (i, b) in buckets.iter().enumerate() {
-        let day = b.start.div_euclid(crate::time::MICROS_PER_DAY);
-        let key = (std::sync::Arc::as_ptr(&b.key) as usize, day);
-        let g = *by_ptr.entry(key).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[g].push(i);
-    }
-    if groups.len() == buckets.len() {
-        return std::borrow::Cow::Borrowed(buckets);
-    }
-    let key = |members: &Vec<usize>| {
-        let b = &buckets[members[0]];
-        let day = b.start.div_euclid(crate::time::MICROS_PER_DAY);
-        (
-            &*b.key.tenant,
-            &*b.key.platform,
-            b.key.direction.as_str(),
-            b.key.target_latency_us,
-            day,
-        )
-    };
-    groups.sort_unstable_by(|x, y| key(x).cmp(&key(y)));
-    let mut merged: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
-    for g in groups {
-        match merged.last_mut() {
-            Some(last) if key(last) == key(&g) => last.extend(g),
-            _ => merged.push(g),
-        }
-    }
-    let groups = merged;
-    let rows = groups.into_iter().map(|members| {
-        let first = &buckets[members[0]];
-        if members.len() == 1 {
-            return first.clone();
-        }
-        // Sparse while the buckets are small, dense after (`Stats::sum`); the row
-        // encodes straight from either form.
-        let parts: Vec<&crate::engine::Stats> =
-            members.iter().map(|&i| &buckets[i].stats).collect();
-        let stats = crate::engine::Stats::sum(&parts);
-        let (mut start, mut end) = (first.start, first.start + first.width_us);
-        for &i in &members[1..] {
-            let b = &buckets[i];
-            start = start.min(b.start);
-            end = end.max(b.start + b.width_us);
-        }
-        ClosedBucket {
-            key: first.key.clone(),
-            start,
-            width_us: end - start,
-            stats,
-        }
-    });
-    std::borrow::Cow::Owned(rows.collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,84 +393,5 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("postgres://"), "{msg}");
         assert!(msg.contains("kafka.windows_topic"), "{msg}");
-    }
-
-    fn minute(tenant: &str, platform: &str, minute: i64, latencies_ms: &[u64]) -> ClosedBucket {
-        let mut stats = crate::engine::Stats::default();
-        for &ms in latencies_ms {
-            stats.counters.attempts += 1;
-            stats.counters.events += 1;
-            stats.counters.latency_sum_us += ms * 1000;
-            stats.latency.record(ms * 1000);
-        }
-        ClosedBucket {
-            key: std::sync::Arc::new(crate::engine::KeyInfo {
-                tenant: tenant.into(),
-                platform: platform.into(),
-                direction: Direction::Inbound,
-                target_latency_us: 500_000,
-            }),
-            start: minute * crate::time::MICROS_PER_MIN,
-            width_us: crate::time::MICROS_PER_MIN,
-            stats,
-        }
-    }
-
-    #[test]
-    fn a_commit_writes_one_row_per_key_and_day_with_the_same_numbers() {
-        // Two keys; minutes 1438..=1442 straddle midnight; one key has a bucket past FEW
-        // values.
-        let many: Vec<u64> = (1..=200).collect();
-        let mut buckets = Vec::new();
-        for m in 1438..=1442 {
-            buckets.push(minute("t", "workday", m, &[m as u64, 2 * m as u64]));
-            buckets.push(minute(
-                "t",
-                "benevity",
-                m,
-                if m == 1440 { &many } else { &[7] },
-            ));
-        }
-        // As a shard's: one `Arc` per key, except one bucket whose equal key is another.
-        let (workday, benevity) = (buckets[0].key.clone(), buckets[1].key.clone());
-        for b in &mut buckets[..9] {
-            b.key = if &*b.key.platform == "workday" {
-                workday.clone()
-            } else {
-                benevity.clone()
-            };
-        }
-        let rows = daily_rows(&buckets);
-        assert_eq!(rows.len(), 4, "two keys × two days");
-        for r in rows.iter() {
-            let day = r.start.div_euclid(crate::time::MICROS_PER_DAY);
-            let end_day = (r.start + r.width_us - 1).div_euclid(crate::time::MICROS_PER_DAY);
-            assert_eq!(day, end_day, "a row never spans a day");
-            let parts: Vec<&ClosedBucket> = buckets
-                .iter()
-                .filter(|b| {
-                    b.key.platform == r.key.platform
-                        && b.start >= r.start
-                        && b.start < r.start + r.width_us
-                })
-                .collect();
-            let mut expect = crate::engine::Stats::default();
-            for p in &parts {
-                expect.merge(&p.stats);
-            }
-            assert_eq!(
-                r.stats.counters, expect.counters,
-                "{} at {}",
-                r.key.platform, r.start
-            );
-            assert_eq!(r.stats, expect, "same latencies");
-            assert_eq!(r.start, parts[0].start);
-        }
-        // Live traffic: one minute per key per commit, nothing to merge, nothing copied.
-        let live = [
-            minute("t", "workday", 5, &[1]),
-            minute("t", "benevity", 5, &[1]),
-        ];
-        assert!(matches!(daily_rows(&live), std::borrow::Cow::Borrowed(_)));
     }
 }

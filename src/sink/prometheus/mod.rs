@@ -6,6 +6,7 @@
 //! Metric names, labels and meanings: README.md, "Metrics".
 
 use crate::config::Config;
+use crate::contract::Contracts;
 use crate::engine::{ClosedBucket, WindowSet};
 use crate::event::RejectReason;
 use crate::pipeline::Committed;
@@ -18,6 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod excluded;
 pub mod exposition;
 pub mod latency;
 
@@ -89,6 +91,8 @@ struct Inner {
     /// The two fixed tenant labels, allocated once.
     all: Arc<str>,
     overflow: Arc<str>,
+    /// What the contracts exclude, and its counters.
+    exclusions: excluded::Exclusions,
 }
 
 /// The exact counters of one exported key.
@@ -128,6 +132,7 @@ impl KeyCounters {
 
 pub struct Telemetry {
     config: Arc<Config>,
+    contracts: Arc<Contracts>,
     status: Arc<RuntimeStatus>,
     inner: Mutex<Inner>,
     /// The `le` bounds of the window latency histograms (µs).
@@ -137,7 +142,11 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn new(config: Arc<Config>, status: Arc<RuntimeStatus>) -> Arc<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        contracts: Arc<Contracts>,
+        status: Arc<RuntimeStatus>,
+    ) -> Arc<Self> {
         let _ = handle();
         let lengths: Vec<Micros> = config.engine.windows.iter().map(|s| s.0).collect();
         Arc::new(Self {
@@ -150,7 +159,9 @@ impl Telemetry {
                 handles: Default::default(),
                 all: "all".into(),
                 overflow: crate::engine::keys::OVERFLOW.into(),
+                exclusions: excluded::Exclusions::new(contracts.clone()),
             }),
+            contracts,
             bounds: latency::bounds(&config),
             latency: Mutex::default(),
             config,
@@ -201,6 +212,10 @@ impl Telemetry {
         for b in &committed.corrections {
             let t = self.tenant(&mut inner, &b.key.tenant, &b.key.platform);
             let c = &b.stats.counters;
+            if let Some(reason) = inner.exclusions.reason(b) {
+                inner.exclusions.count(&t, &b.key.platform, reason, c);
+                continue;
+            }
             let h = inner
                 .handles
                 .entry((t.clone(), b.key.platform.clone()))
@@ -239,6 +254,13 @@ impl Telemetry {
         let mut by_key: HashMap<usize, (usize, bool)> = HashMap::new();
         let mut by_label: HashMap<(Arc<str>, Arc<str>), usize> = HashMap::new();
         for (i, b) in buckets.iter().enumerate() {
+            if let Some(reason) = inner.exclusions.reason(b) {
+                let t = self.tenant(&mut inner, &b.key.tenant, &b.key.platform);
+                inner
+                    .exclusions
+                    .count(&t, &b.key.platform, reason, &b.stats.counters);
+                continue;
+            }
             let ptr = Arc::as_ptr(&b.key) as usize;
             let g = match by_key.get(&ptr) {
                 Some(&(g, folded)) => {
@@ -322,6 +344,13 @@ impl Telemetry {
             windows, handles, ..
         } = &mut *inner;
         handles.retain(|key, _| windows.contains(key));
+        let frontier = inner.windows.frontier();
+        let Inner {
+            handles,
+            exclusions,
+            ..
+        } = &mut *inner;
+        exclusions.set_active(handles.keys(), frontier);
         gauge!("slatrack_series_keys").set(inner.admitted.len() as f64);
         gauge!("slatrack_window_keys").set(inner.windows.key_count() as f64);
         counter!("slatrack_series_overflow_buckets_total").absolute(inner.folded_buckets);
@@ -349,7 +378,10 @@ impl Telemetry {
             }
             // The objective, per key, for the alert rules to join on.
             let targets = self.config.targets(s.platform);
-            gauge!("slatrack_target_on_time_ratio", &labels[..2]).set(targets.on_time_target);
+            let on_time = self
+                .contracts
+                .on_time_target(&self.config, s.tenant, s.platform);
+            gauge!("slatrack_target_on_time_ratio", &labels[..2]).set(on_time);
             gauge!("slatrack_target_latency_seconds", &labels[..2])
                 .set(targets.latency_target_us as f64 / 1e6);
             exported.insert(labels);
@@ -538,7 +570,11 @@ mod tests {
 
     #[test]
     fn a_scrape_reads_and_the_gauge_tick_slides_the_windows() {
-        let t = Telemetry::new(Arc::new(Config::default()), Default::default());
+        let t = Telemetry::new(
+            Arc::new(Config::default()),
+            Default::default(),
+            Default::default(),
+        );
         let day = crate::time::MICROS_PER_DAY;
         let absorb = |b| {
             t.absorb(&Committed {

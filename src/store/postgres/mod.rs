@@ -165,7 +165,7 @@ impl PgStore {
         // The rows already at an hour's start (folded before, or a commit's row of several
         // hours that starts on one), locked, merged in memory: a statement for the whole
         // day rather than a read per hour. The fold writes over exactly these keys. A row
-        // of several hours starting elsewhere (a backfill's, see `store::daily_rows`) is
+        // of several hours starting elsewhere (a backfill's, see `store::rows`) is
         // another key: it stays as it is and is not merged, or it would count twice.
         let stored = tx.query(
             "SELECT source, tenant, platform, direction, bucket_start_ms, target_latency_ms,
@@ -285,7 +285,8 @@ impl StoreRead for PgStore {
     ) -> Result<Vec<StoredBucket>, StoreError> {
         let rows = self.query(
             "SELECT source, platform, direction, bucket_start_ms, attempts, events, delivered, failed,
-                    dead_lettered, on_time, retried, max_retries, latency_sum_us, latency_hist
+                    dead_lettered, on_time, retried, max_retries, latency_sum_us, latency_hist,
+                    bucket_secs
              FROM buckets WHERE tenant = $1 AND bucket_start_ms >= $2 AND bucket_start_ms < $3
              ORDER BY bucket_start_ms",
             &[&tenant, &(from / MICROS_PER_MILLI), &(to / MICROS_PER_MILLI)],
@@ -303,6 +304,7 @@ impl StoreRead for PgStore {
                 platform,
                 direction,
                 start: start_ms * MICROS_PER_MILLI,
+                width: r.get::<_, i64>(14) * crate::time::MICROS_PER_SEC,
                 stats,
             });
         }

@@ -81,7 +81,8 @@ impl StoreRead for SqliteStore {
     ) -> Result<Vec<StoredBucket>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT source, platform, direction, bucket_start_ms, attempts, events, delivered, failed,
-                    dead_lettered, on_time, retried, max_retries, latency_sum_us, latency_hist
+                    dead_lettered, on_time, retried, max_retries, latency_sum_us, latency_hist,
+                    bucket_secs
              FROM buckets WHERE tenant = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3
              ORDER BY bucket_start_ms, platform, source",
         )?;
@@ -95,12 +96,13 @@ impl StoreRead for SqliteStore {
                     r.get::<_, i64>(3)?,
                     counters_at(r, 4)?,
                     r.get::<_, Vec<u8>>(13)?,
+                    r.get::<_, i64>(14)?,
                 ))
             },
         )?;
         let mut out = Vec::new();
         for row in rows {
-            let (source, platform, direction, start_ms, counters, hist) = row?;
+            let (source, platform, direction, start_ms, counters, hist, secs) = row?;
             let what = || format!("({source}, {tenant}, {platform}, {start_ms})");
             let latency = Stats::latencies_from_bytes(&hist)
                 .map_err(|why| StoreError::Corrupt { what: what(), why })?;
@@ -111,6 +113,7 @@ impl StoreRead for SqliteStore {
                 platform,
                 direction,
                 start: start_ms * MICROS_PER_MILLI,
+                width: secs * crate::time::MICROS_PER_SEC,
                 stats: Stats { counters, latency },
             });
         }
