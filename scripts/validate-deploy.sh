@@ -21,7 +21,8 @@ echo "compose: check-jsonschema (Compose spec)"
 
 echo "kubernetes: kubernetes-validate --strict (built-in kinds; CRDs below)"
 "$VENV/bin/kubernetes-validate" --strict --quiet \
-  deploy/k8s/configmap.yaml deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/pdb.yaml
+  deploy/k8s/configmap.yaml deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/pdb.yaml \
+  deploy/k8s/scorecard-cronjob.yaml deploy/k8s/scorecard-reports-pvc.yaml
 
 echo "Dockerfile: hadolint"
 "$VENV/bin/hadolint" --failure-threshold warning deploy/Dockerfile

@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod pipeline;
 pub mod proto;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod runtime;
 pub mod scorecard;

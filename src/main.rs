@@ -1,7 +1,8 @@
 //! The `slatrack` binary: parses arguments and calls one library entry point each.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
+use cli::{Cli, Command, ReportFormat, SloAction, SloFormat};
 use slatrack::codec::Format;
 use slatrack::config::Config;
 use slatrack::contract::{calendar, Contracts};
@@ -10,196 +11,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[derive(Parser)]
-#[command(
-    name = "slatrack",
-    version,
-    about = "Event-time-correct SLA telemetry from delivery events"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum WireFormat {
-    Json,
-    Protobuf,
-}
-
-impl From<WireFormat> for Format {
-    fn from(f: WireFormat) -> Self {
-        match f {
-            WireFormat::Json => Format::Json,
-            WireFormat::Protobuf => Format::Protobuf,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ReportFormat {
-    Markdown,
-    Json,
-    /// One self-contained page with charts (no script, no external asset).
-    Html,
-}
-
-#[derive(Subcommand)]
-enum SloAction {
-    /// Print the SLOs as OpenSLO v1 documents (a YAML stream): a Service, an SLO per
-    /// platform, and the burn-rate alert policies of `slatrack rules`.
-    Export {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "openslo")]
-        format: SloFormat,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SloFormat {
-    Openslo,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run event-log files through the engine into the scorecard store.
-    Replay {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// JSON lines (.jsonl) or length-delimited protobuf (.pb) files, in order.
-        #[arg(long, required = true, num_args = 1..)]
-        input: Vec<PathBuf>,
-        /// SQLite file or postgres://USER@HOST:PORT/DB (overrides store.path).
-        #[arg(long)]
-        store: Option<PathBuf>,
-        /// Wire format of every input (default: from each file's extension).
-        #[arg(long, value_enum)]
-        format: Option<WireFormat>,
-        /// Print the summary as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Render a tenant's Delivery SLA scorecard for [from, to) from the store.
-    Scorecard {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        tenant: String,
-        /// First day, YYYY-MM-DD (UTC), inclusive.
-        #[arg(long, requires = "to", conflicts_with = "period")]
-        from: Option<String>,
-        /// Last day, YYYY-MM-DD (UTC), exclusive.
-        #[arg(long, requires = "from", conflicts_with = "period")]
-        to: Option<String>,
-        /// A calendar month (`2025-10`) or an ISO week (`2025-W41`), UTC, instead of
-        /// --from/--to. A period that has not ended is marked partial.
-        #[arg(long, required_unless_present = "from")]
-        period: Option<String>,
-        #[arg(long, value_enum, default_value = "markdown")]
-        format: ReportFormat,
-        /// SQLite file or postgres://USER@HOST:PORT/DB (overrides store.path).
-        #[arg(long)]
-        store: Option<PathBuf>,
-    },
-    /// The service: consume delivery events from Kafka, checkpoint into the store.
-    Run {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// SQLite file or postgres://USER@HOST:PORT/DB (overrides store.path).
-        #[arg(long)]
-        store: Option<PathBuf>,
-    },
-    /// Accept a partition's new log (its topic was recreated, or the brokers are a new
-    /// cluster): the next `slatrack run` reads the new log from offset 0, with what the old
-    /// log counted kept, so records the new log repeats are duplicates. Run it while no
-    /// slatrack writes the store. SQLite and PostgreSQL stores.
-    AcceptNewLog {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// SQLite file or postgres://… (overrides store.path).
-        #[arg(long)]
-        store: Option<PathBuf>,
-        #[arg(long)]
-        topic: String,
-        #[arg(long)]
-        partition: i32,
-    },
-    /// Print the Prometheus rule file (recording rules, burn-rate and drift alerts)
-    /// generated from the SLA config.
-    Rules {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Print a Prometheus Operator PrometheusRule instead of a rule file.
-        #[arg(long)]
-        k8s: bool,
-    },
-    /// SLO definitions generated from the SLA config.
-    Slo {
-        #[command(subcommand)]
-        action: SloAction,
-    },
-    /// Synthetic Globex-shaped traffic: to a file (`--output`, the 10-week fixture) or live
-    /// to a Kafka topic (`--brokers`, real time at `--rate`).
-    Generate {
-        /// Output file (.jsonl or .pb).
-        #[arg(long, conflicts_with = "brokers", required_unless_present = "brokers")]
-        output: Option<PathBuf>,
-        /// Kafka bootstrap servers for live traffic.
-        #[arg(long)]
-        brokers: Option<String>,
-        #[arg(long, default_value = "deliveries")]
-        topic: String,
-        /// Logical events per second (live).
-        #[arg(long, default_value_t = 200.0)]
-        rate: f64,
-        /// Stop after this long (live; `90s`, `5m`, `1h`; a bare number is seconds;
-        /// default: until Ctrl-C).
-        #[arg(long, value_parser = parse_cli_duration)]
-        duration: Option<std::time::Duration>,
-        /// File: `globex-pilot`. Live: steady, workday-drift, late-and-duplicates, malformed.
-        #[arg(long)]
-        scenario: Option<String>,
-        #[arg(long, default_value = "globex")]
-        tenant: String,
-        #[arg(long, value_enum)]
-        format: Option<WireFormat>,
-    },
-    /// The README's first command: the real service on librdkafka's in-process mock
-    /// cluster with live generated traffic, printing the scorecard every 5 s. With
-    /// `--offline`, replays the 10-week Globex pilot instead.
-    Demo {
-        #[arg(long, default_value = "slatrack-demo")]
-        dir: PathBuf,
-        /// Stop after this long (`30s`, `5m`, `1h`; a bare number is seconds; default:
-        /// until Ctrl-C).
-        #[arg(long, value_parser = parse_cli_duration)]
-        duration: Option<std::time::Duration>,
-        #[arg(long, default_value_t = 300.0)]
-        rate: f64,
-        /// Where to serve /metrics, /healthz and /readyz (default 127.0.0.1:9898, or a free
-        /// port when that one is taken; "" for none).
-        #[arg(long)]
-        listen: Option<String>,
-        #[arg(long)]
-        offline: bool,
-    },
-}
-
-/// A duration on the command line: the config's syntax (`90s`, `5m`, `1h`, `2d`), or a
-/// bare number of seconds.
-fn parse_cli_duration(s: &str) -> Result<std::time::Duration, String> {
-    let us = match s.trim().parse::<u64>() {
-        Ok(secs) => secs.checked_mul(1_000_000),
-        Err(_) => slatrack::time::parse_duration(s).and_then(|us| u64::try_from(us).ok()),
-    };
-    match us {
-        Some(us) if us > 0 => Ok(std::time::Duration::from_micros(us)),
-        _ => Err(format!(
-            "{s:?} is not a duration: write a number with a unit (30s, 5m, 1h, 2d) or whole seconds"
-        )),
-    }
-}
+mod cli;
 
 /// Every command reads the same way: defaults, then `--config FILE` if given, then
 /// `SLATRACK_*` environment overrides.
@@ -272,6 +84,87 @@ fn emit(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// `slatrack scorecard`: one report to stdout, or reports into `--out` (see the command's
+/// doc for the exit statuses).
+fn scorecard(
+    config: Option<PathBuf>,
+    tenant: Option<String>,
+    all_tenants: bool,
+    out: Option<PathBuf>,
+    (period, from, to): (Option<String>, Option<String>, Option<String>),
+    format: ReportFormat,
+    store: Option<PathBuf>,
+) -> Result<()> {
+    use slatrack::report::{self, Job, Span};
+    let cfg = Arc::new(load_config(config.as_deref())?);
+    let contracts = Contracts::from_config(&cfg)?;
+    let span = match (period, from, to) {
+        (Some(p), _, _) => Span::Period(p),
+        (None, Some(f), Some(t)) => Span::Dates(parse_day("from", &f)?, parse_day("to", &t)?),
+        _ => bail!("give --period, or --from and --to"),
+    };
+    let location = Location::of_config(store.as_deref(), &cfg.store)?;
+    let store = slatrack::store::open(&location, Access::ReadOnly)?;
+    let Some(out) = out else {
+        let tenant = tenant.context("give --tenant (or --all-tenants with --out)")?;
+        // Periods and days are the tenant's local ones.
+        let (from, to) = report::instants(contracts.tenant(&tenant).time_zone, &span)?;
+        let sc = slatrack::scorecard::build(&*store, cfg.clone(), &contracts, &tenant, from, to)?;
+        if sc.overall.counters.attempts == 0 && sc.rejected_total() == 0 {
+            bail!(
+                "{}",
+                slatrack::scorecard::no_data_message(&*store, &tenant, from, to)?
+            );
+        }
+        let brand = slatrack::scorecard::branding::Branding::load(&cfg.report)?;
+        let bytes = report::render(&sc, format.into(), &brand)?;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&bytes)?;
+        stdout.flush()?;
+        return Ok(());
+    };
+    let tenants = if all_tenants {
+        Job::tenants_in_store(&*store)?
+    } else {
+        vec![tenant.context("give --tenant or --all-tenants")?]
+    };
+    if tenants.is_empty() {
+        eprintln!(
+            "Error: the store holds no tenant: run `slatrack replay` or `slatrack run` first"
+        );
+        std::process::exit(3);
+    }
+    let job = Job {
+        store: &*store,
+        config: cfg.clone(),
+        contracts: &contracts,
+        span,
+        format: format.into(),
+        out: out.clone(),
+        now: slatrack::time::now_micros(),
+    };
+    let summaries = job.run(&tenants)?;
+    let written = summaries.iter().filter(|s| s.path.is_some()).count();
+    eprintln!(
+        "{written} report(s) of {} tenant(s) and index.html written to {}",
+        summaries.len(),
+        out.display()
+    );
+    if written == 0 {
+        eprintln!(
+            "Error: no tenant has data in the period: nothing to report (index.html lists them)"
+        );
+        std::process::exit(3);
+    }
+    if let Some(url) = cfg.report.webhook()? {
+        if let Err(e) = report::notify::post_all(&url, &summaries) {
+            eprintln!("Error: {e}");
+            std::process::exit(4);
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Replay {
@@ -296,46 +189,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Scorecard {
             config,
             tenant,
+            all_tenants,
+            out,
             from,
             to,
             period,
             format,
             store,
         } => {
-            let cfg = Arc::new(load_config(config.as_deref())?);
-            let contracts = Contracts::from_config(&cfg)?;
-            // Periods and days are the tenant's local ones.
-            let tz = contracts.tenant(&tenant).time_zone;
-            let (from, to) = match (period, from, to) {
-                (Some(p), _, _) => calendar::period(tz, &p).with_context(|| {
-                    format!("--period {p:?} is not a period: write YYYY-MM (a month) or YYYY-Www (an ISO week, e.g. 2025-W41)")
-                })?,
-                (None, Some(f), Some(t)) => {
-                    let (first, after) = (parse_day("from", &f)?, parse_day("to", &t)?);
-                    if after <= first {
-                        bail!("--to must be after --from (the range is half-open: [from, to))");
-                    }
-                    calendar::dates(tz, first, after.pred_opt().unwrap_or(after))
-                }
-                _ => bail!("give --period, or --from and --to"),
-            };
-            let location = Location::of_config(store.as_deref(), &cfg.store)?;
-            let store = slatrack::store::open(&location, Access::ReadOnly)?;
-            let sc = slatrack::scorecard::build(&*store, cfg, &contracts, &tenant, from, to)?;
-            if sc.overall.counters.attempts == 0 && sc.rejected_total() == 0 {
-                bail!(
-                    "{}",
-                    slatrack::scorecard::no_data_message(&*store, &tenant, from, to)?
-                );
-            }
-            match format {
-                ReportFormat::Markdown => emit(&slatrack::scorecard::markdown::render(&sc))?,
-                ReportFormat::Html => emit(&slatrack::scorecard::html::render(&sc))?,
-                ReportFormat::Json => emit(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&slatrack::scorecard::json::render(&sc))?
-                ))?,
-            }
+            return scorecard(
+                config,
+                tenant,
+                all_tenants,
+                out,
+                (period, from, to),
+                format,
+                store,
+            )
         }
         Command::AcceptNewLog {
             config,

@@ -64,6 +64,17 @@ name = "deliveries"
 [kafka.properties]
 "session.timeout.ms" = "2000"
 "heartbeat.interval.ms" = "500"
+
+# Impact-In is excluded 59 minutes of every hour (docs/contracts.md, "Live"): its buckets
+# go to slatrack_excluded_events_total, which the rules read like every other series.
+[[exclusions]]
+name = "Impact-In maintenance"
+platform = "impact_in"
+time_zone = "UTC"
+start = "2025-01-01T00:00:00"
+rrule = "FREQ=HOURLY"
+duration = "59m"
+category = "maintenance"
 "#,
             store = d.join("live.db").display(),
             brokers = broker.brokers(),

@@ -5,12 +5,14 @@
 //! SLA targets; `config/slatrack.toml` spells them out.
 
 mod contract;
+mod report;
 mod service;
 mod validate;
 
 pub use contract::{
     CreditTier, ExclusionCategory, ExclusionConfig, TenantConfig, TenantPlatformConfig,
 };
+pub use report::{NotifyConfig, ReportConfig, LOGO_TYPES};
 pub use service::{
     resolve_secret, AlertsConfig, KafkaConfig, MetricsConfig, ServiceConfig, TopicConfig,
     DEFAULT_METRICS_LISTEN,
@@ -110,6 +112,9 @@ pub struct Config {
     /// Windows excluded from every figure (`[[exclusions]]`, docs/contracts.md).
     #[serde(default)]
     pub exclusions: Vec<ExclusionConfig>,
+    /// The scorecard job: branding and notifications (`[report]`).
+    #[serde(default)]
+    pub report: ReportConfig,
     /// The TOML text this tree was read from, to say on which line a bad key is written
     /// ([`Config::locate`]).
     #[serde(skip)]
@@ -358,6 +363,7 @@ impl Default for Config {
             criteria: default_criteria(),
             tenants: Vec::new(),
             exclusions: Vec::new(),
+            report: ReportConfig::default(),
             source: Source::default(),
         }
     }

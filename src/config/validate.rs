@@ -6,6 +6,7 @@ use crate::time;
 impl Config {
     /// Checks every setting; the error names the key, the value and what is accepted.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.report.validate()?;
         if self.alerts.drift_for.0 < time::MICROS_PER_SEC
             || self.alerts.drift_for.0 % time::MICROS_PER_SEC != 0
         {

@@ -57,6 +57,13 @@ pub fn local_date(tz: Tz, at: Micros) -> NaiveDate {
     utc.with_timezone(&tz).date_naive()
 }
 
+/// The local hour of the day (0–23) at an instant.
+pub fn local_hour(tz: Tz, at: Micros) -> u32 {
+    use chrono::Timelike;
+    let utc = chrono::DateTime::from_timestamp_micros(at).unwrap_or_default();
+    utc.with_timezone(&tz).hour()
+}
+
 /// The UTC span `[from, to)` of local dates `first ..= last`.
 pub fn dates(tz: Tz, first: NaiveDate, last: NaiveDate) -> (Micros, Micros) {
     let after = last.succ_opt().unwrap_or(last);

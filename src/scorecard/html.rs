@@ -7,6 +7,7 @@
 //! emphasis, code, one fenced block), so both formats always say the same thing; status
 //! emoji become coloured symbols that need no emoji font to print.
 
+use super::branding::Branding;
 use super::svg::{self, esc, LineChart, Series, Target, PALETTE};
 use super::Scorecard;
 use crate::engine::Stats;
@@ -39,24 +40,40 @@ svg.chart { width: 100%; height: auto; max-width: 640px; display: block; }
 }
 "#;
 
-/// The page for a scorecard.
+/// The page for a scorecard, in slatrack's own look.
 pub fn render(sc: &Scorecard) -> String {
+    render_branded(sc, &Branding::default())
+}
+
+/// The page for a scorecard with a customer's title, logo, accent colour and footer.
+pub fn render_branded(sc: &Scorecard, brand: &Branding) -> String {
     let mut o = String::new();
+    let heading = brand.title.as_deref().unwrap_or("Delivery SLA Performance");
     let title = format!(
-        "Delivery SLA Performance — {} — {} to {}",
+        "{heading} — {} — {} to {}",
         sc.tenant,
         sc.date(sc.from),
         sc.last_day()
     );
+    let accent = brand.accent.as_deref().map_or(String::new(), |a| {
+        format!("\nh1 {{ color: {a}; }} h2 {{ border-bottom-color: {a}; }} header.brand {{ border-bottom: 4px solid {a}; padding-bottom: 6px; margin-bottom: 10px; }}")
+    });
     let _ = write!(
         o,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{CSS}{accent}</style>\n</head>\n<body>\n",
         esc(&title)
     );
+    if let Some(logo) = &brand.logo {
+        let _ = writeln!(
+            o,
+            "<header class=\"brand\"><img class=\"logo\" src=\"{}\" alt=\"logo\" style=\"max-height: 56px\"></header>",
+            esc(logo)
+        );
+    }
     let _ = writeln!(
         o,
         "<h1>{}</h1>\n<p class=\"meta\">Tenant <code>{}</code> · {} to {} inclusive ({} days) · computed by slatrack from event-time buckets</p>",
-        esc("Delivery SLA Performance"),
+        esc(heading),
         esc(&sc.tenant),
         sc.date(sc.from),
         sc.last_day(),
@@ -75,7 +92,11 @@ pub fn render(sc: &Scorecard) -> String {
     let md = super::markdown::render(sc);
     let sections = md.find("\n### ").map_or(md.as_str(), |i| &md[i + 1..]);
     o.push_str(&markdown_to_html(sections));
-    o.push_str("</section>\n</body>\n</html>\n");
+    o.push_str("</section>\n");
+    if let Some(footer) = &brand.footer {
+        let _ = writeln!(o, "<footer class=\"meta\"><p>{}</p></footer>", esc(footer));
+    }
+    o.push_str("</body>\n</html>\n");
     o
 }
 
@@ -271,10 +292,22 @@ fn inline(s: &str) -> String {
             code.push_str(part);
         }
     }
-    let s = match code.strip_prefix('_').and_then(|c| c.strip_suffix('_')) {
+    let mut s = match code.strip_prefix('_').and_then(|c| c.strip_suffix('_')) {
         Some(inner) => format!("<em>{inner}</em>"),
         None => code,
     };
+    // A parenthesis set in italics within a line: `_(…)_`.
+    while let Some(i) = s.find("_(") {
+        let Some(j) = s[i..].find(")_") else {
+            break;
+        };
+        s = format!(
+            "{}<em>{}</em>{}",
+            &s[..i],
+            &s[i + 1..i + j + 1],
+            &s[i + j + 2..]
+        );
+    }
     statuses(&s)
 }
 
@@ -287,7 +320,8 @@ fn cells(line: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Our markdown (headings, pipe tables, paragraphs, one kind of fenced block) as HTML.
+/// Our markdown (headings, pipe tables, `- ` lists, paragraphs, one kind of fenced block)
+/// as HTML.
 pub fn markdown_to_html(md: &str) -> String {
     let mut o = String::new();
     let mut lines = md.lines().peekable();
@@ -322,6 +356,12 @@ pub fn markdown_to_html(md: &str) -> String {
                 o.push_str("</tr>\n");
             }
             o.push_str("</tbody>\n</table>\n");
+        } else if let Some(item) = line.strip_prefix("- ") {
+            let _ = write!(o, "<ul>\n<li>{}</li>\n", inline(item));
+            while let Some(item) = lines.next_if(|l| l.starts_with("- ")) {
+                let _ = writeln!(o, "<li>{}</li>", inline(&item[2..]));
+            }
+            o.push_str("</ul>\n");
         } else if !line.trim().is_empty() {
             let _ = writeln!(o, "<p>{}</p>", inline(line));
         }
@@ -346,6 +386,11 @@ mod tests {
         assert!(h.contains("<td><strong>x</strong></td><td>1 <span class=\"st green\""));
         assert!(h.contains("<pre>P50: 1 ms <span class=\"st yellow\">▲</span> Above\n</pre>"));
         assert!(!h.contains("|---"));
+        let list = markdown_to_html("- **a**: one _(why)_\n- b\n\nafter\n");
+        assert_eq!(
+            list,
+            "<ul>\n<li><strong>a</strong>: one <em>(why)</em></li>\n<li>b</li>\n</ul>\n<p>after</p>\n"
+        );
         for emoji in ["🟢", "✅", "⚠️"] {
             assert!(!h.contains(emoji));
         }

@@ -63,6 +63,51 @@ fn contract(sc: &Scorecard) -> Value {
     })
 }
 
+/// The findings with their numbers and tests (docs/findings.md).
+fn findings(sc: &Scorecard) -> Vec<Value> {
+    use super::findings::{Finding, ALPHA};
+    sc.findings
+        .iter()
+        .map(|f| {
+            let mut m = Map::new();
+            m.insert("kind".into(), json!(f.kind()));
+            m.insert("platform".into(), json!(f.platform()));
+            m.insert("summary".into(), json!(super::narrative::sentence(f, sc)));
+            let fields = match f {
+                Finding::Outage { from, to, events, failed, baseline, .. } => json!({
+                    "from": format_rfc3339(*from), "to": format_rfc3339(*to),
+                    "events": events, "failed": failed, "baseline_failed_ratio": baseline,
+                }),
+                Finding::StepChange { metric, week, before, after, .. } => json!({
+                    "metric": metric.as_str(), "week": week, "before": before, "after": after,
+                }),
+                Finding::PeakHours { metric, hours, traffic_share, metric_share, .. } => json!({
+                    "metric": metric.as_str(), "hours": hours, "time_zone": sc.contract.time_zone.name(),
+                    "traffic_share": traffic_share, "metric_share": metric_share,
+                }),
+                Finding::Tail { p99_ms, tail_share, traffic_share, .. } => json!({
+                    "p99_ms": p99_ms, "tail_share": tail_share, "traffic_share": traffic_share,
+                }),
+                Finding::Recovery { week, before, after, weeks_held, .. } => json!({
+                    "metric": "on_time", "week": week, "before": before, "after": after, "weeks_held": weeks_held,
+                }),
+            };
+            if let Value::Object(fields) = fields {
+                m.extend(fields);
+            }
+            let t = f.test();
+            m.insert(
+                "test".into(),
+                json!({
+                    "name": t.name, "p_value": t.p_value, "comparisons": t.comparisons,
+                    "alpha": ALPHA, "threshold": t.threshold(),
+                }),
+            );
+            Value::Object(m)
+        })
+        .collect()
+}
+
 pub fn render(sc: &Scorecard) -> Value {
     let platforms: Vec<Value> = sc
         .platforms
@@ -146,6 +191,7 @@ pub fn render(sc: &Scorecard) -> Value {
         "to_instant": format_rfc3339(sc.to),
         "partial": sc.partial,
         "contract": contract(sc),
+        "findings": findings(sc),
         "error_budgets": sc.budgets.iter().map(|b| json!({
             "platform": b.platform,
             "on_time_target": b.target,

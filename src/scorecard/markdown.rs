@@ -113,6 +113,7 @@ pub fn render(sc: &Scorecard) -> String {
         target_pct(sc.overall_target),
         sc.status.emoji()
     );
+    findings(&mut o, sc);
     let _ = writeln!(o, "### Delivery Performance Details\n");
     let _ = writeln!(o, "| Metric | Target | Actual | Status |");
     let _ = writeln!(o, "|--------|--------|--------|--------|");
@@ -231,6 +232,35 @@ pub fn render(sc: &Scorecard) -> String {
         );
     }
     o
+}
+
+/// Findings, each with its numbers and its test (docs/findings.md).
+fn findings(o: &mut String, sc: &Scorecard) {
+    use super::narrative;
+    let _ = writeln!(o, "### Findings\n");
+    if sc.findings.is_empty() {
+        let _ = writeln!(
+            o,
+            "No findings: no outage, step change, peak hours, tail or recovery passes its test in this period.\n"
+        );
+        return;
+    }
+    for f in &sc.findings {
+        let kind = match f.kind() {
+            "outage" => "Outage",
+            "step_change" => "Step change",
+            "peak_hours" => "Peak hours",
+            "tail" => "Tail",
+            _ => "Recovery",
+        };
+        let _ = writeln!(
+            o,
+            "- **{kind}**: {} _({})_",
+            narrative::sentence(f, sc),
+            narrative::test_text(f.test())
+        );
+    }
+    o.push('\n');
 }
 
 /// The SLA contract as applied: zone, business hours, credit, each exclusion with what it

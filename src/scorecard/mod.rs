@@ -2,11 +2,14 @@
 //! per-platform and overall figures (histograms merged, never quantiles averaged) and
 //! render them as the pilot scorecard's "Delivery SLA Performance" section or as JSON.
 
+pub mod branding;
 pub mod budget;
 pub mod contract;
+pub mod findings;
 pub mod html;
 pub mod json;
 pub mod markdown;
+pub mod narrative;
 pub mod svg;
 pub mod trends;
 
@@ -75,6 +78,8 @@ pub struct Scorecard {
     pub budgets: Vec<budget::Budget>,
     /// The tenant's contract as applied: zone, exclusions, precision, credit.
     pub contract: ContractReport,
+    /// What the rows show that a reader would otherwise write by hand (findings.rs).
+    pub findings: Vec<findings::Finding>,
     pub config: std::sync::Arc<Config>,
 }
 
@@ -203,10 +208,12 @@ pub fn build_at(
     // are merged from those (a busy tenant has hundreds of thousands of rows).
     let mut platform_weeks: BTreeMap<(String, usize), Stats> = BTreeMap::new();
     let mut directions: BTreeMap<&str, Direction> = BTreeMap::new();
+    let mut counted: Vec<&crate::store::StoredBucket> = Vec::with_capacity(rows.len());
     for b in &rows {
         let Some(week) = placer.place(b) else {
             continue;
         };
+        counted.push(b);
         directions.entry(&b.platform).or_insert(b.direction);
         match platform_weeks.get_mut(&(b.platform.clone(), week)) {
             Some(s) => s.merge(&b.stats),
@@ -328,6 +335,13 @@ pub fn build_at(
         credit: contract::credit(contracts, tenant, overall.counters.on_time_ratio()),
         has_credits: !terms.credits.is_empty(),
     };
+    let findings = findings::find(&findings::Input {
+        time_zone: terms.time_zone,
+        platforms: &platforms,
+        rows: &counted,
+        overall: &overall,
+        p95_target_us: sla_cfg.p95_target.0 as u64,
+    });
     let mut sc = Scorecard {
         tenant: tenant.to_string(),
         from,
@@ -344,6 +358,7 @@ pub fn build_at(
         criteria,
         budgets: Vec::new(),
         contract,
+        findings,
         config,
     };
     sc.budgets = budget::budgets(&sc, now);

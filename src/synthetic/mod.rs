@@ -232,7 +232,18 @@ pub fn pilot(
     span: Micros,
     events: u64,
 ) -> Vec<DeliveryEvent> {
-    let profiles = globex_profiles();
+    pilot_of(&globex_profiles(), seed, tenant, start, span, events)
+}
+
+/// [`pilot`] with other platform profiles (their shares summing to 1).
+pub fn pilot_of(
+    profiles: &[Profile],
+    seed: u64,
+    tenant: &str,
+    start: Micros,
+    span: Micros,
+    events: u64,
+) -> Vec<DeliveryEvent> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(events as usize * 11 / 10);
     let mut seq = vec![0u64; profiles.len()];
