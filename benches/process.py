@@ -119,6 +119,21 @@ def proc_hwm_mib(pid):
     return int(m.group(1)) / 1024
 
 
+def threads_cpu_s(pid):
+    """CPU seconds per thread name (threads of one name summed)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
 def run_slatrack(binary, brokers, n, terminal, tmp, tag, perf_out=None):
     work = tempfile.mkdtemp(dir=tmp, prefix=tag + "-")
     db, cfg, log = (os.path.join(work, x) for x in ("s.db", "slatrack.toml", "slatrack.log"))
@@ -158,7 +173,8 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
             # Read the store rarely: a reader polling SQLite every few ms slows its writer.
             time.sleep(0.1)
             if fixture.checkpointed(db) >= n:
-                done = {"t": time.perf_counter(), "cpu_s": proc_cpu_s(svc.pid), "rss": proc_hwm_mib(svc.pid)}
+                done = {"t": time.perf_counter(), "cpu_s": proc_cpu_s(svc.pid), "rss": proc_hwm_mib(svc.pid),
+                        "threads": threads_cpu_s(svc.pid)}
                 break
             if svc.poll() is not None:
                 raise SystemExit(f"{tag}: slatrack exited {svc.returncode}; see {log}")
@@ -189,6 +205,8 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
         raise SystemExit(f"{tag}: the store counted {events} events, the topic holds {terminal}")
     print(f"  {tag}: assigned→checkpointed {done['t'] - assigned_at:.2f} s, busy span "
           f"{start - assigned_at:+.2f} s .. {end - assigned_at:+.2f} s, {len(samples)} samples", file=sys.stderr)
+    top = sorted(done["threads"].items(), key=lambda kv: -kv[1])[:5]
+    print("    CPU-s by thread: " + ", ".join(f"{k} {v:.2f}" for k, v in top), file=sys.stderr)
     return {"rate": n / (end - start), "cpu_per_m": done["cpu_s"] / n * 1e6, "rss": done["rss"]}
 
 
