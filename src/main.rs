@@ -116,6 +116,9 @@ fn scorecard(
                 slatrack::scorecard::no_data_message(&*store, &tenant, from, to)?
             );
         }
+        if matches!(format, ReportFormat::Pdf) && std::io::stdout().is_terminal() {
+            bail!("a PDF is not for the terminal: redirect it (> report.pdf) or give --out DIR");
+        }
         let brand = slatrack::scorecard::branding::Branding::load(&cfg.report)?;
         let bytes = report::render(&sc, format.into(), &brand)?;
         let mut stdout = std::io::stdout().lock();
