@@ -88,6 +88,38 @@ fn a_costly_commit_is_spaced_while_busy_and_not_once_idle() {
     assert_eq!(checkpointed(&s), recs.len() as i64, "idle: at the interval");
 }
 
+/// The tail of a backlog becomes durable once it is applied: with nothing waiting, a
+/// partition holding an eighth of `limits.max_uncommitted_buckets` closed buckets commits
+/// at once, however recently it last committed; one holding fewer waits for the interval.
+#[test]
+fn a_drained_backlog_commits_at_once_and_a_trickle_at_the_interval() {
+    let recs = records();
+    let run = |max_uncommitted: usize| {
+        let store = crate::store::SqliteStore::open(std::path::Path::new(":memory:"))
+            .expect("in-memory store");
+        let mut config = Config::default();
+        config.limits.max_uncommitted_buckets = max_uncommitted;
+        let mut s = set_with(1, store, config);
+        s.assign("deliveries", 0);
+        s.apply(
+            &batch_of(&recs, 0, recs.len(), 1),
+            crate::time::now_micros(),
+        );
+        let p = s.parts.values_mut().next().expect("a partition");
+        let waiting = p.pipeline.uncommitted_buckets();
+        p.last_commit = std::time::Instant::now();
+        assert!(s.checkpoint_due(Pace::Idle));
+        let p = s.parts.values().next().expect("a partition");
+        (waiting, p.checkpointed_offset)
+    };
+    let (waiting, committed) = run(8);
+    assert!(waiting >= 1, "the records close buckets");
+    assert_eq!(committed, recs.len() as i64, "a backlog's tail: at once");
+    let (waiting, committed) = run(1_000_000);
+    assert!(waiting < 1_000_000 / super::partition_set::checkpoints::DRAINED);
+    assert_eq!(committed, 0, "a trickle: at the interval");
+}
+
 /// A partition holding `limits.max_uncommitted_buckets` closed buckets commits at once,
 /// however costly its last commit: its memory is bounded by configuration, not by how
 /// long the pacing waits.

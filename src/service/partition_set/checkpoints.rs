@@ -29,6 +29,10 @@ pub(in crate::service) fn commit_spacing(
     interval.max(last_cost.saturating_mul(COMMIT_SHARE.saturating_mul(owned)))
 }
 
+/// The share (1 in this many) of `limits.max_uncommitted_buckets` closed buckets that a
+/// partition commits at once when nothing is waiting ([`Pace::Idle`]).
+pub(in crate::service) const DRAINED: usize = 8;
+
 /// Which partitions a round of checkpoints commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::service) enum Pace {
@@ -37,9 +41,13 @@ pub(in crate::service) enum Pace {
     /// it holds `limits.max_uncommitted_buckets` closed buckets (its memory bound).
     Busy,
     /// Nothing is waiting (the last wait for a batch timed out): a commit takes time from
-    /// nothing, so a partition commits once `service.checkpoint_interval` has passed.
-    /// Without this, the end of a backlog would wait up to [`COMMIT_SHARE`] × partitions
-    /// × the last (large) commit's duration — seconds — to become durable.
+    /// nothing, so a partition commits once `service.checkpoint_interval` has passed —
+    /// or at once when it holds a backlog's tail, [`DRAINED`] of its
+    /// `limits.max_uncommitted_buckets` closed buckets or more. Without this, the end of a
+    /// backlog would wait up to [`COMMIT_SHARE`] × partitions × the last (large) commit's
+    /// duration — seconds — to become durable, or up to an interval for its tail; a
+    /// trickle of live traffic closes far fewer buckets between commits, so a quiet input
+    /// costs no more commits than the interval allows.
     Idle,
     /// Every partition with anything to write, now (shutdown, revocation, tests).
     All,
@@ -87,11 +95,13 @@ impl PartitionSet {
                         .advance_watermark(base - lateness + quiet.as_micros() as Micros);
                 }
             }
+            let waiting = p.pipeline.uncommitted_buckets();
             let spacing = match pace {
                 Pace::Busy => commit_spacing(interval, p.commit_cost, owned),
+                Pace::Idle if waiting >= (max_uncommitted / DRAINED).max(1) => Duration::ZERO,
                 Pace::Idle | Pace::All => interval,
             };
-            let full = p.pipeline.uncommitted_buckets() >= max_uncommitted;
+            let full = waiting >= max_uncommitted;
             if !force && !full && p.last_commit.elapsed() < spacing {
                 continue;
             }
