@@ -156,6 +156,18 @@ impl Calendar {
         false
     }
 
+    /// Report A's windows: the New York one (Workday only), then the weekly Berlin one.
+    fn window(&self, e: &DeliveryEvent) -> Option<&'static str> {
+        let t = e.completed_at;
+        if e.platform == "workday" && self.ny.0 <= t && t < self.ny.1 {
+            Some("Workday firewall change")
+        } else if self.berlin(t) {
+            Some("Weekly maintenance")
+        } else {
+            None
+        }
+    }
+
     fn business_hours(&self, t: Micros) -> Option<&'static str> {
         let l = local(LA, t);
         if l.date_naive() == self.holiday {
@@ -333,15 +345,7 @@ fn check_reports(dir: &Path, store: &str, evs: &[DeliveryEvent], what: &str) {
     let a = write("a.toml", 'A');
     let j: Value =
         serde_json::from_str(&scorecard(&a, store, &["--period", &period], "json")).unwrap();
-    let x = expect(evs, from, to, |e| {
-        if e.platform == "workday" && cal.ny.0 <= e.completed_at && e.completed_at < cal.ny.1 {
-            Some("Workday firewall change")
-        } else if cal.berlin(e.completed_at) {
-            Some("Weekly maintenance")
-        } else {
-            None
-        }
-    });
+    let x = expect(evs, from, to, |e| cal.window(e));
     assert_eq!(j["time_zone"], "America/Los_Angeles");
     assert_eq!(j["from"], format!("{period}-01"));
     assert_counted(&j, &x, &format!("{what}, report A"));
@@ -384,13 +388,7 @@ fn check_reports(dir: &Path, store: &str, evs: &[DeliveryEvent], what: &str) {
     let j: Value =
         serde_json::from_str(&scorecard(&b, store, &["--period", &period], "json")).unwrap();
     let x = expect(evs, from, to, |e| {
-        if e.platform == "workday" && cal.ny.0 <= e.completed_at && e.completed_at < cal.ny.1 {
-            Some("Workday firewall change")
-        } else if cal.berlin(e.completed_at) {
-            Some("Weekly maintenance")
-        } else {
-            cal.business_hours(e.completed_at)
-        }
+        cal.window(e).or_else(|| cal.business_hours(e.completed_at))
     });
     assert_counted(&j, &x, &format!("{what}, report B"));
     for name in [
@@ -479,8 +477,7 @@ fn check_reports(dir: &Path, store: &str, evs: &[DeliveryEvent], what: &str) {
 fn check_live(port: u16, evs: &[DeliveryEvent], what: &str) {
     let cal = Calendar::of(evs);
     let all = expect(evs, Micros::MIN / 2, Micros::MAX / 2, |e| {
-        let ny = e.platform == "workday" && cal.ny.0 <= e.completed_at && e.completed_at < cal.ny.1;
-        (ny || cal.berlin(e.completed_at)).then_some("maintenance")
+        cal.window(e).map(|_| "maintenance")
     });
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut scrape = String::new();

@@ -258,7 +258,7 @@ fn a_summary_per_tenant_is_posted_and_a_refusal_exits_4_keeping_the_reports() {
         assert_eq!(line, "POST /hooks/T0/secret-token HTTP/1.1");
         let s = &body["slatrack"];
         assert_eq!(s["tenant"], tenant);
-        let report: Value = serde_json::from_str(
+        let report: Value = serde_json::from_slice(
             &slatrack(
                 &[
                     "scorecard",
@@ -273,10 +273,7 @@ fn a_summary_per_tenant_is_posted_and_a_refusal_exits_4_keeping_the_reports() {
                 ],
                 &[],
             )
-            .stdout
-            .iter()
-            .map(|&b| b as char)
-            .collect::<String>(),
+            .stdout,
         )
         .unwrap();
         assert_eq!(s["status"], report["overall"]["status"]);

@@ -43,6 +43,16 @@ pub struct Excluded {
     pub reason: Reason,
 }
 
+/// The span among `spans` that takes instant `at`: where windows overlap, the most
+/// specific — an exclusion window, then a holiday, then the time outside business hours.
+/// The one rule for scorecards, the live counters and [`Contracts::excluded_at`].
+pub fn covering(spans: &[Excluded], at: Micros) -> Option<&Excluded> {
+    spans
+        .iter()
+        .filter(|x| x.from <= at && at < x.to)
+        .min_by_key(|x| x.reason)
+}
+
 /// One tenant's compiled contract.
 #[derive(Debug, Clone)]
 pub struct TenantContract {
@@ -67,13 +77,8 @@ impl Default for TenantContract {
 }
 
 impl TenantContract {
-    /// The credit (percent) an attainment earns: the tier of the lowest `below` it is
-    /// under; 0 when it is under none.
-    pub fn credit(&self, attainment: f64) -> f64 {
-        self.tier(attainment).map_or(0.0, |t| t.credit)
-    }
-
-    /// The tier an attainment falls in: the lowest `below` it is under.
+    /// The tier an attainment falls in: the lowest `below` it is under (the credit it
+    /// earns; none when it is under no tier).
     pub fn tier(&self, attainment: f64) -> Option<&CreditTier> {
         self.credits.iter().find(|t| attainment < t.below)
     }
@@ -274,12 +279,9 @@ impl Contracts {
         out
     }
 
-    /// Whether an instant is excluded for (`tenant`, `platform`), and why (the first
-    /// exclusion that covers it).
+    /// Whether an instant is excluded for (`tenant`, `platform`), and why ([`covering`]).
     pub fn excluded_at(&self, tenant: &str, platform: &str, at: Micros) -> Option<Excluded> {
-        self.excluded(tenant, platform, at, at + 1)
-            .into_iter()
-            .next()
+        covering(&self.excluded(tenant, platform, at, at + 1), at).cloned()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -329,8 +331,7 @@ impl ExclusionLookup {
         self.contracts.is_empty()
     }
 
-    /// What excludes `at` for (`tenant`, `platform`): where windows overlap, an
-    /// exclusion window, then a holiday, then the time outside business hours.
+    /// What excludes `at` for (`tenant`, `platform`) ([`covering`]).
     pub fn reason_at(
         &mut self,
         tenant: &std::sync::Arc<str>,
@@ -360,13 +361,12 @@ impl ExclusionLookup {
                 .then(|| self.contracts.excluded(tenant, platform, from, to));
             self.keys.insert(key.clone(), Horizon { from, to, spans });
         }
-        self.keys.get(&key)?.spans.as_ref().and_then(|spans| {
-            spans
-                .iter()
-                .filter(|x| x.from <= at && at < x.to)
-                .map(|x| x.reason)
-                .min()
-        })
+        self.keys
+            .get(&key)?
+            .spans
+            .as_ref()
+            .and_then(|spans| covering(spans, at))
+            .map(|x| x.reason)
     }
 }
 
@@ -389,14 +389,15 @@ mod tests {
         .unwrap();
         let k = Contracts::from_config(&c).unwrap();
         let t = k.tenant("globex");
+        let credit = |t: &TenantContract, a: f64| t.tier(a).map_or(0.0, |t| t.credit);
         // "Below" is strict: 95.00 % earns nothing, 94.99 % the first tier.
-        assert_eq!(t.credit(0.95), 0.0);
-        assert_eq!(t.credit(0.9499), 10.0);
-        assert_eq!(t.credit(0.90), 10.0);
-        assert_eq!(t.credit(0.8999), 25.0);
-        assert_eq!(t.credit(0.0), 25.0);
+        assert_eq!(credit(t, 0.95), 0.0);
+        assert_eq!(credit(t, 0.9499), 10.0);
+        assert_eq!(credit(t, 0.90), 10.0);
+        assert_eq!(credit(t, 0.8999), 25.0);
+        assert_eq!(credit(t, 0.0), 25.0);
         assert_eq!(
-            k.tenant("initech").credit(0.5),
+            credit(k.tenant("initech"), 0.5),
             0.0,
             "no contract, no credit"
         );

@@ -105,13 +105,7 @@ impl<'a> RowPlacer<'a> {
         }
         let spans = &self.spans[&row.platform];
         crossing |= spans.iter().any(|x| crosses(x.from) || crosses(x.to));
-        // Where windows overlap, the most specific takes the row: an exclusion window,
-        // then a holiday, then the time outside business hours.
-        let hit = spans
-            .iter()
-            .filter(|x| x.from <= start && start < x.to)
-            .min_by_key(|x| x.reason)
-            .cloned();
+        let hit = crate::contract::covering(spans, start).cloned();
         if crossing {
             self.tally_crossing(row);
         }

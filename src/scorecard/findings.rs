@@ -21,7 +21,7 @@ use crate::engine::{Counters, Stats};
 use crate::store::StoredBucket;
 use crate::time::{Micros, MICROS_PER_HOUR};
 use chrono_tz::Tz;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Family-wise false-positive rate per kind of finding and report.
 pub const ALPHA: f64 = 0.01;
@@ -231,24 +231,28 @@ pub struct Input<'a> {
 
 /// Every finding, in the order of the module doc, platforms in report order.
 pub fn find(input: &Input) -> Vec<Finding> {
-    let mut out = outages(input);
+    let hourly = hourly_rows(input);
+    let mut out = outages(input, &hourly);
     let steps = step_changes(input);
     out.extend(steps.iter().cloned());
-    out.extend(peak_hours(input, &out));
+    out.extend(peak_hours(input, &hourly, &out));
     out.extend(tails(input));
     out.extend(recoveries(input, &steps));
     out
 }
 
-/// Per platform, its rows an hour wide or narrower (wider ones cannot be placed in an
-/// hour).
-fn hourly_rows<'a>(input: &'a Input, platform: &str) -> impl Iterator<Item = &'a StoredBucket> {
-    let platform = platform.to_string();
-    input
-        .rows
-        .iter()
-        .copied()
-        .filter(move |r| r.platform == platform && r.width <= MICROS_PER_HOUR)
+/// Each platform's rows an hour wide or narrower (wider ones cannot be placed in an
+/// hour), grouped once for the hour-level kinds.
+type HourlyRows<'a> = HashMap<&'a str, Vec<&'a StoredBucket>>;
+
+fn hourly_rows<'a>(input: &Input<'a>) -> HourlyRows<'a> {
+    let mut by: HourlyRows<'a> = HashMap::new();
+    for &r in input.rows {
+        if r.width <= MICROS_PER_HOUR {
+            by.entry(r.platform.as_str()).or_default().push(r);
+        }
+    }
+    by
 }
 
 fn bad(c: &Counters) -> u64 {
@@ -259,12 +263,12 @@ fn bad(c: &Counters) -> u64 {
 /// one-sided binomial test against the platform's own rate finds significant (over every
 /// platform-hour with events). Adjacent such hours (or with only silent hours between)
 /// are one outage, from its first failed row to the end of its last.
-fn outages(input: &Input) -> Vec<Finding> {
+fn outages(input: &Input, hourly: &HourlyRows) -> Vec<Finding> {
     let mut per: Vec<(&PlatformReport, BTreeMap<i64, Counters>)> = Vec::new();
     let mut comparisons = 0;
     for p in input.platforms {
         let mut hours: BTreeMap<i64, Counters> = BTreeMap::new();
-        for r in hourly_rows(input, &p.platform) {
+        for r in hourly.get(p.platform.as_str()).into_iter().flatten() {
             hours
                 .entry(r.start.div_euclid(MICROS_PER_HOUR))
                 .or_default()
@@ -305,10 +309,14 @@ fn outages(input: &Input) -> Vec<Finding> {
             open = down;
         }
         for (first, last, events, failed, p_value) in runs {
-            let failing = hourly_rows(input, &p.platform).filter(|r| {
-                let h = r.start.div_euclid(MICROS_PER_HOUR);
-                h >= first && h <= last && bad(&r.stats.counters) > 0
-            });
+            let failing = hourly
+                .get(p.platform.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|r| {
+                    let h = r.start.div_euclid(MICROS_PER_HOUR);
+                    h >= first && h <= last && bad(&r.stats.counters) > 0
+                });
             let (mut from, mut to) = (Micros::MAX, Micros::MIN);
             for r in failing {
                 from = from.min(r.start);
@@ -404,7 +412,7 @@ fn sum(counts: &[(u64, u64)]) -> (u64, u64) {
 /// finds significant (over 24 hours × 2 metrics × platforms) at 1.5 times that share or
 /// more, with 30 or more retried (failed) events in all. Rows inside an outage are left
 /// out: an outage is its own finding.
-fn peak_hours(input: &Input, outages: &[Finding]) -> Vec<Finding> {
+fn peak_hours(input: &Input, hourly: &HourlyRows, outages: &[Finding]) -> Vec<Finding> {
     let active: Vec<&PlatformReport> = input
         .platforms
         .iter()
@@ -425,7 +433,7 @@ fn peak_hours(input: &Input, outages: &[Finding]) -> Vec<Finding> {
             })
             .collect();
         let mut hours = [Counters::default(); 24];
-        for r in hourly_rows(input, &p.platform) {
+        for r in hourly.get(p.platform.as_str()).into_iter().flatten() {
             if down.iter().any(|&(a, b)| a <= r.start && r.start < b) {
                 continue;
             }
