@@ -296,7 +296,9 @@ fn apply_loop(
         if let Some(b) = &batch {
             s.apply(b, now_micros());
         }
-        let pace = if batch.is_some() {
+        // A batch the poll thread closed empty (nothing arrived within its wait) means
+        // nothing is waiting, as a timed-out wait does.
+        let pace = if batch.as_ref().is_some_and(|b| !b.items.is_empty()) {
             Pace::Busy
         } else {
             Pace::Idle

@@ -40,7 +40,8 @@ pub(in crate::service) enum Pace {
     /// [`commit_spacing`] has passed, so commits keep to their share of the thread, or once
     /// it holds `limits.max_uncommitted_buckets` closed buckets (its memory bound).
     Busy,
-    /// Nothing is waiting (the last wait for a batch timed out): a commit takes time from
+    /// Nothing is waiting (the last wait for a batch timed out, or the poll thread's
+    /// batch came back empty): a commit takes time from
     /// nothing, so a partition commits once `service.checkpoint_interval` has passed —
     /// or at once when it holds a backlog's tail, [`DRAINED`] of its
     /// `limits.max_uncommitted_buckets` closed buckets or more. Without this, the end of a
