@@ -459,3 +459,37 @@ fn the_password_comes_from_the_config_and_is_never_shown() {
         "{err}"
     );
 }
+
+/// A database written at schema version 2 keeps one `closed_keys` row per bucket; opened
+/// for writing it is upgraded, and those rows read back as their bucket's keys.
+#[test]
+fn per_bucket_key_rows_of_version_2_read_back_after_the_upgrade() {
+    let pg = Postgres::start();
+    pg.create_db("v2");
+    let key: u128 = 7 << 64 | 9;
+    let hex: String = slatrack::store::checkpoint::pack(&[key])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    pg.psql(
+        "v2",
+        &format!(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '2');
+             CREATE TABLE closed_keys (source TEXT NOT NULL, bucket_start_us BIGINT NOT NULL,
+                                       segment BIGINT, keys BYTEA NOT NULL);
+             INSERT INTO closed_keys VALUES ('s', 60000000, NULL, decode('{hex}', 'hex'));"
+        ),
+    );
+    let mut store = PgStore::open(pg.target("v2")).expect("upgrade");
+    assert_eq!(store.closed_keys("s", 60_000_000).expect("read"), vec![key]);
+    assert!(store
+        .closed_keys("s", 120_000_000)
+        .expect("read")
+        .is_empty());
+    assert_eq!(
+        pg.psql("v2", "SELECT value FROM meta WHERE key = 'schema_version'")
+            .trim(),
+        slatrack::store::postgres::SCHEMA_VERSION.to_string()
+    );
+}

@@ -560,6 +560,97 @@ fn closed_keys_and_rejects_are_kept_once() {
     }
 }
 
+/// A backfill's commit closes hours of buckets at once; the store keeps their keys in
+/// blocks (`store::key_blocks`). Every bucket reads back exactly its keys — its set and
+/// each later correction's — and a bucket whose every block is past the horizon is gone.
+#[test]
+fn a_backfills_keys_read_back_per_bucket_and_leave_with_the_horizon() {
+    let start = days_ago(3);
+    let at = |i: i64| start + i * MICROS_PER_MIN;
+    let keys_of = |i: i64, from: u128, n: u128| -> Vec<u128> {
+        (from + 1..=from + n)
+            .map(|k| (i as u128) << 80 | k << 64 | k)
+            .collect()
+    };
+    let sets: Vec<ClosedKeys> = (0..150)
+        .map(|i| ClosedKeys {
+            start: at(i),
+            keys: pack(&keys_of(i, 0, 3)),
+        })
+        .collect();
+    let later = [5, 100].map(|i| ClosedKeys {
+        start: at(i),
+        keys: pack(&keys_of(i, 10, 2)),
+    });
+    let want = |i: i64| {
+        let mut k = keys_of(i, 0, 3);
+        if i == 5 || i == 100 {
+            k.extend(keys_of(i, 10, 2));
+        }
+        k.sort_unstable();
+        k
+    };
+    for under in stores() {
+        let mut s = open(&under.location, Access::Create).expect("open");
+        let commit_keys =
+            |s: &mut dyn PartitionStore, expected, next, closed: &[ClosedKeys], keys_before| {
+                s.commit(&PartitionCommit {
+                    source: "deliveries/0",
+                    expected,
+                    next_offset: next,
+                    state: b"state",
+                    output: slatrack::store::CommitOutput {
+                        buckets: &[],
+                        corrections: &[],
+                        closed_keys: closed,
+                        grain: &slatrack::store::rows::RowGrain::from_config(&Default::default()),
+                    },
+                    keys_before,
+                    unread: None,
+                    rejects: &[],
+                    dedup: &slatrack::store::checkpoint::DedupRows {
+                        replace: false,
+                        before: i64::MIN,
+                        buckets: Vec::new(),
+                    },
+                    publish: false,
+                })
+                .expect("commit");
+            };
+        commit_keys(&mut *s, None, 10, &sets, 0);
+        commit_keys(&mut *s, Some(10), 20, &later, 0);
+        for i in 0..150 {
+            let mut got = s.closed_keys("deliveries/0", at(i)).expect("keys");
+            got.sort_unstable();
+            assert_eq!(got, want(i), "{}: bucket {i}", under.name);
+        }
+        assert!(s
+            .closed_keys("deliveries/0", at(150))
+            .expect("keys")
+            .is_empty());
+        let horizon = 90;
+        commit_keys(&mut *s, Some(20), 30, &[], at(horizon));
+        for i in 0..150 {
+            let mut got = s.closed_keys("deliveries/0", at(i)).expect("keys");
+            got.sort_unstable();
+            if i >= horizon {
+                assert_eq!(
+                    got,
+                    want(i),
+                    "{}: bucket {i} within the horizon",
+                    under.name
+                );
+            } else if at(i) + slatrack::store::key_blocks::BLOCK_SPAN <= at(horizon) {
+                assert!(
+                    got.is_empty(),
+                    "{}: bucket {i} past the horizon",
+                    under.name
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn windows_are_queued_with_their_commit_numbered_once_and_dequeued_once_published() {
     let day = days_ago(70);

@@ -16,7 +16,7 @@ use crate::engine::correction::{resolve, Resolution};
 use crate::engine::dedup::DedupKey;
 use crate::engine::ClosedBucket;
 use crate::event::TimeBounds;
-use crate::store::checkpoint::CheckpointError;
+use crate::store::checkpoint::{CheckpointError, STORED_KEY_BYTES};
 use crate::store::{
     ClosedKeys, CommitOutput, PartitionCommit, PartitionStore, StoreError, StoreTx,
 };
@@ -49,6 +49,11 @@ pub struct Committed {
 
 /// Staged records a replay resolves at once (bounded memory, few store reads).
 const REPLAY_STAGED: usize = 1 << 16;
+
+/// Keys a replay gathers before it writes them: a full block ([`crate::store::key_blocks`]).
+/// A replay writes its output after each record that closes buckets, a bucket or two at
+/// a time on sparse traffic; written as they come, its keys would be a row per bucket.
+const REPLAY_KEYS: usize = crate::store::key_blocks::BLOCK_BYTES / STORED_KEY_BYTES;
 
 impl Pipeline {
     /// A pipeline for `source` resumed from its checkpoint in the store, with the offset
@@ -126,9 +131,10 @@ impl Pipeline {
 
     /// A replay's output so far, into its transaction, through the same path as a live
     /// commit: closed buckets, their key sets and (with `resolve_all`, or once many are
-    /// staged) corrections, resolved against the keys the transaction holds. A replay's
-    /// key sets are kept whatever their age: they are what later replays are
-    /// deduplicated against (`crate::replay`).
+    /// staged) corrections, resolved against the keys the transaction holds and those
+    /// not yet written. Key sets are written a block's worth at a time ([`REPLAY_KEYS`]),
+    /// and all of them with `resolve_all`. A replay's key sets are kept whatever their
+    /// age: they are what later replays are deduplicated against (`crate::replay`).
     pub fn write_replay_output(
         &mut self,
         w: &dyn StoreTx,
@@ -140,10 +146,22 @@ impl Pipeline {
         let resolution = self.take_output(resolve, |o| {
             crate::store::checkpoint::unpack_keys(&w.closed_keys(source, o * width)?, source)
         })?;
-        if self.unwritten.is_empty() && self.unwritten_keys.is_empty() && resolution.is_empty() {
+        // The corrections' keys wait with the closed sets; the resolution keeps its own
+        // copy for the cache.
+        for (o, keys) in &resolution.keys {
+            self.unwritten_key_count += keys.len();
+            self.unwritten_keys.push((*o, keys.clone()));
+        }
+        let keys_due = resolve_all || self.unwritten_key_count >= REPLAY_KEYS;
+        let keys_to_write = keys_due && !self.unwritten_keys.is_empty();
+        if self.unwritten.is_empty() && resolution.is_empty() && !keys_to_write {
             return Ok(Committed::default());
         }
-        let closed_keys = self.closed_keys(&resolution);
+        let closed_keys = if keys_due {
+            self.closed_keys(&Resolution::default())
+        } else {
+            Vec::new()
+        };
         crate::store::write_output(
             w,
             source,
@@ -155,7 +173,17 @@ impl Pipeline {
             },
         )?;
         self.count(&resolution);
-        Ok(self.output_written(resolution))
+        let (kept, kept_count) = if keys_due {
+            (Vec::new(), 0)
+        } else {
+            (
+                std::mem::take(&mut self.unwritten_keys),
+                self.unwritten_key_count,
+            )
+        };
+        let out = self.output_written(resolution);
+        (self.unwritten_keys, self.unwritten_key_count) = (kept, kept_count);
+        Ok(out)
     }
 
     /// Moves what the shard closed (and, if `with_staged`, staged) into the pending output,
@@ -167,7 +195,9 @@ impl Pipeline {
         mut stored: impl FnMut(i64) -> Result<Vec<DedupKey>, StoreError>,
     ) -> Result<Resolution, StoreError> {
         self.unwritten.extend(self.shard.take_closed());
-        self.unwritten_keys.extend(self.shard.take_closed_keys());
+        let closed_keys = self.shard.take_closed_keys();
+        self.unwritten_key_count += closed_keys.iter().map(|(_, k)| k.len()).sum::<usize>();
+        self.unwritten_keys.extend(closed_keys);
         if with_staged {
             self.staged.extend(self.shard.take_staged());
         }
@@ -219,6 +249,7 @@ impl Pipeline {
         self.key_cache.absorb(&resolution.keys);
         self.key_cache.evict_before(self.shard.correction_floor());
         self.unwritten_keys.clear();
+        self.unwritten_key_count = 0;
         self.staged.clear();
         Committed {
             buckets: std::mem::take(&mut self.unwritten),

@@ -42,8 +42,11 @@ pub struct Pipeline {
     pub records: u64,
     /// Closed buckets not yet committed to the store (kept across a failed commit).
     unwritten: Vec<ClosedBucket>,
-    /// Key sets of closed buckets not yet committed (kept across a failed commit).
+    /// Key sets of closed buckets not yet committed (kept across a failed commit; a
+    /// replay gathers a block's worth before writing them).
     unwritten_keys: Vec<(i64, Vec<DedupKey>)>,
+    /// Keys in `unwritten_keys`.
+    unwritten_key_count: usize,
     /// Late records staged for correction, not yet committed (kept across a failed commit).
     staged: Vec<Staged>,
     /// Closed buckets' key sets read from the store.
@@ -73,6 +76,7 @@ impl Pipeline {
             records: 0,
             unwritten: Vec::new(),
             unwritten_keys: Vec::new(),
+            unwritten_key_count: 0,
             staged: Vec::new(),
             unread: None,
             checkpoint_offset: None,

@@ -4,7 +4,8 @@
 //! once against them, so both stores apply the same rows in the same order.
 
 use super::checkpoint::{CheckpointFormat, DedupRows};
-use super::{ClosedKeys, CommitOutput, PartitionCommit, StoreError, StoredBucket, Unread};
+use super::key_blocks::KeyBlock;
+use super::{CommitOutput, PartitionCommit, StoreError, StoredBucket, Unread};
 use crate::engine::ClosedBucket;
 use crate::event::RejectReason;
 use crate::time::Micros;
@@ -88,9 +89,9 @@ pub trait StoreTx {
     /// The packed dedup keys stored for a closed bucket of `source` starting at `start`:
     /// its key set at close and every correction's keys since.
     fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError>;
-    /// Adds closed buckets' key rows.
-    fn add_closed_keys(&self, source: &str, rows: &[ClosedKeys]) -> Result<(), StoreError>;
-    /// Drops the key rows of buckets starting before `before` (past the correction
+    /// Adds closed buckets' key rows, one per block ([`super::key_blocks`]).
+    fn add_closed_keys(&self, source: &str, blocks: &[KeyBlock]) -> Result<(), StoreError>;
+    /// Drops the key rows whose buckets all start before `before` (past the correction
     /// horizon).
     fn drop_closed_keys_before(&self, source: &str, before: Micros) -> Result<(), StoreError>;
     /// Adds a correction to the stored bucket row it belongs to: counters summed,
@@ -114,8 +115,9 @@ pub trait StoreTx {
 }
 
 /// Writes what a commit made (live or replay) into `w`: closed buckets as rows (merged
-/// per key over a day or less, [`super::rows::commit_rows`]), corrections added to their bucket's row, and the
-/// key sets. Returns the rows written.
+/// per key over a day or less, [`super::rows::commit_rows`]), corrections added to their
+/// bucket's row, and the key sets in blocks ([`super::key_blocks`]). Returns the rows
+/// written.
 pub fn write_output<'b>(
     w: &dyn StoreTx,
     source: &str,
@@ -128,7 +130,7 @@ pub fn write_output<'b>(
     for b in out.corrections {
         w.add_correction(source, &b.bucket)?;
     }
-    w.add_closed_keys(source, out.closed_keys)?;
+    w.add_closed_keys(source, &super::key_blocks::blocks(out.closed_keys))?;
     Ok(rows)
 }
 

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod checkpoint;
 pub mod fold;
+pub mod key_blocks;
 pub mod postgres;
 pub mod rows;
 pub mod sqlite;

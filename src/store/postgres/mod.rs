@@ -27,12 +27,12 @@ use crate::store::{
 use crate::time::{Micros, MICROS_PER_MILLI};
 use postgres::Row;
 use std::cell::RefCell;
-use tx::{concat_blobs, prepared, Params, PgTx, Prepared, CLOSED_KEYS};
+use tx::{keys_of_blocks, prepared, Params, PgTx, Prepared, CLOSED_KEYS};
 
 /// The tables, indexes and views of [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = include_str!("schema.sql");
 /// The schema this build writes (`meta.schema_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 struct Conn {
     client: postgres::Client,
@@ -434,8 +434,9 @@ impl PartitionStore for PgStore {
     }
 
     fn closed_keys(&mut self, source: &str, start: Micros) -> Result<Vec<DedupKey>, StoreError> {
-        let rows = self.query(CLOSED_KEYS, &[&source, &start])?;
-        checkpoint::unpack_keys(&concat_blobs(&rows), source)
+        let span_from = start - crate::store::key_blocks::BLOCK_SPAN;
+        let rows = self.query(CLOSED_KEYS, &[&source, &span_from, &start])?;
+        checkpoint::unpack_keys(&keys_of_blocks(&rows, start, source)?, source)
     }
 
     fn queued_windows(&mut self, limit: usize) -> Result<Vec<QueuedWindow>, StoreError> {

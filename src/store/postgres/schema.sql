@@ -1,4 +1,4 @@
--- slatrack's PostgreSQL store, schema version 2 (kept in meta.schema_version).
+-- slatrack's PostgreSQL store, schema version 3 (kept in meta.schema_version).
 -- Tables hold what SQLite's store holds, column for column (docs/stores.md); the views
 -- at the end are the stable surface for SQL readers (Grafana, reporting jobs).
 -- Times: *_ms columns are epoch milliseconds (UTC), *_us epoch microseconds.
@@ -60,8 +60,14 @@ CREATE TABLE IF NOT EXISTS closed_keys (
     source          TEXT   NOT NULL,
     bucket_start_us BIGINT NOT NULL,
     segment         BIGINT,
-    keys            BYTEA  NOT NULL
+    keys            BYTEA  NOT NULL,
+    last_start_us   BIGINT NOT NULL
 );
+-- Version 3: key sets in blocks of buckets (store::key_blocks); a per-bucket row of an
+-- older database is a block of one bucket.
+ALTER TABLE closed_keys ADD COLUMN IF NOT EXISTS last_start_us BIGINT;
+UPDATE closed_keys SET last_start_us = bucket_start_us WHERE last_start_us IS NULL;
+ALTER TABLE closed_keys ALTER COLUMN last_start_us SET NOT NULL;
 CREATE INDEX IF NOT EXISTS closed_keys_by_bucket ON closed_keys (source, bucket_start_us);
 CREATE INDEX IF NOT EXISTS closed_keys_by_start ON closed_keys (bucket_start_us);
 

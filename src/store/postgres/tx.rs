@@ -16,7 +16,8 @@ use super::connect::{op_of, PgTarget};
 use super::{counters_of, row_stats};
 use crate::engine::{ClosedBucket, Stats};
 use crate::store::checkpoint::DedupRows;
-use crate::store::{ClosedKeys, RejectRow, StoreError, StoreTx, Unread};
+use crate::store::key_blocks::{self, KeyBlock, BLOCK_SPAN};
+use crate::store::{RejectRow, StoreError, StoreTx, Unread};
 use crate::time::{Micros, MICROS_PER_MILLI};
 use postgres::types::ToSql;
 use postgres::{GenericClient, Row, Statement, Transaction};
@@ -45,18 +46,26 @@ pub fn prepared(
     Ok(s)
 }
 
-/// The packed dedup keys stored for a closed bucket (`$1` source, `$2` bucket start): its
-/// key set at close and every correction's keys since.
-pub const CLOSED_KEYS: &str =
-    "SELECT keys FROM closed_keys WHERE source = $1 AND bucket_start_us = $2";
+/// The key blocks that may hold a closed bucket's keys (`$1` source, `$2` the bucket's
+/// start less [`BLOCK_SPAN`], `$3` its start): its key set at close and every
+/// correction's keys since ([`keys_of_blocks`]).
+pub const CLOSED_KEYS: &str = "SELECT bucket_start_us, last_start_us, keys FROM closed_keys
+     WHERE source = $1 AND bucket_start_us > $2 AND bucket_start_us <= $3
+       AND last_start_us >= $3";
 
-/// The first column of every row, blobs of packed keys, one after another.
-pub fn concat_blobs(rows: &[Row]) -> Vec<u8> {
+/// The packed keys the blocks in `rows` (first start, last start, keys) hold for the
+/// bucket starting at `start`, one block's after another.
+pub fn keys_of_blocks(rows: &[Row], start: Micros, what: &str) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::new();
     for r in rows {
-        out.extend_from_slice(r.get::<_, &[u8]>(0));
+        key_blocks::keys_of(r.get(0), r.get(1), r.get(2), start, &mut out).map_err(|why| {
+            StoreError::Corrupt {
+                what: format!("closed_keys of {what}"),
+                why,
+            }
+        })?;
     }
-    out
+    Ok(out)
 }
 
 /// Rows written per batched statement.
@@ -69,15 +78,19 @@ struct PendingBuckets {
     at: HashMap<(String, String, String, i64), usize>,
 }
 
+/// A key block's first and last bucket start.
+type BlockSpan = (Micros, Micros);
+
 pub struct PgTx<'a> {
     tx: RefCell<Transaction<'a>>,
     prepared: RefCell<&'a mut Prepared>,
     locked: RefCell<HashSet<String>>,
     target: &'a PgTarget,
     buckets: RefCell<PendingBuckets>,
-    keys: RefCell<Vec<(String, ClosedKeys)>>,
-    /// Bucket starts holding keys of replays other than the one named, read once.
-    replayed_starts: RefCell<Option<(String, HashSet<i64>)>>,
+    keys: RefCell<Vec<(String, KeyBlock)>>,
+    /// The spans (first, last start, sorted) of blocks holding keys of replays other than
+    /// the one named, read once.
+    replayed_spans: RefCell<Option<(String, Vec<BlockSpan>)>>,
 }
 
 impl<'a> PgTx<'a> {
@@ -89,7 +102,7 @@ impl<'a> PgTx<'a> {
             target,
             buckets: RefCell::default(),
             keys: RefCell::default(),
-            replayed_starts: RefCell::default(),
+            replayed_spans: RefCell::default(),
         }
     }
 
@@ -145,10 +158,6 @@ impl<'a> PgTx<'a> {
         )?;
         Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
     }
-
-    fn concat_keys(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<u8>, StoreError> {
-        Ok(concat_blobs(&self.query(sql, params)?))
-    }
 }
 
 impl PgTx<'_> {
@@ -160,16 +169,17 @@ impl PgTx<'_> {
         }
         let keys = std::mem::take(&mut *self.keys.borrow_mut());
         if !keys.is_empty() {
-            let (mut src, mut start, mut blob) = (vec![], vec![], vec![]);
+            let (mut src, mut first, mut last, mut blob) = (vec![], vec![], vec![], vec![]);
             for (s, k) in keys {
                 src.push(s);
-                start.push(k.start);
+                first.push(k.first);
+                last.push(k.last);
                 blob.push(k.keys);
             }
             self.execute_now(
-                "INSERT INTO closed_keys (source, bucket_start_us, keys)
-                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[])",
-                &[&src, &start, &blob],
+                "INSERT INTO closed_keys (source, bucket_start_us, last_start_us, keys)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BYTEA[])",
+                &[&src, &first, &last, &blob],
             )?;
         }
         Ok(())
@@ -250,29 +260,35 @@ impl StoreTx for PgTx<'_> {
     fn replayed_keys(&self, start: Micros, except: &str) -> Result<Vec<u8>, StoreError> {
         // Most buckets have no other replay's keys: one read of where there are any
         // saves a round trip per bucket.
-        let known = matches!(&*self.replayed_starts.borrow(), Some((e, _)) if e == except);
+        let known = matches!(&*self.replayed_spans.borrow(), Some((e, _)) if e == except);
         if !known {
-            let starts = self
+            let spans = self
                 .query(
-                    "SELECT DISTINCT bucket_start_us FROM closed_keys
-                     WHERE source >= 'replay:' AND source < 'replay;' AND source <> $1",
+                    "SELECT DISTINCT bucket_start_us, last_start_us FROM closed_keys
+                     WHERE source >= 'replay:' AND source < 'replay;' AND source <> $1
+                     ORDER BY 1, 2",
                     &[&except],
                 )?
                 .iter()
-                .map(|r| r.get::<_, i64>(0))
+                .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
                 .collect();
-            *self.replayed_starts.borrow_mut() = Some((except.to_string(), starts));
+            *self.replayed_spans.borrow_mut() = Some((except.to_string(), spans));
         }
-        let absent = matches!(&*self.replayed_starts.borrow(), Some((_, s)) if !s.contains(&start));
+        let absent = matches!(&*self.replayed_spans.borrow(), Some((_, s)) if {
+            let from = s.partition_point(|(first, _)| *first <= start - BLOCK_SPAN);
+            let to = s.partition_point(|(first, _)| *first <= start);
+            !s[from..to].iter().any(|(_, last)| *last >= start)
+        });
         if absent {
             return Ok(Vec::new());
         }
-        self.concat_keys(
-            "SELECT keys FROM closed_keys
-             WHERE bucket_start_us = $1 AND source >= 'replay:' AND source < 'replay;'
-               AND source <> $2",
-            &[&start, &except],
-        )
+        let rows = self.query(
+            "SELECT bucket_start_us, last_start_us, keys FROM closed_keys
+             WHERE bucket_start_us > $1 AND bucket_start_us <= $2 AND last_start_us >= $2
+               AND source >= 'replay:' AND source < 'replay;' AND source <> $3",
+            &[&(start - BLOCK_SPAN), &start, &except],
+        )?;
+        keys_of_blocks(&rows, start, "earlier replays")
     }
 
     fn replayed_rejects(&self, except: &str) -> Result<Vec<u64>, StoreError> {
@@ -365,21 +381,23 @@ impl StoreTx for PgTx<'_> {
     }
 
     fn closed_keys(&self, source: &str, start: Micros) -> Result<Vec<u8>, StoreError> {
-        self.concat_keys(CLOSED_KEYS, &[&source, &start])
+        let rows = self.query(CLOSED_KEYS, &[&source, &(start - BLOCK_SPAN), &start])?;
+        keys_of_blocks(&rows, start, source)
     }
 
     fn drop_closed_keys_before(&self, source: &str, before: Micros) -> Result<(), StoreError> {
         self.execute(
-            "DELETE FROM closed_keys WHERE source = $1 AND bucket_start_us < $2",
+            "DELETE FROM closed_keys
+             WHERE source = $1 AND bucket_start_us < $2 AND last_start_us < $2",
             &[&source, &before],
         )?;
         Ok(())
     }
 
-    fn add_closed_keys(&self, source: &str, rows: &[ClosedKeys]) -> Result<(), StoreError> {
+    fn add_closed_keys(&self, source: &str, blocks: &[KeyBlock]) -> Result<(), StoreError> {
         let full = {
             let mut pending = self.keys.borrow_mut();
-            pending.extend(rows.iter().map(|r| (source.to_string(), r.clone())));
+            pending.extend(blocks.iter().map(|b| (source.to_string(), b.clone())));
             pending.len() >= BATCH
         };
         if full {

@@ -9,6 +9,7 @@ mod open;
 pub use open::SCHEMA_VERSION;
 
 use super::checkpoint::{DedupRows, StoredKeys};
+use super::key_blocks::{self, KeyBlock, BLOCK_SPAN};
 use super::{
     Checkpoint, Coverage, QueuedWindow, RejectRow, StoreError, StoreRead, StoreTx, StoredBucket,
 };
@@ -232,18 +233,32 @@ impl SqliteStore {
 /// correction's keys since.
 fn read_closed_keys(conn: &Connection, source: &str, start: Micros) -> Result<Vec<u8>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT keys FROM closed_keys WHERE source = ?1 AND bucket_start_us = ?2",
+        "SELECT bucket_start_us, last_start_us, keys FROM closed_keys
+         WHERE source = ?1 AND bucket_start_us > ?2 AND bucket_start_us <= ?3
+           AND last_start_us >= ?3",
     )?;
-    let keys = concat_blobs(stmt.query(params![source, start])?)?;
-    Ok(keys)
+    let rows = stmt.query(params![source, start - BLOCK_SPAN, start])?;
+    keys_of_blocks(rows, start, source)
 }
 
-/// The first column of every row, blobs of packed keys, one after another.
-fn concat_blobs(mut rows: rusqlite::Rows<'_>) -> Result<Vec<u8>, StoreError> {
+/// The packed keys the blocks in `rows` (first start, last start, keys) hold for the
+/// bucket starting at `start`, one block's after another.
+fn keys_of_blocks(
+    mut rows: rusqlite::Rows<'_>,
+    start: Micros,
+    what: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |why: String| StoreError::Corrupt {
+        what: format!("closed_keys of {what}"),
+        why,
+    };
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let blob: Vec<u8> = r.get(0)?;
-        out.extend_from_slice(&blob);
+        let block = r
+            .get_ref(2)?
+            .as_blob()
+            .map_err(|e| corrupt(e.to_string()))?;
+        key_blocks::keys_of(r.get(0)?, r.get(1)?, block, start, &mut out).map_err(corrupt)?;
     }
     Ok(out)
 }
@@ -328,12 +343,13 @@ impl StoreTx for StoreWriter<'_> {
 
     fn replayed_keys(&self, start: Micros, except: &str) -> Result<Vec<u8>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT keys FROM closed_keys INDEXED BY closed_keys_by_start
-             WHERE bucket_start_us = ?1 AND source >= 'replay:' AND source < 'replay;'
-               AND source != ?2",
+            "SELECT bucket_start_us, last_start_us, keys FROM closed_keys
+             INDEXED BY closed_keys_by_start
+             WHERE bucket_start_us > ?1 AND bucket_start_us <= ?2 AND last_start_us >= ?2
+               AND source >= 'replay:' AND source < 'replay;' AND source != ?3",
         )?;
-        let keys = concat_blobs(stmt.query(params![start, except])?)?;
-        Ok(keys)
+        let rows = stmt.query(params![start - BLOCK_SPAN, start, except])?;
+        keys_of_blocks(rows, start, "earlier replays")
     }
 
     fn replayed_rejects(&self, except: &str) -> Result<Vec<u64>, StoreError> {
@@ -452,21 +468,21 @@ impl StoreTx for StoreWriter<'_> {
 
     fn drop_closed_keys_before(&self, source: &str, before: Micros) -> Result<(), StoreError> {
         self.tx
-            .prepare_cached("DELETE FROM closed_keys WHERE source = ?1 AND bucket_start_us < ?2")?
+            .prepare_cached(
+                "DELETE FROM closed_keys
+                 WHERE source = ?1 AND bucket_start_us < ?2 AND last_start_us < ?2",
+            )?
             .execute(params![source, before])?;
         Ok(())
     }
 
-    fn add_closed_keys(
-        &self,
-        source: &str,
-        rows: &[crate::store::ClosedKeys],
-    ) -> Result<(), StoreError> {
+    fn add_closed_keys(&self, source: &str, blocks: &[KeyBlock]) -> Result<(), StoreError> {
         let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO closed_keys (source, bucket_start_us, keys) VALUES (?1, ?2, ?3)",
+            "INSERT INTO closed_keys (source, bucket_start_us, last_start_us, keys)
+             VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for r in rows {
-            stmt.execute(params![source, r.start, r.keys])?;
+        for b in blocks {
+            stmt.execute(params![source, b.first, b.last, b.keys])?;
         }
         Ok(())
     }

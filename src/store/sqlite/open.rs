@@ -16,11 +16,13 @@ use std::path::Path;
 ///    `unread`: offsets a log lost before they were read.
 /// 4. `window_queue` and `window_queue_seq`: windows committed but not yet published to
 ///    `kafka.windows_topic`.
+/// 5. `closed_keys.last_start_us`: key sets in blocks of buckets (`store::key_blocks`);
+///    a per-bucket row of an older file is a block of one bucket.
 ///
 /// Files written before the version moved to `user_version` have `user_version` 0 and a
 /// `meta` row saying 1; whatever their `checkpoints` table looks like, the steps of
 /// [`migrate`] bring them to the current version.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,7 +73,8 @@ CREATE TABLE IF NOT EXISTS closed_keys (
     source          TEXT    NOT NULL,
     bucket_start_us INTEGER NOT NULL,
     segment         INTEGER,
-    keys            BLOB    NOT NULL
+    keys            BLOB    NOT NULL,
+    last_start_us   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS closed_keys_by_bucket ON closed_keys (source, bucket_start_us);
 CREATE INDEX IF NOT EXISTS closed_keys_by_start ON closed_keys (bucket_start_us);
@@ -190,6 +193,7 @@ fn migrate(conn: &Connection, path: &str) -> Result<(), StoreError> {
         }
         // New tables and indexes of every version (all `IF NOT EXISTS`).
         conn.execute_batch(SCHEMA)?;
+        block_closed_keys(conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
@@ -229,6 +233,23 @@ fn rebuild_checkpoints(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.execute_batch(
         "INSERT INTO checkpoints SELECT * FROM checkpoints_old;
          DROP TABLE checkpoints_old;",
+    )
+}
+
+/// Version 3 or 4 → 5: `closed_keys` rows of one bucket each become blocks of one
+/// bucket (`last_start_us` = `bucket_start_us`), which is what they are.
+fn block_closed_keys(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('closed_keys') WHERE name = 'last_start_us')",
+        [],
+        |r| r.get(0),
+    )?;
+    if has {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "ALTER TABLE closed_keys ADD COLUMN last_start_us INTEGER NOT NULL DEFAULT 0;
+         UPDATE closed_keys SET last_start_us = bucket_start_us;",
     )
 }
 
@@ -418,6 +439,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A version 4 file's per-bucket `closed_keys` rows read back, after the upgrade, as
+    /// the keys of their bucket, beside blocks written since.
+    #[test]
+    fn per_bucket_key_rows_of_version_4_read_as_blocks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v4.db");
+        let old = [7u8; 24];
+        {
+            let c = Connection::open(&path).expect("open");
+            c.execute_batch(&SCHEMA.replace(
+                "    keys            BLOB    NOT NULL,\n    last_start_us   INTEGER NOT NULL\n",
+                "    keys            BLOB    NOT NULL\n",
+            ))
+            .expect("v4 schema");
+            c.pragma_update(None, "user_version", 4).expect("version");
+            c.execute(
+                "INSERT INTO closed_keys (source, bucket_start_us, keys) VALUES ('s', 60000000, ?1)",
+                params![old.to_vec()],
+            )
+            .expect("row");
+        }
+        let mut s = SqliteStore::open(&path).expect("upgrade");
+        let w = s.writer().expect("writer");
+        let new = crate::store::ClosedKeys {
+            start: 60_000_000,
+            keys: vec![9u8; 12],
+        };
+        let other = crate::store::ClosedKeys {
+            start: 120_000_000,
+            keys: vec![3u8; 12],
+        };
+        let blocks = crate::store::key_blocks::blocks(&[new.clone(), other.clone()]);
+        crate::store::StoreTx::add_closed_keys(&w, "s", &blocks).expect("add");
+        w.commit().expect("commit");
+        let mut want = old.to_vec();
+        want.extend(&new.keys);
+        assert_eq!(s.closed_keys("s", 60_000_000).expect("read"), want);
+        assert_eq!(s.closed_keys("s", 120_000_000).expect("read"), other.keys);
     }
 
     /// A store written by a newer release is refused with its version, read or write.
