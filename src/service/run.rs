@@ -31,6 +31,12 @@ use std::time::{Duration, Instant};
 /// of milliseconds of records at full speed.
 const IN_FLIGHT: usize = 32;
 
+/// How long the poll thread waits for a first record before it hands over an empty
+/// batch. An empty batch tells the apply thread that nothing is waiting
+/// (`Pace::Idle`), which commits a backlog's tail at once: the wait is how long the end of
+/// a catch-up stays uncommitted. An idle input costs one empty batch per wait.
+const FILL_WAIT: Duration = Duration::from_millis(20);
+
 /// How often the apply thread refreshes the lag gauges.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -249,7 +255,7 @@ fn poll_loop(
             Err(RecvTimeoutError::Disconnected) => return Err(ServiceError::ApplyStopped),
         };
         batch.clear();
-        consumer.fill(&mut batch, Duration::from_millis(100));
+        consumer.fill(&mut batch, FILL_WAIT);
         if full.send(batch).is_err() {
             return Err(ServiceError::ApplyStopped);
         }

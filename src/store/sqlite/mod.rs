@@ -21,6 +21,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 pub struct SqliteStore {
     conn: Connection,
     path: String,
+    /// Copies the write-ahead log into the file beside the writer (none when read-only).
+    _checkpointer: Option<open::Checkpointer>,
 }
 
 /// One atomic unit of writes: everything a replay run or a checkpoint produced.
