@@ -56,14 +56,15 @@ pub const CLOSED_KEYS: &str = "SELECT bucket_start_us, last_start_us, keys FROM 
 /// The packed keys the blocks in `rows` (first start, last start, keys) hold for the
 /// bucket starting at `start`, one block's after another.
 pub fn keys_of_blocks(rows: &[Row], start: Micros, what: &str) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |why: String| StoreError::Corrupt {
+        what: format!("closed_keys of {what}"),
+        why,
+    };
     let mut out = Vec::new();
     for r in rows {
-        key_blocks::keys_of(r.get(0), r.get(1), r.get(2), start, &mut out).map_err(|why| {
-            StoreError::Corrupt {
-                what: format!("closed_keys of {what}"),
-                why,
-            }
-        })?;
+        let (first, last, block) = (|| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))()
+            .map_err(|e: postgres::Error| corrupt(e.to_string()))?;
+        key_blocks::keys_of(first, last, block, start, &mut out).map_err(corrupt)?;
     }
     Ok(out)
 }
