@@ -95,16 +95,7 @@ fn a_costly_commit_is_spaced_while_busy_and_not_once_idle() {
 fn a_drained_backlog_commits_at_once_and_a_trickle_at_the_interval() {
     let recs = records();
     let run = |max_uncommitted: usize| {
-        let store = crate::store::SqliteStore::open(std::path::Path::new(":memory:"))
-            .expect("in-memory store");
-        let mut config = Config::default();
-        config.limits.max_uncommitted_buckets = max_uncommitted;
-        let mut s = set_with(1, store, config);
-        s.assign("deliveries", 0);
-        s.apply(
-            &batch_of(&recs, 0, recs.len(), 1),
-            crate::time::now_micros(),
-        );
+        let mut s = applied_with(max_uncommitted, &recs);
         let p = s.parts.values_mut().next().expect("a partition");
         let waiting = p.pipeline.uncommitted_buckets();
         p.last_commit = std::time::Instant::now();
@@ -126,16 +117,7 @@ fn a_drained_backlog_commits_at_once_and_a_trickle_at_the_interval() {
 #[test]
 fn a_partition_full_of_closed_buckets_commits_whatever_the_pacing() {
     let recs = records();
-    let store =
-        crate::store::SqliteStore::open(std::path::Path::new(":memory:")).expect("in-memory store");
-    let mut config = Config::default();
-    config.limits.max_uncommitted_buckets = 3;
-    let mut s = set_with(1, store, config);
-    s.assign("deliveries", 0);
-    s.apply(
-        &batch_of(&recs, 0, recs.len(), 1),
-        crate::time::now_micros(),
-    );
+    let mut s = applied_with(3, &recs);
     let p = s.parts.values_mut().next().expect("a partition");
     assert!(
         p.pipeline.uncommitted_buckets() >= 3,
@@ -206,6 +188,19 @@ fn a_poisoned_store_failure_lock_counts_as_failing() {
             .join();
     });
     assert!(status.store_failing());
+}
+
+/// One partition on an in-memory store holding at most `max_uncommitted` closed buckets,
+/// with every record of `recs` applied and nothing committed.
+fn applied_with(max_uncommitted: usize, recs: &[Vec<u8>]) -> PartitionSet {
+    let store =
+        crate::store::SqliteStore::open(std::path::Path::new(":memory:")).expect("in-memory store");
+    let mut config = Config::default();
+    config.limits.max_uncommitted_buckets = max_uncommitted;
+    let mut s = set_with(1, store, config);
+    s.assign("deliveries", 0);
+    s.apply(&batch_of(recs, 0, recs.len(), 1), crate::time::now_micros());
+    s
 }
 
 fn set(generation: u64) -> PartitionSet {

@@ -82,11 +82,11 @@ fn encode(run: &[&ClosedKeys]) -> KeyBlock {
             .windows(2)
             .map(|w| (w[1].start - w[0].start) as u64)
             .fold(0, gcd);
-        put_varint(&mut keys, unit);
+        prost::encoding::encode_varint(unit, &mut keys);
         let mut previous = first;
         for s in run {
-            put_varint(&mut keys, (s.start - previous) as u64 / unit);
-            put_varint(&mut keys, (s.keys.len() / STORED_KEY_BYTES) as u64);
+            prost::encoding::encode_varint((s.start - previous) as u64 / unit, &mut keys);
+            prost::encoding::encode_varint((s.keys.len() / STORED_KEY_BYTES) as u64, &mut keys);
             keys.extend_from_slice(&s.keys);
             previous = s.start;
         }
@@ -109,24 +109,27 @@ pub fn keys_of(
         }
         return Ok(());
     }
-    let mut at = 0;
-    let unit = get_varint(block, &mut at)?;
+    let mut rest = block;
+    let varint = |rest: &mut &[u8]| {
+        prost::encoding::decode_varint(rest).map_err(|_| "a segment header is cut or not a varint")
+    };
+    let unit = varint(&mut rest)?;
     let mut bucket = first;
-    while at < block.len() {
-        let step = get_varint(block, &mut at)?.checked_mul(unit);
+    while !rest.is_empty() {
+        let step = varint(&mut rest)?.checked_mul(unit);
         bucket = step
             .and_then(|s| i64::try_from(s).ok())
             .and_then(|s| bucket.checked_add(s))
             .ok_or("a segment starts past the end of time")?;
-        let n = get_varint(block, &mut at)? as usize;
-        let len = n
+        let n = varint(&mut rest)? as usize;
+        let keys = n
             .checked_mul(STORED_KEY_BYTES)
-            .filter(|len| at + len <= block.len())
+            .and_then(|len| rest.get(..len))
             .ok_or_else(|| format!("a segment of {n} keys runs past the block's end"))?;
         if bucket == start {
-            out.extend_from_slice(&block[at..at + len]);
+            out.extend_from_slice(keys);
         }
-        at += len;
+        rest = &rest[keys.len()..];
     }
     Ok(())
 }
@@ -137,29 +140,6 @@ fn gcd(a: u64, b: u64) -> u64 {
     } else {
         gcd(b, a % b)
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, String> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b
-            .get(*at)
-            .ok_or("a segment header runs past the block's end")?;
-        *at += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err("a segment header is not a varint".into())
 }
 
 #[cfg(test)]

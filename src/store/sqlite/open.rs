@@ -272,9 +272,12 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// `None` when its connection or thread cannot be had: the writer then checkpoints
-    /// by itself, as SQLite does by default.
+    /// `None` for an in-memory store (it has no log), and when its connection or thread
+    /// cannot be had: the writer then checkpoints by itself, as SQLite does by default.
     fn start(path: &Path) -> Option<Self> {
+        if path == Path::new(":memory:") {
+            return None;
+        }
         let conn = Connection::open(path).ok()?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
