@@ -13,7 +13,7 @@ Each round runs, in turn, the bare peer (benches/peers/py_count.py: confluent-ka
 counting only) and both builds — this tree's target/release/slatrack and REV's, built
 once into target/against/ — in alternating order. A slatrack run is the user's: the
 default config plus a [kafka] section naming the topic (format json), a fresh SQLite
-store, its own consumer group, the metrics listener off.
+store, its own consumer group, the metrics listener on a free loopback port.
 
 Measured per slatrack run, from outside the process:
 - records/s: records over the busy span. The span starts at the first 40 ms in which
@@ -138,7 +138,7 @@ def run_slatrack(binary, brokers, n, terminal, tmp, tag, perf_out=None):
     work = tempfile.mkdtemp(dir=tmp, prefix=tag + "-")
     db, cfg, log = (os.path.join(work, x) for x in ("s.db", "slatrack.toml", "slatrack.log"))
     with open(cfg, "w") as f:
-        f.write(f"""[store]\npath = "{db}"\n[metrics]\nlisten = ""\n[kafka]\nbrokers = "{brokers}"
+        f.write(f"""[store]\npath = "{db}"\n[metrics]\nlisten = "127.0.0.1:0"\n[kafka]\nbrokers = "{brokers}"
 group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nformat = "json"
 [kafka.properties]\n"session.timeout.ms" = "2000"\n"heartbeat.interval.ms" = "500"\n""")
     with open(log, "w") as logf:

@@ -243,9 +243,32 @@ fn a_record_older_than_the_horizon_is_too_late() {
     p.commit(&mut store, SOURCE, input.len() as i64)
         .expect("commit");
     let before = stored(&store);
+    let newest = input.iter().map(|e| e.completed_at).max().expect("events");
+    // A commit keeps the keys of the closed buckets within the horizon only: the
+    // others are never read again (their records are too late).
+    let width = config.engine.bucket.0;
+    let first = input.iter().map(|e| e.completed_at).min().expect("events");
+    let within = input
+        .iter()
+        .map(|e| e.completed_at)
+        .filter(|&t| t < newest - 3 * MICROS_PER_MIN)
+        .max()
+        .expect("a closed bucket within the horizon");
+    let keys_of = |t: Micros| {
+        store
+            .closed_keys(SOURCE, t.div_euclid(width) * width)
+            .expect("keys")
+    };
+    assert!(
+        keys_of(first).is_empty(),
+        "keys of a bucket 6 h past the horizon"
+    );
+    assert!(
+        !keys_of(within).is_empty(),
+        "keys of a bucket within the horizon"
+    );
     // 20 minutes behind the close boundary: past the 10-minute horizon.
     let mut old = input[input.len() / 2].clone();
-    let newest = input.iter().map(|e| e.completed_at).max().expect("events");
     old.event_id = "too-old".into();
     old.completed_at = newest - 25 * MICROS_PER_MIN;
     old.started_at = old.completed_at - 1_000;

@@ -6,6 +6,7 @@
 //! offsets the handler returns (the store's checkpoints), so fetching starts where the
 //! store says, not at the group offset.
 
+use super::fetch_queue::{FetchQueue, Forwarder};
 use super::{consumer_config, redact, ClientError};
 use crate::config::KafkaConfig;
 use crate::runtime::RuntimeStatus;
@@ -48,6 +49,9 @@ pub struct ConsumerCtx {
     high: HighWatermarks,
     /// Client settings for a log probe ([`holds_offset`]).
     probe: rdkafka::ClientConfig,
+    /// Where assigned partitions' records go ([`FetchQueue`]); `None` before the queue
+    /// exists and once it is gone.
+    forwarder: Mutex<Option<Forwarder>>,
 }
 
 /// How long a probe waits for the record it asks for.
@@ -185,6 +189,16 @@ impl ConsumerContext for ConsumerCtx {
                         tracing::warn!(%topic, partition, error = %e, "cannot set the fetch offset to the checkpoint's");
                     }
                 }
+                // Before fetching starts, so every record takes the batch queue's way.
+                let forwarder = *self.forwarder.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(f) = forwarder {
+                    for (topic, partition) in &partitions {
+                        if !f.forward(topic, *partition) {
+                            // Its records then come through the consumer queue: slower, not lost.
+                            tracing::warn!(%topic, partition, "cannot route the partition's records to the batch queue");
+                        }
+                    }
+                }
                 if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -269,8 +283,13 @@ pub const BATCH: usize = 2048;
 
 /// Payload bytes after which a batch is sent even if it holds fewer than [`BATCH`]
 /// records: with the service's batches in flight, what bounds the memory between polling
-/// and applying, whatever the record size.
+/// and applying, whatever the record size (a batch ends within [`READ_CHUNK`] records of
+/// it).
 pub const BATCH_BYTES: usize = 256 * 1024;
+
+/// Records taken from the fetch queue per read: small enough that a batch ends near
+/// [`BATCH_BYTES`], large enough that a read's fixed cost is spread thin.
+const READ_CHUNK: usize = 128;
 
 /// A fetch position to move: the partition restarts at `offset`. `tag` is the caller's,
 /// handed back with the completed move.
@@ -283,7 +302,12 @@ pub struct FetchMove {
 }
 
 /// The service's consumer, subscribed to its topics.
+///
+/// Records are read from a [`FetchQueue`] in batches; the consumer queue carries the
+/// events (rebalances, commits, errors), served by `BaseConsumer::poll`.
 pub struct Consumer {
+    /// Declared before `inner`: a queue is destroyed before its client.
+    fetch: FetchQueue,
     inner: BaseConsumer<ConsumerCtx>,
     topics: Vec<String>,
     /// Bumped by every assignment and every completed fetch move: records carry the value
@@ -311,13 +335,25 @@ impl Consumer {
             status,
             high: HighWatermarks::default(),
             probe,
+            forwarder: Mutex::new(None),
         };
         let inner: BaseConsumer<ConsumerCtx> =
             config.create_with_context(ctx).map_err(ClientError::from)?;
+        // SAFETY: the client is live, and `Consumer` drops the queue before it.
+        #[allow(unsafe_code)]
+        let fetch = unsafe { FetchQueue::new(inner.client().native_ptr()) }.ok_or_else(|| {
+            ClientError::Client("librdkafka could not create a queue (out of memory?)".into())
+        })?;
+        *inner
+            .context()
+            .forwarder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(fetch.forwarder());
         let topics: Vec<String> = kafka.topics.iter().map(|t| t.name.clone()).collect();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         inner.subscribe(&names).map_err(ClientError::from)?;
         Ok(Self {
+            fetch,
             inner,
             topics,
             generation,
@@ -325,31 +361,24 @@ impl Consumer {
         })
     }
 
-    /// Polls into `batch` until it holds [`BATCH`] records or [`BATCH_BYTES`], or nothing
-    /// arrives within `wait` (the first poll) or at once (the following ones).
-    pub fn fill(&self, batch: &mut Batch, wait: Duration) {
-        let mut wait = wait;
-        while batch.items.len() < BATCH && batch.bytes.len() < BATCH_BYTES {
-            match self.inner.poll(wait) {
+    /// Serves the consumer queue's events (a rebalance runs its handler here), then reads
+    /// records into `batch` until it holds [`BATCH`] records or [`BATCH_BYTES`], or
+    /// nothing arrives within `wait` (the first read) or at once (the following ones).
+    pub fn fill(&mut self, batch: &mut Batch, wait: Duration) {
+        // Events; and a record only if its partition could not be forwarded.
+        loop {
+            match self.inner.poll(Duration::ZERO) {
                 None => break,
                 Some(Err(e)) => {
                     tracing::warn!(error = %redact(&e), "consumer error (librdkafka retries by itself)");
                     break;
                 }
                 Some(Ok(m)) => {
-                    wait = Duration::ZERO;
-                    // With one topic subscribed (the usual case) every record is from it:
-                    // `topic()` is a C-string length and UTF-8 check per record.
-                    let topic = if self.topics.len() == 1 {
-                        0
-                    } else {
-                        match self.topics.iter().position(|t| t == m.topic()) {
-                            Some(i) => i,
-                            None => continue,
-                        }
+                    let Some(topic) = self.topic_index(m.topic()) else {
+                        continue;
                     };
                     // Bumped by the rebalance callback, which runs inside `poll` on this
-                    // thread: what it returns next is of the new assignment.
+                    // thread: what comes next is of the new assignment.
                     let generation = self.generation.load(Ordering::Relaxed);
                     batch.push(
                         topic,
@@ -360,6 +389,45 @@ impl Consumer {
                     );
                 }
             }
+        }
+        let mut wait = if batch.items.is_empty() {
+            wait
+        } else {
+            Duration::ZERO
+        };
+        let generation = self.generation.load(Ordering::Relaxed);
+        while batch.items.len() < BATCH && batch.bytes.len() < BATCH_BYTES {
+            let room = (BATCH - batch.items.len()).min(READ_CHUNK);
+            let (topics, fetch) = (&self.topics, &mut self.fetch);
+            let read = fetch.read(
+                room,
+                wait,
+                |r| {
+                    // With one topic subscribed (the usual case) every record is from it.
+                    let topic = if topics.len() == 1 {
+                        Some(0)
+                    } else {
+                        topics.iter().position(|t| t == r.topic)
+                    };
+                    if let Some(topic) = topic {
+                        batch.push(topic, r.partition, r.offset, generation, r.payload);
+                    }
+                },
+                |e| tracing::warn!(error = %e, "consumer error (librdkafka retries by itself)"),
+            );
+            if read == 0 {
+                break;
+            }
+            wait = Duration::ZERO;
+        }
+    }
+
+    /// The index of a polled record's topic among the subscribed ones.
+    fn topic_index(&self, name: &str) -> Option<usize> {
+        if self.topics.len() == 1 {
+            Some(0)
+        } else {
+            self.topics.iter().position(|t| t == name)
         }
     }
 
@@ -428,5 +496,18 @@ impl Consumer {
     /// High watermarks as of librdkafka's latest statistics (no broker round trip).
     pub fn high_watermarks(&self) -> HighWatermarks {
         self.inner.context().high.clone()
+    }
+}
+
+impl Drop for Consumer {
+    /// The rebalance callback stops forwarding before the queue goes (closing the client
+    /// runs a last revocation).
+    fn drop(&mut self) {
+        *self
+            .inner
+            .context()
+            .forwarder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
     }
 }

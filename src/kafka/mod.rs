@@ -4,6 +4,8 @@
 //!   references, never logged) and redaction of client errors;
 //! - [`consumer`]: the service's consumer: its librdkafka context (rebalances, broker
 //!   health, high watermarks), polling into batches, fetch moves and group commits;
+//! - [`fetch_queue`]: the queue the consumer reads records from in batches (librdkafka's
+//!   C API, the crate's only use of it);
 //! - [`producer`]: the one producer (quarantine, published windows, traffic generator);
 //! - [`mock`]: librdkafka's in-process mock cluster (the demo).
 //!
@@ -11,6 +13,7 @@
 //! `i64`, errors as text safe to log.
 
 pub mod consumer;
+pub mod fetch_queue;
 pub mod mock;
 pub mod producer;
 

@@ -99,7 +99,10 @@ impl Pipeline {
         let tally = self.shard.tally;
         self.count(&resolution);
         let (state, dedup) = crate::store::checkpoint::encode_apart(&self.shard, next_offset);
-        let closed_keys = self.closed_keys(&resolution);
+        // Keys of buckets already past the horizon are never read again (a record for
+        // them is no correction), so they are not written.
+        let floor = self.shard.correction_floor();
+        let closed_keys = self.closed_keys(&resolution, floor);
         let rejects = self.rejects.pending_rows();
         let result = store.commit(&PartitionCommit {
             source,
@@ -158,7 +161,7 @@ impl Pipeline {
             return Ok(Committed::default());
         }
         let closed_keys = if keys_due {
-            self.closed_keys(&Resolution::default())
+            self.closed_keys(&Resolution::default(), i64::MIN)
         } else {
             Vec::new()
         };
@@ -222,14 +225,15 @@ impl Pipeline {
         )
     }
 
-    /// The key rows of the pending output: each closed bucket's set, then the keys each
-    /// correction counted.
-    fn closed_keys(&self, resolution: &Resolution) -> Vec<ClosedKeys> {
+    /// The key rows of the pending output from bucket ordinal `floor` on: each closed
+    /// bucket's set, then the keys each correction counted.
+    fn closed_keys(&self, resolution: &Resolution, floor: i64) -> Vec<ClosedKeys> {
         let width = self.shard.bucket_width();
         let pack = crate::store::checkpoint::pack;
         self.unwritten_keys
             .iter()
             .chain(&resolution.keys)
+            .filter(|(o, _)| *o >= floor)
             .map(|(o, keys)| ClosedKeys {
                 start: o * width,
                 keys: pack(keys),
