@@ -28,6 +28,10 @@ Each run's figures are checked: the store's events must equal the topic's.
 Printed: min / median / max over the runs for each build and for the peer, the medians'
 ratios, and "bimodal" when a build's max rate is over 1.5x its min.
 
+`--floor` also runs, each round, this tree's Kafka consumer alone (examples/consume_floor):
+reading the records and nothing else, then reading and JSON-decoding them. What a
+slatrack run spends beyond those is its own work.
+
 `--profile OUT` instead runs this tree once under `perf record -g` (every thread, 999 Hz)
 and writes the profile to OUT, for `perf report -i OUT`.
 """
@@ -210,6 +214,22 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
     return {"rate": n / (end - start), "cpu_per_m": done["cpu_s"] / n * 1e6, "rss": done["rss"]}
 
 
+def build_floor():
+    """This tree's examples/consume_floor (release)."""
+    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "consume_floor"], cwd=ROOT,
+                   check=True)
+    return os.path.join(ROOT, "target", "release", "examples", "consume_floor")
+
+
+def run_floor(binary, brokers, n, i, mode):
+    """slatrack's consumer alone on the topic: `count` (records read, nothing else) or
+    `decode` (each also decoded and validated)."""
+    out = subprocess.run([binary, brokers, TOPIC, str(n), f"floor-{mode}-{i}-{os.getpid()}", mode],
+                         check=True, capture_output=True, text=True).stdout
+    r = json.loads(out)
+    return {"rate": r["rate"], "cpu_per_m": r["cpu_s"] / n * 1e6, "rss": r["rss_mib"]}
+
+
 def run_peer(brokers, n, tmp, i):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benches/peers/py_count.py"), brokers, TOPIC,
                           str(n), f"peer-{i}-{os.getpid()}"], check=True, capture_output=True, text=True).stdout
@@ -237,6 +257,9 @@ def main():
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=4,
                     help="partitions of the topic (memory is bounded per partition: docs/operations.md)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run this tree's consumer alone each round (examples/consume_floor: "
+                         "reading only, and reading + JSON decoding): the client's share of a run")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/slatrack"),
                     help="this tree's build (default target/release/slatrack)")
     a = ap.parse_args()
@@ -259,14 +282,23 @@ def main():
             return
         print(f"{n} JSON records (≈{avg:.0f} B) in {PARTITIONS} partitions; {a.runs} alternated rounds")
         results = {"peer": [], "this": [], "against": []}
+        floor = build_floor() if a.floor else None
+        if floor:
+            results.update({"read": [], "decode": []})
         builds = [("this", a.binary), ("against", against)]
         for i in range(a.runs):
             results["peer"].append(run_peer(brokers, n, tmp, i))
+            if floor:
+                for mode, key in (("count", "read"), ("decode", "decode")):
+                    results[key].append(run_floor(floor, brokers, n, i, mode))
             for name, binary in (builds if i % 2 == 0 else builds[::-1]):
                 results[name].append(run_slatrack(binary, brokers, n, terminal, tmp, f"{name}-{i}"))
             print(f"round {i + 1}: " + "  ".join(f"{k} {v[-1]['rate'] / 1e6:.2f} M/s" for k, v in results.items()),
                   flush=True)
         print(summary("python peer (count only)", results["peer"]))
+        if floor:
+            print(summary("our consumer, reading", results["read"]))
+            print(summary("our consumer, + decoding", results["decode"]))
         print(summary(f"this tree ({head})", results["this"]))
         print(summary(f"against {a.against} ({sha[:9]})", results["against"]))
         med = {k: statistics.median(r["rate"] for r in v) for k, v in results.items()}
