@@ -6,7 +6,8 @@
 //! files, and `scorecard` reads the store. `config` is the one settings tree.
 //! docs/architecture.md maps every module.
 
-// The only exception is `engine::prefetch` (a cache hint).
+// The exceptions: `engine::prefetch` (a cache hint) and `kafka::fetch_queue` (librdkafka's
+// batch read, which the `rdkafka` crate does not offer).
 #![deny(unsafe_code)]
 
 pub mod codec;

@@ -1,4 +1,5 @@
-//! Cache prefetch hints: the one place this crate uses `unsafe`.
+//! Cache prefetch hints: one of the two places this crate uses `unsafe` (the other is
+//! `kafka::fetch_queue`).
 //!
 //! The per-record path knows where its one random memory access will be (its dedup slot)
 //! as soon as it has hashed the event id; a prefetch issued then overlaps the cache miss

@@ -374,7 +374,7 @@ impl Consumer {
                     break;
                 }
                 Some(Ok(m)) => {
-                    let Some(topic) = self.topic_index(m.topic()) else {
+                    let Some(topic) = topic_index(&self.topics, || m.topic()) else {
                         continue;
                     };
                     // Bumped by the rebalance callback, which runs inside `poll` on this
@@ -403,13 +403,7 @@ impl Consumer {
                 room,
                 wait,
                 |r| {
-                    // With one topic subscribed (the usual case) every record is from it.
-                    let topic = if topics.len() == 1 {
-                        Some(0)
-                    } else {
-                        topics.iter().position(|t| t == r.topic)
-                    };
-                    if let Some(topic) = topic {
+                    if let Some(topic) = topic_index(topics, || r.topic()) {
                         batch.push(topic, r.partition, r.offset, generation, r.payload);
                     }
                 },
@@ -419,15 +413,6 @@ impl Consumer {
                 break;
             }
             wait = Duration::ZERO;
-        }
-    }
-
-    /// The index of a polled record's topic among the subscribed ones.
-    fn topic_index(&self, name: &str) -> Option<usize> {
-        if self.topics.len() == 1 {
-            Some(0)
-        } else {
-            self.topics.iter().position(|t| t == name)
         }
     }
 
@@ -496,6 +481,17 @@ impl Consumer {
     /// High watermarks as of librdkafka's latest statistics (no broker round trip).
     pub fn high_watermarks(&self) -> HighWatermarks {
         self.inner.context().high.clone()
+    }
+}
+
+/// The index of a polled record's topic among the subscribed ones. With one topic
+/// subscribed (the usual case) every record is from it: no name compared per record.
+fn topic_index<'n>(topics: &[String], name: impl FnOnce() -> &'n str) -> Option<usize> {
+    if topics.len() == 1 {
+        Some(0)
+    } else {
+        let name = name();
+        topics.iter().position(|t| t == name)
     }
 }
 

@@ -22,11 +22,21 @@ use std::time::Duration;
 
 /// One record read from the queue, borrowed until the next read.
 pub struct Fetched<'a> {
-    /// The topic's name (from librdkafka's topic handle).
-    pub topic: &'a str,
+    /// The message, for its topic's name (read only when asked: a C string per record).
+    message: &'a rd::rd_kafka_message_t,
     pub partition: i32,
     pub offset: i64,
     pub payload: &'a [u8],
+}
+
+impl Fetched<'_> {
+    /// The record's topic.
+    pub fn topic(&self) -> &str {
+        // SAFETY: a record's topic handle lives as long as the message; its name is a
+        // NUL-terminated string librdkafka owns.
+        let name = unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(self.message.rkt)) };
+        name.to_str().unwrap_or("")
+    }
 }
 
 /// An owned librdkafka queue handle (see the module doc).
@@ -138,18 +148,14 @@ impl FetchQueue {
                 failed(&text.to_string_lossy());
                 continue;
             }
-            // SAFETY: a record's topic handle and payload live as long as the message.
-            let (topic, payload) = unsafe {
-                let t = CStr::from_ptr(rd::rd_kafka_topic_name(msg.rkt));
-                let p = if msg.payload.is_null() {
-                    &[][..]
-                } else {
-                    std::slice::from_raw_parts(msg.payload as *const u8, msg.len)
-                };
-                (t.to_str().unwrap_or(""), p)
+            let payload = if msg.payload.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: a record's payload lives as long as the message.
+                unsafe { std::slice::from_raw_parts(msg.payload as *const u8, msg.len) }
             };
             each(Fetched {
-                topic,
+                message: msg,
                 partition: msg.partition,
                 offset: msg.offset,
                 payload,
