@@ -115,7 +115,7 @@ impl Pipeline {
                 closed_keys: &closed_keys,
                 grain: &self.row_grain,
             },
-            keys_before: self.shard.correction_floor().saturating_mul(width),
+            keys_before: floor.saturating_mul(width),
             unread: self.unread,
             rejects: &rejects,
             dedup: &dedup,
