@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from confluent_kafka import Producer
 
@@ -79,13 +79,36 @@ def build_against(rev):
     return sha, out
 
 
-def fill_topic(tansu, url, brokers, binary, tmp, n):
+LIVE_SPAN = timedelta(hours=2)
+LIVE_END = timedelta(minutes=10)  # before the fill: within validation.max_future_skew all along
+
+
+def retime_live(recs):
+    """The records moved, in order and with their latencies, to the two hours ending ten
+    minutes before now: live traffic's shape (tens of records per key-minute), as after a
+    restart or a short outage, where the backfill shape has about one record per bucket."""
+    def ts(s):
+        return datetime.fromisoformat(s.replace("Z", "+00:00"))
+    first, last = ts(recs[0]["completed_at"]), ts(recs[-1]["completed_at"])
+    scale = LIVE_SPAN / (last - first)
+    start = datetime.now(timezone.utc) - LIVE_END - LIVE_SPAN
+    for e in recs:
+        done = ts(e["completed_at"])
+        shift = start + (done - first) * scale - done
+        for f in ("enqueued_at", "started_at", "completed_at"):
+            e[f] = (ts(e[f]) + shift).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return recs
+
+
+def fill_topic(tansu, url, brokers, binary, tmp, n, traffic):
     for t, parts in ((TOPIC, PARTITIONS), ("slatrack-quarantine", 1)):
         subprocess.run([tansu, "topic", "create", t, "--partitions", str(parts), "--broker", url],
                        check=True, stdout=subprocess.DEVNULL)
     base = fixture.records(binary, tmp, 1)
     copies = -(-n // len(base))
     recs = fixture.records(binary, tmp, copies)[:n]
+    if traffic == "live":
+        recs = retime_live(recs)
     p = Producer({"bootstrap.servers": brokers, "linger.ms": 20,
                   "queue.buffering.max.messages": 1000000})
     def send(v, **kw):
@@ -99,7 +122,10 @@ def fill_topic(tansu, url, brokers, binary, tmp, n):
         v = json.dumps(e, separators=(",", ":")).encode()
         size += len(v)
         send(v, key=e["event_id"])
-    last = datetime.fromisoformat(recs[-1]["completed_at"].replace("Z", "+00:00")) + timedelta(days=1)
+    last = datetime.fromisoformat(recs[-1]["completed_at"].replace("Z", "+00:00"))
+    # Late enough to close every bucket (engine.allowed_lateness is 2 minutes), never
+    # beyond now.
+    last += timedelta(days=1) if traffic == "backfill" else LIVE_END - timedelta(minutes=1)
     stamp = last.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     for part in range(PARTITIONS):
         s = dict(recs[0]); s.update(tenant="zz-sentinel", event_id=f"sentinel-{part}", outcome="delivered",
@@ -257,6 +283,10 @@ def main():
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=4,
                     help="partitions of the topic (memory is bounded per partition: docs/operations.md)")
+    ap.add_argument("--traffic", choices=("backfill", "live"), default="backfill",
+                    help="event times: the fixture's 10 weeks (backfill: about one record per "
+                         "key-minute, so nearly every record opens and closes a bucket), or moved "
+                         "to the two hours before now (live: tens of records per key-minute)")
     ap.add_argument("--floor", action="store_true",
                     help="also run this tree's consumer alone each round (examples/consume_floor: "
                          "reading only, and reading + JSON decoding): the client's share of a run")
@@ -275,12 +305,13 @@ def main():
     broker, url, brokers = fixture.start_tansu(tansu, os.path.join(tmp, "tansu.log"))
     print(f"work dir {tmp}", file=sys.stderr)
     try:
-        n, avg, terminal = fill_topic(tansu, url, brokers, a.binary, tmp, a.records)
+        n, avg, terminal = fill_topic(tansu, url, brokers, a.binary, tmp, a.records, a.traffic)
         if a.profile:
             r = run_slatrack(a.binary, brokers, n, terminal, tmp, "profile", perf_out=a.profile)
             print(f"profiled run: {r['rate'] / 1e6:.2f} M rec/s (perturbed by perf), {a.profile}")
             return
-        print(f"{n} JSON records (≈{avg:.0f} B) in {PARTITIONS} partitions; {a.runs} alternated rounds")
+        print(f"{n} JSON records (≈{avg:.0f} B, {a.traffic} traffic) in {PARTITIONS} partitions; "
+              f"{a.runs} alternated rounds")
         results = {"peer": [], "this": [], "against": []}
         floor = build_floor() if a.floor else None
         if floor:

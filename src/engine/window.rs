@@ -151,9 +151,7 @@ impl WindowSet {
             ahead
         });
         self.push_in_order(tenant, platform, in_order, since, batch_end);
-        for b in behind {
-            self.correct(tenant, platform, b);
-        }
+        self.correct_key_batch(tenant, platform, &behind);
     }
 
     /// [`WindowSet::push_key_batch`] of buckets that start at or after the end of what
@@ -233,61 +231,108 @@ impl WindowSet {
     /// (so the correction leaves the window with it). A window the bucket has already
     /// slid out of is unchanged.
     pub fn correct(&mut self, tenant: &Arc<str>, platform: &Arc<str>, b: &ClosedBucket) {
-        let frontier = self.frontier;
-        if b.start + b.width_us > frontier {
-            // Not yet behind the frontier: an ordinary push keeps the order.
-            self.push_in_order(tenant, platform, [b], frontier, Micros::MIN);
-            return;
+        self.correct_key_batch(tenant, platform, &[b]);
+    }
+
+    /// [`WindowSet::correct`] for buckets of one key in start order, with what correcting
+    /// them one by one would make. Each bucket still goes into its queue entry, but a
+    /// window's running aggregate and the hourly rollup take the batch's buckets summed,
+    /// once: they hold hundreds of HDR buckets, and merging each correction of a dense
+    /// minute into them rebuilt them per bucket. (Partitions committing the same event
+    /// time one after the other make most of a commit's buckets corrections.)
+    fn correct_key_batch(
+        &mut self,
+        tenant: &Arc<str>,
+        platform: &Arc<str>,
+        buckets: &[&ClosedBucket],
+    ) {
+        let mut rest = buckets;
+        while !rest.is_empty() {
+            // A bucket not yet behind the frontier is pushed in order, which moves the
+            // frontier; those before it are corrected against the frontier as it stands.
+            let frontier = self.frontier;
+            let behind = rest
+                .iter()
+                .position(|b| b.start + b.width_us > frontier)
+                .unwrap_or(rest.len());
+            self.correct_behind(tenant, platform, &rest[..behind]);
+            let Some(b) = rest.get(behind) else {
+                break;
+            };
+            self.push_in_order(tenant, platform, [*b], frontier, Micros::MIN);
+            rest = &rest[behind + 1..];
         }
+    }
+
+    /// [`WindowSet::correct_key_batch`] of buckets that end by the frontier.
+    fn correct_behind(
+        &mut self,
+        tenant: &Arc<str>,
+        platform: &Arc<str>,
+        buckets: &[&ClosedBucket],
+    ) {
+        let Some(first) = buckets.first() else {
+            return;
+        };
+        let frontier = self.frontier;
         let lengths = &self.lengths;
         let kw = self
             .keys
             .entry((tenant.clone(), platform.clone()))
-            .or_insert_with(|| KeyWindows::new(lengths, b));
-        let hour = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
-        let in_open_hour = matches!(&kw.hour, Some((h, _)) if *h == hour);
+            .or_insert_with(|| KeyWindows::new(lengths, first));
+        let hour_of = |b: &ClosedBucket| b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
+        let open_hour = kw.hour.as_ref().map(|(h, _)| *h);
+        let mut taken: Vec<&Stats> = Vec::with_capacity(buckets.len());
         if let Some((h, acc)) = &mut kw.hour {
-            if *h == hour {
-                acc.merge(&b.stats);
-            }
+            taken.extend(
+                buckets
+                    .iter()
+                    .filter(|b| hour_of(b) == *h)
+                    .map(|b| &b.stats),
+            );
+            merge_all(acc, &taken);
         }
         for w in &mut kw.windows {
             let from = frontier.saturating_sub(w.len);
-            if w.coarse {
-                if in_open_hour {
-                    w.running.merge(&b.stats);
-                    continue;
-                }
-                if w.entry_end(hour, MICROS_PER_HOUR) <= from {
-                    continue;
-                }
-                let at = w
-                    .queue
-                    .iter()
-                    .rposition(|(s, wd, _)| *s <= b.start && b.start < s + wd);
-                match at {
-                    Some(i) => Arc::make_mut(&mut w.queue[i].2).merge(&b.stats),
-                    None => {
-                        let i = w.queue.partition_point(|(s, _, _)| *s < hour);
-                        w.queue
-                            .insert(i, (hour, MICROS_PER_HOUR, Arc::new(b.stats.compacted())));
+            taken.clear();
+            for b in buckets {
+                if w.coarse {
+                    let hour = hour_of(b);
+                    if open_hour == Some(hour) {
+                        taken.push(&b.stats);
+                        continue;
+                    }
+                    if w.entry_end(hour, MICROS_PER_HOUR) <= from {
+                        continue;
+                    }
+                    let at = w
+                        .queue
+                        .iter()
+                        .rposition(|(s, wd, _)| *s <= b.start && b.start < s + wd);
+                    match at {
+                        Some(i) => Arc::make_mut(&mut w.queue[i].2).merge(&b.stats),
+                        None => {
+                            let i = w.queue.partition_point(|(s, _, _)| *s < hour);
+                            w.queue
+                                .insert(i, (hour, MICROS_PER_HOUR, Arc::new(b.stats.compacted())));
+                        }
+                    }
+                } else {
+                    if b.start < from {
+                        continue;
+                    }
+                    match w.queue.iter().rposition(|(s, _, _)| *s == b.start) {
+                        Some(i) => Arc::make_mut(&mut w.queue[i].2).merge(&b.stats),
+                        None => {
+                            let i = w.queue.partition_point(|(s, _, _)| *s < b.start);
+                            w.queue
+                                .insert(i, (b.start, b.width_us, Arc::new(b.stats.compacted())));
+                        }
                     }
                 }
-                w.running.merge(&b.stats);
-            } else {
-                if b.start < from {
-                    continue;
-                }
-                match w.queue.iter().rposition(|(s, _, _)| *s == b.start) {
-                    Some(i) => Arc::make_mut(&mut w.queue[i].2).merge(&b.stats),
-                    None => {
-                        let i = w.queue.partition_point(|(s, _, _)| *s < b.start);
-                        w.queue
-                            .insert(i, (b.start, b.width_us, Arc::new(b.stats.compacted())));
-                    }
-                }
-                w.running.merge(&b.stats);
+                taken.push(&b.stats);
             }
+            merge_all(&mut w.running, &taken);
         }
     }
 
@@ -341,6 +386,16 @@ impl WindowSet {
 
     pub fn key_count(&self) -> usize {
         self.keys.len()
+    }
+}
+
+/// Merges `parts` into `into`: summed first when there are several (see
+/// [`WindowSet::correct_key_batch`]).
+fn merge_all(into: &mut Stats, parts: &[&Stats]) {
+    match parts {
+        [] => {}
+        [one] => into.merge(one),
+        many => into.merge(&Stats::sum(many)),
     }
 }
 
@@ -558,6 +613,71 @@ mod tests {
                 summaries(&one),
                 summaries(&batched),
                 "commit ending at {end}"
+            );
+        }
+    }
+
+    /// Partitions that commit the same event time one after the other make most of a
+    /// commit's buckets corrections (they start before what the key holds). Corrected
+    /// as a batch, the windows are what correcting each bucket alone makes: dense and
+    /// sparse buckets, in the open hour, in sealed hours and in six-hour blocks.
+    #[test]
+    fn a_commit_behind_the_key_equals_its_buckets_corrected_one_by_one() {
+        let lens = [5 * MICROS_PER_MIN, MICROS_PER_HOUR, DAY, 7 * DAY];
+        let (mut one, mut batched) = (WindowSet::new(&lens), WindowSet::new(&lens));
+        let partition = |p: i64| -> Vec<ClosedBucket> {
+            (0..3 * 24 * 60)
+                .filter(|m| (m + p) % 3 != 0)
+                .map(|m| {
+                    let mut b = bucket(m, 900 + ((m * (p + 3)) as u64 * 29) % 8000);
+                    let extra = if m % 11 == p {
+                        crate::engine::stats::FEW as u64 + 5
+                    } else {
+                        (m % 20) as u64
+                    };
+                    for i in 0..extra {
+                        b.stats.latency.record(400 + i * 53 + p as u64);
+                    }
+                    b.stats.counters.attempts += extra;
+                    b
+                })
+                .collect()
+        };
+        let parts = [partition(0), partition(1), partition(2)];
+        let (t, p): (Arc<str>, Arc<str>) = ("t".into(), "p".into());
+        // Each partition commits spans of its own, lagging the others by turns.
+        let spans = [
+            (0, 700),
+            (1, 300),
+            (2, 1200),
+            (0, 2900),
+            (1, 1900),
+            (2, 2600),
+            (1, 3000),
+        ];
+        let mut done = [0usize; 3];
+        for (i, upto) in spans {
+            let upto = parts[i].partition_point(|b| b.start < upto * MICROS_PER_MIN);
+            let commit = &parts[i][done[i]..upto];
+            done[i] = upto;
+            let Some(end) = commit.last().map(|b| b.start + b.width_us) else {
+                continue;
+            };
+            let since = batched.frontier();
+            batched.push_key_batch(&t, &p, commit, since, end);
+            for b in commit {
+                let since = one.frontier();
+                one.push_key_batch(&t, &p, [b], since, b.start + b.width_us);
+            }
+            let summaries = |ws: &WindowSet| -> Vec<_> {
+                ws.summaries()
+                    .map(|s| (s.window_us, s.stats.clone()))
+                    .collect()
+            };
+            assert_eq!(
+                summaries(&one),
+                summaries(&batched),
+                "commit of partition {i} up to minute {upto}"
             );
         }
     }
