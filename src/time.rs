@@ -54,6 +54,13 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(v)
 }
 
+/// The two ASCII digits at `b[i..i + 2]` as a number.
+#[inline]
+fn two_digits(b: &[u8], i: usize) -> Option<u32> {
+    let (hi, lo) = (b[i].wrapping_sub(b'0'), b[i + 1].wrapping_sub(b'0'));
+    (hi < 10 && lo < 10).then(|| u32::from(hi) * 10 + u32::from(lo))
+}
+
 fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -87,7 +94,7 @@ pub fn parse_rfc3339_cached(s: &str, cache: &mut DateCache) -> Option<Micros> {
         return None;
     }
     let days = match cache.days {
-        Some(days) if b[..10] == cache.date => days,
+        Some(days) if b[..10] == cache.date[..] => days,
         _ => {
             let year = digits(&b[0..4])? as i64;
             let month = digits(&b[5..7])?;
@@ -101,9 +108,9 @@ pub fn parse_rfc3339_cached(s: &str, cache: &mut DateCache) -> Option<Micros> {
             days
         }
     };
-    let hour = digits(&b[11..13])?;
-    let min = digits(&b[14..16])?;
-    let sec = digits(&b[17..19])?;
+    let hour = two_digits(b, 11)?;
+    let min = two_digits(b, 14)?;
+    let sec = two_digits(b, 17)?;
     if hour > 23 || min > 59 || sec > 59 {
         return None;
     }

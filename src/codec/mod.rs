@@ -35,6 +35,8 @@ pub struct Decoder {
     /// The decoded event, reused: its strings swap with the scratch message's, so both
     /// keep their capacity and a steady stream decodes without allocating.
     event: DeliveryEvent,
+    /// The last date a JSON timestamp held, with its day number.
+    dates: crate::time::DateCache,
 }
 
 impl Decoder {
@@ -45,6 +47,7 @@ impl Decoder {
             max_bytes,
             scratch: Default::default(),
             event: DeliveryEvent::default(),
+            dates: Default::default(),
         }
     }
 
@@ -63,7 +66,7 @@ impl Decoder {
             return Err(Rejected::bare(RejectReason::TooLarge));
         }
         match self.format {
-            Format::Json => json::decode_into(bytes, &mut self.event)?,
+            Format::Json => json::decode_into(bytes, &mut self.event, &mut self.dates)?,
             Format::Protobuf => protobuf::decode_into(bytes, &mut self.scratch, &mut self.event)?,
         };
         validate(&self.event, &self.bounds, now)

@@ -108,7 +108,36 @@ fn a_drained_backlog_commits_at_once_and_a_trickle_at_the_interval() {
     assert_eq!(committed, recs.len() as i64, "a backlog's tail: at once");
     let (waiting, committed) = run(1_000_000);
     assert!(waiting < 1_000_000 / super::partition_set::checkpoints::DRAINED);
+    assert!((recs.len() as i64) < super::partition_set::checkpoints::DRAINED_RECORDS);
     assert_eq!(committed, 0, "a trickle: at the interval");
+}
+
+/// The end of a catch-up of dense traffic closes few buckets but leaves many records
+/// uncommitted: with nothing waiting, [`DRAINED_RECORDS`] offsets since the last
+/// checkpoint commit at once.
+///
+/// [`DRAINED_RECORDS`]: super::partition_set::checkpoints::DRAINED_RECORDS
+#[test]
+fn a_drained_backlog_of_dense_traffic_commits_at_once() {
+    let start = crate::time::parse_date("2025-10-01").unwrap_or_default();
+    let n = super::partition_set::checkpoints::DRAINED_RECORDS as u64 + 10;
+    let recs: Vec<Vec<u8>> = crate::synthetic::pilot(5, "globex", start, 20 * 60_000_000, n)
+        .iter()
+        .map(crate::codec::protobuf::encode)
+        .collect();
+    let mut s = applied_with(1_000_000, &recs);
+    let p = s.parts.values_mut().next().expect("a partition");
+    assert!(
+        p.pipeline.uncommitted_buckets() < 1_000_000 / super::partition_set::checkpoints::DRAINED,
+        "few closed buckets"
+    );
+    p.last_commit = std::time::Instant::now();
+    let checkpointed =
+        |s: &PartitionSet| s.parts.values().map(|p| p.checkpointed_offset).sum::<i64>();
+    assert!(s.checkpoint_due(Pace::Busy));
+    assert_eq!(checkpointed(&s), 0, "busy: at the interval");
+    assert!(s.checkpoint_due(Pace::Idle));
+    assert_eq!(checkpointed(&s), recs.len() as i64, "drained: at once");
 }
 
 /// A partition holding `limits.max_uncommitted_buckets` closed buckets commits at once,

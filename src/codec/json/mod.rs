@@ -2,7 +2,7 @@
 //! Unknown fields are ignored so producers can add fields before slatrack knows them.
 
 use crate::event::{DeliveryEvent, Direction, Outcome, RejectReason, Rejected};
-use crate::time::{format_rfc3339, parse_rfc3339_cached};
+use crate::time::{format_rfc3339, parse_rfc3339_cached, DateCache};
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -75,14 +75,19 @@ impl<'a> Wire<'a> {
 
 /// Decodes into `out`, copying the strings into its buffers, which keep their capacity:
 /// a steady stream decodes without allocating. Records of the
-/// simple shape are read by [`scan`]; serde_json reads the rest.
-pub fn decode_into(bytes: &[u8], out: &mut DeliveryEvent) -> Result<(), Rejected> {
+/// simple shape are read by [`scan`]; serde_json reads the rest. `dates` carries the last
+/// date read from one record to the next: a stream's records mostly share their date.
+pub fn decode_into(
+    bytes: &[u8],
+    out: &mut DeliveryEvent,
+    dates: &mut DateCache,
+) -> Result<(), Rejected> {
     if let Some(f) = scan::scan(bytes) {
-        return fill(&f, out);
+        return fill(&f, out, dates);
     }
     let w: Wire =
         serde_json::from_slice(bytes).map_err(|_| Rejected::bare(RejectReason::MalformedJson))?;
-    fill(&w.flat(), out)
+    fill(&w.flat(), out, dates)
 }
 
 /// Whether the scanner read `bytes` (`Ok(true)`), left them to serde_json (`Ok(false)`),
@@ -108,13 +113,12 @@ pub fn check_scanner(bytes: &[u8]) {
     }
 }
 
-fn fill(f: &Flat<'_>, out: &mut DeliveryEvent) -> Result<(), Rejected> {
+fn fill(f: &Flat<'_>, out: &mut DeliveryEvent, dates: &mut DateCache) -> Result<(), Rejected> {
     let set = |dst: &mut String, c: Option<&str>| {
         dst.clear();
         dst.push_str(c.unwrap_or_default());
     };
-    let mut dates = crate::time::DateCache::default();
-    let mut ts = |c: Option<&str>| c.and_then(|s| parse_rfc3339_cached(s, &mut dates));
+    let mut ts = |c: Option<&str>| c.and_then(|s| parse_rfc3339_cached(s, dates));
     set(&mut out.event_id, f.event_id);
     set(&mut out.tenant, f.tenant);
     set(&mut out.platform, f.platform);

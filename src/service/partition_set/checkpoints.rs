@@ -33,6 +33,12 @@ pub(in crate::service) fn commit_spacing(
 /// partition commits at once when nothing is waiting ([`Pace::Idle`]).
 pub(in crate::service) const DRAINED: usize = 8;
 
+/// Offsets applied since a partition's last checkpoint that make it commit at once when
+/// nothing is waiting ([`Pace::Idle`]), whatever buckets they closed: the end of a
+/// catch-up of live traffic closes few buckets (they are dense) but leaves many records
+/// to read again after a crash. A trickle reaches this only over many intervals.
+pub(in crate::service) const DRAINED_RECORDS: i64 = 4096;
+
 /// Which partitions a round of checkpoints commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::service) enum Pace {
@@ -43,8 +49,9 @@ pub(in crate::service) enum Pace {
     /// Nothing is waiting (the last wait for a batch timed out, or the poll thread's
     /// batch came back empty): a commit takes time from
     /// nothing, so a partition commits once `service.checkpoint_interval` has passed —
-    /// or at once when it holds a backlog's tail, [`DRAINED`] of its
-    /// `limits.max_uncommitted_buckets` closed buckets or more. Without this, the end of a
+    /// or at once when it holds a backlog's tail: [`DRAINED`] of its
+    /// `limits.max_uncommitted_buckets` closed buckets or more, or [`DRAINED_RECORDS`]
+    /// offsets or more since its last checkpoint. Without this, the end of a
     /// backlog would wait up to [`COMMIT_SHARE`] × partitions × the last (large) commit's
     /// duration — seconds — to become durable, or up to an interval for its tail; a
     /// trickle of live traffic closes far fewer buckets between commits, so a quiet input
@@ -99,7 +106,12 @@ impl PartitionSet {
             let waiting = p.pipeline.uncommitted_buckets();
             let spacing = match pace {
                 Pace::Busy => commit_spacing(interval, p.commit_cost, owned),
-                Pace::Idle if waiting >= (max_uncommitted / DRAINED).max(1) => Duration::ZERO,
+                Pace::Idle
+                    if waiting >= (max_uncommitted / DRAINED).max(1)
+                        || p.next_offset - p.checkpointed_offset >= DRAINED_RECORDS =>
+                {
+                    Duration::ZERO
+                }
                 Pace::Idle | Pace::All => interval,
             };
             let full = waiting >= max_uncommitted;
