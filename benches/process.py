@@ -58,6 +58,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPIC = "deliveries"
 PARTITIONS = 4  # --partitions
 TICK = os.sysconf("SC_CLK_TCK")
+BROKER_PID = None  # tansu's, for its CPU per run
 WINDOW = 0.04  # seconds
 
 
@@ -171,6 +172,7 @@ def run_slatrack(binary, brokers, n, terminal, tmp, tag, perf_out=None):
         f.write(f"""[store]\npath = "{db}"\n[metrics]\nlisten = "127.0.0.1:0"\n[kafka]\nbrokers = "{brokers}"
 group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nformat = "json"
 [kafka.properties]\n"session.timeout.ms" = "2000"\n"heartbeat.interval.ms" = "500"\n""")
+    broker_before = proc_cpu_s(BROKER_PID)
     with open(log, "w") as logf:
         svc = subprocess.Popen([binary, "run", "--config", cfg], stdout=logf, stderr=logf,
                                env=dict(os.environ, RUST_LOG="info", NO_COLOR="1"))
@@ -204,7 +206,7 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
             time.sleep(0.1)
             if fixture.checkpointed(db) >= n:
                 done = {"t": time.perf_counter(), "cpu_s": proc_cpu_s(svc.pid), "rss": proc_hwm_mib(svc.pid),
-                        "threads": threads_cpu_s(svc.pid)}
+                        "threads": threads_cpu_s(svc.pid), "broker_s": proc_cpu_s(BROKER_PID) - broker_before}
                 break
             if svc.poll() is not None:
                 raise SystemExit(f"{tag}: slatrack exited {svc.returncode}; see {log}")
@@ -236,7 +238,8 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
     print(f"  {tag}: assigned→checkpointed {done['t'] - assigned_at:.2f} s, busy span "
           f"{start - assigned_at:+.2f} s .. {end - assigned_at:+.2f} s, {len(samples)} samples", file=sys.stderr)
     top = sorted(done["threads"].items(), key=lambda kv: -kv[1])[:5]
-    print("    CPU-s by thread: " + ", ".join(f"{k} {v:.2f}" for k, v in top), file=sys.stderr)
+    print("    CPU-s by thread: " + ", ".join(f"{k} {v:.2f}" for k, v in top)
+          + f"; the broker (tansu) {done['broker_s']:.2f}", file=sys.stderr)
     return {"rate": n / (end - start), "cpu_per_m": done["cpu_s"] / n * 1e6, "rss": done["rss"]}
 
 
@@ -257,8 +260,10 @@ def run_floor(binary, brokers, n, i, mode):
 
 
 def run_peer(brokers, n, tmp, i):
+    broker_before = proc_cpu_s(BROKER_PID)
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benches/peers/py_count.py"), brokers, TOPIC,
                           str(n), f"peer-{i}-{os.getpid()}"], check=True, capture_output=True, text=True).stdout
+    print(f"  peer-{i}: the broker (tansu) {proc_cpu_s(BROKER_PID) - broker_before:.2f} CPU-s", file=sys.stderr)
     r = json.loads(out)
     return {"rate": r["rate"], "cpu_per_m": r["cpu_s"] / n * 1e6, "rss": r["rss_mib"]}
 
@@ -303,6 +308,8 @@ def main():
     sha, against = build_against(a.against) if a.against else ("", None)
     tmp = tempfile.mkdtemp(prefix="slatrack-bench-")
     broker, url, brokers = fixture.start_tansu(tansu, os.path.join(tmp, "tansu.log"))
+    global BROKER_PID
+    BROKER_PID = broker.pid
     print(f"work dir {tmp}", file=sys.stderr)
     try:
         n, avg, terminal = fill_topic(tansu, url, brokers, a.binary, tmp, a.records, a.traffic)

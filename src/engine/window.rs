@@ -282,24 +282,23 @@ impl WindowSet {
             .or_insert_with(|| KeyWindows::new(lengths, first));
         let hour_of = |b: &ClosedBucket| b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
         let open_hour = kw.hour.as_ref().map(|(h, _)| *h);
-        let mut taken: Vec<&Stats> = Vec::with_capacity(buckets.len());
+        let mut sums = BatchSums {
+            buckets,
+            suffixes: Vec::new(),
+        };
+        let mut taken: Vec<usize> = Vec::with_capacity(buckets.len());
         if let Some((h, acc)) = &mut kw.hour {
-            taken.extend(
-                buckets
-                    .iter()
-                    .filter(|b| hour_of(b) == *h)
-                    .map(|b| &b.stats),
-            );
-            merge_all(acc, &taken);
+            taken.extend((0..buckets.len()).filter(|&i| hour_of(buckets[i]) == *h));
+            sums.merge_into(acc, &taken);
         }
         for w in &mut kw.windows {
             let from = frontier.saturating_sub(w.len);
             taken.clear();
-            for b in buckets {
+            for (k, b) in buckets.iter().enumerate() {
                 if w.coarse {
                     let hour = hour_of(b);
                     if open_hour == Some(hour) {
-                        taken.push(&b.stats);
+                        taken.push(k);
                         continue;
                     }
                     if w.entry_end(hour, MICROS_PER_HOUR) <= from {
@@ -330,9 +329,9 @@ impl WindowSet {
                         }
                     }
                 }
-                taken.push(&b.stats);
+                taken.push(k);
             }
-            merge_all(&mut w.running, &taken);
+            sums.merge_into(&mut w.running, &taken);
         }
     }
 
@@ -389,13 +388,40 @@ impl WindowSet {
     }
 }
 
-/// Merges `parts` into `into`: summed first when there are several (see
-/// [`WindowSet::correct_key_batch`]).
-fn merge_all(into: &mut Stats, parts: &[&Stats]) {
-    match parts {
-        [] => {}
-        [one] => into.merge(one),
-        many => into.merge(&Stats::sum(many)),
+/// A batch of corrections' buckets summed for the aggregates that take them (see
+/// [`WindowSet::correct_key_batch`]). Most take the same buckets — all of them, or the
+/// newest (a window takes a bucket if it starts late enough, and the batch is in start
+/// order) — so the sum of each such suffix is made once: a sum of dense minutes builds a
+/// histogram.
+struct BatchSums<'a, 'b> {
+    buckets: &'a [&'b ClosedBucket],
+    /// (first bucket of a suffix, the suffix's sum)
+    suffixes: Vec<(usize, Stats)>,
+}
+
+impl BatchSums<'_, '_> {
+    /// Merges the buckets at `taken` (increasing indexes) into `into`.
+    fn merge_into(&mut self, into: &mut Stats, taken: &[usize]) {
+        let stats = |i: &usize| &self.buckets[*i].stats;
+        match taken {
+            [] => {}
+            [one] => into.merge(stats(one)),
+            [first, ..] if taken.len() == self.buckets.len() - first => {
+                let at = match self.suffixes.iter().position(|(f, _)| f == first) {
+                    Some(at) => at,
+                    None => {
+                        let parts: Vec<&Stats> = taken.iter().map(stats).collect();
+                        self.suffixes.push((*first, Stats::sum(&parts)));
+                        self.suffixes.len() - 1
+                    }
+                };
+                into.merge(&self.suffixes[at].1);
+            }
+            some => {
+                let parts: Vec<&Stats> = some.iter().map(stats).collect();
+                into.merge(&Stats::sum(&parts));
+            }
+        }
     }
 }
 
@@ -615,6 +641,42 @@ mod tests {
                 "commit ending at {end}"
             );
         }
+    }
+
+    /// The sums a batch of corrections merges equal merging its buckets one by one,
+    /// whichever of them an aggregate takes: a suffix (made once, then reused) or not.
+    #[test]
+    fn a_batch_sum_equals_merging_its_buckets() {
+        let all: Vec<ClosedBucket> = (0..5)
+            .map(|m| {
+                let mut b = bucket(m, 700 + m as u64 * 91);
+                for i in 0..(m as u64 * 9) {
+                    b.stats.latency.record(300 + i * 17);
+                }
+                b
+            })
+            .collect();
+        let buckets: Vec<&ClosedBucket> = all.iter().collect();
+        let mut sums = BatchSums {
+            buckets: &buckets,
+            suffixes: Vec::new(),
+        };
+        for taken in [
+            &[][..],
+            &[3],
+            &[1, 2, 3, 4],
+            &[0, 2, 4],
+            &[1, 2, 3, 4],
+            &[0, 1, 2, 3, 4],
+        ] {
+            let (mut summed, mut one_by_one) = (Stats::sparse(), Stats::sparse());
+            sums.merge_into(&mut summed, taken);
+            for &i in taken {
+                one_by_one.merge(&all[i].stats);
+            }
+            assert_eq!(summed, one_by_one, "taking {taken:?}");
+        }
+        assert_eq!(sums.suffixes.len(), 2, "each suffix summed once");
     }
 
     /// Partitions that commit the same event time one after the other make most of a
