@@ -2,12 +2,19 @@
 
     bash scripts/fetch-tansu.sh && cargo build --release --locked
     python3 -m venv .tools/venv && .tools/venv/bin/pip install confluent-kafka==2.12.0
-    SLATRACK_TANSU=.tools/tansu .tools/venv/bin/python benches/process.py --against REV [--runs 5]
+    SLATRACK_TANSU=.tools/tansu .tools/venv/bin/python benches/process.py --against REV \
+        [--runs 5] [--traffic live|backfill] [--floor]
 
-Setup, once per sitting: tansu (memory storage) on 127.0.0.1, one 4-partition topic of
-JSON delivery records (≈300 B each: the 10-week Globex fixture copied as tenants
-globex-0.. until there are `--records`, default 1,000,000, in event-time order, keyed by
-event id), plus one sentinel per partition a day later so every bucket closes.
+Setup, once per sitting: tansu (memory storage) on 127.0.0.1 and, per traffic shape
+(`--traffic`, default both), one 4-partition topic of JSON delivery records (≈300 B each:
+the 10-week Globex fixture copied as tenants globex-0.. until there are `--records`,
+default 1,000,000, in event-time order, keyed by event id), plus one sentinel per
+partition after the last record so every bucket closes:
+- live: the records moved, in order and with their latencies, to the two hours ending
+  ten minutes before the fill (tens of records per key-minute). Row 10's targets are for
+  this shape (docs/testing.md, "The process bench's traffic").
+- backfill: the fixture's own ten weeks (about one record per key-minute, so nearly
+  every record opens and closes a bucket), the worst case.
 
 Each round runs, in turn, the bare peer (benches/peers/py_count.py: confluent-kafka,
 counting only) and both builds — this tree's target/release/slatrack and REV's, built
@@ -24,6 +31,7 @@ Measured per slatrack run, from outside the process:
 - CPU-s per 1 M records: the process's user + system time when the checkpoints reach
   the end, over the records (start-up included).
 - peak RSS: VmHWM when the checkpoints reach the end.
+- on stderr, CPU seconds per thread, and tansu's over the run (the peer's runs too).
 Each run's figures are checked: the store's events must equal the topic's.
 Printed: min / median / max over the runs for each build and for the peer, the medians'
 ratios, and "bimodal" when a build's max rate is over 1.5x its min.
@@ -55,7 +63,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pee
 import fixture  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOPIC = "deliveries"
+TOPIC = "deliveries"  # one per traffic shape: deliveries-live, deliveries-backfill
 PARTITIONS = 4  # --partitions
 TICK = os.sysconf("SC_CLK_TCK")
 BROKER_PID = None  # tansu's, for its CPU per run
@@ -87,7 +95,8 @@ LIVE_END = timedelta(minutes=10)  # before the fill: within validation.max_futur
 def retime_live(recs):
     """The records moved, in order and with their latencies, to the two hours ending ten
     minutes before now: live traffic's shape (tens of records per key-minute), as after a
-    restart or a short outage, where the backfill shape has about one record per bucket."""
+    restart or a short outage, where the backfill shape has about one record per bucket.
+    Timestamps are written to the millisecond, as most producers write them."""
     def ts(s):
         return datetime.fromisoformat(s.replace("Z", "+00:00"))
     first, last = ts(recs[0]["completed_at"]), ts(recs[-1]["completed_at"])
@@ -101,10 +110,13 @@ def retime_live(recs):
     return recs
 
 
+def create_topic(tansu, url, name, partitions):
+    subprocess.run([tansu, "topic", "create", name, "--partitions", str(partitions), "--broker", url],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
 def fill_topic(tansu, url, brokers, binary, tmp, n, traffic):
-    for t, parts in ((TOPIC, PARTITIONS), ("slatrack-quarantine", 1)):
-        subprocess.run([tansu, "topic", "create", t, "--partitions", str(parts), "--broker", url],
-                       check=True, stdout=subprocess.DEVNULL)
+    create_topic(tansu, url, TOPIC, PARTITIONS)
     base = fixture.records(binary, tmp, 1)
     copies = -(-n // len(base))
     recs = fixture.records(binary, tmp, copies)[:n]
@@ -279,6 +291,36 @@ def summary(name, runs):
     return "  ".join(out)
 
 
+def run_rounds(runs, brokers, n, terminal, tmp, floor, builds, traffic):
+    """`runs` rounds on the current topic: the peer, the floor if asked, both builds in
+    alternating order."""
+    results = {"peer": [], "this": [], "against": []}
+    if floor:
+        results.update({"read": [], "decode": []})
+    for i in range(runs):
+        results["peer"].append(run_peer(brokers, n, tmp, i))
+        if floor:
+            for mode, key in (("count", "read"), ("decode", "decode")):
+                results[key].append(run_floor(floor, brokers, n, i, mode))
+        for name, binary in (builds if i % 2 == 0 else builds[::-1]):
+            results[name].append(run_slatrack(binary, brokers, n, terminal, tmp, f"{traffic}-{name}-{i}"))
+        print(f"round {i + 1}: " + "  ".join(f"{k} {v[-1]['rate'] / 1e6:.2f} M/s" for k, v in results.items()),
+              flush=True)
+    return results
+
+
+def print_summaries(results, this, against):
+    print(summary("python peer (count only)", results["peer"]))
+    if "read" in results:
+        print(summary("our consumer, reading", results["read"]))
+        print(summary("our consumer, + decoding", results["decode"]))
+    print(summary(this, results["this"]))
+    print(summary(against, results["against"]))
+    med = {k: statistics.median(r["rate"] for r in v) for k, v in results.items()}
+    print(f"median rate: this / peer {med['this'] / med['peer']:.2f}, against / peer "
+          f"{med['against'] / med['peer']:.2f}, this / against {med['this'] / med['against']:.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--against", help="git rev to alternate with (built once)")
@@ -288,17 +330,20 @@ def main():
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=4,
                     help="partitions of the topic (memory is bounded per partition: docs/operations.md)")
-    ap.add_argument("--traffic", choices=("backfill", "live"), default="backfill",
-                    help="event times: the fixture's 10 weeks (backfill: about one record per "
-                         "key-minute, so nearly every record opens and closes a bucket), or moved "
-                         "to the two hours before now (live: tens of records per key-minute)")
+    ap.add_argument("--traffic", default="live,backfill",
+                    type=lambda v: [t for t in v.split(",") if t in ("live", "backfill")] or ap.error(
+                        "--traffic: live, backfill or both (comma-separated)"),
+                    help="event times, one topic and set of rounds each (default both): moved to the "
+                         "two hours before now (live: tens of records per key-minute; row 10's "
+                         "targets), or the fixture's 10 weeks (backfill: about one record per "
+                         "key-minute, so nearly every record opens and closes a bucket)")
     ap.add_argument("--floor", action="store_true",
                     help="also run this tree's consumer alone each round (examples/consume_floor: "
                          "reading only, and reading + JSON decoding): the client's share of a run")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/slatrack"),
                     help="this tree's build (default target/release/slatrack)")
     a = ap.parse_args()
-    global PARTITIONS
+    global PARTITIONS, TOPIC
     PARTITIONS = a.partitions
     tansu = os.environ["SLATRACK_TANSU"]
     head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
@@ -312,36 +357,21 @@ def main():
     BROKER_PID = broker.pid
     print(f"work dir {tmp}", file=sys.stderr)
     try:
-        n, avg, terminal = fill_topic(tansu, url, brokers, a.binary, tmp, a.records, a.traffic)
-        if a.profile:
-            r = run_slatrack(a.binary, brokers, n, terminal, tmp, "profile", perf_out=a.profile)
-            print(f"profiled run: {r['rate'] / 1e6:.2f} M rec/s (perturbed by perf), {a.profile}")
-            return
-        print(f"{n} JSON records (≈{avg:.0f} B, {a.traffic} traffic) in {PARTITIONS} partitions; "
-              f"{a.runs} alternated rounds")
-        results = {"peer": [], "this": [], "against": []}
-        floor = build_floor() if a.floor else None
-        if floor:
-            results.update({"read": [], "decode": []})
-        builds = [("this", a.binary), ("against", against)]
-        for i in range(a.runs):
-            results["peer"].append(run_peer(brokers, n, tmp, i))
-            if floor:
-                for mode, key in (("count", "read"), ("decode", "decode")):
-                    results[key].append(run_floor(floor, brokers, n, i, mode))
-            for name, binary in (builds if i % 2 == 0 else builds[::-1]):
-                results[name].append(run_slatrack(binary, brokers, n, terminal, tmp, f"{name}-{i}"))
-            print(f"round {i + 1}: " + "  ".join(f"{k} {v[-1]['rate'] / 1e6:.2f} M/s" for k, v in results.items()),
-                  flush=True)
-        print(summary("python peer (count only)", results["peer"]))
-        if floor:
-            print(summary("our consumer, reading", results["read"]))
-            print(summary("our consumer, + decoding", results["decode"]))
-        print(summary(f"this tree ({head})", results["this"]))
-        print(summary(f"against {a.against} ({sha[:9]})", results["against"]))
-        med = {k: statistics.median(r["rate"] for r in v) for k, v in results.items()}
-        print(f"median rate: this / peer {med['this'] / med['peer']:.2f}, against / peer "
-              f"{med['against'] / med['peer']:.2f}, this / against {med['this'] / med['against']:.2f}")
+        create_topic(tansu, url, "slatrack-quarantine", 1)
+        floor = build_floor() if a.floor and not a.profile else None
+        for traffic in a.traffic:
+            TOPIC = f"deliveries-{traffic}"
+            n, avg, terminal = fill_topic(tansu, url, brokers, a.binary, tmp, a.records, traffic)
+            if a.profile:
+                r = run_slatrack(a.binary, brokers, n, terminal, tmp, "profile", perf_out=a.profile)
+                print(f"profiled run ({traffic}): {r['rate'] / 1e6:.2f} M rec/s (perturbed by perf), "
+                      f"{a.profile}")
+                return
+            print(f"{n} JSON records (≈{avg:.0f} B, {traffic} traffic) in {PARTITIONS} partitions; "
+                  f"{a.runs} alternated rounds")
+            results = run_rounds(a.runs, brokers, n, terminal, tmp, floor,
+                                 [("this", a.binary), ("against", against)], traffic)
+            print_summaries(results, f"this tree ({head})", f"against {a.against} ({sha[:9]})")
     finally:
         broker.kill()
 

@@ -77,7 +77,8 @@ pub fn parse_rfc3339(s: &str) -> Option<Micros> {
 }
 
 /// The last valid date [`parse_rfc3339_cached`] read and its day number. A record's
-/// three timestamps nearly always share their date, and the date is half of the parse.
+/// three timestamps, and a stream's records one after the other, nearly always share
+/// their date, and the date is half of the parse.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DateCache {
     date: [u8; 10],
