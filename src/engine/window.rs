@@ -284,7 +284,7 @@ impl WindowSet {
         let open_hour = kw.hour.as_ref().map(|(h, _)| *h);
         let mut sums = BatchSums {
             buckets,
-            suffixes: Vec::new(),
+            runs: Vec::new(),
         };
         let mut taken: Vec<usize> = Vec::with_capacity(buckets.len());
         if let Some((h, acc)) = &mut kw.hour {
@@ -294,29 +294,44 @@ impl WindowSet {
         for w in &mut kw.windows {
             let from = frontier.saturating_sub(w.len);
             taken.clear();
-            for (k, b) in buckets.iter().enumerate() {
-                if w.coarse {
-                    let hour = hour_of(b);
-                    if open_hour == Some(hour) {
-                        taken.push(k);
-                        continue;
-                    }
-                    if w.entry_end(hour, MICROS_PER_HOUR) <= from {
-                        continue;
-                    }
-                    let at = w
-                        .queue
+            if w.coarse {
+                // Buckets of one hour go into one entry (the hour's, or the six-hour block
+                // it was folded into): summed, once.
+                let mut k = 0;
+                while k < buckets.len() {
+                    let hour = hour_of(buckets[k]);
+                    let end = k + buckets[k..]
                         .iter()
-                        .rposition(|(s, wd, _)| *s <= b.start && b.start < s + wd);
-                    match at {
-                        Some(i) => Arc::make_mut(&mut w.queue[i].2).merge(&b.stats),
-                        None => {
+                        .take_while(|b| hour_of(b) == hour)
+                        .count();
+                    if open_hour == Some(hour) {
+                        taken.extend(k..end);
+                    } else if w.entry_end(hour, MICROS_PER_HOUR) > from {
+                        let start = buckets[k].start;
+                        let at = w
+                            .queue
+                            .iter()
+                            .rposition(|(s, wd, _)| *s <= start && start < s + wd);
+                        let i = at.unwrap_or_else(|| {
                             let i = w.queue.partition_point(|(s, _, _)| *s < hour);
                             w.queue
-                                .insert(i, (hour, MICROS_PER_HOUR, Arc::new(b.stats.compacted())));
+                                .insert(i, (hour, MICROS_PER_HOUR, Arc::new(Stats::sparse())));
+                            i
+                        });
+                        let entry = Arc::make_mut(&mut w.queue[i].2);
+                        if end - k >= SUMMED_RUN {
+                            entry.merge(sums.sum(k, end));
+                        } else {
+                            for b in &buckets[k..end] {
+                                entry.merge(&b.stats);
+                            }
                         }
+                        taken.extend(k..end);
                     }
-                } else {
+                    k = end;
+                }
+            } else {
+                for (k, b) in buckets.iter().enumerate() {
                     if b.start < from {
                         continue;
                     }
@@ -328,8 +343,8 @@ impl WindowSet {
                                 .insert(i, (b.start, b.width_us, Arc::new(b.stats.compacted())));
                         }
                     }
+                    taken.push(k);
                 }
-                taken.push(k);
             }
             sums.merge_into(&mut w.running, &taken);
         }
@@ -388,37 +403,54 @@ impl WindowSet {
     }
 }
 
-/// A batch of corrections' buckets summed for the aggregates that take them (see
-/// [`WindowSet::correct_key_batch`]). Most take the same buckets — all of them, or the
-/// newest (a window takes a bucket if it starts late enough, and the batch is in start
-/// order) — so the sum of each such suffix is made once: a sum of dense minutes builds a
-/// histogram.
+/// Buckets of one hour that go into a longer window's entry summed rather than one by one
+/// (a backfill's hour holds a bucket or two: summing them would cost more than it saves).
+const SUMMED_RUN: usize = 4;
+
+/// A batch of corrections' buckets summed for the aggregates and entries that take them
+/// (see [`WindowSet::correct_key_batch`]). Aggregates mostly take the same buckets — all
+/// of them, or the newest (a window takes a bucket if it starts late enough, and the
+/// batch is in start order) — and the longer windows' entries take the same hours, so
+/// the sum of each run of buckets is made once: a sum of dense minutes builds a
+/// histogram, and merging each minute alone into a sparse entry converted it again for
+/// every window.
 struct BatchSums<'a, 'b> {
     buckets: &'a [&'b ClosedBucket],
-    /// (first bucket of a suffix, the suffix's sum)
-    suffixes: Vec<(usize, Stats)>,
+    /// (first bucket of a run, the one after its last, the run's sum), in that order
+    runs: Vec<(usize, usize, Stats)>,
 }
 
 impl BatchSums<'_, '_> {
+    /// The sum of `buckets[from..to]` (not empty).
+    fn sum(&mut self, from: usize, to: usize) -> &Stats {
+        if to - from == 1 {
+            return &self.buckets[from].stats;
+        }
+        // Kept in order: a backfill's batch has a run for each of hundreds of hours.
+        let at = match self
+            .runs
+            .binary_search_by_key(&(from, to), |(f, t, _)| (*f, *t))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                let parts: Vec<&Stats> = self.buckets[from..to].iter().map(|b| &b.stats).collect();
+                self.runs.insert(at, (from, to, Stats::sum(&parts)));
+                at
+            }
+        };
+        &self.runs[at].2
+    }
+
     /// Merges the buckets at `taken` (increasing indexes) into `into`.
     fn merge_into(&mut self, into: &mut Stats, taken: &[usize]) {
-        let stats = |i: &usize| &self.buckets[*i].stats;
         match taken {
             [] => {}
-            [one] => into.merge(stats(one)),
-            [first, ..] if taken.len() == self.buckets.len() - first => {
-                let at = match self.suffixes.iter().position(|(f, _)| f == first) {
-                    Some(at) => at,
-                    None => {
-                        let parts: Vec<&Stats> = taken.iter().map(stats).collect();
-                        self.suffixes.push((*first, Stats::sum(&parts)));
-                        self.suffixes.len() - 1
-                    }
-                };
-                into.merge(&self.suffixes[at].1);
+            [first, .., last] if last - first + 1 == taken.len() => {
+                into.merge(self.sum(*first, last + 1))
             }
+            [one] => into.merge(&self.buckets[*one].stats),
             some => {
-                let parts: Vec<&Stats> = some.iter().map(stats).collect();
+                let parts: Vec<&Stats> = some.iter().map(|&i| &self.buckets[i].stats).collect();
                 into.merge(&Stats::sum(&parts));
             }
         }
@@ -644,7 +676,7 @@ mod tests {
     }
 
     /// The sums a batch of corrections merges equal merging its buckets one by one,
-    /// whichever of them an aggregate takes: a suffix (made once, then reused) or not.
+    /// whichever of them an aggregate takes: a run (made once, then reused) or not.
     #[test]
     fn a_batch_sum_equals_merging_its_buckets() {
         let all: Vec<ClosedBucket> = (0..5)
@@ -659,15 +691,17 @@ mod tests {
         let buckets: Vec<&ClosedBucket> = all.iter().collect();
         let mut sums = BatchSums {
             buckets: &buckets,
-            suffixes: Vec::new(),
+            runs: Vec::new(),
         };
         for taken in [
             &[][..],
             &[3],
             &[1, 2, 3, 4],
             &[0, 2, 4],
+            &[1, 2],
             &[1, 2, 3, 4],
             &[0, 1, 2, 3, 4],
+            &[1, 2],
         ] {
             let (mut summed, mut one_by_one) = (Stats::sparse(), Stats::sparse());
             sums.merge_into(&mut summed, taken);
@@ -676,7 +710,7 @@ mod tests {
             }
             assert_eq!(summed, one_by_one, "taking {taken:?}");
         }
-        assert_eq!(sums.suffixes.len(), 2, "each suffix summed once");
+        assert_eq!(sums.runs.len(), 3, "each run summed once");
     }
 
     /// Partitions that commit the same event time one after the other make most of a

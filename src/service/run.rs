@@ -132,6 +132,7 @@ pub fn run(
         generation: generation.clone(),
         seeks: Vec::new(),
         resumptions: 0,
+        busy_records: 0,
         store_location,
     }));
     let handler = Arc::new(RebalanceHandler(set.clone()));

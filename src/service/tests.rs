@@ -35,6 +35,7 @@ fn set_with(generation: u64, store: crate::store::SqliteStore, config: Config) -
         generation: Arc::new(AtomicU64::new(generation)),
         seeks: Vec::new(),
         resumptions: 0,
+        busy_records: 0,
         store_location: crate::store::Location::Sqlite("test.db".into()),
     }
 }
@@ -108,36 +109,60 @@ fn a_drained_backlog_commits_at_once_and_a_trickle_at_the_interval() {
     assert_eq!(committed, recs.len() as i64, "a backlog's tail: at once");
     let (waiting, committed) = run(1_000_000);
     assert!(waiting < 1_000_000 / super::partition_set::checkpoints::DRAINED);
-    assert!((recs.len() as i64) < super::partition_set::checkpoints::DRAINED_RECORDS);
+    assert!((recs.len() as u64) < super::partition_set::checkpoints::DRAINED_RECORDS);
     assert_eq!(committed, 0, "a trickle: at the interval");
 }
 
-/// The end of a catch-up of dense traffic closes few buckets but leaves many records
-/// uncommitted: with nothing waiting, [`DRAINED_RECORDS`] offsets since the last
-/// checkpoint commit at once.
+/// The end of a catch-up of dense traffic closes few buckets: after
+/// [`DRAINED_RECORDS`] records applied back to back, the first round with nothing waiting
+/// commits every partition at once, including a remainder of a few records behind a
+/// commit made during the catch-up; the round after it is back to the interval.
 ///
 /// [`DRAINED_RECORDS`]: super::partition_set::checkpoints::DRAINED_RECORDS
 #[test]
-fn a_drained_backlog_of_dense_traffic_commits_at_once() {
+fn a_drained_catch_up_commits_at_once_whatever_is_left() {
     let start = crate::time::parse_date("2025-10-01").unwrap_or_default();
-    let n = super::partition_set::checkpoints::DRAINED_RECORDS as u64 + 10;
+    let n = super::partition_set::checkpoints::DRAINED_RECORDS + 20;
     let recs: Vec<Vec<u8>> = crate::synthetic::pilot(5, "globex", start, 20 * 60_000_000, n)
         .iter()
         .map(crate::codec::protobuf::encode)
         .collect();
-    let mut s = applied_with(1_000_000, &recs);
+    let checkpointed =
+        |s: &PartitionSet| s.parts.values().map(|p| p.checkpointed_offset).sum::<i64>();
+    let mut s = applied_with(1_000_000, &recs[..recs.len() - 10]);
     let p = s.parts.values_mut().next().expect("a partition");
     assert!(
         p.pipeline.uncommitted_buckets() < 1_000_000 / super::partition_set::checkpoints::DRAINED,
         "few closed buckets"
     );
-    p.last_commit = std::time::Instant::now();
-    let checkpointed =
-        |s: &PartitionSet| s.parts.values().map(|p| p.checkpointed_offset).sum::<i64>();
+    // A commit during the catch-up, then its last ten records.
+    assert!(s.checkpoint_due(Pace::All));
+    let before = checkpointed(&s);
+    let last = recs.len() - 10;
+    s.apply(
+        &batch_of(&recs, last, recs.len(), 1),
+        crate::time::now_micros(),
+    );
     assert!(s.checkpoint_due(Pace::Busy));
-    assert_eq!(checkpointed(&s), 0, "busy: at the interval");
+    assert_eq!(checkpointed(&s), before, "busy: at the interval");
     assert!(s.checkpoint_due(Pace::Idle));
     assert_eq!(checkpointed(&s), recs.len() as i64, "drained: at once");
+    // Light traffic after it: back to the interval.
+    let more: Vec<Vec<u8>> =
+        crate::synthetic::pilot(6, "globex", start + 30 * 60_000_000, 60_000_000, 5)
+            .iter()
+            .map(crate::codec::protobuf::encode)
+            .collect();
+    s.apply(
+        &batch_at(&more, recs.len() as i64, 1),
+        crate::time::now_micros(),
+    );
+    assert!(s.checkpoint_due(Pace::Idle));
+    assert_eq!(
+        checkpointed(&s),
+        recs.len() as i64,
+        "a trickle: at the interval"
+    );
 }
 
 /// A partition holding `limits.max_uncommitted_buckets` closed buckets commits at once,

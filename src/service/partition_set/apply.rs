@@ -62,6 +62,7 @@ impl PartitionSet {
         s.skipped_below_checkpoint
             .fetch_add(skipped, Ordering::Relaxed);
         s.records.fetch_add(records, Ordering::Release);
+        self.busy_records += records;
     }
 
     /// Newest event time per key, for `slatrack_last_event_timestamp_seconds`: what an

@@ -33,11 +33,13 @@ pub(in crate::service) fn commit_spacing(
 /// partition commits at once when nothing is waiting ([`Pace::Idle`]).
 pub(in crate::service) const DRAINED: usize = 8;
 
-/// Offsets applied since a partition's last checkpoint that make it commit at once when
-/// nothing is waiting ([`Pace::Idle`]), whatever buckets they closed: the end of a
-/// catch-up of live traffic closes few buckets (they are dense) but leaves many records
-/// to read again after a crash. A trickle reaches this only over many intervals.
-pub(in crate::service) const DRAINED_RECORDS: i64 = 4096;
+/// Records applied back to back (no round with nothing waiting between them) that make
+/// the first round with nothing waiting ([`Pace::Idle`]) commit every partition at once:
+/// a catch-up just ended. Its last records are then durable as soon as they are applied,
+/// however few buckets they closed (live traffic's are dense) and however recently a
+/// partition committed. Light traffic leaves the apply thread waiting between batches
+/// long before this many records, and commits at the interval.
+pub(in crate::service) const DRAINED_RECORDS: u64 = 4096;
 
 /// Which partitions a round of checkpoints commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +52,8 @@ pub(in crate::service) enum Pace {
     /// batch came back empty): a commit takes time from
     /// nothing, so a partition commits once `service.checkpoint_interval` has passed —
     /// or at once when it holds a backlog's tail: [`DRAINED`] of its
-    /// `limits.max_uncommitted_buckets` closed buckets or more, or [`DRAINED_RECORDS`]
-    /// offsets or more since its last checkpoint. Without this, the end of a
+    /// `limits.max_uncommitted_buckets` closed buckets or more, or anything at all after
+    /// [`DRAINED_RECORDS`] records applied back to back. Without this, the end of a
     /// backlog would wait up to [`COMMIT_SHARE`] × partitions × the last (large) commit's
     /// duration — seconds — to become durable, or up to an interval for its tail; a
     /// trickle of live traffic closes far fewer buckets between commits, so a quiet input
@@ -76,6 +78,10 @@ impl PartitionSet {
         let lateness = self.config.engine.allowed_lateness.0;
         let max_uncommitted = self.config.limits.max_uncommitted_buckets;
         let owned = self.parts.len() as u32;
+        let drained = pace == Pace::Idle && self.busy_records >= DRAINED_RECORDS;
+        if pace == Pace::Idle {
+            self.busy_records = 0;
+        }
         let mut ok = true;
         let mut committed = false;
         let mut settled = false;
@@ -106,10 +112,7 @@ impl PartitionSet {
             let waiting = p.pipeline.uncommitted_buckets();
             let spacing = match pace {
                 Pace::Busy => commit_spacing(interval, p.commit_cost, owned),
-                Pace::Idle
-                    if waiting >= (max_uncommitted / DRAINED).max(1)
-                        || p.next_offset - p.checkpointed_offset >= DRAINED_RECORDS =>
-                {
+                Pace::Idle if drained || waiting >= (max_uncommitted / DRAINED).max(1) => {
                     Duration::ZERO
                 }
                 Pace::Idle | Pace::All => interval,

@@ -99,6 +99,11 @@ pub(super) struct PartitionSet {
     pub(super) seeks: Vec<FetchMove>,
     /// Resumptions from another owner's checkpoint so far (ids for `Partition::resumed`).
     pub(super) resumptions: u64,
+    /// Records applied since the last round with nothing waiting ([`Pace::Idle`]): how
+    /// long the stretch of back-to-back batches that just ended was.
+    ///
+    /// [`Pace::Idle`]: checkpoints::Pace::Idle
+    pub(super) busy_records: u64,
     /// Where the store is (for messages).
     pub(super) store_location: crate::store::Location,
 }
