@@ -235,11 +235,12 @@ impl WindowSet {
     }
 
     /// [`WindowSet::correct`] for buckets of one key in start order, with what correcting
-    /// them one by one would make. Each bucket still goes into its queue entry, but a
-    /// window's running aggregate and the hourly rollup take the batch's buckets summed,
-    /// once: they hold hundreds of HDR buckets, and merging each correction of a dense
-    /// minute into them rebuilt them per bucket. (Partitions committing the same event
-    /// time one after the other make most of a commit's buckets corrections.)
+    /// them one by one would make. Each bucket goes into its minute entry and a longer
+    /// window's hour entry takes the hour's buckets, but a window's running aggregate and
+    /// the hourly rollup take the batch's buckets summed, once: they hold hundreds of HDR
+    /// buckets, and merging each correction of a dense minute into them rebuilt them per
+    /// bucket. (Partitions committing the same event time one after the other make most
+    /// of a commit's buckets corrections.)
     fn correct_key_batch(
         &mut self,
         tenant: &Arc<str>,

@@ -64,13 +64,6 @@ fn a_costly_commit_is_spaced_while_busy_and_not_once_idle() {
         &batch_of(&recs, 0, recs.len(), 1),
         crate::time::now_micros(),
     );
-    let checkpointed = |s: &PartitionSet| {
-        s.parts
-            .values()
-            .map(|p| p.checkpointed_offset)
-            .next()
-            .expect("a partition")
-    };
     let before = checkpointed(&s);
     for p in s.parts.values_mut() {
         p.commit_cost = Duration::from_secs(10);
@@ -127,8 +120,6 @@ fn a_drained_catch_up_commits_at_once_whatever_is_left() {
         .iter()
         .map(crate::codec::protobuf::encode)
         .collect();
-    let checkpointed =
-        |s: &PartitionSet| s.parts.values().map(|p| p.checkpointed_offset).sum::<i64>();
     let mut s = applied_with(1_000_000, &recs[..recs.len() - 10]);
     let p = s.parts.values_mut().next().expect("a partition");
     assert!(
@@ -276,6 +267,15 @@ fn records() -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// The checkpointed offset of the set's one partition.
+fn checkpointed(s: &PartitionSet) -> i64 {
+    s.parts
+        .values()
+        .map(|p| p.checkpointed_offset)
+        .next()
+        .expect("a partition")
 }
 
 /// Records `from..to` of partition 0 (a record's offset is its index), polled under
