@@ -178,8 +178,8 @@ impl WindowSet {
             };
             last_entry_end > cut
         };
-        let mut buckets = buckets.into_iter().filter(|b| needed(b)).peekable();
-        let Some(first) = buckets.peek() else {
+        let buckets: Vec<&ClosedBucket> = buckets.into_iter().filter(|b| needed(b)).collect();
+        let Some(first) = buckets.first() else {
             return;
         };
         let lengths = &self.lengths;
@@ -192,17 +192,21 @@ impl WindowSet {
         // This commit's buckets of one hour, merged: (hour start, stats, the frontier
         // before its first bucket).
         let mut segment: Option<(Micros, Stats, Micros)> = None;
-        for b in buckets {
+        // The buckets each short window takes, merged into its running aggregate at the
+        // end as sums (the same newest buckets for every short window): no eviction
+        // before then can remove them, as they start after `end − len`.
+        let mut taken: Vec<Vec<usize>> = vec![Vec::new(); kw.windows.len()];
+        for (k, b) in buckets.iter().enumerate() {
             // Entries of the short windows live up to an hour and share one sparse copy
             // (see the module doc), made only if one of them takes the bucket.
             let mut shared: Option<Arc<Stats>> = None;
-            for w in kw.windows.iter_mut().filter(|w| !w.coarse) {
-                if b.start < end.saturating_sub(w.len) {
+            for (w, taken) in kw.windows.iter_mut().zip(&mut taken) {
+                if w.coarse || b.start < end.saturating_sub(w.len) {
                     continue;
                 }
                 let entry = shared.get_or_insert_with(|| Arc::new(b.stats.compacted()));
-                w.running.merge(entry);
                 w.queue.push_back((b.start, b.width_us, entry.clone()));
+                taken.push(k);
             }
             if any_coarse {
                 let hour = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
@@ -221,6 +225,13 @@ impl WindowSet {
         }
         if let Some((h, acc, before)) = segment {
             add_hour_part(kw, h, acc.into_compacted(), before);
+        }
+        let mut sums = BatchSums {
+            buckets: &buckets,
+            runs: Vec::new(),
+        };
+        for (w, taken) in kw.windows.iter_mut().zip(&taken) {
+            sums.merge_into(&mut w.running, taken);
         }
         evict_key(kw, frontier);
         self.frontier = self.frontier.max(frontier);
@@ -961,6 +972,70 @@ mod tests {
                 got,
                 "latencies leave with their counts"
             );
+        }
+    }
+
+    /// Partitions read side by side commit the same event time in one round; their
+    /// buckets pushed together in start order make the windows their commits pushed one
+    /// after another make (the later ones then mostly as corrections).
+    #[test]
+    fn a_round_of_partitions_pushed_together_equals_pushed_one_by_one() {
+        let lens = [5 * MICROS_PER_MIN, MICROS_PER_HOUR, DAY, 7 * DAY];
+        let (mut apart, mut together) = (WindowSet::new(&lens), WindowSet::new(&lens));
+        // Four partitions, each with most minutes of 30 hours, some dense.
+        let part = |p: u64| -> Vec<ClosedBucket> {
+            (0..30 * 60)
+                .filter(|m| (m + p as i64) % 7 != 0)
+                .map(|m| {
+                    let mut b = bucket(m, 900 + (m as u64 * 31 + p * 17) % 4000);
+                    let n = if (m as u64 + p).is_multiple_of(11) {
+                        40
+                    } else {
+                        p
+                    };
+                    for i in 0..n {
+                        b.stats.latency.record(400 + i * 23 + p);
+                    }
+                    b.stats.counters.attempts += n;
+                    b
+                })
+                .collect()
+        };
+        let parts: Vec<Vec<ClosedBucket>> = (0..4).map(part).collect();
+        // Rounds of uneven event-time spans, each partition committing its share.
+        let mut from = 0;
+        for span in [7, 300, 45, 61, 600, 1, 786].map(|m| m * MICROS_PER_MIN) {
+            let to = from + span;
+            let shares: Vec<Vec<&ClosedBucket>> = parts
+                .iter()
+                .map(|p| p.iter().filter(|b| (from..to).contains(&b.start)).collect())
+                .collect();
+            // Each commit ends at its newest bucket, as a commit's telemetry does.
+            let end_of = |bs: &[&ClosedBucket]| bs.iter().map(|b| b.start + b.width_us).max();
+            for share in &shares {
+                let Some(end) = end_of(share) else { continue };
+                let since = apart.frontier();
+                apart.push_key_batch(&"t".into(), &"p".into(), share.iter().copied(), since, end);
+            }
+            let mut round: Vec<&ClosedBucket> = shares.concat();
+            round.sort_by_key(|b| b.start);
+            if let Some(end) = end_of(&round) {
+                let since = together.frontier();
+                together.push_key_batch(&"t".into(), &"p".into(), round, since, end);
+            }
+            apart.sweep();
+            together.sweep();
+            let summaries = |ws: &WindowSet| -> Vec<_> {
+                ws.summaries()
+                    .map(|s| (s.window_us, s.stats.clone()))
+                    .collect()
+            };
+            assert_eq!(
+                summaries(&apart),
+                summaries(&together),
+                "round ending at {to}"
+            );
+            from = to;
         }
     }
 

@@ -4,6 +4,7 @@
 //! upkeep between commits: folding rows past `store.minute_retention`.
 
 use super::PartitionSet;
+use crate::pipeline::Committed;
 use crate::store::StoreError;
 use crate::time::Micros;
 use std::sync::atomic::Ordering;
@@ -87,6 +88,10 @@ impl PartitionSet {
         let mut settled = false;
         let mut done = Vec::new();
         let mut superseded = Vec::new();
+        // What this round's commits made durable, absorbed at once after them (see
+        // below), and the watermarks they reached.
+        let mut round = Committed::default();
+        let mut watermarks = Vec::new();
         // Quiet is idle only while we fetch: paused for the store or cut off from every
         // broker, a partition delivers nothing though records wait, and advancing its
         // watermark by the wall clock would turn them into `late` ones once they arrive.
@@ -155,7 +160,7 @@ impl PartitionSet {
                     self.status
                         .last_checkpoint_us
                         .store(p.commit_cost.as_micros() as u64, Ordering::Relaxed);
-                    self.telemetry.absorb(&made);
+                    round.append(made);
                     p.report(&self.status);
                     let keys = p.pipeline.shard.keys();
                     let overflowed = keys.overflowed;
@@ -164,10 +169,8 @@ impl PartitionSet {
                         Ordering::Relaxed,
                     );
                     p.overflow_reported = overflowed;
-                    if let (Some(wm), Ok(mut m)) =
-                        (p.pipeline.shard.watermark(), self.status.watermark.lock())
-                    {
-                        m.insert((self.topics[ti].0.clone(), partition), wm);
+                    if let Some(wm) = p.pipeline.shard.watermark() {
+                        watermarks.push((ti, partition, wm));
                     }
                     p.checkpointed_offset = p.next_offset;
                     done.push((ti, partition, p.next_offset));
@@ -190,6 +193,19 @@ impl PartitionSet {
                     // enough (each attempt can block for the store's timeout).
                     break;
                 }
+            }
+        }
+        // Partitions committing in one round mostly hold the same event time (they were
+        // read side by side): absorbed one by one, all but the first would reach the
+        // windows as corrections of what the first pushed. Taken together, their buckets
+        // are pushed in order. A partition's watermark moves only once its buckets are
+        // in the windows: a scrape showing a watermark shows the windows before it.
+        if !round.is_empty() {
+            self.telemetry.absorb(&round);
+        }
+        if let Ok(mut m) = self.status.watermark.lock() {
+            for (ti, partition, wm) in watermarks {
+                m.insert((self.topics[ti].0.clone(), partition), wm);
             }
         }
         if ok && committed {

@@ -291,7 +291,12 @@ impl Telemetry {
             groups[g].counters.add(&b.stats.counters);
             groups[g].buckets.push(i);
         }
-        for g in &groups {
+        for g in &mut groups {
+            // In start order, as a window push takes them: a commit's buckets of a key
+            // are, several partitions' commits taken together are not.
+            if !g.buckets.is_sorted_by_key(|&i| buckets[i].start) {
+                g.buckets.sort_by_key(|&i| buckets[i].start);
+            }
             let c = &g.counters;
             let h = inner
                 .handles
