@@ -89,7 +89,7 @@ pub fn encode_v2(pairs: &[(u64, u64)]) -> Vec<u8> {
 
 /// The highest value of the counts-array index `i` (the crate's `highest_equivalent` of
 /// the values it holds).
-fn top_of_index(i: u64) -> u64 {
+pub fn top_of_index(i: u64) -> u64 {
     let (mut bucket, mut sub) = (
         (i >> SUB_BUCKET_HALF_MAGNITUDE) as i64 - 1,
         (i & (SUB_BUCKET_HALF - 1)) + SUB_BUCKET_HALF,

@@ -189,9 +189,9 @@ impl WindowSet {
             .or_insert_with(|| KeyWindows::new(lengths, first));
         let any_coarse = kw.windows.iter().any(|w| w.coarse);
         let mut frontier = since;
-        // This commit's buckets of one hour, merged: (hour start, stats, the frontier
-        // before its first bucket).
-        let mut segment: Option<(Micros, Stats, Micros)> = None;
+        // This commit's buckets of one hour, merged once the hour's last is seen: (hour
+        // start, its first bucket's index, the frontier before that bucket).
+        let mut segment: Option<(Micros, usize, Micros)> = None;
         // The buckets each short window takes, merged into its running aggregate at the
         // end as sums (the same newest buckets for every short window): no eviction
         // before then can remove them, as they start after `end − len`.
@@ -210,21 +210,21 @@ impl WindowSet {
             }
             if any_coarse {
                 let hour = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
-                match &mut segment {
-                    Some((h, acc, _)) if *h == hour => acc.accumulate(&b.stats),
-                    slot => {
-                        if let Some((h, acc, before)) = slot.take() {
-                            add_hour_part(kw, h, acc.into_compacted(), before);
+                match segment {
+                    Some((h, _, _)) if h == hour => {}
+                    _ => {
+                        if let Some((h, from, before)) = segment.take() {
+                            add_hour_part(kw, h, hour_sum(&buckets[from..k]), before);
                         }
-                        *slot = Some((hour, Stats::accumulator(&b.stats), frontier));
+                        segment = Some((hour, k, frontier));
                     }
                 }
             }
             frontier = frontier.max(b.start + b.width_us);
             kw.end = kw.end.max(b.start + b.width_us);
         }
-        if let Some((h, acc, before)) = segment {
-            add_hour_part(kw, h, acc.into_compacted(), before);
+        if let Some((h, from, before)) = segment {
+            add_hour_part(kw, h, hour_sum(&buckets[from..]), before);
         }
         let mut sums = BatchSums {
             buckets: &buckets,
@@ -467,6 +467,12 @@ impl BatchSums<'_, '_> {
             }
         }
     }
+}
+
+/// One hour's buckets of a commit as one sparse entry.
+fn hour_sum(buckets: &[&ClosedBucket]) -> Stats {
+    let parts: Vec<&Stats> = buckets.iter().map(|b| &b.stats).collect();
+    Stats::sum(&parts)
 }
 
 fn evict_key(kw: &mut KeyWindows, frontier: Micros) {
