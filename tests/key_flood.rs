@@ -86,7 +86,7 @@ fn a_million_tenants_stay_bounded_in_memory_and_in_the_scrape() {
         buckets: closed,
         ..Default::default()
     };
-    telemetry.absorb(&committed);
+    telemetry.absorb(std::slice::from_ref(&committed));
     telemetry.set_gauges();
     let scrape = telemetry.metrics();
     let tenants: BTreeSet<&str> = scrape

@@ -47,22 +47,6 @@ pub struct Committed {
     pub correction_duplicates: u64,
 }
 
-impl Committed {
-    /// Adds `other`'s buckets and corrections after this one's: what several partitions'
-    /// commits made durable, taken in at once.
-    pub fn append(&mut self, mut other: Committed) {
-        self.buckets.append(&mut other.buckets);
-        self.corrections.append(&mut other.corrections);
-        self.correction_ages_us
-            .append(&mut other.correction_ages_us);
-        self.correction_duplicates += other.correction_duplicates;
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty() && self.corrections.is_empty() && self.correction_duplicates == 0
-    }
-}
-
 /// Staged records a replay resolves at once (bounded memory, few store reads).
 const REPLAY_STAGED: usize = 1 << 16;
 

@@ -90,7 +90,7 @@ impl PartitionSet {
         let mut superseded = Vec::new();
         // What this round's commits made durable, absorbed at once after them (see
         // below), and the watermarks they reached.
-        let mut round = Committed::default();
+        let mut round: Vec<Committed> = Vec::new();
         let mut watermarks = Vec::new();
         // Quiet is idle only while we fetch: paused for the store or cut off from every
         // broker, a partition delivers nothing though records wait, and advancing its
@@ -160,7 +160,7 @@ impl PartitionSet {
                     self.status
                         .last_checkpoint_us
                         .store(p.commit_cost.as_micros() as u64, Ordering::Relaxed);
-                    round.append(made);
+                    round.push(made);
                     p.report(&self.status);
                     let keys = p.pipeline.shard.keys();
                     let overflowed = keys.overflowed;
@@ -203,6 +203,7 @@ impl PartitionSet {
         if !round.is_empty() {
             self.telemetry.absorb(&round);
         }
+        drop(round);
         if let Ok(mut m) = self.status.watermark.lock() {
             for (ti, partition, wm) in watermarks {
                 m.insert((self.topics[ti].0.clone(), partition), wm);

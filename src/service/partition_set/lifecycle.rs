@@ -153,7 +153,7 @@ impl PartitionSet {
                 .commit(self.store.as_mut(), &p.source, p.next_offset)
             {
                 Ok(committed) => {
-                    self.telemetry.absorb(&committed);
+                    self.telemetry.absorb(std::slice::from_ref(&committed));
                     p.report(&self.status);
                     self.note_checkpoint(topic, partition, p.next_offset);
                     tracing::info!(source = %p.source, next_offset = p.next_offset, "partition revoked after its checkpoint");

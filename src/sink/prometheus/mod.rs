@@ -193,14 +193,19 @@ impl Telemetry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Buckets just made durable: counters move, windows slide.
-    /// The commit is taken key by key (one label, one set of counter increments and one
-    /// window push per key, not per bucket): a backfill commit holds thousands of
-    /// one-attempt buckets of the same few keys.
-    pub fn absorb(&self, committed: &Committed) {
-        self.absorb_buckets(&committed.buckets);
-        if !committed.corrections.is_empty() || committed.correction_duplicates > 0 {
-            self.absorb_corrections(committed);
+    /// Buckets just made durable: counters move, windows slide. `round` is what one
+    /// round of checkpoints committed, a commit per partition: partitions read side by
+    /// side hold the same event time, so their buckets are taken together, key by key (one
+    /// label, one set of counter increments and one window push per key, not per bucket
+    /// or per partition): a backfill commit holds thousands of one-attempt buckets of the
+    /// same few keys, and a key's buckets of one partition pushed after another's would
+    /// reach the windows as corrections.
+    pub fn absorb(&self, round: &[Committed]) {
+        self.absorb_buckets(round.iter().flat_map(|c| &c.buckets));
+        for committed in round {
+            if !committed.corrections.is_empty() || committed.correction_duplicates > 0 {
+                self.absorb_corrections(committed);
+            }
         }
     }
 
@@ -233,18 +238,18 @@ impl Telemetry {
         }
     }
 
-    fn absorb_buckets(&self, buckets: &[ClosedBucket]) {
+    fn absorb_buckets<'b>(&self, buckets: impl Iterator<Item = &'b ClosedBucket> + Clone) {
         let mut inner = self.lock();
         let end = buckets
-            .iter()
+            .clone()
             .map(|b| b.start + b.width_us)
             .max()
             .unwrap_or(Micros::MIN);
-        struct Group {
+        struct Group<'b> {
             tenant: Arc<str>,
             platform: Arc<str>,
             counters: crate::engine::Counters,
-            buckets: Vec<usize>,
+            buckets: Vec<&'b ClosedBucket>,
         }
         let since = inner.windows.frontier();
         let mut groups: Vec<Group> = Vec::new();
@@ -253,7 +258,7 @@ impl Telemetry {
         // content).
         let mut by_key: HashMap<usize, (usize, bool)> = HashMap::new();
         let mut by_label: HashMap<(Arc<str>, Arc<str>), usize> = HashMap::new();
-        for (i, b) in buckets.iter().enumerate() {
+        for b in buckets {
             if let Some(reason) = inner.exclusions.reason(b) {
                 let t = self.tenant(&mut inner, &b.key.tenant, &b.key.platform);
                 inner
@@ -289,13 +294,13 @@ impl Telemetry {
                 }
             };
             groups[g].counters.add(&b.stats.counters);
-            groups[g].buckets.push(i);
+            groups[g].buckets.push(b);
         }
         for g in &mut groups {
             // In start order, as a window push takes them: a commit's buckets of a key
             // are, several partitions' commits taken together are not.
-            if !g.buckets.is_sorted_by_key(|&i| buckets[i].start) {
-                g.buckets.sort_by_key(|&i| buckets[i].start);
+            if !g.buckets.is_sorted_by_key(|b| b.start) {
+                g.buckets.sort_by_key(|b| b.start);
             }
             let c = &g.counters;
             let h = inner
@@ -303,7 +308,7 @@ impl Telemetry {
                 .entry((g.tenant.clone(), g.platform.clone()))
                 .or_insert_with(|| KeyCounters::register(&g.tenant, &g.platform));
             h.add(c);
-            let of_group = g.buckets.iter().map(|&i| &buckets[i]);
+            let of_group = g.buckets.iter().copied();
             inner
                 .windows
                 .push_key_batch(&g.tenant, &g.platform, of_group, since, end);
@@ -582,10 +587,10 @@ mod tests {
         );
         let day = crate::time::MICROS_PER_DAY;
         let absorb = |b| {
-            t.absorb(&Committed {
+            t.absorb(&[Committed {
                 buckets: vec![b],
                 ..Default::default()
-            })
+            }])
         };
         absorb(bucket("old", 100 * day));
         // Eight days later: "old" is past the longest window (7d), but only a sweep
