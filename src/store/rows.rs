@@ -149,8 +149,7 @@ pub fn commit_rows<'a>(
         if members.len() == 1 {
             return first.clone();
         }
-        // Sparse while the buckets are small, dense after (`Stats::sum`); the row
-        // encodes straight from either form.
+        // `Stats::sum` gives the sparse form, which the row encodes straight from.
         let parts: Vec<&crate::engine::Stats> =
             members.iter().map(|&i| &buckets[i].stats).collect();
         let stats = crate::engine::Stats::sum(&parts);
