@@ -196,17 +196,33 @@ impl WindowSet {
         // end as sums (the same newest buckets for every short window): no eviction
         // before then can remove them, as they start after `end − len`.
         let mut taken: Vec<Vec<usize>> = vec![Vec::new(); kw.windows.len()];
+        // The first of the buckets that start where the current one does (several
+        // partitions' buckets of one minute, in a round's commits).
+        let mut run_from = 0;
         for (k, b) in buckets.iter().enumerate() {
+            if k > 0 && buckets[k - 1].start != b.start {
+                run_from = k;
+            }
             // Entries of the short windows live up to an hour and share one sparse copy
-            // (see the module doc), made only if one of them takes the bucket.
-            let mut shared: Option<Arc<Stats>> = None;
-            for (w, taken) in kw.windows.iter_mut().zip(&mut taken) {
-                if w.coarse || b.start < end.saturating_sub(w.len) {
-                    continue;
+            // (see the module doc), made only if one of them takes the buckets: one entry
+            // per start, however many partitions' buckets begin there, as their
+            // corrections of one another would leave it.
+            if buckets.get(k + 1).is_none_or(|next| next.start != b.start) {
+                let run = &buckets[run_from..=k];
+                let mut shared: Option<Arc<Stats>> = None;
+                for (w, taken) in kw.windows.iter_mut().zip(&mut taken) {
+                    if w.coarse || b.start < end.saturating_sub(w.len) {
+                        continue;
+                    }
+                    let entry = shared.get_or_insert_with(|| {
+                        Arc::new(match run {
+                            [one] => one.stats.compacted(),
+                            _ => sum_of(run),
+                        })
+                    });
+                    w.queue.push_back((b.start, b.width_us, entry.clone()));
+                    taken.extend(run_from..=k);
                 }
-                let entry = shared.get_or_insert_with(|| Arc::new(b.stats.compacted()));
-                w.queue.push_back((b.start, b.width_us, entry.clone()));
-                taken.push(k);
             }
             if any_coarse {
                 let hour = b.start.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
@@ -214,7 +230,7 @@ impl WindowSet {
                     Some((h, _, _)) if h == hour => {}
                     _ => {
                         if let Some((h, from, before)) = segment.take() {
-                            add_hour_part(kw, h, hour_sum(&buckets[from..k]), before);
+                            add_hour_part(kw, h, sum_of(&buckets[from..k]), before);
                         }
                         segment = Some((hour, k, frontier));
                     }
@@ -224,7 +240,7 @@ impl WindowSet {
             kw.end = kw.end.max(b.start + b.width_us);
         }
         if let Some((h, from, before)) = segment {
-            add_hour_part(kw, h, hour_sum(&buckets[from..]), before);
+            add_hour_part(kw, h, sum_of(&buckets[from..]), before);
         }
         let mut sums = BatchSums {
             buckets: &buckets,
@@ -469,8 +485,8 @@ impl BatchSums<'_, '_> {
     }
 }
 
-/// One hour's buckets of a commit as one sparse entry.
-fn hour_sum(buckets: &[&ClosedBucket]) -> Stats {
+/// Buckets summed into one sparse entry (an hour's, or a minute's of several partitions).
+fn sum_of(buckets: &[&ClosedBucket]) -> Stats {
     let parts: Vec<&Stats> = buckets.iter().map(|b| &b.stats).collect();
     Stats::sum(&parts)
 }
@@ -1041,6 +1057,14 @@ mod tests {
                 summaries(&together),
                 "round ending at {to}"
             );
+            // And as many entries: one per minute (or hour), not one per partition.
+            let entries = |ws: &WindowSet| -> Vec<usize> {
+                ws.keys
+                    .values()
+                    .flat_map(|kw| kw.windows.iter().map(|w| w.queue.len()))
+                    .collect()
+            };
+            assert_eq!(entries(&apart), entries(&together), "round ending at {to}");
             from = to;
         }
     }

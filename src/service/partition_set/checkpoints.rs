@@ -42,6 +42,25 @@ pub(in crate::service) const DRAINED: usize = 8;
 /// long before this many records, and commits at the interval.
 pub(in crate::service) const DRAINED_RECORDS: u64 = 4096;
 
+/// A round of checkpoints hands what it committed to the telemetry at once up to this
+/// many times `limits.max_uncommitted_buckets` buckets, in parts beyond: a live round of a
+/// few partitions is absorbed whole, while a backfill's final round over tens of
+/// partitions does not hold every partition's buckets (and their absorbing) at once.
+pub(in crate::service) const ROUND_BUCKETS: usize = 2;
+
+/// Moves the watermarks of partitions whose commits the telemetry has absorbed.
+fn publish_watermarks(
+    status: &crate::runtime::RuntimeStatus,
+    topics: &[(String, crate::codec::Format)],
+    watermarks: &mut Vec<(usize, i32, Micros)>,
+) {
+    if let Ok(mut m) = status.watermark.lock() {
+        for (ti, partition, wm) in watermarks.drain(..) {
+            m.insert((topics[ti].0.clone(), partition), wm);
+        }
+    }
+}
+
 /// Which partitions a round of checkpoints commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::service) enum Pace {
@@ -91,6 +110,7 @@ impl PartitionSet {
         // What this round's commits made durable, absorbed at once after them (see
         // below), and the watermarks they reached.
         let mut round: Vec<Committed> = Vec::new();
+        let mut round_buckets = 0;
         let mut watermarks = Vec::new();
         // Quiet is idle only while we fetch: paused for the store or cut off from every
         // broker, a partition delivers nothing though records wait, and advancing its
@@ -160,6 +180,7 @@ impl PartitionSet {
                     self.status
                         .last_checkpoint_us
                         .store(p.commit_cost.as_micros() as u64, Ordering::Relaxed);
+                    round_buckets += made.buckets.len() + made.corrections.len();
                     round.push(made);
                     p.report(&self.status);
                     let keys = p.pipeline.shard.keys();
@@ -171,6 +192,14 @@ impl PartitionSet {
                     p.overflow_reported = overflowed;
                     if let Some(wm) = p.pipeline.shard.watermark() {
                         watermarks.push((ti, partition, wm));
+                    }
+                    if round_buckets >= ROUND_BUCKETS * max_uncommitted {
+                        // A round of many partitions' backlogs: absorbed in parts, so
+                        // what it holds stays within the bound of a partition or two.
+                        self.telemetry.absorb(&round);
+                        round.clear();
+                        round_buckets = 0;
+                        publish_watermarks(&self.status, &self.topics, &mut watermarks);
                     }
                     p.checkpointed_offset = p.next_offset;
                     done.push((ti, partition, p.next_offset));
@@ -204,11 +233,7 @@ impl PartitionSet {
             self.telemetry.absorb(&round);
         }
         drop(round);
-        if let Ok(mut m) = self.status.watermark.lock() {
-            for (ti, partition, wm) in watermarks {
-                m.insert((self.topics[ti].0.clone(), partition), wm);
-            }
-        }
+        publish_watermarks(&self.status, &self.topics, &mut watermarks);
         if ok && committed {
             if let Ok(mut f) = self.status.store_failure.lock() {
                 if f.take().is_some() {
