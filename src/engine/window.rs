@@ -589,6 +589,13 @@ mod tests {
     use crate::engine::Counters;
     use crate::time::MICROS_PER_MIN;
 
+    /// Each window's length and content, in the set's order.
+    fn summaries(ws: &WindowSet) -> Vec<(Micros, Stats)> {
+        ws.summaries()
+            .map(|s| (s.window_us, s.stats.clone()))
+            .collect()
+    }
+
     fn bucket(start_min: i64, latency_us: u64) -> ClosedBucket {
         let mut stats = Stats::default();
         stats.counters.attempts = 1;
@@ -799,11 +806,6 @@ mod tests {
                 let since = one.frontier();
                 one.push_key_batch(&t, &p, [b], since, b.start + b.width_us);
             }
-            let summaries = |ws: &WindowSet| -> Vec<_> {
-                ws.summaries()
-                    .map(|s| (s.window_us, s.stats.clone()))
-                    .collect()
-            };
             assert_eq!(
                 summaries(&one),
                 summaries(&batched),
@@ -1047,11 +1049,6 @@ mod tests {
             }
             apart.sweep();
             together.sweep();
-            let summaries = |ws: &WindowSet| -> Vec<_> {
-                ws.summaries()
-                    .map(|s| (s.window_us, s.stats.clone()))
-                    .collect()
-            };
             assert_eq!(
                 summaries(&apart),
                 summaries(&together),
