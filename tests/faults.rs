@@ -771,16 +771,20 @@ fn store_outage(fault: StoreFault) {
             produced < n / 2,
             "the store never refused a write ({expected_why})"
         );
+        let commits = run.status.commits.load(Ordering::Relaxed);
         for (part, v) in &records[produced..produced + 1000] {
             send(&producer, *part, v);
         }
         produced += 1000;
         producer.flush(Duration::from_secs(60)).unwrap();
+        // Applied and then committed (or refused): the store sees every step, however
+        // fast the service applies the steps between two checkpoints.
         wait_until(
-            "the step applied or refused",
+            "the step applied and committed, or refused",
             Duration::from_secs(120),
             || {
-                run.status.records.load(Ordering::Relaxed) >= produced as u64
+                (run.status.records.load(Ordering::Relaxed) >= produced as u64
+                    && run.status.commits.load(Ordering::Relaxed) > commits)
                     || run.status.store_failure().is_some()
             },
         );
