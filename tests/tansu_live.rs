@@ -241,7 +241,9 @@ fn produce(brokers: &str, records: &[(i32, Vec<u8>)]) {
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
-fn write_config(dir: &Path, brokers: &str, store: &str) -> PathBuf {
+/// `connections`: `kafka.fetch_connections` (the default is 2; tests vary it so the one
+/// connection and several fetchers are exercised too).
+fn write_config(dir: &Path, brokers: &str, store: &str, connections: usize) -> PathBuf {
     let path = dir.join("slatrack.toml");
     // SLATRACK_TEST_KAFKA_DEBUG=cgrp,… turns on librdkafka's debug contexts for a failure
     // to be read in the kept logs (with SLATRACK_TEST_LOG=info,librdkafka=debug).
@@ -258,6 +260,7 @@ listen = "127.0.0.1:0"
 [kafka]
 brokers = "{brokers}"
 group_id = "slatrack-it"
+fetch_connections = {connections}
 quarantine_topic = "slatrack-quarantine"
 windows_topic = "slatrack-windows"
 [[kafka.topics]]
@@ -536,8 +539,20 @@ struct Setup {
 }
 
 /// [`setup_with`] the fixture's usual topic: [`PARTITIONS`] partitions keyed by event id.
-fn setup(kind: StoreKind, upfront: fn(usize) -> usize, producers: Producers) -> Setup {
-    setup_with(kind, upfront, PARTITIONS, Keying::EventId, producers)
+fn setup(
+    kind: StoreKind,
+    upfront: fn(usize) -> usize,
+    producers: Producers,
+    connections: usize,
+) -> Setup {
+    setup_with(
+        kind,
+        upfront,
+        PARTITIONS,
+        Keying::EventId,
+        producers,
+        connections,
+    )
 }
 
 /// `upfront`: how much of the fixture is produced before the test starts (the rest is the
@@ -548,6 +563,7 @@ fn setup_with(
     partitions: u32,
     keying: Keying,
     producers: Producers,
+    connections: usize,
 ) -> Setup {
     let mut dir = tempfile::tempdir().unwrap();
     if std::env::var_os("SLATRACK_KEEP_TEST_DIR").is_some() {
@@ -576,7 +592,7 @@ fn setup_with(
             url
         }
     };
-    let config = write_config(dir.path(), &broker.brokers(), &store);
+    let config = write_config(dir.path(), &broker.brokers(), &store, connections);
     Setup {
         dir,
         broker,
@@ -643,7 +659,11 @@ enum Producers {
     WorkdayStallsThenFlushes,
 }
 
-fn sigkill_at_several_points_then_sigterm(kind: StoreKind, producers: Producers) {
+fn sigkill_at_several_points_then_sigterm(
+    kind: StoreKind,
+    producers: Producers,
+    connections: usize,
+) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Setup {
         dir,
@@ -653,7 +673,7 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind, producers: Producers)
         store,
         config,
         pg: _pg,
-    } = setup(kind, |n| n / 8, producers);
+    } = setup(kind, |n| n / 8, producers, connections);
     let log = dir.path().join("slatrack.log");
     let mut watch = Watch::new(&store, PARTITIONS);
     let n = f.records.len();
@@ -713,12 +733,13 @@ fn sigkill_at_several_points_then_sigterm(kind: StoreKind, producers: Producers)
 
 #[test]
 fn sigkill_at_several_points_then_sigterm_equals_replay() {
-    sigkill_at_several_points_then_sigterm(StoreKind::Sqlite, Producers::Steady);
+    sigkill_at_several_points_then_sigterm(StoreKind::Sqlite, Producers::Steady, 2);
 }
 
 #[test]
 fn postgres_store_sigkill_at_several_points_then_sigterm_equals_replay() {
-    sigkill_at_several_points_then_sigterm(StoreKind::Postgres, Producers::Steady);
+    // One fetch connection: the consumer fetches every partition itself.
+    sigkill_at_several_points_then_sigterm(StoreKind::Postgres, Producers::Steady, 1);
 }
 
 /// One producer stalls for 15 minutes of event time, then flushes its backlog while the
@@ -726,7 +747,12 @@ fn postgres_store_sigkill_at_several_points_then_sigterm_equals_replay() {
 /// equals the replay of the records sorted by completion time.
 #[test]
 fn a_backlog_flushed_through_five_sigkills_equals_the_sorted_replay() {
-    sigkill_at_several_points_then_sigterm(StoreKind::Sqlite, Producers::WorkdayStallsThenFlushes);
+    // Three fetch connections: two fetchers share the partitions with the consumer.
+    sigkill_at_several_points_then_sigterm(
+        StoreKind::Sqlite,
+        Producers::WorkdayStallsThenFlushes,
+        3,
+    );
 }
 
 fn two_instances_rebalance_mid_stream(kind: StoreKind, producers: Producers) {
@@ -739,7 +765,7 @@ fn two_instances_rebalance_mid_stream(kind: StoreKind, producers: Producers) {
         store,
         config,
         pg: _pg,
-    } = setup(kind, |n| n / 2, producers);
+    } = setup(kind, |n| n / 2, producers, 2);
     let mut watch = Watch::new(&store, PARTITIONS);
     // A starts alone and owns every partition; B joins mid-stream (scale-out), then A
     // leaves mid-stream (scale-in) and B takes its partitions over.
@@ -805,6 +831,7 @@ fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
         6,
         Keying::RoundRobin,
         Producers::Steady,
+        2,
     );
     let mut watch = Watch::new(&store, 6);
     let n = f.records.len();
@@ -885,6 +912,7 @@ fn postgres_store_three_instances_sigkills_and_a_server_crash_equal_replay() {
         6,
         Keying::RoundRobin,
         Producers::Steady,
+        2,
     );
     let pg = pg.expect("a PostgreSQL server");
     let mut watch = Watch::new(&store, 6);
@@ -1123,7 +1151,7 @@ fn pilot_live_on(kind: StoreKind, dated: Dated) {
             url
         }
     };
-    let config = write_config(dir.path(), &broker.brokers(), &store);
+    let config = write_config(dir.path(), &broker.brokers(), &store, 2);
     let mut watch = Watch::new(&store, PARTITIONS);
     let n = records.len();
     let log = |x: &str| dir.path().join(format!("{x}.log"));

@@ -15,7 +15,7 @@ pub use contract::{
 pub use report::{NotifyConfig, ReportConfig, LOGO_TYPES};
 pub use service::{
     resolve_secret, AlertsConfig, KafkaConfig, MetricsConfig, ServiceConfig, TopicConfig,
-    DEFAULT_METRICS_LISTEN,
+    DEFAULT_FETCH_CONNECTIONS, DEFAULT_METRICS_LISTEN,
 };
 
 use crate::event::Direction;
@@ -541,6 +541,10 @@ mod tests {
                 &["limits.max_keys", "2000000"],
             ),
             ("[engine]\nbukket = \"1m\"\n", &["bukket"]),
+            (
+                "[kafka]\nbrokers = \"b:9092\"\nfetch_connections = 0\n[[kafka.topics]]\nname = \"t\"\n",
+                &["kafka.fetch_connections", "0"],
+            ),
             (
                 "[store]\nminute_retention = \"90m\"\n",
                 &["store.minute_retention", "90m"],

@@ -81,6 +81,11 @@ pub struct KafkaConfig {
     /// (`WindowSummary` records, docs/stores.md "Publishing windows"); `""` disables.
     #[serde(default)]
     pub windows_topic: String,
+    /// Connections the consumer fetches its partitions over (each partition over one of
+    /// them): on a backlog, one connection alternates the broker building a fetch and
+    /// the client parsing it, two overlap them (`kafka::fetchers`). 1 to 8.
+    #[serde(default = "default_fetch_connections")]
+    pub fetch_connections: usize,
     /// Passed to librdkafka as is (SASL, TLS, timeouts), for consumer and producer.
     /// A value `env:NAME` is read from the environment variable NAME, `file:PATH` from a
     /// file, so secrets need not sit in the config file. Values are never logged.
@@ -90,6 +95,13 @@ pub struct KafkaConfig {
 
 fn default_group() -> String {
     "slatrack".into()
+}
+
+/// `kafka.fetch_connections` unless set.
+pub const DEFAULT_FETCH_CONNECTIONS: usize = 2;
+
+fn default_fetch_connections() -> usize {
+    DEFAULT_FETCH_CONNECTIONS
 }
 
 fn default_quarantine() -> String {

@@ -197,6 +197,13 @@ impl Config {
                     "list at least one topic to consume",
                 ));
             }
+            if !(1..=8).contains(&k.fetch_connections) {
+                return Err(invalid(
+                    "kafka.fetch_connections",
+                    k.fetch_connections,
+                    "must be 1 to 8 (2 overlaps the broker's work and the client's)",
+                ));
+            }
             for key in k.properties.keys() {
                 if matches!(
                     key.as_str(),

@@ -6,7 +6,8 @@
 //! offsets the handler returns (the store's checkpoints), so fetching starts where the
 //! store says, not at the group offset.
 
-use super::fetch_queue::{FetchQueue, Forwarder};
+use super::fetch_queue::{FetchQueue, FetchQueues, Fetched, Forwarder, Reader};
+use super::fetchers::{record_high, Fetcher, Fetchers};
 use super::{consumer_config, redact, ClientError};
 use crate::config::KafkaConfig;
 use crate::runtime::RuntimeStatus;
@@ -52,6 +53,8 @@ pub struct ConsumerCtx {
     /// Where assigned partitions' records go ([`FetchQueue`]); `None` before the queue
     /// exists and once it is gone.
     forwarder: Mutex<Option<Forwarder>>,
+    /// Extra connections fetching some of the assigned partitions, and who fetches what.
+    fetchers: Fetchers,
 }
 
 /// How long a probe waits for the record it asks for.
@@ -120,15 +123,7 @@ impl ClientContext for ConsumerCtx {
         if up && self.status.brokers_down.swap(false, Ordering::Relaxed) {
             tracing::info!("a Kafka broker is reachable again");
         }
-        if let Ok(mut h) = self.high.lock() {
-            for (name, t) in statistics.topics {
-                for (&p, part) in &t.partitions {
-                    if p >= 0 && part.hi_offset >= 0 {
-                        h.insert((name.clone(), p), part.hi_offset);
-                    }
-                }
-            }
-        }
+        record_high(&self.high, &statistics);
     }
 }
 
@@ -189,33 +184,37 @@ impl ConsumerContext for ConsumerCtx {
                         tracing::warn!(%topic, partition, error = %e, "cannot set the fetch offset to the checkpoint's");
                     }
                 }
+                let (mine, theirs) = self.fetchers.share_out(consumer, tpl, WATERMARK_PATIENCE);
                 // Before fetching starts, so every record takes the batch queue's way.
                 let forwarder = *self.forwarder.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(f) = forwarder {
-                    for (topic, partition) in &partitions {
-                        if !f.forward(topic, *partition) {
+                    for e in mine.elements() {
+                        if !f.forward(e.topic(), e.partition()) {
                             // Its records then come through the consumer queue: slower, not lost.
-                            tracing::warn!(%topic, partition, "cannot route the partition's records to the batch queue");
+                            tracing::warn!(topic = %e.topic(), partition = e.partition(), "cannot route the partition's records to the batch queue");
                         }
                     }
                 }
+                self.fetchers.start(&theirs);
                 if cooperative {
-                    consumer.incremental_assign(tpl)
+                    consumer.incremental_assign(&mine)
                 } else {
-                    consumer.assign(tpl)
+                    consumer.assign(&mine)
                 }
             }
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.handler.revoked(&partitions);
                 if cooperative {
-                    consumer.incremental_unassign(tpl)
+                    consumer.incremental_unassign(&self.fetchers.take_back(&partitions))
                 } else {
+                    self.fetchers.take_back_all();
                     consumer.unassign()
                 }
             }
             other => {
                 tracing::warn!(error = ?other, "rebalance error: giving up every partition until the next assignment");
                 self.handler.lost();
+                self.fetchers.take_back_all();
                 consumer.unassign()
             }
         };
@@ -244,12 +243,18 @@ pub struct Item {
 pub struct Batch {
     pub bytes: Vec<u8>,
     pub items: Vec<Item>,
+    /// When the batch closed, every assigned partition had been read up to the high
+    /// watermark of its last fetch: nothing else was waiting on the broker, so the batch
+    /// ends a backlog (or is live traffic keeping up). Only a batch that emptied the fetch
+    /// queues can be.
+    pub caught_up: bool,
 }
 
 impl Batch {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.items.clear();
+        self.caught_up = false;
     }
 
     /// Appends one record (tests and callers that build batches by hand use it too).
@@ -306,8 +311,9 @@ pub struct FetchMove {
 /// Records are read from a [`FetchQueue`] in batches; the consumer queue carries the
 /// events (rebalances, commits, errors), served by `BaseConsumer::poll`.
 pub struct Consumer {
+    /// The consumer's queue, then its fetchers' (their clients live in the context).
     /// Declared before `inner`: a queue is destroyed before its client.
-    fetch: FetchQueue,
+    queues: FetchQueues,
     inner: BaseConsumer<ConsumerCtx>,
     topics: Vec<String>,
     /// Bumped by every assignment and every completed fetch move: records carry the value
@@ -330,12 +336,21 @@ impl Consumer {
         probe
             .set("group.id", format!("{}.log-probe", kafka.group_id))
             .set("statistics.interval.ms", "0");
+        let high = HighWatermarks::default();
+        let mut fetchers = Vec::new();
+        let mut fetcher_queues = Vec::new();
+        for k in 1..kafka.fetch_connections.max(1) {
+            let (f, q) = Fetcher::new(&config, kafka, k, high.clone())?;
+            fetchers.push(f);
+            fetcher_queues.push(q);
+        }
         let ctx = ConsumerCtx {
             handler,
             status,
-            high: HighWatermarks::default(),
+            high,
             probe,
             forwarder: Mutex::new(None),
+            fetchers: Fetchers::new(fetchers, &config),
         };
         let inner: BaseConsumer<ConsumerCtx> =
             config.create_with_context(ctx).map_err(ClientError::from)?;
@@ -352,8 +367,12 @@ impl Consumer {
         let topics: Vec<String> = kafka.topics.iter().map(|t| t.name.clone()).collect();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         inner.subscribe(&names).map_err(ClientError::from)?;
+        let queues = FetchQueues::new(std::iter::once(fetch).chain(fetcher_queues).collect())
+            .ok_or_else(|| {
+                ClientError::Client("cannot create a pipe to wait on the fetch queues".into())
+            })?;
         Ok(Self {
-            fetch,
+            queues,
             inner,
             topics,
             generation,
@@ -366,67 +385,97 @@ impl Consumer {
     /// nothing arrives within `wait` (the first read) or at once (the following ones).
     pub fn fill(&mut self, batch: &mut Batch, wait: Duration) {
         // Events; and a record only if its partition could not be forwarded.
-        loop {
-            match self.inner.poll(Duration::ZERO) {
-                None => break,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %redact(&e), "consumer error (librdkafka retries by itself)");
-                    break;
-                }
-                Some(Ok(m)) => {
-                    let Some(topic) = topic_index(&self.topics, || m.topic()) else {
-                        continue;
-                    };
-                    // Bumped by the rebalance callback, which runs inside `poll` on this
-                    // thread: what comes next is of the new assignment.
-                    let generation = self.generation.load(Ordering::Relaxed);
-                    batch.push(
-                        topic,
-                        m.partition(),
-                        m.offset(),
-                        generation,
-                        m.payload().unwrap_or(&[]),
-                    );
-                }
-            }
+        serve(&self.inner, &self.topics, &self.generation, batch);
+        for f in &self.inner.context().fetchers.list {
+            serve(&f.client, &self.topics, &self.generation, batch);
         }
-        let mut wait = if batch.items.is_empty() {
+        let wait = if batch.items.is_empty() {
             wait
         } else {
             Duration::ZERO
         };
-        let generation = self.generation.load(Ordering::Relaxed);
-        while batch.items.len() < BATCH && batch.bytes.len() < BATCH_BYTES {
-            let room = (BATCH - batch.items.len()).min(READ_CHUNK);
-            let (topics, fetch) = (&self.topics, &mut self.fetch);
-            let read = fetch.read(
-                room,
-                wait,
-                |r| {
-                    if let Some(topic) = topic_index(topics, || r.topic()) {
-                        batch.push(topic, r.partition, r.offset, generation, r.payload);
-                    }
-                },
-                |e| tracing::warn!(error = %e, "consumer error (librdkafka retries by itself)"),
-            );
-            if read == 0 {
-                break;
-            }
-            wait = Duration::ZERO;
+        let mut into = Filling {
+            generation: self.generation.load(Ordering::Relaxed),
+            topics: &self.topics,
+            batch,
+        };
+        let drained = self.queues.read(
+            &mut into,
+            READ_CHUNK,
+            wait,
+            |e| tracing::warn!(error = %e, "consumer error (librdkafka retries by itself)"),
+        );
+        if drained && !batch.items.is_empty() {
+            batch.caught_up = self.caught_up(batch);
         }
+    }
+
+    /// Whether every assigned partition has been read up to the high watermark of its
+    /// last fetch response (a partition read from nothing: when its log is empty). Asked
+    /// once the fetch queues are empty: a fetch answered after a queue was read set its
+    /// high watermark before queueing its records, so they show as waiting. First the
+    /// partition of the batch's last record, which on a backlog is still behind: a
+    /// lookup rather than every partition's position.
+    ///
+    /// A broker whose high watermark counts records a consumer never sees (transaction
+    /// markers, an open transaction under `read_committed`) leaves this false; the end of
+    /// a backlog is then found by the poll thread's wait, as on an idle input.
+    fn caught_up(&self, batch: &Batch) -> bool {
+        if self.paused {
+            return false;
+        }
+        let fetchers = &self.inner.context().fetchers;
+        if let Some(last) = batch.items.last() {
+            let tp = (self.topics[last.topic].clone(), last.partition);
+            let queue = self.queues.queue(fetchers.connection_of(&tp));
+            match queue.fetched_bounds(&tp.0, tp.1) {
+                Some((_, high)) if last.offset + 1 >= high => {}
+                _ => return false,
+            }
+        }
+        let clients = std::iter::once(self.inner.position().map(|p| (p, 0))).chain(
+            fetchers
+                .list
+                .iter()
+                .enumerate()
+                .map(|(k, f)| f.client.position().map(|p| (p, k + 1))),
+        );
+        for client in clients {
+            let Ok((positions, k)) = client else {
+                return false;
+            };
+            for p in positions.elements() {
+                let Some((low, high)) = self
+                    .queues
+                    .queue(k)
+                    .fetched_bounds(p.topic(), p.partition())
+                else {
+                    return false;
+                };
+                let read_to = match p.offset() {
+                    Offset::Offset(next) => next,
+                    _ => low,
+                };
+                if read_to < high {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Moves fetching of these partitions; returns the moves done, with the generation of
     /// the records polled after them, and the moves to retry later.
     pub fn move_fetching(&self, moves: Vec<FetchMove>) -> (Vec<(FetchMove, u64)>, Vec<FetchMove>) {
         let (mut done, mut retry) = (Vec::new(), Vec::new());
+        let ctx = self.inner.context();
         for m in moves {
-            match self.inner.seek(
-                &m.topic,
-                m.partition,
-                Offset::Offset(m.offset),
-                Duration::from_secs(1),
-            ) {
+            let (at, patience) = (Offset::Offset(m.offset), Duration::from_secs(1));
+            let result = match ctx.fetchers.fetcher_of(&(m.topic.clone(), m.partition)) {
+                Some(f) => f.client.seek(&m.topic, m.partition, at, patience),
+                None => self.inner.seek(&m.topic, m.partition, at, patience),
+            };
+            match result {
                 Ok(()) => done.push(m),
                 Err(e) => {
                     tracing::warn!(topic = %m.topic, partition = m.partition, error = %e, "cannot move fetching to the store's checkpoint yet; retrying");
@@ -447,18 +496,27 @@ impl Consumer {
         if paused == self.paused {
             return;
         }
-        if let Ok(assignment) = self.inner.assignment() {
-            let r = if paused {
-                self.inner.pause(&assignment)
-            } else {
-                self.inner.resume(&assignment)
+        fn switch<C: ConsumerContext>(c: &BaseConsumer<C>, paused: bool) -> bool {
+            let Ok(assignment) = c.assignment() else {
+                return true;
             };
-            if let Err(e) = r {
+            let r = if paused {
+                c.pause(&assignment)
+            } else {
+                c.resume(&assignment)
+            };
+            if let Err(e) = &r {
                 tracing::warn!(error = %e, "cannot pause/resume fetching");
-                return;
             }
+            r.is_ok()
         }
-        self.paused = paused;
+        let mut ok = switch(&self.inner, paused);
+        for f in &self.inner.context().fetchers.list {
+            ok &= switch(&f.client, paused);
+        }
+        if ok {
+            self.paused = paused;
+        }
     }
 
     /// Commits group offsets: advisory, they let a consumer without the store start near
@@ -484,6 +542,65 @@ impl Consumer {
     }
 }
 
+/// A batch being filled from the fetch queues.
+struct Filling<'a> {
+    batch: &'a mut Batch,
+    topics: &'a [String],
+    generation: u64,
+}
+
+impl Reader for Filling<'_> {
+    fn room(&self) -> usize {
+        let b = &self.batch;
+        if b.bytes.len() >= BATCH_BYTES {
+            0
+        } else {
+            BATCH.saturating_sub(b.items.len())
+        }
+    }
+
+    fn take(&mut self, r: Fetched<'_>) {
+        if let Some(topic) = topic_index(self.topics, || r.topic()) {
+            self.batch
+                .push(topic, r.partition, r.offset, self.generation, r.payload);
+        }
+    }
+}
+
+/// Serves a client's queued events (a rebalance runs its handler here); a record among
+/// them (its partition could not be forwarded to a fetch queue) goes into `batch`.
+fn serve<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topics: &[String],
+    generation: &AtomicU64,
+    batch: &mut Batch,
+) {
+    loop {
+        match client.poll(Duration::ZERO) {
+            None => break,
+            Some(Err(e)) => {
+                tracing::warn!(error = %redact(&e), "consumer error (librdkafka retries by itself)");
+                break;
+            }
+            Some(Ok(m)) => {
+                let Some(topic) = topic_index(topics, || m.topic()) else {
+                    continue;
+                };
+                // Bumped by the rebalance callback, which runs inside `poll` on this
+                // thread: what comes next is of the new assignment.
+                let generation = generation.load(Ordering::Relaxed);
+                batch.push(
+                    topic,
+                    m.partition(),
+                    m.offset(),
+                    generation,
+                    m.payload().unwrap_or(&[]),
+                );
+            }
+        }
+    }
+}
+
 /// The index of a polled record's topic among the subscribed ones. With one topic
 /// subscribed (the usual case) every record is from it: no name compared per record.
 fn topic_index<'n>(topics: &[String], name: impl FnOnce() -> &'n str) -> Option<usize> {
@@ -499,11 +616,10 @@ impl Drop for Consumer {
     /// The rebalance callback stops forwarding before the queue goes (closing the client
     /// runs a last revocation).
     fn drop(&mut self) {
-        *self
-            .inner
-            .context()
-            .forwarder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+        let ctx = self.inner.context();
+        *ctx.forwarder.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        for f in &ctx.fetchers.list {
+            *f.forwarder.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 }

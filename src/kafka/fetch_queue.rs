@@ -120,7 +120,7 @@ impl FetchQueue {
         max: usize,
         wait: Duration,
         mut each: impl FnMut(Fetched<'_>),
-        mut failed: impl FnMut(&str),
+        failed: &mut impl FnMut(&str),
     ) -> usize {
         self.release();
         self.held.resize(max.max(1), std::ptr::null_mut());
@@ -165,6 +165,42 @@ impl FetchQueue {
         delivered
     }
 
+    /// The log start and high watermark of a partition as its last fetch response gave
+    /// them (librdkafka caches both; no broker call). `None` before the partition's first
+    /// fetch, or for a partition the client does not know.
+    pub fn fetched_bounds(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
+        let name = CString::new(topic).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: a live client (see the type doc), a NUL-terminated name and two
+        // out-parameters that outlive the call.
+        let err = unsafe {
+            rd::rd_kafka_get_watermark_offsets(
+                self.client,
+                name.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0 && high >= 0)
+            .then_some((low, high))
+    }
+
+    /// Has librdkafka write a byte to `waker` when a record (or error) lands in the
+    /// queue after it was last read, so one thread can wait on several queues; `None`
+    /// stops it. Set only around a wait: a write per read while records stream in would
+    /// cost librdkafka's fetching threads a system call each.
+    fn signal(&self, waker: Option<&Waker>) {
+        let (fd, payload, len) = match waker {
+            Some(w) => (w.write, b"1".as_ptr() as *const std::ffi::c_void, 1),
+            None => (-1, std::ptr::null(), 0),
+        };
+        // SAFETY: our live queue; librdkafka copies the payload, under the queue's lock.
+        // The pipe outlives every use (`FetchQueues` drops its queues first, and a queue
+        // stops signalling when dropped).
+        unsafe { rd::rd_kafka_queue_io_event_enable(self.queue, fd, payload, len) };
+    }
+
     /// Destroys the messages of the last read.
     fn release(&mut self) {
         for m in self.held.drain(..) {
@@ -177,7 +213,150 @@ impl FetchQueue {
 impl Drop for FetchQueue {
     fn drop(&mut self) {
         self.release();
+        // Partitions forwarded here keep the queue alive past this handle: stop it
+        // signalling a pipe that is about to close (its descriptor number could be
+        // reused by a file).
+        self.signal(None);
         // SAFETY: our own handle, destroyed once, before its client (see `Consumer`).
         unsafe { rd::rd_kafka_queue_destroy(self.queue) };
+    }
+}
+
+/// What [`FetchQueues::read`] reads into.
+pub trait Reader {
+    /// How many more records it takes (0: full).
+    fn room(&self) -> usize;
+    fn take(&mut self, record: Fetched<'_>);
+}
+
+/// The queues a consumer reads records from: its own and each fetcher's
+/// (`super::fetchers`), read in turn and, with more than one, waited on together.
+pub struct FetchQueues {
+    /// Declared before `waker`: a queue stops signalling before the pipe closes.
+    queues: Vec<FetchQueue>,
+    waker: Option<Waker>,
+}
+
+impl FetchQueues {
+    /// `None` if the pipe several queues need cannot be made.
+    pub fn new(queues: Vec<FetchQueue>) -> Option<Self> {
+        let waker = if queues.len() > 1 {
+            Some(Waker::new()?)
+        } else {
+            None
+        };
+        Some(Self { queues, waker })
+    }
+
+    /// Queue `i`: 0 the consumer's, `k` its fetcher `k − 1`'s.
+    pub fn queue(&self, i: usize) -> &FetchQueue {
+        &self.queues[i]
+    }
+
+    /// Reads chunks of up to `chunk` records from the queues in turn into `into` until it
+    /// is full or every queue is empty; when nothing at all was read by then, waits up to
+    /// `wait` for a first record. Returns whether it stopped on empty queues.
+    pub fn read(
+        &mut self,
+        into: &mut impl Reader,
+        chunk: usize,
+        wait: Duration,
+        mut failed: impl FnMut(&str),
+    ) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        let n = self.queues.len();
+        // `dry` counts the queues found empty since the last record; `signalling`: the
+        // queues signal the pipe (only around a wait).
+        let (mut q, mut dry, mut any, mut signalling) = (0, 0, false, false);
+        let drained = loop {
+            let room = into.room().min(chunk);
+            if room == 0 {
+                break false;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // With one queue, a read waits for the first record itself.
+            let wait = if n == 1 && !any { left } else { Duration::ZERO };
+            let read = self.queues[q].read(room, wait, |r| into.take(r), &mut failed);
+            q = (q + 1) % n;
+            if read > 0 {
+                (dry, any) = (0, true);
+                continue;
+            }
+            dry += 1;
+            if dry % n != 0 {
+                continue;
+            }
+            let Some(waker) = self.waker.as_ref().filter(|_| !any && !left.is_zero()) else {
+                break true;
+            };
+            // Every queue is empty: from now on each signals the pipe, and once all have
+            // been read again (what arrived meanwhile is read then) the wait starts.
+            if !signalling {
+                waker.drain();
+                for queue in &self.queues {
+                    queue.signal(Some(waker));
+                }
+                signalling = true;
+            } else {
+                // What woke the wait is read in the next pass.
+                waker.wait(left);
+                waker.drain();
+                dry = 0;
+            }
+        };
+        if signalling {
+            for queue in &self.queues {
+                queue.signal(None);
+            }
+        }
+        drained
+    }
+}
+
+/// A non-blocking pipe that queues write to when records arrive ([`FetchQueue::signal`]),
+/// waited on when every queue is empty.
+struct Waker {
+    read: i32,
+    write: i32,
+}
+
+impl Waker {
+    fn new() -> Option<Self> {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        (r == 0).then_some(Self {
+            read: fds[0],
+            write: fds[1],
+        })
+    }
+
+    /// Empties the pipe: what it signalled is about to be looked at.
+    fn drain(&self) {
+        let mut buf = [0u8; 256];
+        // SAFETY: reads into a buffer of that length from our own descriptor.
+        while unsafe { libc::read(self.read, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+
+    /// Waits until something is written or `wait` passes.
+    fn wait(&self, wait: Duration) {
+        let mut fd = libc::pollfd {
+            fd: self.read,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut fd, 1, ms) };
+    }
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptors, closed once.
+        unsafe {
+            libc::close(self.read);
+            libc::close(self.write);
+        }
     }
 }

@@ -4,8 +4,9 @@
 //!   references, never logged) and redaction of client errors;
 //! - [`consumer`]: the service's consumer: its librdkafka context (rebalances, broker
 //!   health, high watermarks), polling into batches, fetch moves and group commits;
-//! - [`fetch_queue`]: the queue the consumer reads records from in batches (librdkafka's
+//! - [`fetch_queue`]: the queues the consumer reads records from in batches (librdkafka's
 //!   C API, the crate's only use of it);
+//! - `fetchers`: extra connections that fetch some of the consumer's partitions;
 //! - [`producer`]: the one producer (quarantine, published windows, traffic generator);
 //! - [`mock`]: librdkafka's in-process mock cluster (the demo).
 //!
@@ -14,6 +15,7 @@
 
 pub mod consumer;
 pub mod fetch_queue;
+mod fetchers;
 pub mod mock;
 pub mod producer;
 

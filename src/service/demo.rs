@@ -44,6 +44,7 @@ pub fn demo_config(brokers: String, store: &Path) -> Config {
         }],
         quarantine_topic: "slatrack-quarantine".into(),
         windows_topic: String::new(),
+        fetch_connections: crate::config::DEFAULT_FETCH_CONNECTIONS,
         properties: Default::default(),
     });
     c

@@ -33,8 +33,10 @@ const IN_FLIGHT: usize = 32;
 
 /// How long the poll thread waits for a first record before it hands over an empty
 /// batch. An empty batch tells the apply thread that nothing is waiting
-/// (`Pace::Idle`), which commits a backlog's tail at once: the wait is how long the end of
-/// a catch-up stays uncommitted. An idle input costs one empty batch per wait.
+/// (`Pace::Idle`), as does a batch that read every partition up to its high watermark
+/// (`Batch::caught_up`); either commits a backlog's tail at once. The wait is how long
+/// the end of a catch-up stays uncommitted where high watermarks cannot tell (see
+/// `Consumer::fill`). An idle input costs one empty batch per wait.
 const FILL_WAIT: Duration = Duration::from_millis(20);
 
 /// How often the apply thread refreshes the lag gauges.
@@ -303,9 +305,13 @@ fn apply_loop(
         if let Some(b) = &batch {
             s.apply(b, now_micros());
         }
-        // A batch the poll thread closed empty (nothing arrived within its wait) means
-        // nothing is waiting, as a timed-out wait does.
-        let pace = if batch.as_ref().is_some_and(|b| !b.items.is_empty()) {
+        // Nothing is waiting after a batch that read every partition up to its high
+        // watermark, or one the poll thread closed empty (nothing arrived within its
+        // wait), as after a timed-out wait.
+        let pace = if batch
+            .as_ref()
+            .is_some_and(|b| !b.items.is_empty() && !b.caught_up)
+        {
             Pace::Busy
         } else {
             Pace::Idle

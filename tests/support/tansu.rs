@@ -103,6 +103,7 @@ pub fn kafka_config(brokers: &str, group: &str, topic: &str) -> slatrack::config
         }],
         quarantine_topic: String::new(),
         windows_topic: String::new(),
+        fetch_connections: slatrack::config::DEFAULT_FETCH_CONNECTIONS,
         properties: [
             ("session.timeout.ms", "2000"),
             ("heartbeat.interval.ms", "500"),
