@@ -31,7 +31,8 @@ Measured per slatrack run, from outside the process:
 - CPU-s per 1 M records: the process's user + system time when the checkpoints reach
   the end, over the records (start-up included).
 - peak RSS: VmHWM when the checkpoints reach the end.
-- on stderr, CPU seconds per thread, and tansu's over the run (the peer's runs too).
+- on stderr, CPU seconds per thread, the process's CPU seconds before its first
+  assignment (start-up), and tansu's over the run (the peer's runs too).
 Each run's figures are checked: the store's events must equal the topic's.
 Printed: min / median / max over the runs for each build and for the peer, the medians'
 ratios, and "bimodal" when a build's max rate is over 1.5x its min.
@@ -40,8 +41,8 @@ ratios, and "bimodal" when a build's max rate is over 1.5x its min.
 reading the records and nothing else, then reading and JSON-decoding them. What a
 slatrack run spends beyond those is its own work.
 
-`--profile OUT` instead runs this tree once under `perf record -g` (every thread, 999 Hz)
-and writes the profile to OUT, for `perf report -i OUT`.
+`--profile OUT` instead runs this tree once under `perf record -g -a` (every thread of
+the machine, tansu's too, 999 Hz) and writes the profile to OUT, for `perf report -i OUT`.
 """
 import argparse
 import json
@@ -190,8 +191,9 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
                                env=dict(os.environ, RUST_LOG="info", NO_COLOR="1"))
     perf = None
     if perf_out:
-        # Sampled call stacks of the whole run, every thread (`perf report -i OUT`).
-        perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(svc.pid), "-o", perf_out],
+        # Sampled call stacks of the whole machine while the run lasts (`perf report -i OUT
+        # --pid PID` or `--comm`): `-p PID` would miss the threads the process starts later.
+        perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-a", "-o", perf_out],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []  # (t, cpu_s)
     assigned_at = None
@@ -247,8 +249,10 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
     con.close()
     if events != terminal:
         raise SystemExit(f"{tag}: the store counted {events} events, the topic holds {terminal}")
+    startup_s = max((c for t, c in samples if t <= assigned_at), default=0.0)
     print(f"  {tag}: assigned→checkpointed {done['t'] - assigned_at:.2f} s, busy span "
-          f"{start - assigned_at:+.2f} s .. {end - assigned_at:+.2f} s, {len(samples)} samples", file=sys.stderr)
+          f"{start - assigned_at:+.2f} s .. {end - assigned_at:+.2f} s, {len(samples)} samples, "
+          f"{startup_s:.3f} CPU-s before the first assignment", file=sys.stderr)
     top = sorted(done["threads"].items(), key=lambda kv: -kv[1])[:5]
     print("    CPU-s by thread: " + ", ".join(f"{k} {v:.2f}" for k, v in top)
           + f"; the broker (tansu) {done['broker_s']:.2f}", file=sys.stderr)
