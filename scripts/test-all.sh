@@ -91,4 +91,6 @@ done
 rm -rf "$fuzz_out"
 
 step "benches build (never timed in CI: speed lives in BENCHMARKS.md)"
-cargo bench --locked --no-run
+# The dev profile: it reuses the test build's dependencies (an optimized build would compile
+# them all again for minutes); clippy --all-targets has already checked the benches' code.
+cargo build --locked --benches
