@@ -17,7 +17,9 @@
 #![allow(unsafe_code)]
 
 use rdkafka::bindings as rd;
+use rdkafka::TopicPartitionList;
 use std::ffi::{CStr, CString};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// One record read from the queue, borrowed until the next read.
@@ -85,6 +87,20 @@ impl Forwarder {
             rd::rd_kafka_queue_destroy(pq);
         }
         true
+    }
+}
+
+/// Forwards `partitions` to the queue behind `slot`, if it is still there (see
+/// [`Forwarder::forward`]). A partition that cannot be forwarded is logged; its records
+/// then come through its client's own queue, served with the events: slower, not lost.
+pub fn forward_all(slot: &Mutex<Option<Forwarder>>, partitions: &TopicPartitionList) {
+    let forwarder = *slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = forwarder {
+        for e in partitions.elements() {
+            if !f.forward(e.topic(), e.partition()) {
+                tracing::warn!(topic = %e.topic(), partition = e.partition(), "cannot route the partition's records to the batch queue");
+            }
+        }
     }
 }
 

@@ -9,10 +9,10 @@
 //! and offset commits. Each [`Fetcher`] is a client of its own (a group id it never joins)
 //! that fetches the partitions the consumer hands it at assignment, with the offsets the
 //! consumer resolved, into a [`FetchQueue`] of its own. Its statistics feed the same high
-//! watermarks as the consumer's. Which connection fetches a partition is the consumer's
-//! [`Owners`] map.
+//! watermarks as the consumer's. Which connection fetches a partition is recorded in the
+//! consumer's [`Fetchers`].
 
-use super::fetch_queue::{FetchQueue, Forwarder};
+use super::fetch_queue::{forward_all, FetchQueue, Forwarder};
 use super::{redact, ClientError};
 use crate::config::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
@@ -22,20 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::consumer::{HighWatermarks, TopicPartition};
-
-/// Records the high watermark of every partition in librdkafka's statistics.
-pub(super) fn record_high(high: &HighWatermarks, statistics: &rdkafka::Statistics) {
-    if let Ok(mut h) = high.lock() {
-        for (name, t) in &statistics.topics {
-            for (&p, part) in &t.partitions {
-                if p >= 0 && part.hi_offset >= 0 {
-                    h.insert((name.clone(), p), part.hi_offset);
-                }
-            }
-        }
-    }
-}
+use super::consumer::{record_high, HighWatermarks, TopicPartition};
 
 /// librdkafka context of a fetcher: statistics and errors only (it never joins a group).
 pub(super) struct FetcherCtx {
@@ -88,14 +75,7 @@ impl Fetcher {
 
     /// Starts fetching `partitions` (offsets as resolved by the consumer) into its queue.
     pub fn start(&self, partitions: &TopicPartitionList) {
-        let forwarder = *self.forwarder.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = forwarder {
-            for e in partitions.elements() {
-                if !f.forward(e.topic(), e.partition()) {
-                    tracing::warn!(topic = %e.topic(), partition = e.partition(), "cannot route the partition's records to the batch queue");
-                }
-            }
-        }
+        forward_all(&self.forwarder, partitions);
         match self.client.incremental_assign(partitions) {
             Ok(()) => tracing::debug!(
                 partitions = partitions.count(),
