@@ -229,8 +229,9 @@ format = "protobuf"
             }
             // Every partition's watermark past its own last bucket (the window end is the
             // newest bucket of any partition; the others may still hold older open ones).
-            // The gauge thread sets watermarks after the windows, from commits made after
-            // their buckets reached the windows: a scrape showing them shows those windows.
+            // A gauge tick reads the watermarks before the windows, and a watermark moves
+            // only once its buckets are in the windows: a scrape showing a watermark shows
+            // windows that hold them.
             let watermarks = (0..PARTITIONS)
                 .filter(|p| {
                     let series = format!("slatrack_watermark_timestamp_seconds{{topic=\"{TOPIC}\",partition=\"{p}\"}} ");

@@ -137,8 +137,10 @@ pub struct Telemetry {
     inner: Mutex<Inner>,
     /// The `le` bounds of the window latency histograms (µs).
     bounds: Vec<u64>,
-    /// The window latency histograms the gauge thread built last.
-    latency: Mutex<latency::Snapshot>,
+    /// The window latency histograms the gauge thread built last. Also the tick lock: the
+    /// gauge thread holds it while it sets a tick's gauges and a scrape while it renders,
+    /// so a scrape shows one tick whole (never one window's counts from two ticks).
+    tick: Mutex<latency::Snapshot>,
 }
 
 impl Telemetry {
@@ -163,7 +165,7 @@ impl Telemetry {
             }),
             contracts,
             bounds: latency::bounds(&config),
-            latency: Mutex::default(),
+            tick: Mutex::default(),
             config,
             status,
         })
@@ -335,6 +337,10 @@ impl Telemetry {
     /// Sets every gauge from the current windows and the service status: what
     /// [`GaugeThread`] runs every `metrics.gauge_interval`.
     pub fn set_gauges(&self) {
+        let mut tick = self.tick.lock().unwrap_or_else(|p| p.into_inner());
+        // Read before the windows: a partition's watermark is published after its buckets
+        // reach the windows, so every watermark read here is covered by the windows below.
+        let watermarks = self.status.watermarks();
         gauge!("slatrack_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let mut inner = self.lock();
         inner.windows.sweep();
@@ -404,9 +410,8 @@ impl Telemetry {
             }
         }
         inner.exported = exported;
-        let latency = latency::Snapshot::from_windows(&self.bounds, &inner.windows);
-        *self.latency.lock().unwrap_or_else(|p| p.into_inner()) = latency;
-        // Set last: a scrape that shows this end shows every window of this tick.
+        *tick = latency::Snapshot::from_windows(&self.bounds, &inner.windows);
+        // The newest bucket in the windows (a scrape sees this tick whole: `tick`).
         let end = inner.windows.frontier();
         if end != Micros::MIN {
             gauge!("slatrack_window_end_timestamp_seconds").set(end as f64 / 1e6);
@@ -457,7 +462,7 @@ impl Telemetry {
         for ((topic, partition), lag) in st.lags() {
             gauge!("slatrack_consumer_lag_records", "topic" => topic, "partition" => partition.to_string()).set(lag as f64);
         }
-        for ((topic, partition), wm) in st.watermarks() {
+        for ((topic, partition), wm) in watermarks {
             gauge!("slatrack_watermark_timestamp_seconds", "topic" => topic, "partition" => partition.to_string()).set(wm as f64 / 1e6);
         }
         if let Some(h) = handle() {
@@ -507,26 +512,21 @@ impl GaugeThread {
 impl crate::sink::http::Endpoints for Telemetry {
     /// Renders what the gauge thread and the counters set: a scrape changes nothing.
     fn metrics(&self) -> String {
+        let tick = self.tick.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = handle().map(|h| h.render()).unwrap_or_default();
-        self.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .render_text(&mut out);
+        tick.render_text(&mut out);
         out
     }
 
     /// The same, as protobuf, with the window histograms' native buckets.
     fn metrics_protobuf(&self) -> Vec<u8> {
+        let tick = self.tick.lock().unwrap_or_else(|p| p.into_inner());
         let text = handle().map(|h| h.render()).unwrap_or_default();
         let mut families = exposition::families_from_text(&text);
-        if let Some(f) = self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .family()
-        {
+        if let Some(f) = tick.family() {
             families.push(f);
         }
+        drop(tick);
         exposition::encode(&families)
     }
 
@@ -606,5 +606,82 @@ mod tests {
             1,
             "the gauge tick slides the windows"
         );
+    }
+
+    /// The service's order, raced: a bucket reaches the windows, then the watermark moves
+    /// past it; meanwhile the gauge thread ticks and a reader scrapes. A scrape must show
+    /// one tick (a window's events and attempts, one each per bucket, agree) and never a
+    /// watermark its windows do not cover.
+    #[test]
+    fn a_scrape_shows_one_tick_and_no_watermark_ahead_of_its_windows() {
+        use std::sync::atomic::AtomicBool;
+        let status = Arc::new(RuntimeStatus::default());
+        let t = Telemetry::new(
+            Arc::new(Config::default()),
+            Default::default(),
+            status.clone(),
+        );
+        let minute = crate::time::MICROS_PER_MIN;
+        let base = 300 * crate::time::MICROS_PER_DAY;
+        // Under the 7d window's length: every bucket stays in it.
+        let buckets = 3000;
+        let topic = "tick-test";
+        let series =
+            |name: &str| format!("{name}{{tenant=\"tick\",platform=\"workday\",window=\"7d\"}} ");
+        let (events, attempts) = (
+            series("slatrack_window_events"),
+            series("slatrack_window_attempts"),
+        );
+        let watermark =
+            format!("slatrack_watermark_timestamp_seconds{{topic=\"{topic}\",partition=\"0\"}} ");
+        let value = |scrape: &str, prefix: &str| {
+            scrape
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let done = AtomicBool::new(false);
+        let mut checked = 0;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..buckets {
+                    t.absorb(&[Committed {
+                        buckets: vec![bucket("tick", base + i * minute)],
+                        ..Default::default()
+                    }]);
+                    if let Ok(mut m) = status.watermark.lock() {
+                        m.insert((topic.to_string(), 0), base + (i + 1) * minute);
+                    }
+                }
+                done.store(true, Ordering::Release);
+            });
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    t.set_gauges();
+                }
+                t.set_gauges();
+            });
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let scrape = t.metrics();
+                if let (Some(e), Some(a), Some(w)) = (
+                    value(&scrape, &events),
+                    value(&scrape, &attempts),
+                    value(&scrape, &watermark),
+                ) {
+                    assert_eq!(e, a, "one tick: events and attempts agree");
+                    let covered = ((w * 1e6) as i64 - base) / minute;
+                    assert!(
+                        e >= covered as f64,
+                        "the watermark covers {covered} buckets, the windows hold {e}"
+                    );
+                    checked += 1;
+                }
+                if finished {
+                    break;
+                }
+            }
+        });
+        assert!(checked > 0, "no scrape showed the series");
     }
 }
