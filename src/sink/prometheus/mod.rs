@@ -509,19 +509,27 @@ impl GaugeThread {
     }
 }
 
+impl Telemetry {
+    /// The recorder's text, rendered under the tick lock, with the lock still held for the
+    /// tick's latency histograms: both renderings show one tick whole.
+    fn render(&self) -> (std::sync::MutexGuard<'_, latency::Snapshot>, String) {
+        let tick = self.tick.lock().unwrap_or_else(|p| p.into_inner());
+        let text = handle().map(|h| h.render()).unwrap_or_default();
+        (tick, text)
+    }
+}
+
 impl crate::sink::http::Endpoints for Telemetry {
     /// Renders what the gauge thread and the counters set: a scrape changes nothing.
     fn metrics(&self) -> String {
-        let tick = self.tick.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = handle().map(|h| h.render()).unwrap_or_default();
+        let (tick, mut out) = self.render();
         tick.render_text(&mut out);
         out
     }
 
     /// The same, as protobuf, with the window histograms' native buckets.
     fn metrics_protobuf(&self) -> Vec<u8> {
-        let tick = self.tick.lock().unwrap_or_else(|p| p.into_inner());
-        let text = handle().map(|h| h.render()).unwrap_or_default();
+        let (tick, text) = self.render();
         let mut families = exposition::families_from_text(&text);
         if let Some(f) = tick.family() {
             families.push(f);
