@@ -12,7 +12,7 @@
 //! A commit that fails leaves everything staged; a crash loses only what the checkpoint
 //! never covered, which is read again. Either way each record is counted once.
 
-use super::dedup::DedupKey;
+use super::dedup::{DedupKey, KeySet, OrdinalMap};
 use super::keys::{KeyId, KeyTable};
 use super::stats::Stats;
 use super::ClosedBucket;
@@ -110,7 +110,7 @@ impl Resolution {
 pub struct KeyCache {
     budget: usize,
     held: usize,
-    sets: HashMap<i64, HashSet<DedupKey>>,
+    sets: OrdinalMap<KeySet>,
     /// Ordinals, least recently used first (an ordinal may appear more than once; only its
     /// last use counts).
     order: VecDeque<i64>,
@@ -123,7 +123,7 @@ impl KeyCache {
         Self {
             budget,
             held: 0,
-            sets: HashMap::new(),
+            sets: OrdinalMap::default(),
             order: VecDeque::new(),
             loads: 0,
         }
@@ -138,7 +138,12 @@ impl KeyCache {
         self.held == 0
     }
 
+    /// Marks `ordinal`'s set most recently used. Records mostly fall in the bucket of the
+    /// record before them: a use of the set already last in the order changes nothing.
     fn touch(&mut self, ordinal: i64) {
+        if self.order.back() == Some(&ordinal) {
+            return;
+        }
         self.order.push_back(ordinal);
         if self.order.len() > 4 * self.sets.len() + 64 {
             let sets = &self.sets;
@@ -155,7 +160,7 @@ impl KeyCache {
         }
     }
 
-    fn insert(&mut self, ordinal: i64, set: HashSet<DedupKey>) {
+    fn insert(&mut self, ordinal: i64, set: KeySet) {
         self.held += set.len();
         self.sets.insert(ordinal, set);
         self.touch(ordinal);
@@ -198,7 +203,7 @@ impl KeyCache {
             return Ok(hit);
         }
         self.loads += 1;
-        let set: HashSet<DedupKey> = load(ordinal)?.into_iter().collect();
+        let set: KeySet = load(ordinal)?.into_iter().collect();
         let hit = set.contains(&key);
         self.insert(ordinal, set);
         Ok(hit)
@@ -251,12 +256,12 @@ pub fn resolve<E>(
     mut load: impl FnMut(i64) -> Result<Vec<DedupKey>, E>,
 ) -> Result<Resolution, E> {
     let mut out = Resolution::default();
-    let mut added: HashMap<i64, HashSet<DedupKey>> = HashMap::new();
+    let mut added: OrdinalMap<KeySet> = OrdinalMap::default();
     let mut stats: HashMap<(KeyId, i64), Stats> = HashMap::new();
     let mut new_keys: HashMap<i64, Vec<DedupKey>> = HashMap::new();
     for s in staged {
         if !cache.sets.contains_key(&s.ordinal) {
-            let set: HashSet<DedupKey> = load(s.ordinal)?.into_iter().collect();
+            let set: KeySet = load(s.ordinal)?.into_iter().collect();
             cache.loads += 1;
             cache.insert(s.ordinal, set);
         } else {
