@@ -425,6 +425,27 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
+    #[test]
+    fn key_hasher_spreads_ordinals_and_keeps_keys_apart() {
+        use std::hash::BuildHasher;
+        let h = std::hash::BuildHasherDefault::<KeyHasher>::default();
+        // A week of minute buckets: every ordinal its own hash, and the top seven bits
+        // (hashbrown's tag) varied, so consecutive buckets do not share a tag.
+        let start = 29_000_000i64;
+        let hashes: std::collections::BTreeSet<u64> =
+            (start..start + 7 * 1440).map(|o| h.hash_one(o)).collect();
+        assert_eq!(hashes.len(), 7 * 1440);
+        let tags: std::collections::BTreeSet<u64> = hashes.iter().map(|x| x >> 57).collect();
+        assert_eq!(tags.len(), 128, "ordinals fill every tag");
+        // Keys hash by their high word only: keys that share it still count apart.
+        let a = canonical(dedup_key("e-1", 1));
+        let b = a ^ 1; // same high word, other low word
+        assert_eq!(h.hash_one(a), h.hash_one(b));
+        let set: KeySet = [a, b, a].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert_ne!(h.hash_one(a), h.hash_one(canonical(dedup_key("e-2", 1))));
+    }
+
     fn sorted(mut e: Vec<(i64, Vec<DedupKey>)>) -> Vec<(i64, Vec<DedupKey>)> {
         for (_, keys) in &mut e {
             keys.sort_unstable();
