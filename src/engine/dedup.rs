@@ -40,7 +40,8 @@ pub fn canonical(key: u128) -> DedupKey {
 /// its time in. A key is already an xxh3 hash: its high word (64 uniform bits; the low
 /// word keeps only 32) is its hash, as [`Dedup`]'s own tables use it. An ordinal is
 /// mixed by one multiply (Fibonacci hashing), so consecutive buckets spread over the
-/// table's groups.
+/// table's groups. Like [`Dedup`]'s own tables, it trusts producers not to craft event
+/// ids whose (unkeyed) xxh3 hashes collide.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KeyHasher(u64);
 
