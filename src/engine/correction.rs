@@ -258,7 +258,7 @@ pub fn resolve<E>(
     let mut out = Resolution::default();
     let mut added: OrdinalMap<KeySet> = OrdinalMap::default();
     let mut stats: HashMap<(KeyId, i64), Stats> = HashMap::new();
-    let mut new_keys: HashMap<i64, Vec<DedupKey>> = HashMap::new();
+    let mut new_keys: OrdinalMap<Vec<DedupKey>> = OrdinalMap::default();
     for s in staged {
         if !cache.sets.contains_key(&s.ordinal) {
             let set: KeySet = load(s.ordinal)?.into_iter().collect();

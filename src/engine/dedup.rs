@@ -36,9 +36,9 @@ pub fn canonical(key: u128) -> DedupKey {
 }
 
 /// The hasher of sets and maps keyed by [`DedupKey`]s or bucket ordinals (correction
-/// caches, replays' ledgers), in place of std's SipHash, which a replay spent about 5 % of
-/// its time in. A key is already an xxh3 hash: its high word (64 uniform bits; the low
-/// word keeps only 32) is its hash, as [`Dedup`]'s own tables use it. An ordinal is
+/// caches, replays' ledgers, probed once per late or replayed record): a fraction of
+/// std's SipHash cost. A key is already an xxh3 hash: its high word (64 uniform bits; the
+/// low word keeps only 32) is its hash, as [`Dedup`]'s own tables use it. An ordinal is
 /// mixed by one multiply (Fibonacci hashing), so consecutive buckets spread over the
 /// table's groups. Like [`Dedup`]'s own tables, it trusts producers not to craft event
 /// ids whose (unkeyed) xxh3 hashes collide.
