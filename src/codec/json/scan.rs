@@ -72,7 +72,10 @@ impl<'a> Cursor<'a> {
 
     /// A key after its opening quote, as its field number (16: unknown, ignored as
     /// serde_json ignores it). The known names are compared in place, picked by their
-    /// first byte, rather than scanned for their closing quote and then matched.
+    /// first byte, rather than scanned for their closing quote and then matched. (A table
+    /// looked up by a hash of a key's first bytes is slower: the branch per first byte is
+    /// predicted, while a lookup puts a load and a multiply between one field's position
+    /// and the next one's.)
     #[inline]
     fn key(&mut self) -> Option<u8> {
         let rest = &self.b[self.i..];
