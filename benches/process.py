@@ -1,6 +1,6 @@
 """The process-level bench: `slatrack run` as a user runs it, alternated with another build.
 
-    bash scripts/fetch-tansu.sh && cargo build --release --locked
+    bash scripts/fetch-tansu.sh && bash scripts/build-release.sh
     python3 -m venv .tools/venv && .tools/venv/bin/pip install confluent-kafka==2.12.0
     SLATRACK_TANSU=.tools/tansu .tools/venv/bin/python benches/process.py --against REV \
         [--runs 5] [--traffic live|backfill] [--floor]
@@ -17,8 +17,9 @@ partition after the last record so every bucket closes:
   every record opens and closes a bucket), the worst case.
 
 Each round runs, in turn, the bare peer (benches/peers/py_count.py: confluent-kafka,
-counting only) and both builds — this tree's target/release/slatrack and REV's, built
-once into target/against/ — in alternating order. A slatrack run is the user's: the
+counting only) and both builds — this tree's release build (target/pgo/release/slatrack, from
+scripts/build-release.sh) and REV's, built once into target/against/ the way REV builds
+its releases — in alternating order. A slatrack run is the user's: the
 default config plus a [kafka] section naming the topic (format json), a fresh SQLite
 store, its own consumer group, the metrics listener on a free loopback port.
 
@@ -71,8 +72,18 @@ BROKER_PID = None  # tansu's, for its CPU per run
 WINDOW = 0.04  # seconds
 
 
+def source_files():
+    """The files a release build is made from."""
+    for top in ("src", "proto"):
+        for d, _, files in os.walk(os.path.join(ROOT, top)):
+            yield from (os.path.join(d, f) for f in files)
+    yield from (os.path.join(ROOT, f) for f in ("Cargo.toml", "Cargo.lock", "build.rs"))
+
+
 def build_against(rev):
-    """REV's release binary, built once in its own worktree under target/against/."""
+    """REV's release binary, built once in its own worktree under target/against/, the way
+    REV builds its releases: with its scripts/build-release.sh (profile-guided) where it
+    has one, else `cargo build --release`."""
     sha = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip()
     out = os.path.join(ROOT, "target", "against", sha[:12] + ".slatrack")
@@ -81,11 +92,17 @@ def build_against(rev):
     tree = os.path.join(ROOT, "target", "against", "tree-" + sha[:12])
     if not os.path.exists(tree):
         subprocess.run(["git", "worktree", "add", "--detach", tree, sha], cwd=ROOT, check=True)
-    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(ROOT, "target", "against", "target"))
     print(f"building {rev} ({sha[:12]}) in {tree} …", file=sys.stderr)
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "slatrack"], cwd=tree,
-                   env=env, check=True)
-    os.replace(os.path.join(env["CARGO_TARGET_DIR"], "release", "slatrack"), out)
+    if os.path.exists(os.path.join(tree, "scripts", "build-release.sh")):
+        env = dict(os.environ, SLATRACK_PGO_DIR=os.path.join(ROOT, "target", "against", "pgo"))
+        built = subprocess.run(["bash", "scripts/build-release.sh"], cwd=tree, env=env, check=True,
+                               stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    else:
+        env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(ROOT, "target", "against", "target"))
+        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "slatrack"], cwd=tree,
+                       env=env, check=True)
+        built = os.path.join(env["CARGO_TARGET_DIR"], "release", "slatrack")
+    os.replace(built, out)
     return sha, out
 
 
@@ -313,6 +330,42 @@ def run_rounds(runs, brokers, n, terminal, tmp, floor, builds, traffic):
     return results
 
 
+def run_counted(binary, brokers, n, terminal, tmp, tag):
+    """One run under callgrind (valgrind counts instructions, whatever else the machine
+    does): instructions per record on the apply thread (the one that runs `apply_loop`) and
+    over every thread. The apply thread's count repeats within a few per cent; the
+    whole process's moves more, as idle polling depends on timing."""
+    out = tempfile.mkdtemp(dir=tmp, prefix=tag + "-callgrind-")
+    wrapper = os.path.join(out, "slatrack")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\nexec valgrind --tool=callgrind --separate-threads=yes '
+                f'--callgrind-out-file={out}/cg.%p "{binary}" "$@"\n')
+    os.chmod(wrapper, 0o755)
+    run_slatrack(wrapper, brokers, n, terminal, tmp, tag)
+    apply, total = None, 0
+    for name in os.listdir(out):
+        if not name.startswith("cg."):
+            continue
+        with open(os.path.join(out, name), errors="replace") as f:
+            text = f.read()
+        m = re.search(r"^summary: (\d+)", text, re.M)
+        count = int(m.group(1)) if m else 0
+        total += count
+        if "apply_loop" in text:
+            apply = count
+    if apply is None:
+        raise SystemExit(f"{tag}: no thread ran apply_loop in {out} (a build without symbols?)")
+    return {"apply": apply / n, "total": total / n}
+
+
+def print_counted(name, runs):
+    out = [f"{name:<26}"]
+    for k, label in (("apply", "instructions/record, apply thread"), ("total", "all threads")):
+        vs = [r[k] for r in runs]
+        out.append(f"{label} " + "/".join(f"{v:.0f}" for v in (min(vs), statistics.median(vs), max(vs))))
+    print("  ".join(out))
+
+
 def print_summaries(results, this, against):
     print(summary("python peer (count only)", results["peer"]))
     if "read" in results:
@@ -331,7 +384,7 @@ def main():
     ap.add_argument("--profile", metavar="OUT",
                     help="instead: one run of this tree under `perf record -g`, written to OUT")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--records", type=int, help="default 1,000,000 (200,000 with --instructions)")
     ap.add_argument("--partitions", type=int, default=4,
                     help="partitions of the topic (memory is bounded per partition: docs/operations.md)")
     ap.add_argument("--traffic", default="live,backfill",
@@ -344,9 +397,24 @@ def main():
     ap.add_argument("--floor", action="store_true",
                     help="also run this tree's consumer alone each round (examples/consume_floor: "
                          "reading only, and reading + JSON decoding): the client's share of a run")
-    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/slatrack"),
-                    help="this tree's build (default target/release/slatrack)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead: count instructions per record under callgrind (default 200,000 "
+                         "records), a figure the host's load does not move")
+    ap.add_argument("--binary",
+                    help="this tree's build (default target/pgo/release/slatrack, the release build: "
+                         "bash scripts/build-release.sh)")
     a = ap.parse_args()
+    if a.records is None:
+        a.records = 200_000 if a.instructions else 1_000_000
+    if a.binary is None:
+        a.binary = os.path.join(ROOT, "target/pgo/release/slatrack")
+        stale = [p for p in source_files() if os.path.getmtime(p) > os.path.getmtime(a.binary)] \
+            if os.path.exists(a.binary) else None
+        if stale is None or stale:
+            ap.error(f"{a.binary} is " + ("missing" if stale is None else f"older than {stale[0]}")
+                     + ": build this tree's release with `bash scripts/build-release.sh`")
+    elif not os.path.exists(a.binary):
+        ap.error(f"--binary {a.binary}: no such file")
     global PARTITIONS, TOPIC
     PARTITIONS = a.partitions
     tansu = os.environ["SLATRACK_TANSU"]
@@ -371,6 +439,14 @@ def main():
                 print(f"profiled run ({traffic}): {r['rate'] / 1e6:.2f} M rec/s (perturbed by perf), "
                       f"{a.profile}")
                 return
+            if a.instructions:
+                print(f"{n} JSON records (≈{avg:.0f} B, {traffic} traffic) in {PARTITIONS} partitions; "
+                      f"{a.runs} runs of each build under callgrind")
+                for name, label, binary in (("this", f"this tree ({head})", a.binary),
+                                            ("against", f"against {a.against} ({sha[:9]})", against)):
+                    print_counted(label, [run_counted(binary, brokers, n, terminal, tmp, f"{traffic}-{name}-{i}")
+                                          for i in range(a.runs)])
+                continue
             print(f"{n} JSON records (≈{avg:.0f} B, {traffic} traffic) in {PARTITIONS} partitions; "
                   f"{a.runs} alternated rounds")
             results = run_rounds(a.runs, brokers, n, terminal, tmp, floor,

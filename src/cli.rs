@@ -199,6 +199,9 @@ pub enum Command {
         duration: Option<std::time::Duration>,
         #[arg(long, default_value_t = 300.0)]
         rate: f64,
+        /// The records' wire format on the demo topic.
+        #[arg(long, value_enum, default_value = "protobuf")]
+        format: WireFormat,
         /// Where to serve /metrics, /healthz and /readyz (default 127.0.0.1:9898, or a free
         /// port when that one is taken; "" for none).
         #[arg(long)]

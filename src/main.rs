@@ -333,6 +333,7 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             duration,
             rate,
+            format,
             listen,
             offline,
         } => {
@@ -342,6 +343,7 @@ fn run(cli: Cli) -> Result<()> {
                 let opts = slatrack::service::demo::DemoOptions {
                     duration,
                     rate,
+                    format: format.into(),
                     listen,
                 };
                 slatrack::service::demo::demo(&dir, &opts, shutdown_on_signal())?

@@ -299,6 +299,33 @@ fn the_demo_listens_where_asked_and_survives_a_busy_default_port() {
     }
 }
 
+/// `demo --format json` publishes JSON records and the service decodes them as JSON: every
+/// record is counted, none rejected.
+#[test]
+fn the_demo_runs_on_json_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(slatrack()
+        .args(["demo", "--format", "json", "--duration", "2s"])
+        .args(["--rate", "200", "--listen", "", "--dir"])
+        .arg(dir.path().join("demo")));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("records "))
+        .unwrap_or_else(|| panic!("no line counts records:\n{stdout}"));
+    let field = |name: &str| -> u64 {
+        let rest = last.split(&format!("{name} ")).nth(1).unwrap_or("");
+        let n = rest.split_whitespace().next().unwrap_or("");
+        n.parse()
+            .unwrap_or_else(|_| panic!("no {name} count in {last:?}"))
+    };
+    assert!(field("records") > 0, "{last}");
+    assert_eq!(field("rejected"), 0, "{last}");
+    assert_eq!(field("counted"), field("records"), "{last}");
+}
+
 /// `--period` is a calendar month or an ISO week: the same report as the equal
 /// `--from`/`--to`; a period that has not ended is marked partial; a bad one is explained.
 #[test]

@@ -57,6 +57,8 @@ pub struct DemoOptions {
     pub duration: Option<Duration>,
     /// Logical events per second.
     pub rate: f64,
+    /// How the generator encodes records, and so how the service decodes them.
+    pub format: Format,
     /// Where to serve `/metrics`, `/healthz`, `/readyz`. `None`: `metrics.listen`'s default, or a
     /// free port when another process holds it; `Some("")`: no listener.
     pub listen: Option<String>,
@@ -95,6 +97,11 @@ pub fn demo(dir: &Path, opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result
     })?;
     let mock = MockKafka::start(&[(TOPIC, 4), ("slatrack-quarantine", 1)])?;
     let mut config = demo_config(mock.brokers(), &store_path);
+    if let Some(k) = config.kafka.as_mut() {
+        for t in &mut k.topics {
+            t.format = opts.format;
+        }
+    }
     config.metrics.listen = listen_address(opts.listen.as_deref())?;
     let config = Arc::new(config);
     say!(
@@ -111,7 +118,7 @@ pub fn demo(dir: &Path, opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result
         now_micros() as u64,
         "globex",
         Scenario::Steady,
-        Format::Protobuf,
+        opts.format,
         now_micros(),
     );
     let gen_stop = stop_gen.clone();
