@@ -8,7 +8,9 @@
 //! 252,000 + 4,200 rows for the tenant and 349,650 for the others.
 //!
 //! Run: `cargo bench --bench store_read` (PostgreSQL from Debian's package, as the tests
-//! use it). Median of 5 runs per store.
+//! use it). Median of 5 runs per store. `SLATRACK_BENCH_BINARIES=A,B` times those
+//! binaries instead of this build's, alternated run by run (the shipped build is
+//! `target/pgo/release/slatrack`, from `scripts/build-release.sh`).
 
 #[path = "../tests/support/postgres.rs"]
 mod postgres;
@@ -17,6 +19,7 @@ use slatrack::engine::{ClosedBucket, KeyInfo, Stats};
 use slatrack::event::Direction;
 use slatrack::store::ReplayStore;
 use slatrack::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MIN};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,8 +107,8 @@ fn write_rows(store: &mut dyn ReplayStore, rows: &[(String, Vec<ClosedBucket>)])
 
 /// Seconds per `slatrack scorecard` run, and the JSON's event count (to check the stores
 /// agree).
-fn scorecard(store: &str, config: Option<&std::path::Path>) -> (f64, u64) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_slatrack"));
+fn scorecard(binary: &Path, store: &str, config: Option<&Path>) -> (f64, u64) {
+    let mut c = Command::new(binary);
     c.args(["scorecard", "--tenant", "globex", "--from", "2025-09-08"])
         .args(["--to", "2025-11-17", "--format", "json", "--store", store]);
     if let Some(cfg) = config {
@@ -128,20 +131,45 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(name: &str, store: &str, config: Option<&std::path::Path>) -> u64 {
-    let mut times = Vec::new();
-    let mut events = 0;
-    for _ in 0..RUNS {
-        let (s, e) = scorecard(store, config);
-        times.push(s);
-        events = e;
+/// The binaries to time: `SLATRACK_BENCH_BINARIES`, or this build's.
+fn binaries() -> Vec<PathBuf> {
+    match std::env::var("SLATRACK_BENCH_BINARIES") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').map(PathBuf::from).collect(),
+        _ => vec![PathBuf::from(env!("CARGO_BIN_EXE_slatrack"))],
     }
-    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = times.iter().copied().fold(0.0, f64::max);
-    println!(
-        "{name:<10} scorecard {:.3} s median (min {min:.3}, max {max:.3}); {events} events",
-        median(times)
-    );
+}
+
+/// Times every binary `RUNS` times on one store, alternated; the events every run reported.
+fn measure(name: &str, store: &str, config: Option<&Path>, binaries: &[PathBuf]) -> u64 {
+    let mut times = vec![Vec::new(); binaries.len()];
+    let mut events = None;
+    for run in 0..RUNS {
+        for k in 0..binaries.len() {
+            let k = if run % 2 == 0 {
+                k
+            } else {
+                binaries.len() - 1 - k
+            };
+            let (s, e) = scorecard(&binaries[k], store, config);
+            times[k].push(s);
+            assert!(events.is_none_or(|x| x == e), "{name}: runs disagree");
+            events = Some(e);
+        }
+    }
+    let events = events.unwrap_or(0);
+    for (binary, times) in binaries.iter().zip(times) {
+        let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = times.iter().copied().fold(0.0, f64::max);
+        let which = if binaries.len() > 1 {
+            format!(" ({})", binary.display())
+        } else {
+            String::new()
+        };
+        println!(
+            "{name:<10} scorecard {:.3} s median (min {min:.3}, max {max:.3}); {events} events{which}",
+            median(times)
+        );
+    }
     events
 }
 
@@ -180,7 +208,8 @@ fn main() {
     pg.psql("bench", "ANALYZE");
     println!("postgres   written in {:.1} s", t.elapsed().as_secs_f64());
 
-    let e_pg = measure("postgres", &url, None);
-    let e_sqlite = measure("sqlite", &sqlite.to_string_lossy(), None);
+    let binaries = binaries();
+    let e_pg = measure("postgres", &url, None, &binaries);
+    let e_sqlite = measure("sqlite", &sqlite.to_string_lossy(), None, &binaries);
     assert_eq!(e_pg, e_sqlite, "the stores agree");
 }
