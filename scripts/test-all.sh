@@ -55,6 +55,9 @@ cargo clippy --all-targets --features integration --locked -- -D warnings
 step "tests (unit, property, whole-program, mock cluster, tansu integration)"
 cargo test --locked --features integration --lib --bins --tests
 
+step "the release build's training run, on the debug build (scripts/build-release.sh --train-only)"
+bash scripts/build-release.sh --train-only target/debug/slatrack
+
 step "generated alert rules: promtool check + unit tests"
 promtool check rules deploy/prometheus/slatrack-rules.yml
 promtool test rules deploy/prometheus/tests/slatrack-rules.test.yml
