@@ -331,10 +331,10 @@ def run_rounds(runs, brokers, n, terminal, tmp, floor, builds, traffic):
 
 
 def run_counted(binary, brokers, n, terminal, tmp, tag):
-    """One run under callgrind (valgrind counts instructions, whatever else the machine
-    does): instructions per record on the apply thread (the one that runs `apply_loop`) and
-    over every thread. The apply thread's count repeats within a few per cent; the
-    whole process's moves more, as idle polling depends on timing."""
+    """One run under callgrind (valgrind counts instructions, not time): instructions per
+    record on the apply thread (the one that runs `apply_loop`) and over every thread. The
+    apply thread's count moves by a few per cent with what follows the clock (batch sizes,
+    checkpoints); the whole process's moves more, as idle polling depends on timing."""
     out = tempfile.mkdtemp(dir=tmp, prefix=tag + "-callgrind-")
     wrapper = os.path.join(out, "slatrack")
     with open(wrapper, "w") as f:
@@ -399,7 +399,7 @@ def main():
                          "reading only, and reading + JSON decoding): the client's share of a run")
     ap.add_argument("--instructions", action="store_true",
                     help="instead: count instructions per record under callgrind (default 200,000 "
-                         "records), a figure the host's load does not move")
+                         "records): the host's load moves it far less than the wall-clock figures")
     ap.add_argument("--binary",
                     help="this tree's build (default target/pgo/release/slatrack, the release build: "
                          "bash scripts/build-release.sh)")
