@@ -301,11 +301,15 @@ def run_peer(brokers, n, tmp, i):
     return {"rate": r["rate"], "cpu_per_m": r["cpu_s"] / n * 1e6, "rss": r["rss_mib"]}
 
 
+def spread(vs, fmt):
+    """min/median/max of `vs`, each formatted with `fmt`."""
+    return "/".join(fmt.format(v) for v in (min(vs), statistics.median(vs), max(vs)))
+
+
 def summary(name, runs):
     out = [f"{name:<26}"]
     for k, unit, fmt in (("rate", "M rec/s", "{:.2f}"), ("cpu_per_m", "CPU-s/1M", "{:.2f}"), ("rss", "MiB", "{:.0f}")):
-        vs = [r[k] / (1e6 if k == "rate" else 1) for r in runs]
-        out.append(f"{unit} " + "/".join(fmt.format(v) for v in (min(vs), statistics.median(vs), max(vs))))
+        out.append(f"{unit} " + spread([r[k] / (1e6 if k == "rate" else 1) for r in runs], fmt))
     rates = [r["rate"] for r in runs]
     if max(rates) > 1.5 * min(rates):
         out.append("BIMODAL")
@@ -361,8 +365,7 @@ def run_counted(binary, brokers, n, terminal, tmp, tag):
 def print_counted(name, runs):
     out = [f"{name:<26}"]
     for k, label in (("apply", "instructions/record, apply thread"), ("total", "all threads")):
-        vs = [r[k] for r in runs]
-        out.append(f"{label} " + "/".join(f"{v:.0f}" for v in (min(vs), statistics.median(vs), max(vs))))
+        out.append(f"{label} " + spread([r[k] for r in runs], "{:.0f}"))
     print("  ".join(out))
 
 
