@@ -147,7 +147,11 @@ fn poison_records_are_quarantined_and_the_partition_keeps_flowing() {
     mock.create_topic("deliveries", 1, 1).unwrap();
     mock.create_topic("slatrack-quarantine", 1, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = demo_config(mock.bootstrap_servers(), &dir.path().join("s.db"));
+    let mut cfg = demo_config(
+        mock.bootstrap_servers(),
+        &dir.path().join("s.db"),
+        Format::Protobuf,
+    );
     cfg.metrics.listen = "127.0.0.1:0".into(); // never a fixed port in tests
     let config = Arc::new(cfg);
 
@@ -397,7 +401,11 @@ fn a_broker_outage_mid_stream_is_ridden_out_with_exact_numbers() {
     mock.create_topic("deliveries", 2, 1).unwrap();
     mock.create_topic("slatrack-quarantine", 1, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = demo_config(mock.bootstrap_servers(), &dir.path().join("live.db"));
+    let mut cfg = demo_config(
+        mock.bootstrap_servers(),
+        &dir.path().join("live.db"),
+        Format::Protobuf,
+    );
     cfg.engine = Config::default().engine;
     cfg.metrics.listen = "127.0.0.1:0".into();
     let config = Arc::new(cfg);
@@ -506,7 +514,7 @@ fn an_unreachable_windows_topic_keeps_windows_queued_and_loses_none() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("live.db");
-    let mut cfg = demo_config(mock.bootstrap_servers(), &db);
+    let mut cfg = demo_config(mock.bootstrap_servers(), &db, Format::Protobuf);
     cfg.engine = Config::default().engine;
     cfg.metrics.listen = "127.0.0.1:0".into();
     if let Some(k) = cfg.kafka.as_mut() {
@@ -694,7 +702,11 @@ fn store_outage(fault: StoreFault) {
         _ => None,
     };
     let location = slatrack::store::Location::Sqlite(db_dir.join("live.db"));
-    let mut cfg = demo_config(mock.bootstrap_servers(), &db_dir.join("live.db"));
+    let mut cfg = demo_config(
+        mock.bootstrap_servers(),
+        &db_dir.join("live.db"),
+        Format::Protobuf,
+    );
     cfg.engine = Config::default().engine;
     cfg.metrics.listen = "127.0.0.1:0".into();
     let config = Arc::new(cfg);

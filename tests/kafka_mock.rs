@@ -8,6 +8,7 @@ use rdkafka::message::Headers;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
+use slatrack::codec::Format;
 use slatrack::config::Config;
 use slatrack::runtime::RuntimeStatus;
 use slatrack::service::{self, demo::demo_config};
@@ -143,7 +144,11 @@ fn kafka_equals_replay_across_a_restart_and_quarantines_bad_records() {
         .collect();
 
     let store = dir.path().join("live.db");
-    let config = Arc::new(demo_config(mock.bootstrap_servers(), &store));
+    let config = Arc::new(demo_config(
+        mock.bootstrap_servers(),
+        &store,
+        Format::Protobuf,
+    ));
     let mut cfg = (*config).clone();
     cfg.engine = Config::default().engine;
     cfg.metrics.listen = "127.0.0.1:0".into();

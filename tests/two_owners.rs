@@ -6,6 +6,7 @@
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
+use slatrack::codec::Format;
 use slatrack::config::Config;
 use slatrack::runtime::RuntimeStatus;
 use slatrack::service::{self, demo::demo_config};
@@ -127,7 +128,7 @@ fn two_owners_of_every_partition(kind: Kind) {
         Kind::Postgres => unreachable!("PostgreSQL tests need --features integration"),
     };
     let instance = |group: &str| {
-        let mut cfg = demo_config(mock.bootstrap_servers(), &store);
+        let mut cfg = demo_config(mock.bootstrap_servers(), &store, Format::Protobuf);
         cfg.engine = Config::default().engine;
         cfg.metrics.listen = String::new();
         // Often, so that the two owners' commits interleave.

@@ -28,7 +28,8 @@ macro_rules! say {
     }};
 }
 
-pub fn demo_config(brokers: String, store: &Path) -> Config {
+/// The demo's settings, its one topic carrying records in `format`.
+pub fn demo_config(brokers: String, store: &Path, format: Format) -> Config {
     let mut c = Config::default();
     c.engine.bucket = ConfigDuration(10 * MICROS_PER_SEC);
     c.engine.allowed_lateness = ConfigDuration(10 * MICROS_PER_SEC);
@@ -40,7 +41,7 @@ pub fn demo_config(brokers: String, store: &Path) -> Config {
         group_id: "slatrack-demo".into(),
         topics: vec![TopicConfig {
             name: TOPIC.into(),
-            format: Format::Protobuf,
+            format,
         }],
         quarantine_topic: "slatrack-quarantine".into(),
         windows_topic: String::new(),
@@ -96,12 +97,7 @@ pub fn demo(dir: &Path, opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result
         source,
     })?;
     let mock = MockKafka::start(&[(TOPIC, 4), ("slatrack-quarantine", 1)])?;
-    let mut config = demo_config(mock.brokers(), &store_path);
-    if let Some(k) = config.kafka.as_mut() {
-        for t in &mut k.topics {
-            t.format = opts.format;
-        }
-    }
+    let mut config = demo_config(mock.brokers(), &store_path, opts.format);
     config.metrics.listen = listen_address(opts.listen.as_deref())?;
     let config = Arc::new(config);
     say!(
