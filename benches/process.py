@@ -32,7 +32,7 @@ Measured per slatrack run, from outside the process:
 - CPU-s per 1 M records: the process's user + system time when the checkpoints reach
   the end, over the records (start-up included).
 - peak RSS: VmHWM when the checkpoints reach the end.
-- on stderr, CPU seconds per thread, the process's CPU seconds before its first
+- on stderr, CPU seconds per thread, minor page faults, the process's CPU seconds before its first
   assignment (start-up), and tansu's over the run (the peer's runs too).
 Each run's figures are checked: the store's events must equal the topic's.
 Printed: min / median / max over the runs for each build and for the peer, the medians'
@@ -174,6 +174,12 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def proc_minflt(pid):
+    """Minor page faults of the process so far (each a page zeroed or mapped)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
 def proc_hwm_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         m = re.search(r"VmHWM:\s+(\d+) kB", f.read())
@@ -237,7 +243,7 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
             time.sleep(0.1)
             if fixture.checkpointed(db) >= n:
                 done = {"t": time.perf_counter(), "cpu_s": proc_cpu_s(svc.pid), "rss": proc_hwm_mib(svc.pid),
-                        "threads": threads_cpu_s(svc.pid), "broker_s": proc_cpu_s(BROKER_PID) - broker_before}
+                        "minflt": proc_minflt(svc.pid), "threads": threads_cpu_s(svc.pid), "broker_s": proc_cpu_s(BROKER_PID) - broker_before}
                 break
             if svc.poll() is not None:
                 raise SystemExit(f"{tag}: slatrack exited {svc.returncode}; see {log}")
@@ -269,7 +275,8 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
     startup_s = max((c for t, c in samples if t <= assigned_at), default=0.0)
     print(f"  {tag}: assigned→checkpointed {done['t'] - assigned_at:.2f} s, busy span "
           f"{start - assigned_at:+.2f} s .. {end - assigned_at:+.2f} s, {len(samples)} samples, "
-          f"{startup_s:.3f} CPU-s before the first assignment", file=sys.stderr)
+          f"{startup_s:.3f} CPU-s before the first assignment, {done['minflt']} minor faults",
+          file=sys.stderr)
     top = sorted(done["threads"].items(), key=lambda kv: -kv[1])[:5]
     print("    CPU-s by thread: " + ", ".join(f"{k} {v:.2f}" for k, v in top)
           + f"; the broker (tansu) {done['broker_s']:.2f}", file=sys.stderr)

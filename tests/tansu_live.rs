@@ -37,9 +37,6 @@ use wait::wait_until;
 
 const TOPIC: &str = "deliveries";
 
-/// The tests of this file each run a broker and several slatrack processes: on a 2-core
-/// machine they run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const PARTITIONS: u32 = 4;
 
 /// How producers pick a record's partition.
@@ -664,7 +661,6 @@ fn sigkill_at_several_points_then_sigterm(
     producers: Producers,
     connections: usize,
 ) {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Setup {
         dir,
         broker,
@@ -756,7 +752,6 @@ fn a_backlog_flushed_through_five_sigkills_equals_the_sorted_replay() {
 }
 
 fn two_instances_rebalance_mid_stream(kind: StoreKind, producers: Producers) {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Setup {
         dir,
         broker,
@@ -816,7 +811,6 @@ fn a_backlog_flushed_across_a_rebalance_equals_the_sorted_replay() {
 /// produced; the merged scorecard equals replay.
 #[test]
 fn three_instances_join_and_leave_on_six_partitions_equal_replay() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Setup {
         dir,
         broker,
@@ -897,7 +891,6 @@ fn c_finishes_alone(c: &mut Instance, seen_c: usize, watch: &mut Watch, total: i
 /// B and C write, B is SIGKILLed, C finishes. The scorecard equals replay.
 #[test]
 fn postgres_store_three_instances_sigkills_and_a_server_crash_equal_replay() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Setup {
         dir,
         broker,
@@ -1129,7 +1122,6 @@ fn scorecard_counts(v: &serde_json::Value) -> BTreeMap<String, (u64, u64, u64)> 
 /// scorecard equals figures counted from the records, and the replay of the same records
 /// into a store of the same kind.
 fn pilot_live_on(kind: StoreKind, dated: Dated) {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let broker = Tansu::start(&dir.path().join("tansu.log"));
     broker.create_topic(TOPIC, PARTITIONS);
