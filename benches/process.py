@@ -32,7 +32,8 @@ Measured per slatrack run, from outside the process:
 - CPU-s per 1 M records: the process's user + system time when the checkpoints reach
   the end, over the records (start-up included).
 - peak RSS: VmHWM when the checkpoints reach the end.
-- on stderr, CPU seconds per thread, minor page faults, the process's CPU seconds before its first
+- on stderr, CPU seconds per thread, minor page faults, the kernel's share of the CPU
+  seconds, the process's CPU seconds before its first
   assignment (start-up), and tansu's over the run (the peer's runs too).
 Each run's figures are checked: the store's events must equal the topic's.
 Printed: min / median / max over the runs for each build and for the peer, the medians'
@@ -180,6 +181,12 @@ def proc_minflt(pid):
         return int(f.read().rsplit(")", 1)[1].split()[7])
 
 
+def proc_sys_s(pid):
+    """The kernel's share of the process's CPU seconds (system time)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[12]) / TICK
+
+
 def proc_hwm_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         m = re.search(r"VmHWM:\s+(\d+) kB", f.read())
@@ -243,7 +250,7 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
             time.sleep(0.1)
             if fixture.checkpointed(db) >= n:
                 done = {"t": time.perf_counter(), "cpu_s": proc_cpu_s(svc.pid), "rss": proc_hwm_mib(svc.pid),
-                        "minflt": proc_minflt(svc.pid), "threads": threads_cpu_s(svc.pid), "broker_s": proc_cpu_s(BROKER_PID) - broker_before}
+                        "minflt": proc_minflt(svc.pid), "sys_s": proc_sys_s(svc.pid), "threads": threads_cpu_s(svc.pid), "broker_s": proc_cpu_s(BROKER_PID) - broker_before}
                 break
             if svc.poll() is not None:
                 raise SystemExit(f"{tag}: slatrack exited {svc.returncode}; see {log}")
@@ -275,7 +282,8 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
     startup_s = max((c for t, c in samples if t <= assigned_at), default=0.0)
     print(f"  {tag}: assigned→checkpointed {done['t'] - assigned_at:.2f} s, busy span "
           f"{start - assigned_at:+.2f} s .. {end - assigned_at:+.2f} s, {len(samples)} samples, "
-          f"{startup_s:.3f} CPU-s before the first assignment, {done['minflt']} minor faults",
+          f"{startup_s:.3f} CPU-s before the first assignment, {done['minflt']} minor faults, "
+          f"{done['sys_s']:.2f} of {done['cpu_s']:.2f} CPU-s in the kernel",
           file=sys.stderr)
     top = sorted(done["threads"].items(), key=lambda kv: -kv[1])[:5]
     print("    CPU-s by thread: " + ", ".join(f"{k} {v:.2f}" for k, v in top)
