@@ -33,8 +33,8 @@ Measured per slatrack run, from outside the process:
   the end, over the records (start-up included).
 - peak RSS: VmHWM when the checkpoints reach the end.
 - on stderr, CPU seconds per thread, minor page faults, the kernel's share of the CPU
-  seconds, the process's CPU seconds before its first
-  assignment (start-up), and tansu's over the run (the peer's runs too).
+  seconds, the process's CPU seconds before its first assignment (start-up), and tansu's
+  over the run (the peer's runs too).
 Each run's figures are checked: the store's events must equal the topic's.
 Printed: min / median / max over the runs for each build and for the peer, the medians'
 ratios, and "bimodal" when a build's max rate is over 1.5x its min.
