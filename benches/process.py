@@ -169,22 +169,17 @@ def fill_topic(tansu, url, brokers, binary, tmp, n, traffic):
     return len(recs) + PARTITIONS, size / len(recs), terminal
 
 
-def proc_cpu_s(pid):
+def proc_stat(pid):
+    """The process's CPU seconds, the kernel's share of them (system time) and its minor
+    page faults (each a page zeroed or mapped), from one read of /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    user, system = int(fields[11]) / TICK, int(fields[12]) / TICK
+    return {"cpu_s": user + system, "sys_s": system, "minflt": int(fields[7])}
 
 
-def proc_minflt(pid):
-    """Minor page faults of the process so far (each a page zeroed or mapped)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[7])
-
-
-def proc_sys_s(pid):
-    """The kernel's share of the process's CPU seconds (system time)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[12]) / TICK
+def proc_cpu_s(pid):
+    return proc_stat(pid)["cpu_s"]
 
 
 def proc_hwm_mib(pid):
@@ -249,8 +244,8 @@ group_id = "{os.path.basename(work)}"\n[[kafka.topics]]\nname = "{TOPIC}"\nforma
             # Read the store rarely: a reader polling SQLite every few ms slows its writer.
             time.sleep(0.1)
             if fixture.checkpointed(db) >= n:
-                done = {"t": time.perf_counter(), "cpu_s": proc_cpu_s(svc.pid), "rss": proc_hwm_mib(svc.pid),
-                        "minflt": proc_minflt(svc.pid), "sys_s": proc_sys_s(svc.pid), "threads": threads_cpu_s(svc.pid), "broker_s": proc_cpu_s(BROKER_PID) - broker_before}
+                done = {"t": time.perf_counter(), **proc_stat(svc.pid), "rss": proc_hwm_mib(svc.pid),
+                        "threads": threads_cpu_s(svc.pid), "broker_s": proc_cpu_s(BROKER_PID) - broker_before}
                 break
             if svc.poll() is not None:
                 raise SystemExit(f"{tag}: slatrack exited {svc.returncode}; see {log}")
