@@ -169,13 +169,18 @@ def fill_topic(tansu, url, brokers, binary, tmp, n, traffic):
     return len(recs) + PARTITIONS, size / len(recs), terminal
 
 
-def proc_stat(pid):
-    """The process's CPU seconds, the kernel's share of them (system time) and its minor
-    page faults (each a page zeroed or mapped), from one read of /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+def parse_stat(raw):
+    """A /proc stat line (a process's or a thread's): its CPU seconds, the kernel's share of
+    them (system time) and its minor page faults (each a page zeroed or mapped)."""
+    fields = raw.rsplit(")", 1)[1].split()
     user, system = int(fields[11]) / TICK, int(fields[12]) / TICK
     return {"cpu_s": user + system, "sys_s": system, "minflt": int(fields[7])}
+
+
+def proc_stat(pid):
+    """`parse_stat` of the process, from one read of /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        return parse_stat(f.read())
 
 
 def proc_cpu_s(pid):
@@ -198,8 +203,7 @@ def threads_cpu_s(pid):
         except OSError:
             continue
         name = raw[raw.index("(") + 1:raw.rindex(")")]
-        fields = raw.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+        out[name] = out.get(name, 0.0) + parse_stat(raw)["cpu_s"]
     return out
 
 
